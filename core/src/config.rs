@@ -1,0 +1,127 @@
+//! The configuration the control plane sends to every filter (JSON inside the
+//! Wasm plugin's `configuration`). The user-facing YAML lives in the control plane;
+//! this is its checked, resolved form.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::Target;
+
+/// Which half of the filter a plugin instance plays (ARCHITECTURE.md §2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Downstream HTTP filter: validates the request and plans the chain.
+    Planner,
+    /// Router upstream filter: rewrites each attempt for its provider.
+    Adapter,
+}
+
+/// The API dialect a provider speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dialect {
+    /// OpenAI chat completions (`POST {base}/chat/completions`, bearer key).
+    Openai,
+    /// Anthropic Messages (`POST {base}/messages`, `x-api-key`).
+    Anthropic,
+}
+
+impl Dialect {
+    /// Name used in config files and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dialect::Openai => "openai",
+            Dialect::Anthropic => "anthropic",
+        }
+    }
+}
+
+/// One provider as the filter sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provider {
+    /// Dialect the provider speaks.
+    pub dialect: Dialect,
+    /// Envoy cluster that reaches it.
+    pub cluster: String,
+    /// `:authority` to send (the provider's host, with port when not default).
+    pub authority: String,
+    /// Path prefix before the dialect's endpoint, e.g. `/v1`.
+    pub base_path: String,
+    /// Credential to inject; only present in the adapter's config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+}
+
+/// The whole filter configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    /// Version of the control-plane config this was generated from.
+    pub version: String,
+    /// Role of the plugin instance that receives this config.
+    pub role: Role,
+    /// Providers by name.
+    pub providers: BTreeMap<String, Provider>,
+    /// Model aliases clients may name in `model`, each with its chain.
+    #[serde(default)]
+    pub routes: BTreeMap<String, Vec<Target>>,
+    /// Largest request body accepted (bytes); larger requests get 413.
+    pub max_request_bytes: usize,
+    /// Most targets one request's plan may hold (= slots in the generated route).
+    pub max_attempts: usize,
+}
+
+/// Why a filter config was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The JSON did not parse into [`FilterConfig`].
+    #[error("filter config is not valid JSON for this filter: {0}")]
+    Parse(#[from] serde_json::Error),
+    /// A route names a provider that is not configured.
+    #[error("route `{route}` names unknown provider `{provider}`")]
+    UnknownProvider {
+        /// The route alias.
+        route: String,
+        /// The missing provider.
+        provider: String,
+    },
+    /// A limit is out of range.
+    #[error("{0}")]
+    Limit(String),
+}
+
+impl FilterConfig {
+    /// Parses and checks a config; the filter keeps its last good config when this fails.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        let cfg: FilterConfig = serde_json::from_slice(bytes)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Cross-field checks that serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_attempts == 0 || self.max_attempts > 16 {
+            return Err(ConfigError::Limit(format!(
+                "max_attempts must be 1..=16, got {}",
+                self.max_attempts
+            )));
+        }
+        if self.max_request_bytes == 0 {
+            return Err(ConfigError::Limit("max_request_bytes must be > 0".into()));
+        }
+        for (route, chain) in &self.routes {
+            for t in chain {
+                if !self.providers.contains_key(&t.provider) {
+                    return Err(ConfigError::UnknownProvider {
+                        route: route.clone(),
+                        provider: t.provider.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,544 @@
+//! Anthropic Messages API: request translation from OpenAI chat completions, and
+//! response translation back (JSON, SSE stream, errors).
+
+use serde_json::{Map, Value, json};
+
+use super::TranslateError;
+use crate::sse;
+
+/// `anthropic-version` header value the adapter sends.
+pub const API_VERSION: &str = "2023-06-01";
+/// `max_tokens` is required by Anthropic; used when the client gave none.
+pub const DEFAULT_MAX_TOKENS: u64 = 4096;
+
+fn invalid(msg: impl Into<String>) -> TranslateError {
+    TranslateError::Invalid(msg.into())
+}
+
+// === request ===
+
+/// Translates an OpenAI chat-completions request into a Messages request for `model`.
+pub fn request(req: &Value, model: &str) -> Result<Value, TranslateError> {
+    let messages = req
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or_else(|| invalid("messages must be an array"))?;
+    let mut system: Vec<String> = Vec::new();
+    let mut out_msgs: Vec<Value> = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        let role = m
+            .get("role")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid(format!("messages[{i}].role is missing")))?;
+        match role {
+            "system" | "developer" => system.push(text_of(m.get("content"))),
+            "user" => push_blocks(&mut out_msgs, "user", content_blocks(m.get("content"))?),
+            "assistant" => {
+                let mut blocks = content_blocks(m.get("content"))?;
+                if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
+                    for c in calls {
+                        let args = c
+                            .pointer("/function/arguments")
+                            .and_then(Value::as_str)
+                            .unwrap_or("{}");
+                        let input: Value = serde_json::from_str(args).unwrap_or_else(|_| json!({}));
+                        blocks.push(json!({
+                            "type": "tool_use",
+                            "id": c.get("id").cloned().unwrap_or(Value::Null),
+                            "name": c.pointer("/function/name").cloned().unwrap_or(Value::Null),
+                            "input": input,
+                        }));
+                    }
+                }
+                push_blocks(&mut out_msgs, "assistant", blocks)
+            }
+            "tool" => {
+                let block = json!({
+                    "type": "tool_result",
+                    "tool_use_id": m.get("tool_call_id").cloned().unwrap_or(Value::Null),
+                    "content": text_of(m.get("content")),
+                });
+                push_blocks(&mut out_msgs, "user", vec![block])
+            }
+            other => {
+                return Err(invalid(format!(
+                    "messages[{i}].role `{other}` is not supported"
+                )));
+            }
+        }
+    }
+    let max_tokens = req
+        .get("max_completion_tokens")
+        .or_else(|| req.get("max_tokens"))
+        .and_then(Value::as_u64)
+        .unwrap_or(DEFAULT_MAX_TOKENS);
+    let mut out = Map::new();
+    out.insert("model".into(), json!(model));
+    out.insert("max_tokens".into(), json!(max_tokens));
+    out.insert("messages".into(), Value::Array(out_msgs));
+    if !system.is_empty() {
+        out.insert("system".into(), json!(system.join("\n\n")));
+    }
+    for key in ["temperature", "top_p", "stream"] {
+        if let Some(v) = req.get(key).filter(|v| !v.is_null()) {
+            out.insert(key.into(), v.clone());
+        }
+    }
+    match req.get("stop") {
+        Some(Value::String(s)) => {
+            out.insert("stop_sequences".into(), json!([s]));
+        }
+        Some(Value::Array(a)) => {
+            out.insert("stop_sequences".into(), Value::Array(a.clone()));
+        }
+        _ => {}
+    }
+    if let Some(tools) = req.get("tools").and_then(Value::as_array) {
+        let tools: Vec<Value> = tools
+            .iter()
+            .filter_map(|t| t.get("function"))
+            .map(|f| {
+                json!({
+                    "name": f.get("name").cloned().unwrap_or(Value::Null),
+                    "description": f.get("description").cloned().unwrap_or(json!("")),
+                    "input_schema": f.get("parameters").cloned().unwrap_or_else(|| json!({"type":"object"})),
+                })
+            })
+            .collect();
+        out.insert("tools".into(), Value::Array(tools));
+    }
+    if let Some(choice) = req.get("tool_choice") {
+        let c = match choice {
+            Value::String(s) if s == "required" => Some(json!({"type":"any"})),
+            Value::String(s) if s == "auto" => Some(json!({"type":"auto"})),
+            Value::String(s) if s == "none" => Some(json!({"type":"none"})),
+            Value::Object(_) => choice
+                .pointer("/function/name")
+                .map(|n| json!({"type":"tool","name":n})),
+            _ => None,
+        };
+        if let Some(c) = c {
+            out.insert("tool_choice".into(), c);
+        }
+    }
+    if let Some(user) = req.get("user").and_then(Value::as_str) {
+        out.insert("metadata".into(), json!({ "user_id": user }));
+    }
+    Ok(Value::Object(out))
+}
+
+/// Consecutive messages of one role are merged: Anthropic wants them alternating.
+fn push_blocks(out: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
+    if let Some(last) = out.last_mut()
+        && last.get("role").and_then(Value::as_str) == Some(role)
+        && let Some(Value::Array(existing)) = last.get_mut("content")
+    {
+        existing.extend(blocks);
+        return;
+    }
+    out.push(json!({ "role": role, "content": blocks }));
+}
+
+fn text_of(content: Option<&Value>) -> String {
+    match content {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+fn content_blocks(content: Option<&Value>) -> Result<Vec<Value>, TranslateError> {
+    match content {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![json!({"type":"text","text":s})]),
+        Some(Value::Array(parts)) => parts.iter().map(part_block).collect(),
+        Some(_) => Err(invalid(
+            "message content must be a string or an array of parts",
+        )),
+    }
+}
+
+fn part_block(part: &Value) -> Result<Value, TranslateError> {
+    match part.get("type").and_then(Value::as_str) {
+        Some("text") => {
+            Ok(json!({"type":"text","text": part.get("text").cloned().unwrap_or(json!(""))}))
+        }
+        Some("image_url") => {
+            let url = part
+                .pointer("/image_url/url")
+                .and_then(Value::as_str)
+                .ok_or_else(|| invalid("image_url part without url"))?;
+            let source = match url
+                .strip_prefix("data:")
+                .and_then(|r| r.split_once(";base64,"))
+            {
+                Some((media_type, data)) => {
+                    json!({"type":"base64","media_type":media_type,"data":data})
+                }
+                None => json!({"type":"url","url":url}),
+            };
+            Ok(json!({"type":"image","source":source}))
+        }
+        other => Err(invalid(format!(
+            "content part type {other:?} is not supported by Anthropic"
+        ))),
+    }
+}
+
+// === response (JSON) ===
+
+/// Maps Anthropic's `stop_reason` to OpenAI's `finish_reason`.
+pub fn finish_reason(stop_reason: Option<&str>) -> Option<&'static str> {
+    stop_reason.map(|r| match r {
+        "max_tokens" => "length",
+        "tool_use" => "tool_calls",
+        "refusal" => "content_filter",
+        _ => "stop",
+    })
+}
+
+fn usage(input: u64, output: u64) -> Value {
+    json!({"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output})
+}
+
+/// Translates a Messages response body into a chat-completion body.
+pub fn response(body: &[u8], created: u64) -> Result<Vec<u8>, TranslateError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| invalid(format!("provider sent invalid JSON: {e}")))?;
+    let mut text = String::new();
+    let mut tool_calls = Vec::new();
+    for block in v
+        .get("content")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        match block.get("type").and_then(Value::as_str) {
+            Some("text") => text.push_str(block.get("text").and_then(Value::as_str).unwrap_or("")),
+            Some("tool_use") => tool_calls.push(json!({
+                "id": block.get("id").cloned().unwrap_or(Value::Null),
+                "type": "function",
+                "function": {
+                    "name": block.get("name").cloned().unwrap_or(Value::Null),
+                    "arguments": block.get("input").map(Value::to_string).unwrap_or_else(|| "{}".into()),
+                },
+            })),
+            _ => {}
+        }
+    }
+    let mut message = json!({"role": "assistant", "content": if text.is_empty() && !tool_calls.is_empty() { Value::Null } else { json!(text) }});
+    if !tool_calls.is_empty() {
+        message["tool_calls"] = Value::Array(tool_calls);
+    }
+    let u = v.get("usage");
+    let input = u
+        .and_then(|u| u.get("input_tokens"))
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let output = u
+        .and_then(|u| u.get("output_tokens"))
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let out = json!({
+        "id": v.get("id").cloned().unwrap_or(json!("")),
+        "object": "chat.completion",
+        "created": created,
+        "model": v.get("model").cloned().unwrap_or(json!("")),
+        "choices": [{
+            "index": 0,
+            "message": message,
+            "finish_reason": finish_reason(v.get("stop_reason").and_then(Value::as_str)),
+        }],
+        "usage": usage(input, output),
+    });
+    Ok(out.to_string().into_bytes())
+}
+
+/// Extracts `(type, message)` from an Anthropic error body.
+pub fn error_details(body: &[u8]) -> Option<(String, String)> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let e = v.get("error")?;
+    Some((
+        e.get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("api_error")
+            .to_string(),
+        e.get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+    ))
+}
+
+// === response (stream) ===
+
+/// Turns an Anthropic Messages event stream into OpenAI chat-completion chunks.
+/// Feed it the provider's bytes as they come; it returns the bytes to send on.
+#[derive(Debug)]
+pub struct StreamTranslator {
+    parser: sse::Parser,
+    include_usage: bool,
+    created: u64,
+    id: String,
+    model: String,
+    input_tokens: u64,
+    output_tokens: u64,
+    /// Anthropic content-block index → OpenAI tool-call index.
+    tool_index: Vec<(u64, usize)>,
+    done: bool,
+}
+
+impl StreamTranslator {
+    /// `include_usage`: the client asked for the final usage chunk.
+    pub fn new(include_usage: bool, created: u64) -> Self {
+        StreamTranslator {
+            parser: sse::Parser::default(),
+            include_usage,
+            created,
+            id: String::new(),
+            model: String::new(),
+            input_tokens: 0,
+            output_tokens: 0,
+            tool_index: Vec::new(),
+            done: false,
+        }
+    }
+
+    /// The stream ended properly (`message_stop` or an error event was seen).
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> String {
+        let c = json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        });
+        format!("data: {c}\n\n")
+    }
+
+    /// Translates one chunk of the provider's stream.
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut out = String::new();
+        for ev in self.parser.feed(bytes) {
+            let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
+                continue;
+            };
+            let kind = ev
+                .event
+                .as_deref()
+                .or_else(|| v.get("type").and_then(Value::as_str))
+                .unwrap_or("");
+            match kind {
+                "message_start" => {
+                    let m = v.get("message");
+                    self.id = m
+                        .and_then(|m| m.get("id"))
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
+                    self.model = m
+                        .and_then(|m| m.get("model"))
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
+                    self.input_tokens = m
+                        .and_then(|m| m.pointer("/usage/input_tokens"))
+                        .and_then(Value::as_u64)
+                        .unwrap_or(0);
+                    out.push_str(&self.chunk(json!({"role":"assistant","content":""}), None));
+                }
+                "content_block_start" => {
+                    let block = v.get("content_block");
+                    if block.and_then(|b| b.get("type")).and_then(Value::as_str) == Some("tool_use")
+                    {
+                        let idx = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+                        let n = self.tool_index.len();
+                        self.tool_index.push((idx, n));
+                        let call = json!([{
+                            "index": n,
+                            "id": block.and_then(|b| b.get("id")).cloned().unwrap_or(Value::Null),
+                            "type": "function",
+                            "function": {"name": block.and_then(|b| b.get("name")).cloned().unwrap_or(Value::Null), "arguments": ""},
+                        }]);
+                        out.push_str(&self.chunk(json!({"tool_calls": call}), None));
+                    }
+                }
+                "content_block_delta" => {
+                    let d = v.get("delta");
+                    match d.and_then(|d| d.get("type")).and_then(Value::as_str) {
+                        Some("text_delta") => {
+                            let t = d.and_then(|d| d.get("text")).cloned().unwrap_or(json!(""));
+                            out.push_str(&self.chunk(json!({"content": t}), None));
+                        }
+                        Some("input_json_delta") => {
+                            let idx = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+                            let n = self
+                                .tool_index
+                                .iter()
+                                .find(|(i, _)| *i == idx)
+                                .map(|(_, n)| *n)
+                                .unwrap_or(0);
+                            let part = d
+                                .and_then(|d| d.get("partial_json"))
+                                .cloned()
+                                .unwrap_or(json!(""));
+                            let call = json!([{"index": n, "function": {"arguments": part}}]);
+                            out.push_str(&self.chunk(json!({"tool_calls": call}), None));
+                        }
+                        _ => {}
+                    }
+                }
+                "message_delta" => {
+                    if let Some(o) = v.pointer("/usage/output_tokens").and_then(Value::as_u64) {
+                        self.output_tokens = o;
+                    }
+                    if let Some(i) = v.pointer("/usage/input_tokens").and_then(Value::as_u64) {
+                        self.input_tokens = i;
+                    }
+                    let reason =
+                        finish_reason(v.pointer("/delta/stop_reason").and_then(Value::as_str));
+                    if reason.is_some() {
+                        out.push_str(&self.chunk(json!({}), reason));
+                    }
+                }
+                "message_stop" => {
+                    if self.include_usage {
+                        let c = json!({
+                            "id": self.id,
+                            "object": "chat.completion.chunk",
+                            "created": self.created,
+                            "model": self.model,
+                            "choices": [],
+                            "usage": usage(self.input_tokens, self.output_tokens),
+                        });
+                        out.push_str(&format!("data: {c}\n\n"));
+                    }
+                    out.push_str("data: [DONE]\n\n");
+                    self.done = true;
+                }
+                "error" => {
+                    let e = v.get("error");
+                    let err = json!({"error": {
+                        "message": e.and_then(|e| e.get("message")).cloned().unwrap_or(json!("provider stream error")),
+                        "type": e.and_then(|e| e.get("type")).cloned().unwrap_or(json!("api_error")),
+                        "param": null,
+                        "code": "provider_stream_error",
+                    }});
+                    out.push_str(&format!("data: {err}\n\ndata: [DONE]\n\n"));
+                    self.done = true;
+                }
+                _ => {}
+            }
+        }
+        out.into_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_moves_system_and_defaults_max_tokens() {
+        let req = json!({
+            "model": "x", "stream": true, "stop": "END", "user": "u1",
+            "messages": [
+                {"role":"system","content":"be brief"},
+                {"role":"user","content":"hi"},
+                {"role":"user","content":[{"type":"text","text":"again"}]},
+                {"role":"assistant","content":"hello"}
+            ]
+        });
+        let out = request(&req, "claude-x").unwrap();
+        assert_eq!(out["model"], "claude-x");
+        assert_eq!(out["system"], "be brief");
+        assert_eq!(out["max_tokens"], DEFAULT_MAX_TOKENS);
+        assert_eq!(out["stop_sequences"], json!(["END"]));
+        assert_eq!(out["metadata"]["user_id"], "u1");
+        let msgs = out["messages"].as_array().unwrap();
+        assert_eq!(msgs.len(), 2, "consecutive user messages are merged");
+        assert_eq!(msgs[0]["content"][1]["text"], "again");
+        assert_eq!(msgs[1]["role"], "assistant");
+    }
+
+    #[test]
+    fn tools_round_trip() {
+        let req = json!({
+            "model": "x", "max_tokens": 10, "tool_choice": "required",
+            "tools": [{"type":"function","function":{"name":"get","parameters":{"type":"object"}}}],
+            "messages": [
+                {"role":"user","content":"weather?"},
+                {"role":"assistant","content":null,"tool_calls":[{"id":"t1","type":"function","function":{"name":"get","arguments":"{\"city\":\"Oslo\"}"}}]},
+                {"role":"tool","tool_call_id":"t1","content":"sunny"}
+            ]
+        });
+        let out = request(&req, "c").unwrap();
+        assert_eq!(out["tool_choice"], json!({"type":"any"}));
+        assert_eq!(out["tools"][0]["input_schema"], json!({"type":"object"}));
+        assert_eq!(out["messages"][1]["content"][0]["input"]["city"], "Oslo");
+        assert_eq!(out["messages"][2]["content"][0]["tool_use_id"], "t1");
+    }
+
+    #[test]
+    fn json_response() {
+        let body = br#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-x","content":[{"type":"text","text":"Hi"}],"stop_reason":"end_turn","usage":{"input_tokens":3,"output_tokens":2}}"#;
+        let v: Value = serde_json::from_slice(&response(body, 7).unwrap()).unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], "Hi");
+        assert_eq!(v["choices"][0]["finish_reason"], "stop");
+        assert_eq!(v["usage"]["total_tokens"], 5);
+        assert_eq!(v["created"], 7);
+    }
+
+    #[test]
+    fn stream_translation_split_anywhere() {
+        let stream = concat!(
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"claude-x\",\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n",
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+            "event: ping\ndata: {\"type\":\"ping\"}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hel\"}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"lo\"}}\n\n",
+            "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":2}}\n\n",
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        )
+        .as_bytes();
+        for cut in [0, 1, 50, 200, stream.len() - 3] {
+            let mut t = StreamTranslator::new(true, 1);
+            let mut out = t.feed(&stream[..cut]);
+            out.extend(t.feed(&stream[cut..]));
+            assert!(t.is_done());
+            let text = String::from_utf8(out).unwrap();
+            let datas: Vec<&str> = text
+                .split("\n\n")
+                .filter(|s| !s.is_empty())
+                .map(|s| s.trim_start_matches("data: "))
+                .collect();
+            assert_eq!(*datas.last().unwrap(), "[DONE]");
+            let chunks: Vec<Value> = datas[..datas.len() - 1]
+                .iter()
+                .map(|d| serde_json::from_str(d).unwrap())
+                .collect();
+            let content: String = chunks
+                .iter()
+                .filter_map(|c| c.pointer("/choices/0/delta/content"))
+                .filter_map(Value::as_str)
+                .collect();
+            assert_eq!(content, "Hello");
+            assert_eq!(
+                chunks[chunks.len() - 2]["choices"][0]["finish_reason"],
+                "stop"
+            );
+            let usage = &chunks[chunks.len() - 1]["usage"];
+            assert_eq!(usage["prompt_tokens"], 5);
+            assert_eq!(usage["completion_tokens"], 2);
+        }
+    }
+}

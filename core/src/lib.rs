@@ -1,0 +1,33 @@
+//! Code shared by the Switchyard filter (wasm32) and control plane (native).
+//!
+//! Nothing here may depend on an async runtime, sockets or the clock: the filter
+//! passes time in where it is needed.
+
+pub mod config;
+pub mod dialect;
+pub mod error;
+pub mod failure;
+pub mod plan;
+pub mod sse;
+
+/// Header (and filter-state key suffix) names that form the contract between the
+/// planner, Envoy's `header_mutation` filter, the route and the adapter.
+pub mod wire {
+    /// Filter state the planner sets (as `wasm.<key>`) for the route's matcher: the
+    /// cluster of plan slot `k` (1-based) is in `sy_slot<k>`.
+    pub const SLOT_STATE_PREFIX: &str = "sy_slot";
+    /// Filter state holding the number of retries the router may make for this plan.
+    pub const RETRIES_STATE: &str = "sy_retries";
+    /// Response headers that tell the client what happened.
+    pub const PROVIDER_HEADER: &str = "x-switchyard-provider";
+    /// Model that served the response (the provider's model name).
+    pub const MODEL_HEADER: &str = "x-switchyard-model";
+    /// Number of attempts made, the serving one included.
+    pub const ATTEMPTS_HEADER: &str = "x-switchyard-attempts";
+    /// 1-based position in the plan of the target that served the response.
+    pub const CHAIN_POSITION_HEADER: &str = "x-switchyard-chain-position";
+    /// Name of the Envoy cluster the control plane generates for a provider.
+    pub fn provider_cluster(provider: &str) -> String {
+        format!("sy_provider_{provider}")
+    }
+}

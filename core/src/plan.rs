@@ -1,0 +1,197 @@
+//! Planning: from a request's `model` and `fallbacks` to the ordered list of
+//! targets its attempts go to.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::FilterConfig;
+
+/// One place an attempt can go: a provider and the model name it knows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// Provider name (a key of [`FilterConfig::providers`]).
+    pub provider: String,
+    /// Model name as the provider spells it.
+    pub model: String,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.provider, self.model)
+    }
+}
+
+impl Target {
+    /// Parses `provider/model` (the model may itself contain `/`).
+    pub fn parse(s: &str) -> Option<Target> {
+        let (provider, model) = s.split_once('/')?;
+        if provider.is_empty() || model.is_empty() || !is_header_safe(s) {
+            return None;
+        }
+        Some(Target {
+            provider: provider.to_string(),
+            model: model.to_string(),
+        })
+    }
+}
+
+/// A plan travels in a header, comma separated: targets must not contain commas,
+/// whitespace or control characters.
+fn is_header_safe(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_graphic() && b != b',')
+}
+
+/// Why no plan could be made; each becomes a 400 for the client.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// `model` is neither a configured route nor `provider/model` of a known provider.
+    #[error("The model `{0}` does not exist or you do not have access to it.")]
+    UnknownModel(String),
+    /// An entry of `fallbacks` is malformed or names an unknown provider.
+    #[error("fallbacks[{index}]: `{value}` is not `provider/model` of a configured provider")]
+    BadFallback {
+        /// Position in the array.
+        index: usize,
+        /// The offending value.
+        value: String,
+    },
+    /// The plan holds more targets than the gateway has slots for.
+    #[error("the plan has {len} targets; at most {max} are allowed")]
+    TooLong {
+        /// Targets after de-duplication.
+        len: usize,
+        /// Configured maximum.
+        max: usize,
+    },
+}
+
+/// Builds the plan: the route's chain (or the single named target) followed by the
+/// request's `fallbacks`, duplicates removed, order kept.
+pub fn plan(cfg: &FilterConfig, model: &str, fallbacks: &[&str]) -> Result<Vec<Target>, PlanError> {
+    let mut out: Vec<Target> = match cfg.routes.get(model) {
+        Some(chain) => chain.clone(),
+        None => {
+            let t = Target::parse(model)
+                .filter(|t| cfg.providers.contains_key(&t.provider))
+                .ok_or_else(|| PlanError::UnknownModel(model.to_string()))?;
+            vec![t]
+        }
+    };
+    for (index, f) in fallbacks.iter().enumerate() {
+        let extra: Vec<Target> = match cfg.routes.get(*f) {
+            Some(chain) => chain.clone(),
+            None => vec![
+                Target::parse(f)
+                    .filter(|t| cfg.providers.contains_key(&t.provider))
+                    .ok_or_else(|| PlanError::BadFallback {
+                        index,
+                        value: (*f).to_string(),
+                    })?,
+            ],
+        };
+        for t in extra {
+            if !out.contains(&t) {
+                out.push(t);
+            }
+        }
+    }
+    if out.len() > cfg.max_attempts {
+        return Err(PlanError::TooLong {
+            len: out.len(),
+            max: cfg.max_attempts,
+        });
+    }
+    Ok(out)
+}
+
+/// Serialises a plan for the `x-sy-plan` header.
+pub fn encode(plan: &[Target]) -> String {
+    let mut s = String::new();
+    for (i, t) in plan.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&t.provider);
+        s.push('/');
+        s.push_str(&t.model);
+    }
+    s
+}
+
+/// Reads a plan back from the `x-sy-plan` header.
+pub fn decode(s: &str) -> Vec<Target> {
+    s.split(',').filter_map(Target::parse).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Dialect, Provider, Role};
+    use std::collections::BTreeMap;
+
+    fn cfg() -> FilterConfig {
+        let p = |c: &str| Provider {
+            dialect: Dialect::Openai,
+            cluster: c.into(),
+            authority: "h".into(),
+            base_path: "/v1".into(),
+            api_key: None,
+        };
+        let mut providers = BTreeMap::new();
+        providers.insert("a".to_string(), p("ca"));
+        providers.insert("b".to_string(), p("cb"));
+        let mut routes = BTreeMap::new();
+        routes.insert(
+            "chat".to_string(),
+            vec![
+                Target::parse("a/m1").unwrap(),
+                Target::parse("b/m2").unwrap(),
+            ],
+        );
+        FilterConfig {
+            version: "1".into(),
+            role: Role::Planner,
+            providers,
+            routes,
+            max_request_bytes: 1000,
+            max_attempts: 3,
+        }
+    }
+
+    #[test]
+    fn route_then_fallbacks_without_duplicates() {
+        let p = plan(&cfg(), "chat", &["b/m2", "a/m3"]).unwrap();
+        assert_eq!(encode(&p), "a/m1,b/m2,a/m3");
+    }
+
+    #[test]
+    fn direct_target_and_model_with_slash() {
+        let p = plan(&cfg(), "b/org/model-x", &[]).unwrap();
+        assert_eq!(p[0].provider, "b");
+        assert_eq!(p[0].model, "org/model-x");
+        assert_eq!(decode(&encode(&p)), p);
+    }
+
+    #[test]
+    fn errors() {
+        assert_eq!(
+            plan(&cfg(), "gpt-9", &[]),
+            Err(PlanError::UnknownModel("gpt-9".into()))
+        );
+        assert_eq!(
+            plan(&cfg(), "a/x", &["zz/m"]),
+            Err(PlanError::BadFallback {
+                index: 0,
+                value: "zz/m".into()
+            })
+        );
+        assert!(matches!(
+            plan(&cfg(), "chat", &["a/x", "a/y"]),
+            Err(PlanError::TooLong { len: 4, max: 3 })
+        ));
+        assert!(Target::parse("a/has,comma").is_none());
+        assert!(Target::parse("a/has space").is_none());
+    }
+}

@@ -1,0 +1,98 @@
+//! Incremental server-sent-events parsing: chunks may split events anywhere.
+
+/// One parsed event: its `event:` name (if any) and joined `data:` lines.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// The `event:` field.
+    pub event: Option<String>,
+    /// The `data:` lines joined with `\n`.
+    pub data: String,
+}
+
+/// Accumulates bytes and yields complete events.
+#[derive(Debug, Default)]
+pub struct Parser {
+    buf: Vec<u8>,
+}
+
+impl Parser {
+    /// Feeds a chunk; returns every event completed by it.
+    pub fn feed(&mut self, chunk: &[u8]) -> Vec<Event> {
+        self.buf.extend_from_slice(chunk);
+        let mut out = Vec::new();
+        while let Some((end, sep)) = find_event_end(&self.buf) {
+            let raw: Vec<u8> = self.buf.drain(..end + sep).collect();
+            if let Some(ev) = parse_event(&raw[..end]) {
+                out.push(ev);
+            }
+        }
+        out
+    }
+
+    /// Bytes received but not yet part of a complete event.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+fn find_event_end(buf: &[u8]) -> Option<(usize, usize)> {
+    let mut i = 0;
+    while i + 1 < buf.len() {
+        if buf[i] == b'\n' && buf[i + 1] == b'\n' {
+            return Some((i, 2));
+        }
+        if i + 3 < buf.len() && &buf[i..i + 4] == b"\r\n\r\n" {
+            return Some((i, 4));
+        }
+        i += 1;
+    }
+    None
+}
+
+fn parse_event(raw: &[u8]) -> Option<Event> {
+    let text = String::from_utf8_lossy(raw);
+    let mut event = None;
+    let mut data: Option<String> = None;
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("event:") {
+            event = Some(v.trim_start().to_string());
+        } else if let Some(v) = line.strip_prefix("data:") {
+            let v = v.strip_prefix(' ').unwrap_or(v);
+            match &mut data {
+                Some(d) => {
+                    d.push('\n');
+                    d.push_str(v);
+                }
+                None => data = Some(v.to_string()),
+            }
+        }
+    }
+    if event.is_none() && data.is_none() {
+        return None;
+    }
+    Some(Event {
+        event,
+        data: data.unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_anywhere() {
+        let stream = b"event: a\ndata: {\"x\":1}\n\n: comment\n\nevent: b\r\ndata: 2\r\n\r\ndata: [DONE]\n\n";
+        for cut in 0..stream.len() {
+            let mut p = Parser::default();
+            let mut evs = p.feed(&stream[..cut]);
+            evs.extend(p.feed(&stream[cut..]));
+            assert_eq!(evs.len(), 3, "cut at {cut}");
+            assert_eq!(evs[0].event.as_deref(), Some("a"));
+            assert_eq!(evs[0].data, "{\"x\":1}");
+            assert_eq!(evs[1].data, "2");
+            assert_eq!(evs[2].data, "[DONE]");
+            assert_eq!(p.pending(), 0);
+        }
+    }
+}

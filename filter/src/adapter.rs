@@ -1,0 +1,263 @@
+//! The adapter: runs in the router's `upstream_http_filters`, a fresh instance per
+//! attempt. Note that all attempts share one request header map (the router's):
+//! every attempt sets everything it needs afresh. It finds the attempt's target in the plan, rewrites the request for the
+//! provider (path, authority, credentials, body) and translates the answer back to
+//! OpenAI's format.
+
+use std::rc::Rc;
+
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, BufferType};
+use serde_json::Value;
+use switchyard_core::config::{Dialect, FilterConfig, Provider};
+use switchyard_core::dialect::{self, anthropic};
+use switchyard_core::plan::Target;
+use switchyard_core::{error, wire};
+
+use crate::{host, ledger};
+
+/// Client headers that must never reach a provider.
+const CLIENT_ONLY_HEADERS: &[&str] = &[
+    "authorization",
+    "x-api-key",
+    "api-key",
+    "cookie",
+    "content-length",
+    "accept-encoding",
+    "anthropic-version",
+    "openai-organization",
+    "openai-project",
+];
+
+/// What the response side does with the body.
+#[derive(Debug)]
+enum ResponseMode {
+    /// Pass through untouched.
+    Pass,
+    /// Buffer the provider's error to record its message (and translate it).
+    Error,
+    /// Buffer and translate a JSON completion.
+    Json,
+    /// Translate an event stream chunk by chunk.
+    Stream(Box<anthropic::StreamTranslator>),
+}
+
+/// Per-attempt adapter state.
+pub struct Adapter {
+    cfg: Rc<FilterConfig>,
+    request_id: String,
+    attempt: usize,
+    target: Option<(Target, Provider)>,
+    include_usage: bool,
+    stream: bool,
+    mode: ResponseMode,
+}
+
+impl Adapter {
+    /// An adapter for one attempt.
+    pub fn new(cfg: Rc<FilterConfig>) -> Self {
+        Adapter {
+            cfg,
+            request_id: String::new(),
+            attempt: 1,
+            target: None,
+            include_usage: false,
+            stream: false,
+            mode: ResponseMode::Pass,
+        }
+    }
+
+    fn fail(&self, status: u32, code: &str, message: &str) -> Action {
+        log::error!("switchyard adapter [{}]: {message}", self.request_id);
+        let body = error::body(
+            message,
+            error::type_for_status(status as u16),
+            code,
+            &self.request_id,
+        );
+        host::send_json(status, &self.request_id, &body);
+        Action::Pause
+    }
+
+    fn rewrite_headers(&self, target: &Target, provider: &Provider) {
+        for h in CLIENT_ONLY_HEADERS {
+            host::set_request_header(h, None);
+        }
+        let endpoint = match provider.dialect {
+            Dialect::Openai => "/chat/completions",
+            Dialect::Anthropic => "/messages",
+        };
+        host::set_request_header(
+            ":path",
+            Some(&format!("{}{}", provider.base_path, endpoint)),
+        );
+        host::set_request_header(":authority", Some(&provider.authority));
+        host::set_request_header("content-type", Some("application/json"));
+        host::set_request_header("accept-encoding", Some("identity"));
+        let key = provider.api_key.as_deref();
+        match provider.dialect {
+            Dialect::Openai => {
+                if let Some(k) = key {
+                    host::set_request_header("authorization", Some(&format!("Bearer {k}")));
+                }
+            }
+            Dialect::Anthropic => {
+                if let Some(k) = key {
+                    host::set_request_header("x-api-key", Some(k));
+                }
+                host::set_request_header("anthropic-version", Some(anthropic::API_VERSION));
+            }
+        }
+        log::debug!(
+            "switchyard adapter [{}]: attempt {} -> {} ({})",
+            self.request_id,
+            self.attempt,
+            target,
+            provider.dialect.as_str()
+        );
+    }
+}
+
+impl Context for Adapter {}
+
+impl HttpContext for Adapter {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        self.request_id = host::request_header("x-request-id").unwrap_or_default();
+        self.attempt = host::request_header("x-envoy-attempt-count")
+            .and_then(|a| a.parse::<usize>().ok())
+            .filter(|a| *a >= 1)
+            .unwrap_or(1);
+        // The router hands every attempt the same header map, so the plan cannot
+        // travel in a header the adapter strips; it comes from the ledger.
+        let Some(target) = ledger::target(&self.request_id, self.attempt) else {
+            let msg = format!(
+                "attempt {} of request {:?} has no target in its plan",
+                self.attempt, self.request_id
+            );
+            return self.fail(500, "gateway_error", &msg);
+        };
+        let Some(provider) = self.cfg.providers.get(&target.provider).cloned() else {
+            return self.fail(
+                500,
+                "gateway_error",
+                &format!("provider `{}` is not configured", target.provider),
+            );
+        };
+        ledger::start_attempt(&self.request_id, self.attempt, &target);
+        self.rewrite_headers(&target, &provider);
+        self.target = Some((target, provider));
+        Action::Continue
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let Some((target, provider)) = &self.target else {
+            return Action::Continue;
+        };
+        let body = host::body(BufferType::HttpRequestBody, body_size);
+        let request: Value = match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => {
+                return self.fail(
+                    400,
+                    "invalid_json",
+                    &format!("The request body is not valid JSON: {e}"),
+                );
+            }
+        };
+        match dialect::prepare_request(provider.dialect, &request, &target.model) {
+            Ok(prepared) => {
+                self.stream = prepared.stream;
+                self.include_usage = prepared.include_usage;
+                host::replace_body(BufferType::HttpRequestBody, body_size, &prepared.body);
+                Action::Continue
+            }
+            Err(e) => {
+                let msg = format!("The request cannot be sent to {target}: {e}");
+                self.fail(400, "unsupported_for_provider", &msg)
+            }
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some((target, provider)) = &self.target else {
+            return Action::Continue;
+        };
+        let status = host::response_header(":status")
+            .and_then(|s| s.parse::<u16>().ok())
+            .unwrap_or(0);
+        ledger::record_status(&self.request_id, self.attempt, status);
+        host::set_response_header(wire::PROVIDER_HEADER, Some(&target.provider));
+        host::set_response_header(wire::MODEL_HEADER, Some(&target.model));
+        let n = self.attempt.to_string();
+        host::set_response_header(wire::ATTEMPTS_HEADER, Some(&n));
+        host::set_response_header(wire::CHAIN_POSITION_HEADER, Some(&n));
+        let ok = (200..300).contains(&status);
+        self.mode = match (provider.dialect, ok) {
+            (_, false) => ResponseMode::Error,
+            (Dialect::Openai, true) => ResponseMode::Pass,
+            (Dialect::Anthropic, true) if self.stream => ResponseMode::Stream(Box::new(
+                anthropic::StreamTranslator::new(self.include_usage, host::unix_now()),
+            )),
+            (Dialect::Anthropic, true) => ResponseMode::Json,
+        };
+        if !matches!(self.mode, ResponseMode::Pass) {
+            host::set_response_header("content-length", None);
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        match &mut self.mode {
+            ResponseMode::Pass => Action::Continue,
+            ResponseMode::Stream(t) => {
+                let chunk = host::body(BufferType::HttpResponseBody, body_size);
+                let out = t.feed(&chunk);
+                host::replace_body(BufferType::HttpResponseBody, body_size, &out);
+                Action::Continue
+            }
+            ResponseMode::Json => {
+                if !end_of_stream {
+                    return Action::Pause;
+                }
+                let body = host::body(BufferType::HttpResponseBody, body_size);
+                match anthropic::response(&body, host::unix_now()) {
+                    Ok(out) => host::replace_body(BufferType::HttpResponseBody, body_size, &out),
+                    Err(e) => {
+                        let msg = format!("The provider's answer could not be translated: {e}");
+                        let out = error::body(
+                            &msg,
+                            "api_error",
+                            "bad_provider_response",
+                            &self.request_id,
+                        );
+                        host::replace_body(BufferType::HttpResponseBody, body_size, &out);
+                    }
+                }
+                Action::Continue
+            }
+            ResponseMode::Error => {
+                if !end_of_stream {
+                    return Action::Pause;
+                }
+                let body = host::body(BufferType::HttpResponseBody, body_size);
+                let message = match self.target.as_ref().map(|(_, p)| p.dialect) {
+                    Some(Dialect::Anthropic) => {
+                        anthropic::error_details(&body).map(|(kind, m)| format!("{kind}: {m}"))
+                    }
+                    _ => serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
+                        v.pointer("/error/message")
+                            .and_then(Value::as_str)
+                            .map(str::to_string)
+                    }),
+                };
+                if let Some(m) = message {
+                    ledger::record_message(&self.request_id, self.attempt, m);
+                }
+                Action::Continue
+            }
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Per-request record of attempts, shared by the planner and the adapter.
+//!
+//! Envoy keeps every stream (and each of its upstream attempts) on one worker
+//! thread, and both roles share that worker's VM, so a VM-local map keyed by the
+//! request id is enough: no shared data, no locks, nothing left behind (the planner
+//! removes the entry when the stream ends).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use switchyard_core::error::AttemptReport;
+use switchyard_core::failure::FailureClass;
+use switchyard_core::plan::Target;
+
+/// One attempt as the adapter saw it.
+#[derive(Clone, Debug)]
+pub struct Attempt {
+    /// Where it went.
+    pub target: Target,
+    /// The provider's status, if it answered.
+    pub status: Option<u16>,
+    /// The provider's error message, if it sent one.
+    pub message: Option<String>,
+}
+
+/// Everything known about one request's attempts.
+#[derive(Clone, Debug, Default)]
+pub struct Entry {
+    /// The plan.
+    pub plan: Vec<Target>,
+    /// Attempts in order (index = attempt number - 1).
+    pub attempts: Vec<Attempt>,
+}
+
+impl Entry {
+    /// Reports for an error body; `last_detail` explains a final attempt that got
+    /// no answer (Envoy's response code details).
+    pub fn reports(&self, last_detail: Option<&str>) -> Vec<AttemptReport> {
+        let n = self.attempts.len();
+        self.attempts
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let failure = match a.status {
+                    Some(s) => FailureClass::from_status(s)
+                        .map(|c| c.as_str())
+                        .unwrap_or("none"),
+                    None => FailureClass::Unreachable.as_str(),
+                };
+                let message = a.message.clone().or_else(|| match (a.status, i + 1 == n) {
+                    (None, true) => last_detail.map(str::to_string),
+                    (None, false) => Some("no response (connection failure or reset)".to_string()),
+                    _ => None,
+                });
+                AttemptReport {
+                    attempt: i + 1,
+                    provider: a.target.provider.clone(),
+                    model: a.target.model.clone(),
+                    status: a.status,
+                    failure: failure.to_string(),
+                    message,
+                }
+            })
+            .collect()
+    }
+}
+
+thread_local! {
+    static LEDGER: RefCell<HashMap<String, Entry>> = RefCell::new(HashMap::new());
+}
+
+/// Opens the entry for a planned request.
+pub fn open(request_id: &str, plan: Vec<Target>) {
+    LEDGER.with(|l| {
+        l.borrow_mut().insert(
+            request_id.to_string(),
+            Entry {
+                plan,
+                attempts: Vec::new(),
+            },
+        );
+    });
+}
+
+/// Records the start of attempt `n` (1-based). Only requests the planner opened
+/// are tracked.
+pub fn start_attempt(request_id: &str, n: usize, target: &Target) {
+    LEDGER.with(|l| {
+        if let Some(e) = l.borrow_mut().get_mut(request_id) {
+            if e.attempts.len() < n {
+                e.attempts.resize(
+                    n,
+                    Attempt {
+                        target: target.clone(),
+                        status: None,
+                        message: None,
+                    },
+                );
+            }
+            e.attempts[n - 1] = Attempt {
+                target: target.clone(),
+                status: None,
+                message: None,
+            };
+        }
+    });
+}
+
+/// Records attempt `n`'s response status.
+pub fn record_status(request_id: &str, n: usize, status: u16) {
+    with_attempt(request_id, n, |a| a.status = Some(status));
+}
+
+/// Records attempt `n`'s error message.
+pub fn record_message(request_id: &str, n: usize, message: String) {
+    with_attempt(request_id, n, |a| a.message = Some(message));
+}
+
+fn with_attempt(request_id: &str, n: usize, f: impl FnOnce(&mut Attempt)) {
+    LEDGER.with(|l| {
+        if let Some(a) = l
+            .borrow_mut()
+            .get_mut(request_id)
+            .and_then(|e| n.checked_sub(1).and_then(|i| e.attempts.get_mut(i)))
+        {
+            f(a);
+        }
+    });
+}
+
+/// Target of attempt `n` (1-based): the `n`-th entry of the request's plan.
+pub fn target(request_id: &str, n: usize) -> Option<Target> {
+    LEDGER.with(|l| {
+        l.borrow()
+            .get(request_id)
+            .and_then(|e| n.checked_sub(1).and_then(|i| e.plan.get(i)).cloned())
+    })
+}
+
+/// A copy of the entry.
+pub fn get(request_id: &str) -> Option<Entry> {
+    LEDGER.with(|l| l.borrow().get(request_id).cloned())
+}
+
+/// Forgets the request.
+pub fn close(request_id: &str) {
+    LEDGER.with(|l| {
+        l.borrow_mut().remove(request_id);
+    });
+}
+
+/// Requests currently tracked on this worker.
+pub fn len() -> usize {
+    LEDGER.with(|l| l.borrow().len())
+}

@@ -1,0 +1,358 @@
+//! The planner: a downstream HTTP filter.
+//!
+//! Headers: checks method, path and declared size, then returns `Continue` (a pause
+//! here would stop the body callbacks, ARCHITECTURE.md §1); the buffer filter after
+//! it holds the request. Body: validates the OpenAI request, plans the chain and
+//! writes the plan as filter state for `header_mutation` and the route's matcher.
+//! Response: a final failure becomes one OpenAI error listing every attempt.
+
+use std::rc::Rc;
+
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, BufferType};
+use serde_json::Value;
+use switchyard_core::config::FilterConfig;
+use switchyard_core::{error, plan, wire};
+
+use crate::{host, ledger};
+
+const CHAT_PATH: &str = "/v1/chat/completions";
+const MODELS_PATH: &str = "/v1/models";
+
+/// Per-request planner state.
+pub struct Planner {
+    cfg: Rc<FilterConfig>,
+    request_id: String,
+    /// The request was planned and entered in the ledger.
+    planned: bool,
+    /// The response is a final failure whose body is being replaced.
+    rewriting: Option<u16>,
+    /// A local reply was sent; ignore further callbacks.
+    replied: bool,
+}
+
+impl Planner {
+    /// A planner for one request.
+    pub fn new(cfg: Rc<FilterConfig>) -> Self {
+        Planner {
+            cfg,
+            request_id: String::new(),
+            planned: false,
+            rewriting: None,
+            replied: false,
+        }
+    }
+
+    fn reject(&mut self, status: u32, code: &str, message: &str) -> Action {
+        let kind = error::type_for_status(status as u16);
+        host::send_json(
+            status,
+            &self.request_id,
+            &error::body(message, kind, code, &self.request_id),
+        );
+        self.replied = true;
+        Action::Pause
+    }
+
+    fn models(&mut self) -> Action {
+        let mut ids: Vec<String> = self.cfg.routes.keys().cloned().collect();
+        for chain in self.cfg.routes.values() {
+            for t in chain {
+                let id = t.to_string();
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+        }
+        let data: Vec<Value> = ids
+            .into_iter()
+            .map(|id| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "switchyard"}))
+            .collect();
+        let body = serde_json::json!({"object": "list", "data": data}).to_string();
+        host::send_json(200, &self.request_id, body.as_bytes());
+        self.replied = true;
+        Action::Pause
+    }
+
+    /// Validates the body and returns the plan, or the rejection already sent.
+    fn plan_body(&mut self, body: &[u8]) -> Result<Vec<plan::Target>, Action> {
+        let v: Value = match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(e) => {
+                return Err(self.reject(
+                    400,
+                    "invalid_json",
+                    &format!("The request body is not valid JSON: {e}"),
+                ));
+            }
+        };
+        let Some(obj) = v.as_object() else {
+            return Err(self.reject(
+                400,
+                "invalid_request",
+                "The request body must be a JSON object.",
+            ));
+        };
+        let model = match obj.get("model") {
+            Some(Value::String(m)) if !m.is_empty() => m.as_str(),
+            Some(_) => {
+                return Err(self.reject(400, "invalid_type", "`model` must be a non-empty string."));
+            }
+            None => {
+                return Err(self.reject(
+                    400,
+                    "missing_required_parameter",
+                    "Missing required parameter: 'model'.",
+                ));
+            }
+        };
+        match obj.get("messages") {
+            Some(Value::Array(m)) if !m.is_empty() => {}
+            Some(_) => {
+                return Err(self.reject(
+                    400,
+                    "invalid_type",
+                    "`messages` must be a non-empty array of messages.",
+                ));
+            }
+            None => {
+                return Err(self.reject(
+                    400,
+                    "missing_required_parameter",
+                    "Missing required parameter: 'messages'.",
+                ));
+            }
+        }
+        if let Some(s) = obj.get("stream")
+            && !s.is_boolean()
+            && !s.is_null()
+        {
+            return Err(self.reject(400, "invalid_type", "`stream` must be a boolean."));
+        }
+        let fallbacks: Vec<&str> = match obj.get("fallbacks") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(a)) => {
+                let mut out = Vec::with_capacity(a.len());
+                for (i, f) in a.iter().enumerate() {
+                    match f.as_str() {
+                        Some(s) => out.push(s),
+                        None => {
+                            let msg = format!("fallbacks[{i}] must be a string `provider/model`.");
+                            return Err(self.reject(400, "invalid_type", &msg));
+                        }
+                    }
+                }
+                out
+            }
+            Some(_) => {
+                return Err(self.reject(
+                    400,
+                    "invalid_type",
+                    "`fallbacks` must be an array of strings.",
+                ));
+            }
+        };
+        match plan::plan(&self.cfg, model, &fallbacks) {
+            Ok(p) => Ok(p),
+            Err(e @ plan::PlanError::UnknownModel(_)) => {
+                Err(self.reject(404, "model_not_found", &e.to_string()))
+            }
+            Err(e @ plan::PlanError::BadFallback { .. }) => {
+                Err(self.reject(400, "invalid_fallback", &e.to_string()))
+            }
+            Err(e @ plan::PlanError::TooLong { .. }) => {
+                Err(self.reject(400, "plan_too_long", &e.to_string()))
+            }
+        }
+    }
+
+    fn publish(&mut self, plan: Vec<plan::Target>) -> Action {
+        let mut ok = true;
+        for (i, t) in plan.iter().enumerate() {
+            let cluster = self
+                .cfg
+                .providers
+                .get(&t.provider)
+                .map(|p| p.cluster.as_str())
+                .unwrap_or("");
+            ok &= host::set_filter_state(&format!("{}{}", wire::SLOT_STATE_PREFIX, i + 1), cluster);
+        }
+        ok &= host::set_filter_state(wire::RETRIES_STATE, &(plan.len() - 1).to_string());
+        if !ok {
+            return self.reject(
+                500,
+                "gateway_error",
+                "The gateway could not record the request's plan.",
+            );
+        }
+        // The buffer filter resolved the route at header time, before the plan existed:
+        // make the router resolve it again so the matcher sees the slots.
+        if proxy_wasm::hostcalls::call_foreign_function("clear_route_cache", None).is_err() {
+            return self.reject(
+                500,
+                "gateway_error",
+                "The gateway could not refresh the route for the plan.",
+            );
+        }
+        ledger::open(&self.request_id, plan);
+        self.planned = true;
+        Action::Continue
+    }
+
+    fn failure_body(&self, status: u16, provider_body: &[u8]) -> Vec<u8> {
+        let entry = ledger::get(&self.request_id).unwrap_or_default();
+        let detail = host::property(&["response", "code_details"])
+            .map(|d| String::from_utf8_lossy(&d).into_owned());
+        let mut reports = entry.reports(detail.as_deref());
+        // The final attempt's body reached us: use its message if the adapter did not.
+        if let Some(last) = reports.last_mut()
+            && last.message.is_none()
+        {
+            last.message = provider_message(provider_body);
+        }
+        let summary: Vec<String> = reports
+            .iter()
+            .map(|r| {
+                let status = r
+                    .status
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "no response".into());
+                match &r.message {
+                    Some(m) => format!(
+                        "{}/{}: {} {} ({})",
+                        r.provider, r.model, status, r.failure, m
+                    ),
+                    None => format!("{}/{}: {} {}", r.provider, r.model, status, r.failure),
+                }
+            })
+            .collect();
+        let n = reports.len();
+        let message = format!(
+            "{} {} failed: {}",
+            n,
+            if n == 1 { "attempt" } else { "attempts" },
+            summary.join("; ")
+        );
+        let code = if n > 1 {
+            "all_attempts_failed".to_string()
+        } else {
+            reports
+                .first()
+                .map(|r| r.failure.clone())
+                .unwrap_or_else(|| "provider_error".into())
+        };
+        error::body_with_attempts(
+            &message,
+            error::type_for_status(status),
+            &code,
+            &self.request_id,
+            &reports,
+        )
+    }
+}
+
+/// The `error.message` of an OpenAI- or Anthropic-shaped error body.
+fn provider_message(body: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    v.pointer("/error/message")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+impl Context for Planner {}
+
+impl HttpContext for Planner {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        self.request_id = host::request_header("x-request-id").unwrap_or_default();
+        let method = host::request_header(":method").unwrap_or_default();
+        let path = host::request_header(":path").unwrap_or_default();
+        let path = path.split('?').next().unwrap_or("");
+        if path == MODELS_PATH && method == "GET" {
+            return self.models();
+        }
+        if path != CHAT_PATH {
+            let msg = format!(
+                "Unsupported endpoint: {method} {path}. Switchyard serves POST {CHAT_PATH} and GET {MODELS_PATH}."
+            );
+            return self.reject(404, "unsupported_endpoint", &msg);
+        }
+        if method != "POST" {
+            return self.reject(
+                405,
+                "method_not_allowed",
+                &format!("{CHAT_PATH} accepts POST only."),
+            );
+        }
+        if end_of_stream {
+            return self.reject(400, "missing_body", "The request has no body.");
+        }
+        if let Some(len) =
+            host::request_header("content-length").and_then(|l| l.parse::<usize>().ok())
+            && len > self.cfg.max_request_bytes
+        {
+            return self.too_large();
+        }
+        Action::Continue
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.replied {
+            return Action::Pause;
+        }
+        if body_size > self.cfg.max_request_bytes {
+            return self.too_large();
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body = host::body(BufferType::HttpRequestBody, body_size);
+        match self.plan_body(&body) {
+            Ok(plan) => self.publish(plan),
+            Err(action) => action,
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if !self.planned {
+            return Action::Continue;
+        }
+        let status = host::response_header(":status")
+            .and_then(|s| s.parse::<u16>().ok())
+            .unwrap_or(0);
+        if status >= 400 {
+            self.rewriting = Some(status);
+            host::set_response_header("content-length", None);
+            host::set_response_header("content-type", Some("application/json"));
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(status) = self.rewriting else {
+            return Action::Continue;
+        };
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let original = host::body(BufferType::HttpResponseBody, body_size);
+        let body = self.failure_body(status, &original);
+        host::replace_body(BufferType::HttpResponseBody, body_size, &body);
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        if self.planned {
+            ledger::close(&self.request_id);
+        }
+    }
+}
+
+impl Planner {
+    fn too_large(&mut self) -> Action {
+        let msg = format!(
+            "The request body exceeds the gateway's limit of {} bytes.",
+            self.cfg.max_request_bytes
+        );
+        self.reject(413, "request_too_large", &msg)
+    }
+}
