@@ -96,7 +96,11 @@ impl Planner {
         let model = match obj.get("model") {
             Some(Value::String(m)) if !m.is_empty() => m.as_str(),
             Some(_) => {
-                return Err(self.reject(400, "invalid_type", "`model` must be a non-empty string."));
+                return Err(self.reject(
+                    400,
+                    "invalid_type",
+                    "`model` must be a non-empty string.",
+                ));
             }
             None => {
                 return Err(self.reject(

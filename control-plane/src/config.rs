@@ -1,0 +1,618 @@
+//! The user-facing config file (YAML): raw serde types, then `validate()` into
+//! checked types. Errors name the file, the path inside it and what was expected.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use switchyard_core::config::Dialect;
+use switchyard_core::plan::Target;
+
+/// Default path of the built filter, relative to the working directory.
+pub const DEFAULT_WASM: &str = "target/wasm32-wasip1/wasm-release/switchyard_filter.wasm";
+
+// === raw ===
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
+    listener: RawListener,
+    #[serde(default)]
+    filter: RawFilter,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    retry: RawRetry,
+    providers: Vec<RawProvider>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListener {
+    #[serde(default = "default_address")]
+    address: String,
+    #[serde(default = "default_port")]
+    port: u16,
+}
+
+impl Default for RawListener {
+    fn default() -> Self {
+        RawListener {
+            address: default_address(),
+            port: default_port(),
+        }
+    }
+}
+
+fn default_address() -> String {
+    "127.0.0.1".into()
+}
+fn default_port() -> u16 {
+    8080
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFilter {
+    #[serde(default)]
+    wasm: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    #[serde(default = "default_max_request_bytes")]
+    max_request_bytes: usize,
+    #[serde(default = "default_max_attempts")]
+    max_attempts: usize,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            max_request_bytes: default_max_request_bytes(),
+            max_attempts: default_max_attempts(),
+        }
+    }
+}
+
+fn default_max_request_bytes() -> usize {
+    10 * 1024 * 1024
+}
+fn default_max_attempts() -> usize {
+    4
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    #[serde(default = "default_backoff_base_ms")]
+    backoff_base_ms: u64,
+    #[serde(default = "default_backoff_max_ms")]
+    backoff_max_ms: u64,
+}
+
+impl Default for RawRetry {
+    fn default() -> Self {
+        RawRetry {
+            backoff_base_ms: default_backoff_base_ms(),
+            backoff_max_ms: default_backoff_max_ms(),
+        }
+    }
+}
+
+fn default_backoff_base_ms() -> u64 {
+    5
+}
+fn default_backoff_max_ms() -> u64 {
+    50
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    name: String,
+    dialect: Dialect,
+    base_url: String,
+    #[serde(default)]
+    api_key: Option<RawSecret>,
+    #[serde(default = "default_connect_timeout_ms")]
+    connect_timeout_ms: u64,
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    2000
+}
+
+/// Where a secret comes from: exactly one of `env`, `file`, `value` (inline values
+/// are meant for local mock providers).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecret {
+    #[serde(default)]
+    env: Option<String>,
+    #[serde(default)]
+    file: Option<PathBuf>,
+    #[serde(default)]
+    value: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    model: String,
+    chain: Vec<String>,
+}
+
+// === checked ===
+
+/// A validated config.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Version string sent to filters (given, or derived from the content).
+    pub version: String,
+    /// Listener address.
+    pub listener_address: String,
+    /// Listener port (0 = ephemeral).
+    pub listener_port: u16,
+    /// Absolute path of the filter's `.wasm` on the Envoy hosts.
+    pub wasm_path: PathBuf,
+    /// Largest request body accepted.
+    pub max_request_bytes: usize,
+    /// Most targets in one plan.
+    pub max_attempts: usize,
+    /// Retry back-off base interval.
+    pub backoff_base_ms: u64,
+    /// Retry back-off maximum interval.
+    pub backoff_max_ms: u64,
+    /// Providers in file order.
+    pub providers: Vec<Provider>,
+    /// Model alias → chain.
+    pub routes: BTreeMap<String, Vec<Target>>,
+}
+
+/// A validated provider.
+#[derive(Clone, PartialEq)]
+pub struct Provider {
+    /// Unique name.
+    pub name: String,
+    /// Dialect.
+    pub dialect: Dialect,
+    /// `http` or `https`.
+    pub tls: bool,
+    /// Host name or IP literal.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Path prefix, e.g. `/v1` (no trailing slash).
+    pub base_path: String,
+    /// Resolved credential.
+    pub api_key: Option<String>,
+    /// Upstream connect timeout.
+    pub connect_timeout_ms: u64,
+}
+
+impl fmt::Debug for Provider {
+    // Hand-written so that a credential can never reach a log line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Provider")
+            .field("name", &self.name)
+            .field("dialect", &self.dialect)
+            .field("tls", &self.tls)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("base_path", &self.base_path)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl Provider {
+    /// `:authority` for requests: the host, with the port when not the scheme's default.
+    pub fn authority(&self) -> String {
+        let default = if self.tls { 443 } else { 80 };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == default {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+
+    /// Whether `host` is an IP literal (static cluster) rather than a DNS name.
+    pub fn host_is_ip(&self) -> bool {
+        self.host.parse::<std::net::IpAddr>().is_ok()
+    }
+}
+
+/// Everything wrong with a config file, each problem with its location.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        /// The file.
+        file: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// YAML syntax or shape error (serde's message names the field and line).
+    #[error("{file}: {message}")]
+    Syntax {
+        /// The file.
+        file: String,
+        /// Parser message, with line and column.
+        message: String,
+    },
+    /// One or more semantic problems.
+    #[error("{}", .problems.iter().map(|p| format!("{}: {p}", .file)).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        /// The file.
+        file: String,
+        /// `path: what was expected` lines.
+        problems: Vec<String>,
+    },
+}
+
+/// Loads and validates a config file. Relative paths resolve against the file's folder.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: file.clone(),
+        source,
+    })?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    parse(&text, &file, &base, &|k| std::env::var(k).ok())
+}
+
+/// Parses and validates config text. `env` resolves `api_key: {env: NAME}`.
+pub fn parse(
+    text: &str,
+    file: &str,
+    base: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let raw: RawConfig = serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax {
+        file: file.to_string(),
+        message: e.to_string(),
+    })?;
+    let mut problems = Vec::new();
+
+    if raw.limits.max_attempts == 0 || raw.limits.max_attempts > 16 {
+        problems.push(format!(
+            "limits.max_attempts: expected 1..=16, got {}",
+            raw.limits.max_attempts
+        ));
+    }
+    if raw.limits.max_request_bytes < 1024 {
+        problems.push(format!(
+            "limits.max_request_bytes: expected at least 1024, got {}",
+            raw.limits.max_request_bytes
+        ));
+    }
+    if raw.retry.backoff_base_ms == 0 || raw.retry.backoff_max_ms < raw.retry.backoff_base_ms {
+        problems.push("retry: expected 0 < backoff_base_ms <= backoff_max_ms".to_string());
+    }
+    if raw.listener.address.parse::<std::net::IpAddr>().is_err() {
+        problems.push(format!(
+            "listener.address: expected an IP address, got `{}`",
+            raw.listener.address
+        ));
+    }
+    if raw.providers.is_empty() {
+        problems.push("providers: expected at least one provider".to_string());
+    }
+
+    let mut providers = Vec::new();
+    let mut names = BTreeSet::new();
+    for (i, p) in raw.providers.iter().enumerate() {
+        let at = format!("providers[{i}]");
+        if p.name.is_empty()
+            || !p
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        {
+            problems.push(format!(
+                "{at}.name: expected lower-case letters, digits, `-` or `_`, got `{}`",
+                p.name
+            ));
+        }
+        if !names.insert(p.name.clone()) {
+            problems.push(format!(
+                "{at}.name: `{}` is already used by another provider",
+                p.name
+            ));
+        }
+        let url = match parse_base_url(&p.base_url) {
+            Ok(u) => u,
+            Err(e) => {
+                problems.push(format!("{at}.base_url: {e}"));
+                continue;
+            }
+        };
+        let secret = p.api_key.as_ref().map(|s| (&s.env, &s.file, &s.value));
+        let api_key = match secret {
+            None => None,
+            Some((None, None, Some(v))) => Some(v.clone()),
+            Some((Some(name), None, None)) => match env(name).filter(|v| !v.is_empty()) {
+                Some(v) => Some(v),
+                None => {
+                    problems.push(format!(
+                        "{at}.api_key: environment variable {name} is not set"
+                    ));
+                    None
+                }
+            },
+            Some((None, Some(f), None)) => {
+                let f = if f.is_relative() {
+                    base.join(f)
+                } else {
+                    f.clone()
+                };
+                match std::fs::read_to_string(&f) {
+                    Ok(v) if !v.trim().is_empty() => Some(v.trim().to_string()),
+                    Ok(_) => {
+                        problems.push(format!("{at}.api_key: file {} is empty", f.display()));
+                        None
+                    }
+                    Err(e) => {
+                        problems.push(format!("{at}.api_key: cannot read {}: {e}", f.display()));
+                        None
+                    }
+                }
+            }
+            Some(_) => {
+                problems.push(format!(
+                    "{at}.api_key: expected exactly one of `env`, `file`, `value`"
+                ));
+                None
+            }
+        };
+        if p.connect_timeout_ms == 0 {
+            problems.push(format!("{at}.connect_timeout_ms: expected > 0"));
+        }
+        providers.push(Provider {
+            name: p.name.clone(),
+            dialect: p.dialect,
+            tls: url.tls,
+            host: url.host,
+            port: url.port,
+            base_path: url.path,
+            api_key,
+            connect_timeout_ms: p.connect_timeout_ms,
+        });
+    }
+
+    let mut routes = BTreeMap::new();
+    for (i, r) in raw.routes.iter().enumerate() {
+        let at = format!("routes[{i}]");
+        if r.model.is_empty() || r.model.contains('/') {
+            problems.push(format!(
+                "{at}.model: expected an alias without `/`, got `{}`",
+                r.model
+            ));
+        }
+        if r.chain.is_empty() {
+            problems.push(format!(
+                "{at}.chain: expected at least one `provider/model`"
+            ));
+        }
+        if r.chain.len() > raw.limits.max_attempts {
+            problems.push(format!(
+                "{at}.chain: has {} targets, limits.max_attempts is {}",
+                r.chain.len(),
+                raw.limits.max_attempts
+            ));
+        }
+        let mut chain = Vec::new();
+        for (j, t) in r.chain.iter().enumerate() {
+            match Target::parse(t) {
+                Some(target) if names.contains(&target.provider) => chain.push(target),
+                Some(target) => problems.push(format!(
+                    "{at}.chain[{j}]: unknown provider `{}`",
+                    target.provider
+                )),
+                None => problems.push(format!(
+                    "{at}.chain[{j}]: expected `provider/model`, got `{t}`"
+                )),
+            }
+        }
+        if routes.insert(r.model.clone(), chain).is_some() {
+            problems.push(format!("{at}.model: `{}` is defined twice", r.model));
+        }
+    }
+
+    if !problems.is_empty() {
+        return Err(ConfigError::Invalid {
+            file: file.to_string(),
+            problems,
+        });
+    }
+    let wasm = raw
+        .filter
+        .wasm
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_WASM));
+    let wasm_path = if wasm.is_relative() {
+        base.join(wasm)
+    } else {
+        wasm
+    };
+    let wasm_path = std::path::absolute(&wasm_path).unwrap_or(wasm_path);
+    let version = raw
+        .version
+        .unwrap_or_else(|| format!("{:016x}", fnv1a(text.as_bytes())));
+    Ok(Config {
+        version,
+        listener_address: raw.listener.address,
+        listener_port: raw.listener.port,
+        wasm_path,
+        max_request_bytes: raw.limits.max_request_bytes,
+        max_attempts: raw.limits.max_attempts,
+        backoff_base_ms: raw.retry.backoff_base_ms,
+        backoff_max_ms: raw.retry.backoff_max_ms,
+        providers,
+        routes,
+    })
+}
+
+/// FNV-1a: a stable content hash for versions (no extra dependency).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+    })
+}
+
+struct BaseUrl {
+    tls: bool,
+    host: String,
+    port: u16,
+    path: String,
+}
+
+fn parse_base_url(s: &str) -> Result<BaseUrl, String> {
+    let (tls, rest) = if let Some(r) = s.strip_prefix("https://") {
+        (true, r)
+    } else if let Some(r) = s.strip_prefix("http://") {
+        (false, r)
+    } else {
+        return Err(format!("expected an http:// or https:// URL, got `{s}`"));
+    };
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
+        let (h, after) = h
+            .split_once(']')
+            .ok_or_else(|| format!("unclosed `[` in `{s}`"))?;
+        (h.to_string(), after.strip_prefix(':'))
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (hostport.to_string(), None),
+        }
+    };
+    if host.is_empty() || host.contains(['@', '?', '#', ' ']) {
+        return Err(format!("expected a host in `{s}`"));
+    }
+    let port = match port {
+        Some(p) => p
+            .parse::<u16>()
+            .map_err(|_| format!("bad port `{p}` in `{s}`"))?,
+        None if tls => 443,
+        None => 80,
+    };
+    if path.contains(['?', '#']) {
+        return Err(format!("expected no query or fragment in `{s}`"));
+    }
+    Ok(BaseUrl {
+        tls,
+        host,
+        port,
+        path: path.trim_end_matches('/').to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+listener: { port: 0 }
+providers:
+  - name: openai
+    dialect: openai
+    base_url: https://api.openai.com/v1
+    api_key: { env: OPENAI_API_KEY }
+  - name: local
+    dialect: anthropic
+    base_url: http://127.0.0.1:9000/v1/
+routes:
+  - model: chat
+    chain: [openai/gpt-4o-mini, local/claude-x]
+"#;
+
+    fn env(k: &str) -> Option<String> {
+        (k == "OPENAI_API_KEY").then(|| "sk-test".to_string())
+    }
+
+    #[test]
+    fn good_config() {
+        let c = parse(GOOD, "c.yaml", Path::new("/etc/sy"), &env).unwrap();
+        assert_eq!(c.providers[0].authority(), "api.openai.com");
+        assert!(c.providers[0].tls && !c.providers[0].host_is_ip());
+        assert_eq!(c.providers[1].authority(), "127.0.0.1:9000");
+        assert_eq!(c.providers[1].base_path, "/v1");
+        assert_eq!(c.routes["chat"].len(), 2);
+        assert!(c.wasm_path.starts_with("/etc/sy"));
+        assert!(
+            !format!("{:?}", c.providers[0]).contains("sk-test"),
+            "secrets never in Debug"
+        );
+    }
+
+    #[test]
+    fn precise_errors() {
+        let bad = GOOD
+            .replace("local/claude-x", "nope/x")
+            .replace("OPENAI_API_KEY", "MISSING_KEY");
+        let e = parse(&bad, "c.yaml", Path::new("."), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("c.yaml: providers[0].api_key: environment variable MISSING_KEY is not set"),
+            "{e}"
+        );
+        assert!(
+            e.contains("c.yaml: routes[0].chain[1]: unknown provider `nope`"),
+            "{e}"
+        );
+
+        let e = parse(
+            &GOOD.replace("dialect: openai", "dialect: opnai"),
+            "c.yaml",
+            Path::new("."),
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("providers[0].dialect: unknown variant `opnai`") && e.contains("line 5"),
+            "{e}"
+        );
+
+        let e = parse(
+            &GOOD.replace("base_url: http://", "base_url: ftp://"),
+            "c.yaml",
+            Path::new("."),
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("providers[1].base_url: expected an http:// or https:// URL"),
+            "{e}"
+        );
+
+        let e = parse(
+            &format!("{GOOD}\nextra: 1\n"),
+            "c.yaml",
+            Path::new("."),
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("unknown field `extra`"), "{e}");
+    }
+}

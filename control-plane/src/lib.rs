@@ -1,0 +1,7 @@
+//! Switchyard's control plane: config loading and validation, Envoy resource
+//! generation, the ADS server and the bootstrap generator. `main.rs` is the CLI.
+
+pub mod bootstrap;
+pub mod config;
+pub mod defaults;
+pub mod xds;

@@ -1,0 +1,5 @@
+//! xDS: resources generated from the config, and the ADS server that serves them.
+
+pub mod resources;
+pub mod serve;
+pub mod server;

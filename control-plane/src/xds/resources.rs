@@ -1,0 +1,604 @@
+//! Envoy resources generated from a [`Config`]: the listener with the filter chain
+//! of ARCHITECTURE.md §2, the route, and one cluster per provider.
+
+use std::collections::HashMap;
+
+use envoy_types::pb::envoy::config::cluster::v3 as cluster;
+use envoy_types::pb::envoy::config::common::mutation_rules::v3 as mutation_rules;
+use envoy_types::pb::envoy::config::core::v3 as core;
+use envoy_types::pb::envoy::config::endpoint::v3 as endpoint;
+use envoy_types::pb::envoy::config::listener::v3 as listener;
+use envoy_types::pb::envoy::config::route::v3 as route;
+use envoy_types::pb::envoy::extensions::filters::http::{
+    buffer::v3 as buffer, header_mutation::v3 as header_mutation, router::v3 as router,
+    upstream_codec::v3 as upstream_codec, wasm::v3 as wasm_filter,
+};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+use envoy_types::pb::envoy::extensions::matching::common_inputs::network::v3 as inputs;
+use envoy_types::pb::envoy::extensions::router::cluster_specifiers::matcher::v3 as cluster_matcher;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3 as upstream_http;
+use envoy_types::pb::envoy::extensions::wasm::v3 as wasm;
+use envoy_types::pb::envoy::r#type::matcher::v3 as type_matcher;
+use envoy_types::pb::google::protobuf::{Any, Duration, StringValue, UInt32Value, UInt64Value};
+use envoy_types::pb::xds::core::v3 as xds_core;
+use envoy_types::pb::xds::r#type::matcher::v3 as xds_matcher;
+use prost::{Message, Name};
+use switchyard_core::config::{FilterConfig, Provider as FilterProvider, Role};
+use switchyard_core::wire;
+
+use crate::config::{Config, Provider};
+
+/// Name of the generated listener.
+pub const LISTENER_NAME: &str = "switchyard";
+/// Name of the generated route configuration.
+pub const ROUTE_NAME: &str = "switchyard";
+/// `vm_id` shared by planner and adapter (they must share one VM per worker).
+pub const VM_ID: &str = "switchyard";
+/// CA bundle used to verify providers' certificates.
+pub const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Type URLs of the resources served.
+pub mod type_url {
+    /// Listener.
+    pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+    /// RouteConfiguration.
+    pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+    /// Cluster.
+    pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+}
+
+/// Packs a message into `Any`.
+pub fn any<M: Message + Name>(m: &M) -> Any {
+    Any {
+        type_url: M::type_url(),
+        value: m.encode_to_vec(),
+    }
+}
+
+fn duration_ms(ms: u64) -> Duration {
+    Duration {
+        seconds: (ms / 1000) as i64,
+        nanos: ((ms % 1000) * 1_000_000) as i32,
+    }
+}
+
+fn typed_ext<M: Message + Name>(name: &str, m: &M) -> core::TypedExtensionConfig {
+    core::TypedExtensionConfig {
+        name: name.to_string(),
+        typed_config: Some(any(m)),
+    }
+}
+
+fn xds_ext<M: Message + Name>(name: &str, m: &M) -> xds_core::TypedExtensionConfig {
+    xds_core::TypedExtensionConfig {
+        name: name.to_string(),
+        typed_config: Some(any(m)),
+    }
+}
+
+/// Name of the cluster for a provider.
+pub fn cluster_name(p: &Provider) -> String {
+    wire::provider_cluster(&p.name)
+}
+
+/// The JSON config a filter role receives. Credentials only go to the adapter.
+pub fn filter_config(cfg: &Config, role: Role) -> FilterConfig {
+    FilterConfig {
+        version: cfg.version.clone(),
+        role,
+        providers: cfg
+            .providers
+            .iter()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    FilterProvider {
+                        dialect: p.dialect,
+                        cluster: cluster_name(p),
+                        authority: p.authority(),
+                        base_path: p.base_path.clone(),
+                        api_key: if role == Role::Adapter {
+                            p.api_key.clone()
+                        } else {
+                            None
+                        },
+                    },
+                )
+            })
+            .collect(),
+        routes: cfg.routes.clone(),
+        max_request_bytes: cfg.max_request_bytes,
+        max_attempts: cfg.max_attempts,
+    }
+}
+
+fn wasm_filter(cfg: &Config, role: Role) -> hcm::HttpFilter {
+    let json = serde_json::to_string(&filter_config(cfg, role)).unwrap_or_default();
+    let role_name = match role {
+        Role::Planner => "planner",
+        Role::Adapter => "adapter",
+    };
+    let plugin = wasm::PluginConfig {
+        name: format!("switchyard_{role_name}"),
+        root_id: "switchyard".to_string(),
+        configuration: Some(any(&StringValue { value: json })),
+        vm: Some(wasm::plugin_config::Vm::VmConfig(wasm::VmConfig {
+            vm_id: VM_ID.to_string(),
+            runtime: "envoy.wasm.runtime.v8".to_string(),
+            code: Some(core::AsyncDataSource {
+                specifier: Some(core::async_data_source::Specifier::Local(
+                    core::DataSource {
+                        specifier: Some(core::data_source::Specifier::Filename(
+                            cfg.wasm_path.display().to_string(),
+                        )),
+                        ..Default::default()
+                    },
+                )),
+            }),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    http_filter(
+        "envoy.filters.http.wasm",
+        &wasm_filter::Wasm {
+            config: Some(plugin),
+        },
+    )
+}
+
+fn http_filter<M: Message + Name>(name: &str, m: &M) -> hcm::HttpFilter {
+    hcm::HttpFilter {
+        name: name.to_string(),
+        config_type: Some(hcm::http_filter::ConfigType::TypedConfig(any(m))),
+        ..Default::default()
+    }
+}
+
+fn set_header_from_state(header: &str, state_key: &str) -> mutation_rules::HeaderMutation {
+    mutation_rules::HeaderMutation {
+        action: Some(mutation_rules::header_mutation::Action::Append(
+            core::HeaderValueOption {
+                header: Some(core::HeaderValue {
+                    key: header.to_string(),
+                    value: format!("%FILTER_STATE(wasm.{state_key}:PLAIN)%"),
+                    ..Default::default()
+                }),
+                append_action: core::header_value_option::HeaderAppendAction::OverwriteIfExistsOrAdd
+                    as i32,
+                ..Default::default()
+            },
+        )),
+    }
+}
+
+/// The listener: planner → buffer → header_mutation → router (adapter upstream).
+pub fn listener(cfg: &Config) -> listener::Listener {
+    let http_filters = vec![
+        wasm_filter(cfg, Role::Planner),
+        // Holds the request until the body is complete, so the planner decides before
+        // the router picks a cluster. Its limit is above the planner's so that the
+        // planner's OpenAI-shaped 413 answers first.
+        http_filter(
+            "envoy.filters.http.buffer",
+            &buffer::Buffer {
+                max_request_bytes: Some(UInt32Value {
+                    value: buffer_limit(cfg),
+                }),
+            },
+        ),
+        http_filter(
+            "envoy.filters.http.header_mutation",
+            &header_mutation::HeaderMutation {
+                mutations: Some(header_mutation::Mutations {
+                    request_mutations: vec![set_header_from_state(
+                        "x-envoy-max-retries",
+                        wire::RETRIES_STATE,
+                    )],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ),
+        http_filter(
+            "envoy.filters.http.router",
+            &router::Router {
+                upstream_http_filters: vec![
+                    wasm_filter(cfg, Role::Adapter),
+                    http_filter(
+                        "envoy.filters.http.upstream_codec",
+                        &upstream_codec::UpstreamCodec::default(),
+                    ),
+                ],
+                ..Default::default()
+            },
+        ),
+    ];
+    let manager = hcm::HttpConnectionManager {
+        stat_prefix: "switchyard".to_string(),
+        route_specifier: Some(hcm::http_connection_manager::RouteSpecifier::Rds(
+            hcm::Rds {
+                config_source: Some(ads_source()),
+                route_config_name: ROUTE_NAME.to_string(),
+            },
+        )),
+        http_filters,
+        always_set_request_id_in_response: true,
+        ..Default::default()
+    };
+    listener::Listener {
+        name: LISTENER_NAME.to_string(),
+        address: Some(socket_address(&cfg.listener_address, cfg.listener_port)),
+        filter_chains: vec![listener::FilterChain {
+            filters: vec![listener::Filter {
+                name: "envoy.filters.network.http_connection_manager".to_string(),
+                config_type: Some(listener::filter::ConfigType::TypedConfig(any(&manager))),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn buffer_limit(cfg: &Config) -> u32 {
+    u32::try_from(cfg.max_request_bytes.saturating_add(64 * 1024)).unwrap_or(u32::MAX)
+}
+
+fn ads_source() -> core::ConfigSource {
+    core::ConfigSource {
+        resource_api_version: core::ApiVersion::V3 as i32,
+        config_source_specifier: Some(core::config_source::ConfigSourceSpecifier::Ads(
+            core::AggregatedConfigSource {},
+        )),
+        ..Default::default()
+    }
+}
+
+fn socket_address(address: &str, port: u16) -> core::Address {
+    core::Address {
+        address: Some(core::address::Address::SocketAddress(core::SocketAddress {
+            address: address.to_string(),
+            port_specifier: Some(core::socket_address::PortSpecifier::PortValue(u32::from(
+                port,
+            ))),
+            ..Default::default()
+        })),
+    }
+}
+
+// === route ===
+
+fn cluster_action(cluster: &str) -> xds_matcher::matcher::OnMatch {
+    xds_matcher::matcher::OnMatch {
+        on_match: Some(xds_matcher::matcher::on_match::OnMatch::Action(xds_ext(
+            cluster,
+            &cluster_matcher::ClusterAction {
+                cluster: cluster.to_string(),
+            },
+        ))),
+        ..Default::default()
+    }
+}
+
+fn exact_tree<M: Message + Name>(
+    input_name: &str,
+    input: &M,
+    map: HashMap<String, xds_matcher::matcher::OnMatch>,
+) -> xds_matcher::Matcher {
+    xds_matcher::Matcher {
+        matcher_type: Some(xds_matcher::matcher::MatcherType::MatcherTree(
+            xds_matcher::matcher::MatcherTree {
+                input: Some(xds_ext(input_name, input)),
+                tree_type: Some(xds_matcher::matcher::matcher_tree::TreeType::ExactMatchMap(
+                    xds_matcher::matcher::matcher_tree::MatchMap { map },
+                )),
+            },
+        )),
+        ..Default::default()
+    }
+}
+
+/// Slot `k`'s matcher: the cluster named by filter state `wasm.sy_slot<k>`.
+fn slot_matcher(cfg: &Config, k: usize) -> xds_matcher::Matcher {
+    let map = cfg
+        .providers
+        .iter()
+        .map(|p| (cluster_name(p), cluster_action(&cluster_name(p))))
+        .collect();
+    let input = inputs::FilterStateInput {
+        key: format!("wasm.{}{k}", wire::SLOT_STATE_PREFIX),
+        ..Default::default()
+    };
+    exact_tree(&format!("slot{k}"), &input, map)
+}
+
+fn nested(m: xds_matcher::Matcher) -> xds_matcher::matcher::OnMatch {
+    xds_matcher::matcher::OnMatch {
+        on_match: Some(xds_matcher::matcher::on_match::OnMatch::Matcher(Box::new(
+            m,
+        ))),
+        ..Default::default()
+    }
+}
+
+/// Per-attempt cluster selection. When the matcher runs for attempt `k`,
+/// `x-envoy-attempt-count` still holds `k - 1` (absent for the first attempt):
+/// ARCHITECTURE.md §1's off-by-one. So absent → slot 1, "1" → slot 2, "2" → slot 3…
+pub fn attempt_matcher(cfg: &Config) -> xds_matcher::Matcher {
+    let map = (2..=cfg.max_attempts)
+        .map(|k| ((k - 1).to_string(), nested(slot_matcher(cfg, k))))
+        .collect();
+    let input = type_matcher::HttpRequestHeaderMatchInput {
+        header_name: "x-envoy-attempt-count".to_string(),
+    };
+    let mut m = exact_tree("attempt", &input, map);
+    m.on_no_match = Some(Box::new(nested(slot_matcher(cfg, 1))));
+    m
+}
+
+/// The route: every request goes through the slot matcher, retried across slots.
+pub fn route_configuration(cfg: &Config) -> route::RouteConfiguration {
+    let specifier = cluster_matcher::MatcherClusterSpecifier {
+        cluster_matcher: Some(attempt_matcher(cfg)),
+    };
+    let retry_policy = route::RetryPolicy {
+        retry_on: "5xx,reset,connect-failure,refused-stream,retriable-status-codes".to_string(),
+        retriable_status_codes: vec![429],
+        num_retries: Some(UInt32Value {
+            value: (cfg.max_attempts - 1) as u32,
+        }),
+        retry_back_off: Some(route::retry_policy::RetryBackOff {
+            base_interval: Some(duration_ms(cfg.backoff_base_ms)),
+            max_interval: Some(duration_ms(cfg.backoff_max_ms)),
+        }),
+        refresh_cluster_on_retry: true,
+        ..Default::default()
+    };
+    let action = route::RouteAction {
+        cluster_specifier: Some(
+            route::route_action::ClusterSpecifier::InlineClusterSpecifierPlugin(
+                route::ClusterSpecifierPlugin {
+                    extension: Some(typed_ext(
+                        "envoy.router.cluster_specifier_plugin.matcher",
+                        &specifier,
+                    )),
+                    is_optional: false,
+                },
+            ),
+        ),
+        // LLM answers stream for minutes: no overall route timeout by default.
+        timeout: Some(Duration {
+            seconds: 0,
+            nanos: 0,
+        }),
+        retry_policy: Some(retry_policy),
+        ..Default::default()
+    };
+    route::RouteConfiguration {
+        name: ROUTE_NAME.to_string(),
+        virtual_hosts: vec![route::VirtualHost {
+            name: "switchyard".to_string(),
+            domains: vec!["*".to_string()],
+            include_request_attempt_count: true,
+            // Retries replay the buffered body; past this limit Envoy stops retrying.
+            request_body_buffer_limit: Some(UInt64Value {
+                value: u64::from(buffer_limit(cfg)),
+            }),
+            routes: vec![route::Route {
+                r#match: Some(route::RouteMatch {
+                    path_specifier: Some(route::route_match::PathSpecifier::Prefix(
+                        "/".to_string(),
+                    )),
+                    ..Default::default()
+                }),
+                action: Some(route::route::Action::Route(action)),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+// === clusters ===
+
+/// One cluster per provider: static for IP literals, logical DNS for names; TLS with
+/// SNI and certificate verification for https.
+pub fn provider_cluster(p: &Provider) -> cluster::Cluster {
+    let name = cluster_name(p);
+    let discovery = if p.host_is_ip() {
+        cluster::cluster::DiscoveryType::Static
+    } else {
+        cluster::cluster::DiscoveryType::LogicalDns
+    };
+    let protocol = if p.tls {
+        upstream_http::http_protocol_options::UpstreamProtocolOptions::AutoConfig(
+            upstream_http::http_protocol_options::AutoHttpConfig {
+                http_protocol_options: Some(core::Http1ProtocolOptions::default()),
+                http2_protocol_options: Some(core::Http2ProtocolOptions::default()),
+                ..Default::default()
+            },
+        )
+    } else {
+        upstream_http::http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
+            upstream_http::http_protocol_options::ExplicitHttpConfig {
+                protocol_config: Some(
+                    upstream_http::http_protocol_options::explicit_http_config::ProtocolConfig::HttpProtocolOptions(
+                        core::Http1ProtocolOptions::default(),
+                    ),
+                ),
+            },
+        )
+    };
+    let options = upstream_http::HttpProtocolOptions {
+        upstream_protocol_options: Some(protocol),
+        ..Default::default()
+    };
+    let transport_socket = p.tls.then(|| {
+        let ctx = tls::UpstreamTlsContext {
+            sni: p.host.clone(),
+            common_tls_context: Some(tls::CommonTlsContext {
+                alpn_protocols: vec!["h2".to_string(), "http/1.1".to_string()],
+                validation_context_type: Some(
+                    tls::common_tls_context::ValidationContextType::ValidationContext(
+                        tls::CertificateValidationContext {
+                            trusted_ca: Some(core::DataSource {
+                                specifier: Some(core::data_source::Specifier::Filename(
+                                    CA_BUNDLE.to_string(),
+                                )),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                    ),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        core::TransportSocket {
+            name: "envoy.transport_sockets.tls".to_string(),
+            config_type: Some(core::transport_socket::ConfigType::TypedConfig(any(&ctx))),
+        }
+    });
+    // Envoy's default thresholds (e.g. 3 concurrent retries per cluster) would turn
+    // fail-over into 503s under load; fail-over volume is bounded by the plan instead.
+    let thresholds = cluster::circuit_breakers::Thresholds {
+        max_connections: Some(UInt32Value { value: 100_000 }),
+        max_pending_requests: Some(UInt32Value { value: 100_000 }),
+        max_requests: Some(UInt32Value { value: 100_000 }),
+        max_retries: Some(UInt32Value { value: 100_000 }),
+        ..Default::default()
+    };
+    cluster::Cluster {
+        name: name.clone(),
+        cluster_discovery_type: Some(cluster::cluster::ClusterDiscoveryType::Type(
+            discovery as i32,
+        )),
+        connect_timeout: Some(duration_ms(p.connect_timeout_ms)),
+        dns_lookup_family: cluster::cluster::DnsLookupFamily::V4Preferred as i32,
+        typed_extension_protocol_options: [(
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_string(),
+            any(&options),
+        )]
+        .into_iter()
+        .collect(),
+        circuit_breakers: Some(cluster::CircuitBreakers {
+            thresholds: vec![thresholds],
+            ..Default::default()
+        }),
+        transport_socket,
+        load_assignment: Some(endpoint::ClusterLoadAssignment {
+            cluster_name: name,
+            endpoints: vec![endpoint::LocalityLbEndpoints {
+                lb_endpoints: vec![endpoint::LbEndpoint {
+                    host_identifier: Some(endpoint::lb_endpoint::HostIdentifier::Endpoint(
+                        endpoint::Endpoint {
+                            address: Some(socket_address(&p.host, p.port)),
+                            hostname: p.host.clone(),
+                            ..Default::default()
+                        },
+                    )),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// All resources of a config, by type URL.
+pub fn resources(cfg: &Config) -> HashMap<&'static str, Vec<(String, Any)>> {
+    let mut out = HashMap::new();
+    out.insert(
+        type_url::CLUSTER,
+        cfg.providers
+            .iter()
+            .map(|p| (cluster_name(p), any(&provider_cluster(p))))
+            .collect(),
+    );
+    out.insert(
+        type_url::LISTENER,
+        vec![(LISTENER_NAME.to_string(), any(&listener(cfg)))],
+    );
+    out.insert(
+        type_url::ROUTE,
+        vec![(ROUTE_NAME.to_string(), any(&route_configuration(cfg)))],
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn cfg() -> Config {
+        let text = "providers:\n  - {name: a, dialect: openai, base_url: 'http://127.0.0.1:1/v1', api_key: {value: secret-a}}\n  - {name: b, dialect: anthropic, base_url: 'https://api.anthropic.com/v1'}\nroutes:\n  - {model: chat, chain: [a/m, b/n]}\n";
+        crate::config::parse(text, "t.yaml", Path::new("/"), &|_| None).unwrap()
+    }
+
+    #[test]
+    fn credentials_only_in_adapter_config() {
+        let c = cfg();
+        assert_eq!(
+            filter_config(&c, Role::Adapter).providers["a"]
+                .api_key
+                .as_deref(),
+            Some("secret-a")
+        );
+        assert_eq!(
+            filter_config(&c, Role::Planner).providers["a"].api_key,
+            None
+        );
+    }
+
+    #[test]
+    fn slots_follow_the_attempt_count_off_by_one() {
+        let c = cfg();
+        let m = attempt_matcher(&c);
+        let Some(xds_matcher::matcher::MatcherType::MatcherTree(tree)) = &m.matcher_type else {
+            panic!()
+        };
+        let Some(xds_matcher::matcher::matcher_tree::TreeType::ExactMatchMap(map)) =
+            &tree.tree_type
+        else {
+            panic!()
+        };
+        let mut keys: Vec<_> = map.map.keys().cloned().collect();
+        keys.sort();
+        // max_attempts 4: "1" → slot 2, "2" → slot 3, "3" → slot 4; absent → slot 1.
+        assert_eq!(keys, vec!["1", "2", "3"]);
+        let slot_key = |on: &xds_matcher::matcher::OnMatch| match &on.on_match {
+            Some(xds_matcher::matcher::on_match::OnMatch::Matcher(inner)) => {
+                match &inner.matcher_type {
+                    Some(xds_matcher::matcher::MatcherType::MatcherTree(t)) => {
+                        t.input.as_ref().unwrap().name.clone()
+                    }
+                    _ => panic!(),
+                }
+            }
+            _ => panic!(),
+        };
+        assert_eq!(slot_key(&map.map["1"]), "slot2");
+        assert_eq!(slot_key(&map.map["3"]), "slot4");
+        assert_eq!(slot_key(m.on_no_match.as_ref().unwrap()), "slot1");
+    }
+
+    #[test]
+    fn tls_only_for_https() {
+        let c = cfg();
+        assert!(provider_cluster(&c.providers[0]).transport_socket.is_none());
+        let tls_cluster = provider_cluster(&c.providers[1]);
+        assert!(tls_cluster.transport_socket.is_some());
+        assert_eq!(
+            tls_cluster.cluster_discovery_type,
+            Some(cluster::cluster::ClusterDiscoveryType::Type(
+                cluster::cluster::DiscoveryType::LogicalDns as i32
+            ))
+        );
+    }
+}
