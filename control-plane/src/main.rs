@@ -131,6 +131,7 @@ fn serve(flags: Flags) -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_target(false)
+        .with_writer(std::io::stderr)
         .init();
     let xds_addr = match addr(flags.xds_addr.as_deref(), "127.0.0.1:18000") {
         Ok(a) => a,

@@ -1,1 +1,554 @@
-pub fn placeholder() {}
+//! Runs a real gateway for a test: mock providers, the `switchyard` control plane
+//! binary and Envoy with the built filter, on ephemeral loopback ports.
+//!
+//! Everything is killed when the [`Gateway`] (or [`Mock`]) is dropped; the
+//! processes' logs are printed only when the test is failing.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub use crate::mock::Dialect;
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Paths of everything a gateway needs; built by `make test` (or `make build`).
+#[derive(Clone, Debug)]
+pub struct Paths {
+    /// The control plane binary.
+    pub switchyard: PathBuf,
+    /// The mock provider binary.
+    pub mock_provider: PathBuf,
+    /// Envoy 1.40 (the project's virtualenv, or `ENVOY_BIN`).
+    pub envoy: PathBuf,
+    /// The built filter.
+    pub wasm: PathBuf,
+}
+
+impl Paths {
+    /// Finds the binaries next to the running test executable.
+    pub fn discover() -> Paths {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let exe = std::env::current_exe().unwrap_or_default();
+        // target/<profile>/deps/<test-binary>
+        let bin_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| root.join("target/debug"));
+        let target = bin_dir
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| root.join("target"));
+        let paths = Paths {
+            switchyard: bin_dir.join("switchyard"),
+            mock_provider: bin_dir.join("mock-provider"),
+            envoy: std::env::var_os("ENVOY_BIN")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root.join(".venv/bin/envoy")),
+            wasm: std::env::var_os("SWITCHYARD_WASM")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    target.join("wasm32-wasip1/wasm-release/switchyard_filter.wasm")
+                }),
+        };
+        for (what, p) in [
+            ("switchyard", &paths.switchyard),
+            ("mock-provider", &paths.mock_provider),
+            ("envoy", &paths.envoy),
+            ("filter", &paths.wasm),
+        ] {
+            assert!(
+                p.exists(),
+                "{what} not found at {}: run the tests with `make test`",
+                p.display()
+            );
+        }
+        paths
+    }
+}
+
+/// A scratch directory removed on drop (kept when the test fails).
+#[derive(Debug)]
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    /// A fresh directory.
+    pub fn new(tag: &str) -> Scratch {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("switchyard-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create scratch dir");
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// A child process whose output goes to a log file; killed on drop.
+#[derive(Debug)]
+pub struct Proc {
+    /// Name used in failure output.
+    pub name: String,
+    /// Combined stdout/stderr log.
+    pub log: PathBuf,
+    child: Child,
+}
+
+impl Proc {
+    /// Spawns `cmd` with output to `<dir>/<name>.log`.
+    pub fn spawn(name: &str, dir: &Path, cmd: &mut Command) -> Proc {
+        let log = dir.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).expect("create log");
+        let err = out.try_clone().expect("clone log handle");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            name: name.to_string(),
+            log,
+            child,
+        }
+    }
+
+    /// The log so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for a log line containing `marker`; returns the text after it.
+    pub fn wait_for_line(&mut self, marker: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.output().lines().find(|l| l.contains(marker)) {
+                return line[line.find(marker).unwrap_or(0) + marker.len()..]
+                    .trim()
+                    .to_string();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "{} exited ({status}) before printing `{marker}`:\n{}",
+                    self.name,
+                    self.output()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not print `{marker}` in {timeout:?}:\n{}",
+                self.name,
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Kills the process and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn dump(&self) -> String {
+        let out = self.output();
+        let lines: Vec<&str> = out.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(150)..];
+        format!(
+            "----- {} ({}) last {} lines -----\n{}\n",
+            self.name,
+            self.log.display(),
+            tail.len(),
+            tail.join("\n")
+        )
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("{}", self.dump());
+        }
+    }
+}
+
+/// A running mock provider.
+#[derive(Debug)]
+pub struct Mock {
+    /// Instance name (as used in `x-mock` headers).
+    pub name: String,
+    /// Its dialect.
+    pub dialect: Dialect,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Credential it requires.
+    pub api_key: String,
+    proc: Proc,
+}
+
+impl Mock {
+    /// Starts a mock requiring `api_key = "key-<name>"`; `extra` are more CLI flags.
+    pub fn start(paths: &Paths, dir: &Path, name: &str, dialect: Dialect, extra: &[&str]) -> Mock {
+        let api_key = format!("key-{name}");
+        let d = match dialect {
+            Dialect::Openai => "openai",
+            Dialect::Anthropic => "anthropic",
+        };
+        let mut cmd = Command::new(&paths.mock_provider);
+        cmd.args([
+            "--name",
+            name,
+            "--dialect",
+            d,
+            "--addr",
+            "127.0.0.1:0",
+            "--api-key",
+            &api_key,
+        ])
+        .args(extra);
+        let mut proc = Proc::spawn(&format!("mock-{name}"), dir, &mut cmd);
+        let addr = proc
+            .wait_for_line("listening on", Duration::from_secs(10))
+            .parse()
+            .expect("mock address");
+        Mock {
+            name: name.to_string(),
+            dialect,
+            addr,
+            api_key,
+            proc,
+        }
+    }
+
+    /// Requests the mock received, in order.
+    pub async fn requests(&self) -> Vec<Value> {
+        let url = format!("http://{}/_mock/requests", self.addr);
+        let v: Value = reqwest::get(&url)
+            .await
+            .expect("mock admin")
+            .json()
+            .await
+            .expect("mock admin json");
+        v.as_array().cloned().unwrap_or_default()
+    }
+
+    /// Stops the mock (its port then refuses connections).
+    pub fn stop(&mut self) {
+        self.proc.kill();
+    }
+}
+
+/// A provider entry for the gateway config.
+#[derive(Clone, Debug)]
+pub struct ProviderSpec {
+    /// Provider name.
+    pub name: String,
+    /// Dialect.
+    pub dialect: Dialect,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Key the gateway injects.
+    pub api_key: String,
+}
+
+impl From<&Mock> for ProviderSpec {
+    fn from(m: &Mock) -> Self {
+        ProviderSpec {
+            name: m.name.clone(),
+            dialect: m.dialect,
+            addr: m.addr,
+            api_key: m.api_key.clone(),
+        }
+    }
+}
+
+/// Builds a gateway config and starts it.
+#[derive(Debug, Default)]
+pub struct GatewayBuilder {
+    providers: Vec<ProviderSpec>,
+    routes: Vec<(String, Vec<String>)>,
+    extra_yaml: String,
+}
+
+impl GatewayBuilder {
+    /// Adds a provider.
+    pub fn provider(mut self, p: impl Into<ProviderSpec>) -> Self {
+        self.providers.push(p.into());
+        self
+    }
+
+    /// Adds a route alias with its chain (`provider/model` entries).
+    pub fn route(mut self, model: &str, chain: &[&str]) -> Self {
+        self.routes.push((
+            model.to_string(),
+            chain.iter().map(|s| s.to_string()).collect(),
+        ));
+        self
+    }
+
+    /// Appends raw YAML (e.g. a `limits:` section).
+    pub fn yaml(mut self, extra: &str) -> Self {
+        self.extra_yaml.push_str(extra);
+        self
+    }
+
+    /// The config file text.
+    pub fn config_text(&self, wasm: &Path) -> String {
+        let mut y = String::new();
+        let _ = writeln!(y, "listener: {{ address: 127.0.0.1, port: 0 }}");
+        let _ = writeln!(y, "filter: {{ wasm: \"{}\" }}", wasm.display());
+        let _ = writeln!(y, "providers:");
+        for p in &self.providers {
+            let d = match p.dialect {
+                Dialect::Openai => "openai",
+                Dialect::Anthropic => "anthropic",
+            };
+            let _ = writeln!(
+                y,
+                "  - {{ name: {}, dialect: {d}, base_url: \"http://{}/v1\", api_key: {{ value: \"{}\" }}, connect_timeout_ms: 500 }}",
+                p.name, p.addr, p.api_key
+            );
+        }
+        if !self.routes.is_empty() {
+            let _ = writeln!(y, "routes:");
+            for (m, chain) in &self.routes {
+                let _ = writeln!(y, "  - {{ model: {m}, chain: [{}] }}", chain.join(", "));
+            }
+        }
+        y.push_str(&self.extra_yaml);
+        y
+    }
+
+    /// Starts control plane and Envoy and waits until the listener serves.
+    pub async fn start(self, paths: &Paths, scratch: &Scratch) -> Gateway {
+        let dir = &scratch.0;
+        let config = dir.join("switchyard.yaml");
+        std::fs::write(&config, self.config_text(&paths.wasm)).expect("write config");
+        let mut cp = Proc::spawn(
+            "switchyard",
+            dir,
+            Command::new(&paths.switchyard)
+                .args(["serve", "--xds-addr", "127.0.0.1:0", "--config"])
+                .arg(&config),
+        );
+        let xds: SocketAddr = cp
+            .wait_for_line("listening on", Duration::from_secs(10))
+            .parse()
+            .expect("xds address");
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let node = format!("test-envoy-{n}");
+        let envoy = start_envoy(paths, dir, &node, xds, n);
+        let mut gw = Gateway {
+            url: String::new(),
+            admin: String::new(),
+            config,
+            xds,
+            envoys: vec![envoy],
+            cp,
+        };
+        gw.wait_ready(0).await;
+        gw
+    }
+}
+
+/// Starts one Envoy from a generated bootstrap.
+fn start_envoy(paths: &Paths, dir: &Path, node: &str, xds: SocketAddr, n: u32) -> Proc {
+    let out = Command::new(&paths.switchyard)
+        .args([
+            "bootstrap",
+            "--node",
+            node,
+            "--admin",
+            "127.0.0.1:0",
+            "--xds",
+        ])
+        .arg(xds.to_string())
+        .output()
+        .expect("switchyard bootstrap");
+    assert!(
+        out.status.success(),
+        "bootstrap failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bootstrap = dir.join(format!("{node}.bootstrap.yaml"));
+    std::fs::write(&bootstrap, &out.stdout).expect("write bootstrap");
+    // Unique per test process and Envoy, so concurrent test binaries never share
+    // Envoy's shared-memory region.
+    let base_id = (std::process::id() % 400_000) * 10 + n % 10;
+    Proc::spawn(
+        node,
+        dir,
+        Command::new(&paths.envoy)
+            .arg("-c")
+            .arg(&bootstrap)
+            .args([
+                "--base-id",
+                &base_id.to_string(),
+                "--concurrency",
+                "1",
+                "--log-level",
+                "info",
+            ])
+            .arg("--admin-address-path")
+            .arg(dir.join(format!("{node}.admin"))),
+    )
+}
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    /// `http://127.0.0.1:PORT` of the first Envoy's listener.
+    pub url: String,
+    /// `http://127.0.0.1:PORT` of the first Envoy's admin.
+    pub admin: String,
+    /// The control plane's config file (rewrite it to hot-reload).
+    pub config: PathBuf,
+    /// The control plane's ADS address.
+    pub xds: SocketAddr,
+    /// Envoy processes.
+    pub envoys: Vec<Proc>,
+    /// The control plane process.
+    pub cp: Proc,
+}
+
+impl Gateway {
+    /// A builder.
+    pub fn builder() -> GatewayBuilder {
+        GatewayBuilder::default()
+    }
+
+    async fn wait_ready(&mut self, i: usize) {
+        let admin_file = self.envoys[i]
+            .log
+            .with_extension("")
+            .with_extension("admin");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let client = reqwest::Client::new();
+        loop {
+            assert!(
+                self.envoys[i].is_running(),
+                "envoy exited:\n{}",
+                self.envoys[i].output()
+            );
+            assert!(Instant::now() < deadline, "gateway not ready in 30 s");
+            if let Ok(admin) = std::fs::read_to_string(&admin_file)
+                && !admin.trim().is_empty()
+            {
+                let admin = format!("http://{}", admin.trim());
+                // The port shows up while the listener is still warming: wait until it
+                // accepts connections.
+                if let Some(port) = listener_port(&client, &admin).await
+                    && tokio::net::TcpStream::connect(("127.0.0.1", port))
+                        .await
+                        .is_ok()
+                {
+                    if i == 0 {
+                        self.url = format!("http://127.0.0.1:{port}");
+                        self.admin = admin;
+                    }
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The full URL of a path on the gateway.
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// A counter or gauge from Envoy's admin `/stats`.
+    pub async fn stat(&self, name: &str) -> Option<u64> {
+        let text = reqwest::get(format!(
+            "{}/stats?filter=^{}$",
+            self.admin,
+            regex_escape(name)
+        ))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+        text.lines().find_map(|l| {
+            l.strip_prefix(&format!("{name}: "))
+                .and_then(|v| v.trim().parse().ok())
+        })
+    }
+
+    /// POSTs a chat-completions body (with optional extra headers).
+    pub async fn chat(&self, body: &Value, headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut req = reqwest::Client::new()
+            .post(self.at("/v1/chat/completions"))
+            .json(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().await.expect("request to gateway")
+    }
+}
+
+async fn listener_port(client: &reqwest::Client, admin: &str) -> Option<u16> {
+    let v: Value = client
+        .get(format!("{admin}/listeners?format=json"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    v.get("listener_statuses")?
+        .as_array()?
+        .iter()
+        .find(|l| l.get("name").and_then(Value::as_str) == Some("switchyard"))?
+        .pointer("/local_address/socket_address/port_value")?
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|p| *p != 0)
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c.to_string()
+            } else {
+                format!("\\{c}")
+            }
+        })
+        .collect()
+}
+
+/// Parses an SSE body into its `data:` payloads.
+pub fn sse_data(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter_map(|ev| {
+            ev.lines()
+                .find_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:")))
+        })
+        .map(|d| d.trim().to_string())
+        .collect()
+}
+
+/// A minimal chat request.
+pub fn chat_body(model: &str) -> Value {
+    serde_json::json!({"model": model, "messages": [{"role": "user", "content": "Say hello"}]})
+}
