@@ -1,0 +1,145 @@
+//! Streaming through fail-over, across dialects: an OpenAI-dialect primary fails,
+//! an Anthropic-dialect fallback answers, and the client sees one valid OpenAI
+//! chunk stream with usage, ending in `[DONE]`.
+
+use serde_json::{Value, json};
+use switchyard_tests::harness::{Dialect, Gateway, Mock, Paths, Scratch, sse_data};
+
+fn chunks(text: &str) -> Vec<Value> {
+    let data = sse_data(text);
+    assert_eq!(
+        data.last().map(String::as_str),
+        Some("[DONE]"),
+        "stream must end with [DONE]:\n{text}"
+    );
+    data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap_or_else(|e| panic!("bad chunk {d}: {e}")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_primary_fails_anthropic_streams_openai_chunks_with_usage() {
+    let paths = Paths::discover();
+    let dir = Scratch::new("streaming-cross");
+    let a = Mock::start(&paths, &dir.0, "oa", Dialect::Openai, &[]);
+    let b = Mock::start(&paths, &dir.0, "an", Dialect::Anthropic, &[]);
+    let gw = Gateway::builder()
+        .provider(&a)
+        .provider(&b)
+        .route("chat", &["oa/gpt-4o-mini", "an/claude-haiku"])
+        .start(&paths, &dir)
+        .await;
+
+    let body = json!({
+        "model": "chat",
+        "stream": true,
+        "stream_options": {"include_usage": true},
+        "messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "Say hello to the world"}
+        ]
+    });
+    let r = gw
+        .chat(&body, &[("x-mock", "oa:status=503;an:chunk_delay_ms=20")])
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    assert_eq!(r.headers()["x-switchyard-provider"], "an");
+    let text = r.text().await.unwrap();
+    let chunks = chunks(&text);
+    for c in &chunks {
+        assert_eq!(c["object"], "chat.completion.chunk", "{c}");
+        assert_eq!(c["model"], "claude-haiku");
+    }
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let content: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(content, "Hello from an (claude-haiku).");
+    let finish: Vec<&Value> = chunks
+        .iter()
+        .map(|c| &c["choices"][0]["finish_reason"])
+        .filter(|f| !f.is_null())
+        .collect();
+    assert_eq!(finish, vec![&json!("stop")]);
+    let usage = &chunks.last().unwrap()["usage"];
+    assert_eq!(usage["completion_tokens"], 4, "{text}");
+    assert_eq!(
+        usage["prompt_tokens"], 8,
+        "system (3 words) + user (5 words): {text}"
+    );
+    assert_eq!(usage["total_tokens"], 12);
+
+    // The Anthropic mock received a real Messages request.
+    let reqs = b.requests().await;
+    assert_eq!(reqs.len(), 1);
+    let req = &reqs[0];
+    assert_eq!(req["path"], "/v1/messages");
+    assert_eq!(req["body"]["system"], "You are terse.");
+    assert_eq!(req["body"]["stream"], true);
+    assert_eq!(req["body"]["max_tokens"], 4096);
+    assert!(req["body"].get("stream_options").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_primary_fails_openai_streams_through_untouched() {
+    let paths = Paths::discover();
+    let dir = Scratch::new("streaming-reverse");
+    let a = Mock::start(&paths, &dir.0, "an", Dialect::Anthropic, &[]);
+    let b = Mock::start(&paths, &dir.0, "oa", Dialect::Openai, &[]);
+    let gw = Gateway::builder()
+        .provider(&a)
+        .provider(&b)
+        .start(&paths, &dir)
+        .await;
+
+    let body = json!({
+        "model": "an/claude-haiku",
+        "fallbacks": ["oa/gpt-4o-mini"],
+        "stream": true,
+        "stream_options": {"include_usage": true},
+        "messages": [{"role": "user", "content": "hi"}]
+    });
+    let r = gw.chat(&body, &[("x-mock", "an:status=529")]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-switchyard-provider"], "oa");
+    let chunks = chunks(&r.text().await.unwrap());
+    let content: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(content, "Hello from oa (gpt-4o-mini).");
+    assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"], 4);
+    // `fallbacks` is the gateway's: the OpenAI mock rejects unknown arguments, so it
+    // must not have arrived.
+    let reqs = b.requests().await;
+    assert!(reqs[0]["body"].get("fallbacks").is_none());
+    assert_eq!(reqs[0]["body"]["model"], "gpt-4o-mini");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_json_answer_is_translated() {
+    let paths = Paths::discover();
+    let dir = Scratch::new("streaming-json");
+    let b = Mock::start(&paths, &dir.0, "an", Dialect::Anthropic, &[]);
+    let gw = Gateway::builder().provider(&b).start(&paths, &dir).await;
+    let r = gw
+        .chat(&json!({"model": "an/claude-x", "max_tokens": 50, "messages": [{"role": "user", "content": "one two"}]}), &[])
+        .await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        "Hello from an (claude-x)."
+    );
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert_eq!(
+        v["usage"],
+        json!({"prompt_tokens": 2, "completion_tokens": 4, "total_tokens": 6})
+    );
+    assert_eq!(b.requests().await[0]["body"]["max_tokens"], 50);
+}
