@@ -4,6 +4,9 @@
 //! Everything is killed when the [`Gateway`] (or [`Mock`]) is dropped; the
 //! processes' logs are printed only when the test is failing.
 
+// Test support: a set-up step that cannot complete must fail the test loudly.
+#![allow(clippy::expect_used, clippy::panic)]
+
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -53,9 +56,7 @@ impl Paths {
                 .unwrap_or_else(|| root.join(".venv/bin/envoy")),
             wasm: std::env::var_os("SWITCHYARD_WASM")
                 .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    target.join("wasm32-wasip1/wasm-release/switchyard_filter.wasm")
-                }),
+                .unwrap_or_else(|| target.join("wasm32-wasip1/wasm-release/switchyard_filter.wasm")),
         };
         for (what, p) in [
             ("switchyard", &paths.switchyard),
@@ -135,9 +136,7 @@ impl Proc {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(line) = self.output().lines().find(|l| l.contains(marker)) {
-                return line[line.find(marker).unwrap_or(0) + marker.len()..]
-                    .trim()
-                    .to_string();
+                return line[line.find(marker).unwrap_or(0) + marker.len()..].trim().to_string();
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!(
@@ -297,10 +296,8 @@ impl GatewayBuilder {
 
     /// Adds a route alias with its chain (`provider/model` entries).
     pub fn route(mut self, model: &str, chain: &[&str]) -> Self {
-        self.routes.push((
-            model.to_string(),
-            chain.iter().map(|s| s.to_string()).collect(),
-        ));
+        self.routes
+            .push((model.to_string(), chain.iter().map(|s| s.to_string()).collect()));
         self
     }
 
@@ -372,14 +369,7 @@ impl GatewayBuilder {
 /// Starts one Envoy from a generated bootstrap.
 fn start_envoy(paths: &Paths, dir: &Path, node: &str, xds: SocketAddr, n: u32) -> Proc {
     let out = Command::new(&paths.switchyard)
-        .args([
-            "bootstrap",
-            "--node",
-            node,
-            "--admin",
-            "127.0.0.1:0",
-            "--xds",
-        ])
+        .args(["bootstrap", "--node", node, "--admin", "127.0.0.1:0", "--xds"])
         .arg(xds.to_string())
         .output()
         .expect("switchyard bootstrap");
@@ -436,10 +426,7 @@ impl Gateway {
     }
 
     async fn wait_ready(&mut self, i: usize) {
-        let admin_file = self.envoys[i]
-            .log
-            .with_extension("")
-            .with_extension("admin");
+        let admin_file = self.envoys[i].log.with_extension("").with_extension("admin");
         let deadline = Instant::now() + Duration::from_secs(30);
         let client = reqwest::Client::new();
         loop {
@@ -456,9 +443,7 @@ impl Gateway {
                 // The port shows up while the listener is still warming: wait until it
                 // accepts connections.
                 if let Some(port) = listener_port(&client, &admin).await
-                    && tokio::net::TcpStream::connect(("127.0.0.1", port))
-                        .await
-                        .is_ok()
+                    && tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
                 {
                     if i == 0 {
                         self.url = format!("http://127.0.0.1:{port}");
@@ -478,27 +463,19 @@ impl Gateway {
 
     /// A counter or gauge from Envoy's admin `/stats`.
     pub async fn stat(&self, name: &str) -> Option<u64> {
-        let text = reqwest::get(format!(
-            "{}/stats?filter=^{}$",
-            self.admin,
-            regex_escape(name)
-        ))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-        text.lines().find_map(|l| {
-            l.strip_prefix(&format!("{name}: "))
-                .and_then(|v| v.trim().parse().ok())
-        })
+        let text = reqwest::get(format!("{}/stats?filter=^{}$", self.admin, regex_escape(name)))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")).and_then(|v| v.trim().parse().ok()))
     }
 
     /// POSTs a chat-completions body (with optional extra headers).
     pub async fn chat(&self, body: &Value, headers: &[(&str, &str)]) -> reqwest::Response {
-        let mut req = reqwest::Client::new()
-            .post(self.at("/v1/chat/completions"))
-            .json(body);
+        let mut req = reqwest::Client::new().post(self.at("/v1/chat/completions")).json(body);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }

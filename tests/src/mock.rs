@@ -131,19 +131,14 @@ fn parse_behaviour(header: &str, name: &str) -> Behaviour {
 type Body = BoxBody<Bytes, std::io::Error>;
 
 fn full(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
-    let mut r = Response::new(
-        Full::new(body.into())
-            .map_err(|never| match never {})
-            .boxed(),
-    );
+    let mut r = Response::new(Full::new(body.into()).map_err(|never| match never {}).boxed());
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut().insert(
-        "content-type",
-        content_type
-            .parse()
-            .unwrap_or_else(|_| "text/plain".parse().unwrap()),
-    );
+    r.headers_mut().insert("content-type", header_value(content_type));
     r
+}
+
+fn header_value(s: &str) -> hyper::header::HeaderValue {
+    hyper::header::HeaderValue::from_str(s).unwrap_or(hyper::header::HeaderValue::from_static("text/plain"))
 }
 
 fn json_response(status: u16, v: &Value) -> Response<Body> {
@@ -176,9 +171,7 @@ pub async fn serve(cfg: MockConfig, addr: &str) -> std::io::Result<(SocketAddr, 
                     let state = state.clone();
                     async move { Ok::<_, Infallible>(handle(state, req).await) }
                 });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
             });
         }
     });
@@ -194,6 +187,10 @@ impl State {
         x ^= x >> 27;
         self.rng.store(x, Ordering::Relaxed);
         (x.wrapping_mul(0x2545F4914F6CDD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn reject(&self, status: u16, message: &str, openai_code: Option<&str>) -> Box<Response<Body>> {
+        Box::new(self.error(status, message, openai_code))
     }
 
     fn error(&self, status: u16, message: &str, openai_code: Option<&str>) -> Response<Body> {
@@ -231,11 +228,7 @@ impl State {
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let method = req.method().to_string();
-    let path = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.to_string())
-        .unwrap_or_default();
+    let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
     let headers: Vec<(String, String)> = req
         .headers()
         .iter()
@@ -253,8 +246,8 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         Ok(b) => b.to_bytes(),
         Err(_) => return full(400, "text/plain", "body read error"),
     };
-    let body: Value = serde_json::from_slice(&raw)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&raw).into_owned()));
+    let body: Value =
+        serde_json::from_slice(&raw).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&raw).into_owned()));
     if let Ok(mut log) = state.log.lock() {
         log.push(Recorded {
             method: method.clone(),
@@ -263,12 +256,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             body: body.clone(),
         });
     }
-    let header = |n: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k == n)
-            .map(|(_, v)| v.as_str())
-    };
+    let header = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
     let mut b = parse_behaviour(header("x-mock").unwrap_or(""), &state.cfg.name);
     if b.status.is_none() && state.cfg.fail_rate > 0.0 && state.random() < state.cfg.fail_rate {
         b.status = Some(state.cfg.fail_status);
@@ -285,15 +273,12 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     };
     let req = match checked {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     if let Some(status) = b.status.filter(|s| *s >= 300) {
         let mut r = state.error(
             status,
-            &format!(
-                "{} is failing on purpose (mock status {status})",
-                state.cfg.name
-            ),
+            &format!("{} is failing on purpose (mock status {status})", state.cfg.name),
             None,
         );
         if let Some(ra) = &b.retry_after
@@ -307,11 +292,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let reply = format!("Hello from {} ({}).", state.cfg.name, req.model);
     if b.malformed {
         return if req.stream {
-            full(
-                200,
-                "text/event-stream",
-                "data: {\"choices\": [ {\"delta\"\n\n",
-            )
+            full(200, "text/event-stream", "data: {\"choices\": [ {\"delta\"\n\n")
         } else {
             full(200, "application/json", "{\"id\": \"x\", \"choices\": [")
         };
@@ -324,12 +305,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         let body = events.into_iter().next().unwrap_or_default();
         if let Some(k) = b.reset_after {
             let cut = body.len().min(k.max(1));
-            return stream_response(
-                "application/json",
-                vec![body[..cut].to_string()],
-                0,
-                Some(1),
-            );
+            return stream_response("application/json", vec![body[..cut].to_string()], 0, Some(1));
         }
         return full(200, "application/json", body);
     }
@@ -346,9 +322,7 @@ fn stream_response(
     tokio::spawn(async move {
         for (i, c) in chunks.into_iter().enumerate() {
             if reset_after == Some(i) {
-                let _ = tx
-                    .send(Err(std::io::Error::other("mock reset mid-stream")))
-                    .await;
+                let _ = tx.send(Err(std::io::Error::other("mock reset mid-stream"))).await;
                 return;
             }
             if i > 0 && delay_ms > 0 {
@@ -359,19 +333,12 @@ fn stream_response(
             }
         }
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
     let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-    r.headers_mut().insert(
-        "content-type",
-        content_type
-            .parse()
-            .unwrap_or_else(|_| "text/plain".parse().unwrap()),
-    );
+    r.headers_mut().insert("content-type", header_value(content_type));
     if content_type == "text/event-stream" {
         r.headers_mut()
-            .insert("cache-control", "no-cache".parse().unwrap());
+            .insert("cache-control", hyper::header::HeaderValue::from_static("no-cache"));
     }
     r
 }
@@ -451,46 +418,42 @@ fn check_openai<'a>(
     header: impl Fn(&str) -> Option<&'a str>,
     raw: &[u8],
     body: &Value,
-) -> Result<ChatRequest, Response<Body>> {
+) -> Result<ChatRequest, Box<Response<Body>>> {
     if method != "POST" || path.split('?').next() != Some("/v1/chat/completions") {
-        return Err(state.error(404, &format!("Invalid URL ({method} {path})"), None));
+        return Err(state.reject(404, &format!("Invalid URL ({method} {path})"), None));
     }
     let key = header("authorization")
         .and_then(|a| a.strip_prefix("Bearer "))
         .unwrap_or("");
     if key.is_empty() {
-        return Err(state.error(401, "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).", None));
+        return Err(state.reject(401, "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).", None));
     }
     if state.cfg.api_key.as_deref().is_some_and(|k| k != key) {
-        return Err(state.error(401, "Incorrect API key provided.", Some("invalid_api_key")));
+        return Err(state.reject(401, "Incorrect API key provided.", Some("invalid_api_key")));
     }
     if serde_json::from_slice::<Value>(raw).is_err() {
-        return Err(state.error(400, "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)", None));
+        return Err(state.reject(400, "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)", None));
     }
     let Some(obj) = body.as_object() else {
-        return Err(state.error(400, "The request body must be a JSON object.", None));
+        return Err(state.reject(400, "The request body must be a JSON object.", None));
     };
     for k in obj.keys() {
         if !OPENAI_PARAMS.contains(&k.as_str()) {
-            return Err(state.error(
-                400,
-                &format!("Unrecognized request argument supplied: {k}"),
-                None,
-            ));
+            return Err(state.reject(400, &format!("Unrecognized request argument supplied: {k}"), None));
         }
     }
     let Some(model) = obj.get("model").and_then(Value::as_str) else {
-        return Err(state.error(400, "you must provide a model parameter", None));
+        return Err(state.reject(400, "you must provide a model parameter", None));
     };
     if !state.cfg.models.is_empty() && !state.cfg.models.iter().any(|m| m == model) {
-        return Err(state.error(
+        return Err(state.reject(
             404,
             &format!("The model `{model}` does not exist or you do not have access to it."),
             Some("model_not_found"),
         ));
     }
     let Some(messages) = obj.get("messages").and_then(Value::as_array) else {
-        return Err(state.error(
+        return Err(state.reject(
             400,
             "Missing required parameter: 'messages'.",
             Some("missing_required_parameter"),
@@ -498,17 +461,8 @@ fn check_openai<'a>(
     };
     for (i, m) in messages.iter().enumerate() {
         let role = m.get("role").and_then(Value::as_str).unwrap_or("");
-        if ![
-            "system",
-            "developer",
-            "user",
-            "assistant",
-            "tool",
-            "function",
-        ]
-        .contains(&role)
-        {
-            return Err(state.error(400, &format!("Invalid value: '{role}'. Supported values are: 'system', 'assistant', 'user', 'function', 'tool', and 'developer'. (messages[{i}].role)"), Some("invalid_value")));
+        if !["system", "developer", "user", "assistant", "tool", "function"].contains(&role) {
+            return Err(state.reject(400, &format!("Invalid value: '{role}'. Supported values are: 'system', 'assistant', 'user', 'function', 'tool', and 'developer'. (messages[{i}].role)"), Some("invalid_value")));
         }
     }
     let stream = obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
@@ -550,52 +504,48 @@ fn check_anthropic<'a>(
     header: impl Fn(&str) -> Option<&'a str>,
     raw: &[u8],
     body: &Value,
-) -> Result<ChatRequest, Response<Body>> {
+) -> Result<ChatRequest, Box<Response<Body>>> {
     if method != "POST" || path.split('?').next() != Some("/v1/messages") {
-        return Err(state.error(404, "Not Found", None));
+        return Err(state.reject(404, "Not Found", None));
     }
     let key = header("x-api-key").unwrap_or("");
     if key.is_empty() {
-        return Err(state.error(401, "x-api-key header is required", None));
+        return Err(state.reject(401, "x-api-key header is required", None));
     }
     if state.cfg.api_key.as_deref().is_some_and(|k| k != key) {
-        return Err(state.error(401, "invalid x-api-key", None));
+        return Err(state.reject(401, "invalid x-api-key", None));
     }
     if header("anthropic-version").is_none() {
-        return Err(state.error(400, "anthropic-version: header is required", None));
+        return Err(state.reject(400, "anthropic-version: header is required", None));
     }
     if header("authorization").is_some() {
         // The real API rejects a request that carries both kinds of credential.
-        return Err(state.error(401, "Multiple authentication methods provided", None));
+        return Err(state.reject(401, "Multiple authentication methods provided", None));
     }
     if serde_json::from_slice::<Value>(raw).is_err() {
-        return Err(state.error(
-            400,
-            "There was an issue with your request body: invalid JSON",
-            None,
-        ));
+        return Err(state.reject(400, "There was an issue with your request body: invalid JSON", None));
     }
     let Some(obj) = body.as_object() else {
-        return Err(state.error(400, "Input should be an object", None));
+        return Err(state.reject(400, "Input should be an object", None));
     };
     for k in obj.keys() {
         if !ANTHROPIC_PARAMS.contains(&k.as_str()) {
-            return Err(state.error(400, &format!("{k}: Extra inputs are not permitted"), None));
+            return Err(state.reject(400, &format!("{k}: Extra inputs are not permitted"), None));
         }
     }
     let Some(model) = obj.get("model").and_then(Value::as_str) else {
-        return Err(state.error(400, "model: Field required", None));
+        return Err(state.reject(400, "model: Field required", None));
     };
     if obj.get("max_tokens").and_then(Value::as_u64).is_none() {
-        return Err(state.error(400, "max_tokens: Field required", None));
+        return Err(state.reject(400, "max_tokens: Field required", None));
     }
     let Some(messages) = obj.get("messages").and_then(Value::as_array) else {
-        return Err(state.error(400, "messages: Field required", None));
+        return Err(state.reject(400, "messages: Field required", None));
     };
     for (i, m) in messages.iter().enumerate() {
         let role = m.get("role").and_then(Value::as_str).unwrap_or("");
         if role != "user" && role != "assistant" {
-            return Err(state.error(
+            return Err(state.reject(
                 400,
                 &format!("messages.{i}.role: Input should be 'user' or 'assistant'"),
                 None,
@@ -603,14 +553,13 @@ fn check_anthropic<'a>(
         }
     }
     if !state.cfg.models.is_empty() && !state.cfg.models.iter().any(|m| m == model) {
-        return Err(state.error(404, &format!("model: {model}"), None));
+        return Err(state.reject(404, &format!("model: {model}"), None));
     }
     Ok(ChatRequest {
         model: model.to_string(),
         stream: obj.get("stream").and_then(Value::as_bool).unwrap_or(false),
         include_usage: true,
-        input_tokens: words(&Value::Array(messages.clone()))
-            + obj.get("system").map(words).unwrap_or(0),
+        input_tokens: words(&Value::Array(messages.clone())) + obj.get("system").map(words).unwrap_or(0),
     })
 }
 
@@ -638,16 +587,9 @@ fn openai_reply(req: &ChatRequest, reply: &str, n: u64) -> Vec<String> {
             "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
         format!("data: {c}\n\n")
     };
-    let mut out = vec![chunk(
-        json!({"role": "assistant", "content": ""}),
-        Value::Null,
-    )];
+    let mut out = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
     for (i, w) in reply.split(' ').enumerate() {
-        let piece = if i == 0 {
-            w.to_string()
-        } else {
-            format!(" {w}")
-        };
+        let piece = if i == 0 { w.to_string() } else { format!(" {w}") };
         out.push(chunk(json!({"content": piece}), Value::Null));
     }
     out.push(chunk(json!({}), json!("stop")));
@@ -686,12 +628,11 @@ fn anthropic_reply(req: &ChatRequest, reply: &str, n: u64) -> Vec<String> {
         ev("ping", json!({"type": "ping"})),
     ];
     for (i, w) in reply.split(' ').enumerate() {
-        let piece = if i == 0 {
-            w.to_string()
-        } else {
-            format!(" {w}")
-        };
-        out.push(ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}})));
+        let piece = if i == 0 { w.to_string() } else { format!(" {w}") };
+        out.push(ev(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}),
+        ));
     }
     out.push(ev(
         "content_block_stop",
@@ -708,10 +649,7 @@ mod tests {
 
     #[test]
     fn behaviour_sections() {
-        let b = parse_behaviour(
-            "p1:status=503,retry_after=2;p2:delay_ms=10;*:chunk_delay_ms=5",
-            "p1",
-        );
+        let b = parse_behaviour("p1:status=503,retry_after=2;p2:delay_ms=10;*:chunk_delay_ms=5", "p1");
         assert_eq!(b.status, Some(503));
         assert_eq!(b.retry_after.as_deref(), Some("2"));
         assert_eq!(b.chunk_delay_ms, 5);

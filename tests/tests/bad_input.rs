@@ -1,6 +1,8 @@
 //! Bad input gets an OpenAI-shaped error with the request id; nothing reaches a
 //! provider; nothing kills the Wasm VM.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 use switchyard_tests::harness::{Dialect, Gateway, Mock, Paths, Scratch, chat_body};
@@ -18,12 +20,7 @@ async fn expect_error(r: reqwest::Response, status: u16, code: &str) -> Value {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], code, "{v}");
     assert_eq!(v["error"]["request_id"], rid.as_str(), "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "{v}"
-    );
+    assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
     assert!(v["error"]["type"].is_string(), "{v}");
     v
 }
@@ -50,19 +47,11 @@ async fn invalid_requests_are_rejected_before_any_provider() {
         .start(&paths, &dir)
         .await;
 
-    expect_error(
-        post_raw(&gw, "{\"model\": \"chat\", ").await,
-        400,
-        "invalid_json",
-    )
-    .await;
+    expect_error(post_raw(&gw, "{\"model\": \"chat\", ").await, 400, "invalid_json").await;
     expect_error(post_raw(&gw, "[1, 2]").await, 400, "invalid_request").await;
     expect_error(
-        gw.chat(
-            &json!({"messages": [{"role": "user", "content": "x"}]}),
-            &[],
-        )
-        .await,
+        gw.chat(&json!({"messages": [{"role": "user", "content": "x"}]}), &[])
+            .await,
         400,
         "missing_required_parameter",
     )
@@ -80,8 +69,7 @@ async fn invalid_requests_are_rejected_before_any_provider() {
     )
     .await;
     expect_error(
-        gw.chat(&json!({"model": "chat", "messages": "hi"}), &[])
-            .await,
+        gw.chat(&json!({"model": "chat", "messages": "hi"}), &[]).await,
         400,
         "invalid_type",
     )
@@ -89,25 +77,14 @@ async fn invalid_requests_are_rejected_before_any_provider() {
     let mut b = chat_body("chat");
     b["fallbacks"] = json!(["nosuch/model"]);
     let v = expect_error(gw.chat(&b, &[]).await, 400, "invalid_fallback").await;
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("nosuch/model")
-    );
+    assert!(v["error"]["message"].as_str().unwrap().contains("nosuch/model"));
     b["fallbacks"] = json!("a/gpt");
     expect_error(gw.chat(&b, &[]).await, 400, "invalid_type").await;
-    let v = expect_error(
-        gw.chat(&chat_body("gpt-9"), &[]).await,
-        404,
-        "model_not_found",
-    )
-    .await;
+    let v = expect_error(gw.chat(&chat_body("gpt-9"), &[]).await, 404, "model_not_found").await;
     assert_eq!(v["error"]["type"], "invalid_request_error");
 
     // Over the limit: declared by content-length, and streamed without one.
-    let big = json!({"model": "chat", "messages": [{"role": "user", "content": "x".repeat(5000)}]})
-        .to_string();
+    let big = json!({"model": "chat", "messages": [{"role": "user", "content": "x".repeat(5000)}]}).to_string();
     expect_error(post_raw(&gw, big.clone()).await, 413, "request_too_large").await;
     let chunks: Vec<Result<String, std::io::Error>> = big
         .as_bytes()
@@ -128,10 +105,7 @@ async fn invalid_requests_are_rejected_before_any_provider() {
     let r = reqwest::get(gw.at("/v1/chat/completions")).await.unwrap();
     expect_error(r, 405, "method_not_allowed").await;
 
-    assert!(
-        a.requests().await.is_empty(),
-        "nothing may reach a provider"
-    );
+    assert!(a.requests().await.is_empty(), "nothing may reach a provider");
 
     // The gateway still serves.
     let r = gw.chat(&chat_body("chat"), &[]).await;
@@ -152,17 +126,13 @@ async fn hostile_input_does_not_kill_the_vm() {
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
     let bodies: Vec<Vec<u8>> = vec![
         deep.into_bytes(),
-        b"{\"model\": \"chat\", \"messages\": [{\"role\": \"user\", \"content\": \"\xff\xfe\"}]}"
-            .to_vec(),
-        b"{\"model\": \"chat\", \"messages\": [{\"role\": \"user\", \"content\": 1e999999}]}"
-            .to_vec(),
+        b"{\"model\": \"chat\", \"messages\": [{\"role\": \"user\", \"content\": \"\xff\xfe\"}]}".to_vec(),
+        b"{\"model\": \"chat\", \"messages\": [{\"role\": \"user\", \"content\": 1e999999}]}".to_vec(),
         br#"{"model": "chat", "messages": [{"role": "wizard", "content": "x"}]}"#.to_vec(),
-        br#"{"model": "chat", "messages": [{"role": "user", "content": [{"type": "video"}]}]}"#
-            .to_vec(),
+        br#"{"model": "chat", "messages": [{"role": "user", "content": [{"type": "video"}]}]}"#.to_vec(),
         br#"{"model": "chat", "messages": [{"content": {"a": 1}}]}"#.to_vec(),
         br#"{"model": "a/x,y", "messages": [{"role": "user", "content": "x"}]}"#.to_vec(),
-        br#"{"model": "chat", "stream": "yes", "messages": [{"role": "user", "content": "x"}]}"#
-            .to_vec(),
+        br#"{"model": "chat", "stream": "yes", "messages": [{"role": "user", "content": "x"}]}"#.to_vec(),
         vec![0u8; 3000],
     ];
     for body in bodies {
@@ -177,10 +147,7 @@ async fn hostile_input_does_not_kill_the_vm() {
     }
     // Non-UTF-8 header values the filter reads.
     let mut h = HeaderMap::new();
-    h.insert(
-        "x-request-id",
-        HeaderValue::from_bytes(b"id-\xff\xfe").unwrap(),
-    );
+    h.insert("x-request-id", HeaderValue::from_bytes(b"id-\xff\xfe").unwrap());
     let r = reqwest::Client::new()
         .post(gw.at("/v1/chat/completions"))
         .headers(h)
@@ -213,12 +180,7 @@ async fn models_lists_the_routes() {
         .route("chat", &["a/gpt-x"])
         .start(&paths, &dir)
         .await;
-    let v: Value = reqwest::get(gw.at("/v1/models"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = reqwest::get(gw.at("/v1/models")).await.unwrap().json().await.unwrap();
     assert_eq!(v["object"], "list");
     let ids: Vec<&str> = v["data"]
         .as_array()

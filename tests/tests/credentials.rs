@@ -2,6 +2,8 @@
 //! attempt; the client's own credentials never reach a provider, and provider
 //! credentials never reach the client.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use serde_json::Value;
 use switchyard_tests::harness::{Dialect, Gateway, Mock, Paths, Scratch, chat_body};
 
@@ -61,9 +63,7 @@ async fn keys_are_injected_per_attempt_and_client_auth_is_dropped() {
     assert_eq!(rb["path"], "/v1/messages");
     let raw = rb.to_string();
     assert!(
-        !raw.contains("client-secret")
-            && !raw.contains("client-x-api-key")
-            && !raw.contains("key-a"),
+        !raw.contains("client-secret") && !raw.contains("client-x-api-key") && !raw.contains("key-a"),
         "{raw}"
     );
 }

@@ -1,16 +1,13 @@
 //! Fail-over across providers through real Envoy: 503s, refused connections,
 //! every provider failing, and per-request plan order.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use serde_json::{Value, json};
-use switchyard_tests::harness::{
-    Dialect, Gateway, Mock, Paths, ProviderSpec, Scratch, chat_body, sse_data,
-};
+use switchyard_tests::harness::{Dialect, Gateway, Mock, Paths, ProviderSpec, Scratch, chat_body, sse_data};
 
 fn header<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
-    r.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
+    r.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -26,19 +23,14 @@ async fn primary_503_is_answered_by_the_fallback_json_and_stream() {
         .start(&paths, &dir)
         .await;
 
-    let r = gw
-        .chat(&chat_body("chat"), &[("x-mock", "a:status=503")])
-        .await;
+    let r = gw.chat(&chat_body("chat"), &[("x-mock", "a:status=503")]).await;
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "x-switchyard-provider"), "b");
     assert_eq!(header(&r, "x-switchyard-model"), "gpt-b");
     assert_eq!(header(&r, "x-switchyard-attempts"), "2");
     assert_eq!(header(&r, "x-switchyard-chain-position"), "2");
     let v: Value = r.json().await.unwrap();
-    assert_eq!(
-        v["choices"][0]["message"]["content"],
-        "Hello from b (gpt-b)."
-    );
+    assert_eq!(v["choices"][0]["message"]["content"], "Hello from b (gpt-b).");
 
     let mut body = chat_body("chat");
     body["stream"] = json!(true);
@@ -52,11 +44,7 @@ async fn primary_503_is_answered_by_the_fallback_json_and_stream() {
     let content: String = data[..data.len() - 1]
         .iter()
         .map(|d| serde_json::from_str::<Value>(d).unwrap())
-        .filter_map(|c| {
-            c["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_string)
-        })
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_string))
         .collect();
     assert_eq!(content, "Hello from b (gpt-b).");
 
@@ -86,16 +74,9 @@ async fn primary_refusing_connections_is_skipped() {
         assert_eq!(header(&r, "x-switchyard-provider"), "b");
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["object"], "chat.completion");
-        assert_eq!(
-            v["choices"][0]["message"]["content"],
-            "Hello from b (claude-b)."
-        );
+        assert_eq!(v["choices"][0]["message"]["content"], "Hello from b (claude-b).");
     }
-    assert_eq!(
-        gw.stat("cluster.sy_provider_a.upstream_cx_connect_fail")
-            .await,
-        Some(3)
-    );
+    assert_eq!(gw.stat("cluster.sy_provider_a.upstream_cx_connect_fail").await, Some(3));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,10 +97,7 @@ async fn all_providers_failing_gives_one_error_listing_every_attempt() {
         .await;
 
     let r = gw
-        .chat(
-            &chat_body("chat"),
-            &[("x-mock", "b:status=529;c:status=500")],
-        )
+        .chat(&chat_body("chat"), &[("x-mock", "b:status=529;c:status=500")])
         .await;
     assert_eq!(r.status(), 500);
     let request_id = header(&r, "x-request-id").to_string();
@@ -138,10 +116,7 @@ async fn all_providers_failing_gives_one_error_listing_every_attempt() {
     assert_eq!(attempts[2]["provider"], "c");
     assert_eq!(attempts[2]["status"], 500);
     assert!(
-        attempts[2]["message"]
-            .as_str()
-            .unwrap()
-            .contains("failing on purpose"),
+        attempts[2]["message"].as_str().unwrap().contains("failing on purpose"),
         "{v}"
     );
     let message = err["message"].as_str().unwrap();
@@ -165,15 +140,13 @@ async fn attempt_k_goes_to_the_kth_target_of_its_own_plan() {
     // Two plans over the same providers in different orders, sent concurrently many
     // times; every attempt but the last fails, so each plan is walked to its end.
     let fail_all_but_last = "a:status=503;b:status=503;c:status=503";
-    let plan_1 = json!({"model": "a/m-a1", "fallbacks": ["b/m-b1", "c/m-c1"], "messages": [{"role": "user", "content": "one"}]});
-    let plan_2 = json!({"model": "c/m-c2", "fallbacks": ["a/m-a2", "b/m-b2"], "messages": [{"role": "user", "content": "two"}]});
+    let plan_1 =
+        json!({"model": "a/m-a1", "fallbacks": ["b/m-b1", "c/m-c1"], "messages": [{"role": "user", "content": "one"}]});
+    let plan_2 =
+        json!({"model": "c/m-c2", "fallbacks": ["a/m-a2", "b/m-b2"], "messages": [{"role": "user", "content": "two"}]});
     let mut tasks = Vec::new();
     for i in 0..8 {
-        let body = if i % 2 == 0 {
-            plan_1.clone()
-        } else {
-            plan_2.clone()
-        };
+        let body = if i % 2 == 0 { plan_1.clone() } else { plan_2.clone() };
         let url = gw.at("/v1/chat/completions");
         tasks.push(tokio::spawn(async move {
             let r = reqwest::Client::new()
@@ -188,13 +161,7 @@ async fn attempt_k_goes_to_the_kth_target_of_its_own_plan() {
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|a| {
-                    format!(
-                        "{}/{}",
-                        a["provider"].as_str().unwrap(),
-                        a["model"].as_str().unwrap()
-                    )
-                })
+                .map(|a| format!("{}/{}", a["provider"].as_str().unwrap(), a["model"].as_str().unwrap()))
                 .collect::<Vec<_>>()
         }));
     }
@@ -215,32 +182,19 @@ async fn attempt_k_goes_to_the_kth_target_of_its_own_plan() {
         "m-b1" | "m-a2" => "2",
         _ => "3",
     };
-    for (mock, models) in [
-        (&a, ["m-a1", "m-a2"]),
-        (&b, ["m-b1", "m-b2"]),
-        (&c, ["m-c1", "m-c2"]),
-    ] {
+    for (mock, models) in [(&a, ["m-a1", "m-a2"]), (&b, ["m-b1", "m-b2"]), (&c, ["m-c1", "m-c2"])] {
         let reqs = mock.requests().await;
         assert_eq!(reqs.len(), 8, "{} got {} requests", mock.name, reqs.len());
         for r in reqs {
             let model = r["body"]["model"].as_str().unwrap();
-            assert!(
-                models.contains(&model),
-                "{} received model {model}",
-                mock.name
-            );
+            assert!(models.contains(&model), "{} received model {model}", mock.name);
             let attempt = r["headers"]
                 .as_array()
                 .unwrap()
                 .iter()
                 .find(|h| h[0] == "x-envoy-attempt-count")
                 .map(|h| h[1].as_str().unwrap().to_string());
-            assert_eq!(
-                attempt.as_deref(),
-                Some(slot_of(model)),
-                "{} {model}",
-                mock.name
-            );
+            assert_eq!(attempt.as_deref(), Some(slot_of(model)), "{} {model}", mock.name);
         }
     }
 }

@@ -2,6 +2,8 @@
 //! an Anthropic-dialect fallback answers, and the client sees one valid OpenAI
 //! chunk stream with usage, ending in `[DONE]`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use serde_json::{Value, json};
 use switchyard_tests::harness::{Dialect, Gateway, Mock, Paths, Scratch, sse_data};
 
@@ -66,10 +68,7 @@ async fn openai_primary_fails_anthropic_streams_openai_chunks_with_usage() {
     assert_eq!(finish, vec![&json!("stop")]);
     let usage = &chunks.last().unwrap()["usage"];
     assert_eq!(usage["completion_tokens"], 4, "{text}");
-    assert_eq!(
-        usage["prompt_tokens"], 8,
-        "system (3 words) + user (5 words): {text}"
-    );
+    assert_eq!(usage["prompt_tokens"], 8, "system (3 words) + user (5 words): {text}");
     assert_eq!(usage["total_tokens"], 12);
 
     // The Anthropic mock received a real Messages request.
@@ -89,11 +88,7 @@ async fn anthropic_primary_fails_openai_streams_through_untouched() {
     let dir = Scratch::new("streaming-reverse");
     let a = Mock::start(&paths, &dir.0, "an", Dialect::Anthropic, &[]);
     let b = Mock::start(&paths, &dir.0, "oa", Dialect::Openai, &[]);
-    let gw = Gateway::builder()
-        .provider(&a)
-        .provider(&b)
-        .start(&paths, &dir)
-        .await;
+    let gw = Gateway::builder().provider(&a).provider(&b).start(&paths, &dir).await;
 
     let body = json!({
         "model": "an/claude-haiku",
@@ -126,16 +121,16 @@ async fn anthropic_json_answer_is_translated() {
     let b = Mock::start(&paths, &dir.0, "an", Dialect::Anthropic, &[]);
     let gw = Gateway::builder().provider(&b).start(&paths, &dir).await;
     let r = gw
-        .chat(&json!({"model": "an/claude-x", "max_tokens": 50, "messages": [{"role": "user", "content": "one two"}]}), &[])
+        .chat(
+            &json!({"model": "an/claude-x", "max_tokens": 50, "messages": [{"role": "user", "content": "one two"}]}),
+            &[],
+        )
         .await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["object"], "chat.completion");
     assert_eq!(v["choices"][0]["message"]["role"], "assistant");
-    assert_eq!(
-        v["choices"][0]["message"]["content"],
-        "Hello from an (claude-x)."
-    );
+    assert_eq!(v["choices"][0]["message"]["content"], "Hello from an (claude-x).");
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
     assert_eq!(
         v["usage"],

@@ -1,6 +1,8 @@
 //! The control plane over real gRPC with real Envoy: bootstrap, NACK reporting,
 //! hot reload.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -12,10 +14,7 @@ fn checked_in_bootstrap_is_generated_and_valid() {
     let paths = Paths::discover();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let checked_in = std::fs::read_to_string(root.join("envoy/bootstrap.yaml")).unwrap();
-    let out = Command::new(&paths.switchyard)
-        .arg("bootstrap")
-        .output()
-        .unwrap();
+    let out = Command::new(&paths.switchyard).arg("bootstrap").output().unwrap();
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         checked_in,
@@ -48,37 +47,27 @@ fn validate_cli_reports_precise_errors() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains(
-            "providers[0].api_key: environment variable SWITCHYARD_TEST_UNSET_KEY is not set"
-        ),
+        err.contains("providers[0].api_key: environment variable SWITCHYARD_TEST_UNSET_KEY is not set"),
         "{err}"
     );
-    assert!(
-        err.contains("routes[0].chain[0]: unknown provider `b`"),
-        "{err}"
-    );
+    assert!(err.contains("routes[0].chain[0]: unknown provider `b`"), "{err}");
 
-    std::fs::write(&file, "providers:\n  - { name: a, dialect: openai, base_url: 'http://127.0.0.1:1/v1', api_key: { value: k } }\n").unwrap();
+    std::fs::write(
+        &file,
+        "providers:\n  - { name: a, dialect: openai, base_url: 'http://127.0.0.1:1/v1', api_key: { value: k } }\n",
+    )
+    .unwrap();
     let out = Command::new(&paths.switchyard)
         .arg("validate")
         .arg(&file)
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     // Secrets are never echoed.
     assert!(!String::from_utf8_lossy(&out.stdout).contains("value: k"));
 }
 
-async fn wait_until<F: std::future::Future<Output = bool>>(
-    what: &str,
-    timeout: Duration,
-    mut f: impl FnMut() -> F,
-) {
+async fn wait_until<F: std::future::Future<Output = bool>>(what: &str, timeout: Duration, mut f: impl FnMut() -> F) {
     let deadline = Instant::now() + timeout;
     while !f().await {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -98,12 +87,7 @@ async fn nack_is_logged_and_hot_reload_keeps_serving() {
         .route("chat", &["a/gpt"])
         .start(&paths, &dir)
         .await;
-    let served_by = |r: &reqwest::Response| {
-        r.headers()["x-switchyard-provider"]
-            .to_str()
-            .unwrap()
-            .to_string()
-    };
+    let served_by = |r: &reqwest::Response| r.headers()["x-switchyard-provider"].to_str().unwrap().to_string();
     assert_eq!(served_by(&gw.chat(&chat_body("chat"), &[]).await), "a");
 
     // A config Envoy rejects (the filter file does not exist): Envoy NACKs, the
@@ -113,11 +97,9 @@ async fn nack_is_logged_and_hot_reload_keeps_serving() {
         .replace("switchyard_filter.wasm", "missing_filter.wasm")
         .replace("[a/gpt]", "[b/claude]");
     std::fs::write(&gw.config, &broken).unwrap();
-    wait_until(
-        "a NACK in the control plane log",
-        Duration::from_secs(15),
-        || async { gw.cp.output().contains("NACK") },
-    )
+    wait_until("a NACK in the control plane log", Duration::from_secs(15), || async {
+        gw.cp.output().contains("NACK")
+    })
     .await;
     let log = gw.cp.output();
     let nack = log.lines().find(|l| l.contains("NACK")).unwrap();
@@ -142,22 +124,12 @@ async fn nack_is_logged_and_hot_reload_keeps_serving() {
     wait_until("the new route to serve", Duration::from_secs(15), || {
         let url = url.clone();
         async move {
-            let r = reqwest::Client::new()
-                .post(url)
-                .json(&chat_body("chat"))
-                .send()
-                .await;
-            r.ok().is_some_and(|r| {
-                r.headers()
-                    .get("x-switchyard-provider")
-                    .is_some_and(|p| p == "b")
-            })
+            let r = reqwest::Client::new().post(url).json(&chat_body("chat")).send().await;
+            r.ok()
+                .is_some_and(|r| r.headers().get("x-switchyard-provider").is_some_and(|p| p == "b"))
         }
     })
     .await;
     let v: Value = gw.chat(&chat_body("chat"), &[]).await.json().await.unwrap();
-    assert_eq!(
-        v["choices"][0]["message"]["content"],
-        "Hello from b (claude)."
-    );
+    assert_eq!(v["choices"][0]["message"]["content"], "Hello from b (claude).");
 }

@@ -19,10 +19,7 @@ async fn main() {
     let mut addr = "127.0.0.1:0".to_string();
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        let mut value = || {
-            args.next()
-                .unwrap_or_else(|| usage(&format!("{flag} needs a value")))
-        };
+        let mut value = || args.next().unwrap_or_else(|| usage(&format!("{flag} needs a value")));
         match flag.as_str() {
             "--name" => cfg.name = value(),
             "--dialect" => {
@@ -35,11 +32,7 @@ async fn main() {
             "--addr" => addr = value(),
             "--api-key" => cfg.api_key = Some(value()),
             "--models" => cfg.models = value().split(',').map(str::to_string).collect(),
-            "--fail-rate" => {
-                cfg.fail_rate = value()
-                    .parse()
-                    .unwrap_or_else(|_| usage("--fail-rate takes 0..1"))
-            }
+            "--fail-rate" => cfg.fail_rate = value().parse().unwrap_or_else(|_| usage("--fail-rate takes 0..1")),
             "--fail-status" => {
                 cfg.fail_status = value()
                     .parse()

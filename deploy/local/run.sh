@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Runs Switchyard on this machine: the control plane on the built-in config, one
+# Envoy, and - when neither OPENAI_API_KEY nor ANTHROPIC_API_KEY is set - two local
+# mock providers (an OpenAI-dialect primary failing ~30% of requests with 503, and
+# an Anthropic-dialect fallback).
+#
+#   deploy/local/run.sh           run until Ctrl-C
+#   deploy/local/run.sh --check   start, send a few requests, report, stop
+#   SWITCHYARD_CONFIG=file.yaml deploy/local/run.sh   use your own config
+#
+# Ports: gateway 8080, Envoy admin 9901, xDS 18000, mocks 18101/18102.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+RUN=.switchyard/run
+BIN=target/debug
+mkdir -p "$RUN"
+CHECK=0
+[ "${1:-}" = "--check" ] && CHECK=1
+
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+wait_for() { # url, what
+  for _ in $(seq 1 150); do
+    curl -fs -o /dev/null "$1" 2>/dev/null && return 0
+    sleep 0.2
+  done
+  echo "run: $2 did not come up; logs in $RUN/" >&2
+  tail -n 30 "$RUN"/*.log >&2 || true
+  exit 1
+}
+
+if [ -z "${SWITCHYARD_CONFIG:-}" ] && [ -z "${OPENAI_API_KEY:-}" ] && [ -z "${ANTHROPIC_API_KEY:-}" ]; then
+  echo "run: no provider keys in the environment: starting two mock providers"
+  "$BIN/mock-provider" --name mock-openai --dialect openai --addr 127.0.0.1:18101 \
+    --api-key mock-openai-key --fail-rate 0.3 --fail-status 503 > "$RUN/mock-openai.log" 2>&1 &
+  pids+=($!)
+  "$BIN/mock-provider" --name mock-anthropic --dialect anthropic --addr 127.0.0.1:18102 \
+    --api-key mock-anthropic-key > "$RUN/mock-anthropic.log" 2>&1 &
+  pids+=($!)
+fi
+
+CONFIG_ARGS=()
+[ -n "${SWITCHYARD_CONFIG:-}" ] && CONFIG_ARGS=(--config "$SWITCHYARD_CONFIG")
+"$BIN/switchyard" serve "${CONFIG_ARGS[@]}" --xds-addr 127.0.0.1:18000 > "$RUN/switchyard.log" 2>&1 &
+pids+=($!)
+"$BIN/switchyard" bootstrap --node local-envoy --xds 127.0.0.1:18000 --admin 127.0.0.1:9901 > "$RUN/bootstrap.yaml"
+.venv/bin/envoy -c "$RUN/bootstrap.yaml" --base-id 4171 --concurrency 2 > "$RUN/envoy.log" 2>&1 &
+pids+=($!)
+
+wait_for http://127.0.0.1:9901/ready "Envoy"
+wait_for http://127.0.0.1:8080/v1/models "the gateway listener"
+
+cat <<'MSG'
+
+Switchyard is up: OpenAI-compatible API on http://127.0.0.1:8080/v1 (model "chat").
+
+  curl -s http://127.0.0.1:8080/v1/chat/completions -H 'content-type: application/json' \
+    -d '{"model":"chat","messages":[{"role":"user","content":"Hello"}]}' -D - 
+
+  (x-switchyard-provider / -attempts headers show who answered and after how many tries)
+  OpenAI SDK: OpenAI(base_url="http://127.0.0.1:8080/v1", api_key="unused")
+  Envoy stats: http://127.0.0.1:9901/stats/prometheus   Logs: .switchyard/run/
+MSG
+
+if [ "$CHECK" = 1 ]; then
+  ok=0; failover=0
+  for i in $(seq 1 20); do
+    h=$(curl -s -D - -o "$RUN/last.json" http://127.0.0.1:8080/v1/chat/completions \
+      -H 'content-type: application/json' \
+      -d '{"model":"chat","stream":'"$([ $((i % 2)) = 0 ] && echo true || echo false)"',"messages":[{"role":"user","content":"Hello"}]}')
+    echo "$h" | grep -q '^HTTP/1.1 200' && ok=$((ok + 1))
+    echo "$h" | grep -qi '^x-switchyard-attempts: 2' && failover=$((failover + 1))
+  done
+  echo "check: $ok/20 requests answered with 200, $failover after fail-over"
+  [ "$ok" = 20 ] || { echo "check failed; logs in $RUN/" >&2; exit 1; }
+  exit 0
+fi
+echo "Ctrl-C stops everything."
+wait
