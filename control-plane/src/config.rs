@@ -562,14 +562,19 @@ routes:
         );
     }
 
+    fn error_of(text: &str) -> String {
+        parse(text, "c.yaml", Path::new("."), &env)
+            .unwrap_err()
+            .to_string()
+    }
+
     #[test]
     fn precise_errors() {
-        let bad = GOOD
-            .replace("local/claude-x", "nope/x")
-            .replace("OPENAI_API_KEY", "MISSING_KEY");
-        let e = parse(&bad, "c.yaml", Path::new("."), &env)
-            .unwrap_err()
-            .to_string();
+        let e = error_of(
+            &GOOD
+                .replace("local/claude-x", "nope/x")
+                .replace("OPENAI_API_KEY", "MISSING_KEY"),
+        );
         assert!(
             e.contains("c.yaml: providers[0].api_key: environment variable MISSING_KEY is not set"),
             "{e}"
@@ -578,41 +583,25 @@ routes:
             e.contains("c.yaml: routes[0].chain[1]: unknown provider `nope`"),
             "{e}"
         );
-
-        let e = parse(
-            &GOOD.replace("dialect: openai", "dialect: opnai"),
-            "c.yaml",
-            Path::new("."),
-            &env,
-        )
-        .unwrap_err()
-        .to_string();
+        let e = error_of(&GOOD.replace("dialect: openai", "dialect: opnai"));
         assert!(
             e.contains("providers[0].dialect: unknown variant `opnai`") && e.contains("line 5"),
             "{e}"
         );
-
-        let e = parse(
-            &GOOD.replace("base_url: http://", "base_url: ftp://"),
-            "c.yaml",
-            Path::new("."),
-            &env,
-        )
-        .unwrap_err()
-        .to_string();
+        let e = error_of(&GOOD.replace("base_url: http://", "base_url: ftp://"));
         assert!(
             e.contains("providers[1].base_url: expected an http:// or https:// URL"),
             "{e}"
         );
-
-        let e = parse(
-            &format!("{GOOD}\nextra: 1\n"),
-            "c.yaml",
-            Path::new("."),
-            &env,
-        )
-        .unwrap_err()
-        .to_string();
+        let e = error_of(&format!("{GOOD}\nextra: 1\n"));
         assert!(e.contains("unknown field `extra`"), "{e}");
+        let e = error_of(&GOOD.replace(
+            "api_key: { env: OPENAI_API_KEY }",
+            "api_key: { env: OPENAI_API_KEY, value: x }",
+        ));
+        assert!(
+            e.contains("providers[0].api_key: expected exactly one of `env`, `file`, `value`"),
+            "{e}"
+        );
     }
 }

@@ -153,3 +153,55 @@ pub fn close(request_id: &str) {
 pub fn len() -> usize {
     LEDGER.with(|l| l.borrow().len())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> Target {
+        Target::parse(s).unwrap()
+    }
+
+    #[test]
+    fn attempts_are_recorded_and_reported() {
+        open("r1", vec![t("a/m1"), t("b/m2"), t("c/m3")]);
+        assert_eq!(target("r1", 2), Some(t("b/m2")));
+        assert_eq!(target("r1", 4), None);
+        assert_eq!(target("r1", 0), None);
+        start_attempt("r1", 1, &t("a/m1"));
+        start_attempt("r1", 2, &t("b/m2"));
+        record_status("r1", 2, 429);
+        record_message("r1", 2, "slow down".into());
+        start_attempt("r1", 3, &t("c/m3"));
+        let reports = get("r1").unwrap().reports(Some(
+            "upstream_reset_before_response_started{connection_failure}",
+        ));
+        assert_eq!(reports.len(), 3);
+        assert_eq!(reports[0].failure, "unreachable");
+        assert_eq!(
+            reports[0].message.as_deref(),
+            Some("no response (connection failure or reset)")
+        );
+        assert_eq!(
+            (reports[1].status, reports[1].failure.as_str()),
+            (Some(429), "rate_limited")
+        );
+        assert_eq!(reports[1].message.as_deref(), Some("slow down"));
+        assert!(
+            reports[2]
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("connection_failure")
+        );
+        close("r1");
+        assert!(get("r1").is_none());
+    }
+
+    #[test]
+    fn unknown_requests_are_not_tracked() {
+        start_attempt("nobody", 1, &t("a/m"));
+        record_status("nobody", 1, 500);
+        assert!(get("nobody").is_none());
+    }
+}

@@ -377,6 +377,10 @@ fn words(v: &Value) -> u64 {
     }
 }
 
+fn unknown_param<'a>(obj: &'a serde_json::Map<String, Value>, known: &[&str]) -> Option<&'a String> {
+    obj.keys().find(|k| !known.contains(&k.as_str()))
+}
+
 const OPENAI_PARAMS: &[&str] = &[
     "model",
     "messages",
@@ -437,10 +441,8 @@ fn check_openai<'a>(
     let Some(obj) = body.as_object() else {
         return Err(state.reject(400, "The request body must be a JSON object.", None));
     };
-    for k in obj.keys() {
-        if !OPENAI_PARAMS.contains(&k.as_str()) {
-            return Err(state.reject(400, &format!("Unrecognized request argument supplied: {k}"), None));
-        }
+    if let Some(k) = unknown_param(obj, OPENAI_PARAMS) {
+        return Err(state.reject(400, &format!("Unrecognized request argument supplied: {k}"), None));
     }
     let Some(model) = obj.get("model").and_then(Value::as_str) else {
         return Err(state.reject(400, "you must provide a model parameter", None));
@@ -519,7 +521,7 @@ fn check_anthropic<'a>(
         return Err(state.reject(400, "anthropic-version: header is required", None));
     }
     if header("authorization").is_some() {
-        // The real API rejects a request that carries both kinds of credential.
+        // Stricter than the real API: another provider's credential must never arrive here.
         return Err(state.reject(401, "Multiple authentication methods provided", None));
     }
     if serde_json::from_slice::<Value>(raw).is_err() {
@@ -528,10 +530,8 @@ fn check_anthropic<'a>(
     let Some(obj) = body.as_object() else {
         return Err(state.reject(400, "Input should be an object", None));
     };
-    for k in obj.keys() {
-        if !ANTHROPIC_PARAMS.contains(&k.as_str()) {
-            return Err(state.reject(400, &format!("{k}: Extra inputs are not permitted"), None));
-        }
+    if let Some(k) = unknown_param(obj, ANTHROPIC_PARAMS) {
+        return Err(state.reject(400, &format!("{k}: Extra inputs are not permitted"), None));
     }
     let Some(model) = obj.get("model").and_then(Value::as_str) else {
         return Err(state.reject(400, "model: Field required", None));
