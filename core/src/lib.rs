@@ -11,13 +11,11 @@ pub mod plan;
 pub mod sse;
 
 /// Header (and filter-state key suffix) names that form the contract between the
-/// planner, Envoy's `header_mutation` filter, the route and the adapter.
+/// planner, the route and the adapter.
 pub mod wire {
     /// Filter state the planner sets (as `wasm.<key>`) for the route's matcher: the
     /// cluster of plan slot `k` (1-based) is in `sy_slot<k>`.
     pub const SLOT_STATE_PREFIX: &str = "sy_slot";
-    /// Filter state holding the number of retries the router may make for this plan.
-    pub const RETRIES_STATE: &str = "sy_retries";
     /// Response headers that tell the client what happened.
     pub const PROVIDER_HEADER: &str = "x-switchyard-provider";
     /// Model that served the response (the provider's model name).

@@ -1,9 +1,11 @@
 //! The planner: a downstream HTTP filter.
 //!
-//! Headers: checks method, path and declared size, then returns `Continue` (a pause
-//! here would stop the body callbacks, ARCHITECTURE.md §1); the buffer filter after
-//! it holds the request. Body: validates the OpenAI request, plans the chain and
-//! writes the plan as filter state for `header_mutation` and the route's matcher.
+//! Headers: checks method, path and declared size, then holds them: the plugin is
+//! configured with `allow_on_headers_stop_iteration`, so `Pause` is a plain
+//! `StopIteration` and the body callbacks still arrive (without that flag a header
+//! pause stops them, ARCHITECTURE.md §1). Body: validates the OpenAI request, plans
+//! the chain, writes the slots as filter state for the route's matcher and sets the
+//! router's per-request knobs (`x-envoy-max-retries`) on the still-held headers.
 //! Response: a final failure becomes one OpenAI error listing every attempt.
 
 use std::rc::Rc;
@@ -181,7 +183,7 @@ impl Planner {
                 .unwrap_or("");
             ok &= host::set_filter_state(&format!("{}{}", wire::SLOT_STATE_PREFIX, i + 1), cluster);
         }
-        ok &= host::set_filter_state(wire::RETRIES_STATE, &(plan.len() - 1).to_string());
+        host::set_request_header("x-envoy-max-retries", Some(&(plan.len() - 1).to_string()));
         if !ok {
             return self.reject(
                 500,
@@ -189,8 +191,8 @@ impl Planner {
                 "The gateway could not record the request's plan.",
             );
         }
-        // The buffer filter resolved the route at header time, before the plan existed:
-        // make the router resolve it again so the matcher sees the slots.
+        // The connection manager resolved the route when the headers arrived, before
+        // the plan existed: make the router resolve it again so the matcher sees the slots.
         if proxy_wasm::hostcalls::call_foreign_function("clear_route_cache", None).is_err() {
             return self.reject(
                 500,
@@ -296,7 +298,8 @@ impl HttpContext for Planner {
         {
             return self.too_large();
         }
-        Action::Continue
+        // Held (StopIteration, allowed by the plugin config) until the body is planned.
+        Action::Pause
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {

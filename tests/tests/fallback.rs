@@ -198,3 +198,19 @@ async fn attempt_k_goes_to_the_kth_target_of_its_own_plan() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_are_bounded_by_the_plan() {
+    let paths = Paths::discover();
+    let dir = Scratch::new("fallback-bounded");
+    let a = Mock::start(&paths, &dir.0, "a", Dialect::Openai, &[]);
+    let gw = Gateway::builder().provider(&a).start(&paths, &dir).await;
+    // One target, failing: the router must not retry it (the route allows 3 retries;
+    // the planner's x-envoy-max-retries says 0).
+    let r = gw.chat(&chat_body("a/gpt"), &[("x-mock", "a:status=503")]).await;
+    assert_eq!(r.status(), 503);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["attempts"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["error"]["code"], "server_error");
+    assert_eq!(a.requests().await.len(), 1);
+}

@@ -4,14 +4,12 @@
 use std::collections::HashMap;
 
 use envoy_types::pb::envoy::config::cluster::v3 as cluster;
-use envoy_types::pb::envoy::config::common::mutation_rules::v3 as mutation_rules;
 use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::config::endpoint::v3 as endpoint;
 use envoy_types::pb::envoy::config::listener::v3 as listener;
 use envoy_types::pb::envoy::config::route::v3 as route;
 use envoy_types::pb::envoy::extensions::filters::http::{
-    buffer::v3 as buffer, header_mutation::v3 as header_mutation, router::v3 as router,
-    upstream_codec::v3 as upstream_codec, wasm::v3 as wasm_filter,
+    router::v3 as router, upstream_codec::v3 as upstream_codec, wasm::v3 as wasm_filter,
 };
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 use envoy_types::pb::envoy::extensions::matching::common_inputs::network::v3 as inputs;
@@ -123,6 +121,9 @@ fn wasm_filter(cfg: &Config, role: Role) -> hcm::HttpFilter {
         name: format!("switchyard_{role_name}"),
         root_id: "switchyard".to_string(),
         configuration: Some(any(&StringValue { value: json })),
+        allow_on_headers_stop_iteration: Some(envoy_types::pb::google::protobuf::BoolValue {
+            value: true,
+        }),
         vm: Some(wasm::plugin_config::Vm::VmConfig(wasm::VmConfig {
             vm_id: VM_ID.to_string(),
             runtime: "envoy.wasm.runtime.v8".to_string(),
@@ -156,51 +157,14 @@ fn http_filter<M: Message + Name>(name: &str, m: &M) -> hcm::HttpFilter {
     }
 }
 
-fn set_header_from_state(header: &str, state_key: &str) -> mutation_rules::HeaderMutation {
-    mutation_rules::HeaderMutation {
-        action: Some(mutation_rules::header_mutation::Action::Append(
-            core::HeaderValueOption {
-                header: Some(core::HeaderValue {
-                    key: header.to_string(),
-                    value: format!("%FILTER_STATE(wasm.{state_key}:PLAIN)%"),
-                    ..Default::default()
-                }),
-                append_action: core::header_value_option::HeaderAppendAction::OverwriteIfExistsOrAdd
-                    as i32,
-                ..Default::default()
-            },
-        )),
-    }
-}
-
-/// The listener: planner → buffer → header_mutation → router (adapter upstream).
+/// The listener: planner → router, with the adapter as the router's upstream filter.
+///
+/// The planner holds the request headers (`allow_on_headers_stop_iteration`) until
+/// it has read the whole body and planned, then sets the per-request router knobs
+/// itself: no buffer or header_mutation filter is needed.
 pub fn listener(cfg: &Config) -> listener::Listener {
     let http_filters = vec![
         wasm_filter(cfg, Role::Planner),
-        // Holds the request until the body is complete, so the planner decides before
-        // the router picks a cluster. Its limit is above the planner's so that the
-        // planner's OpenAI-shaped 413 answers first.
-        http_filter(
-            "envoy.filters.http.buffer",
-            &buffer::Buffer {
-                max_request_bytes: Some(UInt32Value {
-                    value: buffer_limit(cfg),
-                }),
-            },
-        ),
-        http_filter(
-            "envoy.filters.http.header_mutation",
-            &header_mutation::HeaderMutation {
-                mutations: Some(header_mutation::Mutations {
-                    request_mutations: vec![set_header_from_state(
-                        "x-envoy-max-retries",
-                        wire::RETRIES_STATE,
-                    )],
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        ),
         http_filter(
             "envoy.filters.http.router",
             &router::Router {
@@ -229,6 +193,12 @@ pub fn listener(cfg: &Config) -> listener::Listener {
     };
     listener::Listener {
         name: LISTENER_NAME.to_string(),
+        // The planner holds the whole request body (StopIterationAndBuffer), which is
+        // bounded by this limit; keep it above the planner's own so the planner's
+        // OpenAI-shaped 413 answers first.
+        per_connection_buffer_limit_bytes: Some(UInt32Value {
+            value: buffer_limit(cfg),
+        }),
         address: Some(socket_address(&cfg.listener_address, cfg.listener_port)),
         filter_chains: vec![listener::FilterChain {
             filters: vec![listener::Filter {
