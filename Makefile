@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 WASM := target/wasm32-wasip1/wasm-release/switchyard_filter.wasm
 
-.PHONY: help setup build wasm run test unit e2e lint demo-check clean
+.PHONY: help setup build wasm run test unit lint demo-check bench clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -36,3 +36,6 @@ demo-check: build ## Start the README's demo, send 20 requests through it, stop
 clean: ## Remove build output and run state (keeps .venv)
 	cargo clean
 	rm -rf .switchyard/run
+
+bench: build ## Benchmark: bare Envoy vs Switchyard (no failures, primary refusing connections)
+	@bash bench/run.sh

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# make bench: bare Envoy vs Switchyard, same machine, same run, one Envoy worker each.
+#   - latency: wrk, 1 connection, p50 / p99
+#   - throughput: wrk, 16 connections, requests/s
+# Scenarios: bare Envoy proxy; Switchyard (no failures); Switchyard with the primary
+# refusing connections (fail-over on every request).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DUR=${BENCH_SECONDS:-10}
+OUT=.switchyard/bench
+mkdir -p "$OUT"
+ENVOY=.venv/bin/envoy
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+up() { for _ in $(seq 1 100); do curl -fs -o /dev/null "$1" && return 0; sleep 0.1; done; echo "bench: $1 not up" >&2; tail -20 "$OUT"/*.log >&2; exit 1; }
+
+$ENVOY -c bench/upstream.envoy.yaml --concurrency 1 --base-id 4301 > "$OUT/upstream.log" 2>&1 & pids+=($!)
+$ENVOY -c bench/bare.envoy.yaml --concurrency 1 --base-id 4302 > "$OUT/bare.log" 2>&1 & pids+=($!)
+target/debug/switchyard serve --config bench/switchyard.yaml --xds-addr 127.0.0.1:18210 > "$OUT/switchyard.log" 2>&1 & pids+=($!)
+target/debug/switchyard bootstrap --node bench --xds 127.0.0.1:18210 --admin 127.0.0.1:18293 > "$OUT/bootstrap.yaml"
+$ENVOY -c "$OUT/bootstrap.yaml" --concurrency 1 --base-id 4303 > "$OUT/gateway.log" 2>&1 & pids+=($!)
+up http://127.0.0.1:18291/ready; up http://127.0.0.1:18292/ready; up http://127.0.0.1:18203/v1/models
+
+body_for() { sed "s/\"model\":\"chat\"/\"model\":\"$1\"/" bench/post.lua > "$OUT/post-$1.lua"; echo "$OUT/post-$1.lua"; }
+# Sanity: each scenario answers 200 from the upstream.
+for m in chat failover; do
+  code=$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:18203/v1/chat/completions -H 'content-type: application/json' -d "{\"model\":\"$m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}")
+  [ "$code" = 200 ] || { echo "bench: scenario $m answered $code" >&2; exit 1; }
+done
+
+to_us() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); print v} else if (v ~ /ms$/) {sub(/ms$/,"",v); print v*1000} else if (v ~ /s$/) {sub(/s$/,"",v); print v*1000000} }'; }
+measure() { # name url model
+  local script; script=$(body_for "$3")
+  wrk -t1 -c1 -d2s -s "$script" "$2" > /dev/null   # warm-up
+  wrk -t1 -c1 -d"${DUR}s" --latency -s "$script" "$2" > "$OUT/$1-c1.txt"
+  wrk -t2 -c16 -d"${DUR}s" -s "$script" "$2" > "$OUT/$1-c16.txt"
+  local p50 p99 rps non2xx
+  p50=$(awk '$1=="50%"{print $2}' "$OUT/$1-c1.txt" | to_us)
+  p99=$(awk '$1=="99%"{print $2}' "$OUT/$1-c1.txt" | to_us)
+  rps=$(awk '/^Requests\/sec/{print $2}' "$OUT/$1-c16.txt")
+  non2xx=$(cat "$OUT/$1-c1.txt" "$OUT/$1-c16.txt" | awk '/Non-2xx/{s+=$NF} END{print s+0}')
+  [ "$non2xx" = 0 ] || { echo "bench: $1 had $non2xx non-2xx responses" >&2; exit 1; }
+  echo "$1 $p50 $p99 $rps"
+}
+
+{
+  measure bare http://127.0.0.1:18202/v1/chat/completions chat
+  measure switchyard http://127.0.0.1:18203/v1/chat/completions chat
+  measure failover http://127.0.0.1:18203/v1/chat/completions failover
+} > "$OUT/results.txt"
+
+awk -v dur="$DUR" '
+  NR==1 { b50=$2; b99=$3; brps=$4 }
+  { name[NR]=$1; p50[NR]=$2; p99[NR]=$3; rps[NR]=$4 }
+  END {
+    printf "Switchyard benchmark (%ss per measurement, 1 Envoy worker each, %s)\n\n", dur, strftime("%Y-%m-%d")
+    printf "| scenario | p50 @1 conn | p99 @1 conn | added p50 | added p99 | req/s @16 conns | vs bare |\n"
+    printf "|---|---|---|---|---|---|---|\n"
+    for (i = 1; i <= NR; i++)
+      printf "| %s | %.0f us | %.0f us | %+.0f us | %+.0f us | %.0f | %.0f %% |\n", name[i], p50[i], p99[i], p50[i]-b50, p99[i]-b99, rps[i], 100*rps[i]/brps
+  }' "$OUT/results.txt" | tee "$OUT/results.md"
