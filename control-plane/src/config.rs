@@ -107,11 +107,13 @@ impl Default for RawRetry {
     }
 }
 
+// Every retry today goes to another target (plans hold no duplicates): keep
+// Envoy's jittered back-off short so fail-over is not delayed for nothing.
 fn default_backoff_base_ms() -> u64 {
-    5
+    1
 }
 fn default_backoff_max_ms() -> u64 {
-    50
+    25
 }
 
 #[derive(Debug, Deserialize)]

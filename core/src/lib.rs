@@ -8,6 +8,7 @@ pub mod dialect;
 pub mod error;
 pub mod failure;
 pub mod plan;
+pub mod request;
 pub mod sse;
 
 /// Header (and filter-state key suffix) names that form the contract between the

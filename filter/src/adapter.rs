@@ -146,7 +146,9 @@ impl HttpContext for Adapter {
         ledger::start_attempt(&self.request_id, self.attempt, &target);
         self.rewrite_headers(&target, &provider);
         self.target = Some((target, provider));
-        Action::Continue
+        // Hold the headers until the body is rewritten, so content-length can be set
+        // (allow_on_headers_stop_iteration makes this a plain StopIteration).
+        Action::Pause
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
@@ -157,21 +159,14 @@ impl HttpContext for Adapter {
             return Action::Continue;
         };
         let body = host::body(BufferType::HttpRequestBody, body_size);
-        let request: Value = match serde_json::from_slice(&body) {
-            Ok(v) => v,
-            Err(e) => {
-                return self.fail(
-                    400,
-                    "invalid_json",
-                    &format!("The request body is not valid JSON: {e}"),
-                );
-            }
-        };
-        match dialect::prepare_request(provider.dialect, &request, &target.model) {
+        match dialect::prepare_request(provider.dialect, &body, &target.model) {
             Ok(prepared) => {
                 self.stream = prepared.stream;
                 self.include_usage = prepared.include_usage;
                 host::replace_body(BufferType::HttpRequestBody, body_size, &prepared.body);
+                // The headers are still held (see on_http_request_headers): send an
+                // exact length rather than a chunked body.
+                host::set_request_header("content-length", Some(&prepared.body.len().to_string()));
                 Action::Continue
             }
             Err(e) => {

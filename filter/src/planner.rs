@@ -14,7 +14,7 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType};
 use serde_json::Value;
 use switchyard_core::config::FilterConfig;
-use switchyard_core::{error, plan, wire};
+use switchyard_core::{error, plan, request, wire};
 
 use crate::{host, ledger};
 
@@ -78,87 +78,12 @@ impl Planner {
 
     /// Validates the body and returns the plan, or the rejection already sent.
     fn plan_body(&mut self, body: &[u8]) -> Result<Vec<plan::Target>, Action> {
-        let v: Value = match serde_json::from_slice(body) {
-            Ok(v) => v,
-            Err(e) => {
-                return Err(self.reject(
-                    400,
-                    "invalid_json",
-                    &format!("The request body is not valid JSON: {e}"),
-                ));
-            }
+        let req = match request::inspect(body) {
+            Ok(r) => r,
+            Err(e) => return Err(self.reject(400, e.code, &e.message)),
         };
-        let Some(obj) = v.as_object() else {
-            return Err(self.reject(
-                400,
-                "invalid_request",
-                "The request body must be a JSON object.",
-            ));
-        };
-        let model = match obj.get("model") {
-            Some(Value::String(m)) if !m.is_empty() => m.as_str(),
-            Some(_) => {
-                return Err(self.reject(
-                    400,
-                    "invalid_type",
-                    "`model` must be a non-empty string.",
-                ));
-            }
-            None => {
-                return Err(self.reject(
-                    400,
-                    "missing_required_parameter",
-                    "Missing required parameter: 'model'.",
-                ));
-            }
-        };
-        match obj.get("messages") {
-            Some(Value::Array(m)) if !m.is_empty() => {}
-            Some(_) => {
-                return Err(self.reject(
-                    400,
-                    "invalid_type",
-                    "`messages` must be a non-empty array of messages.",
-                ));
-            }
-            None => {
-                return Err(self.reject(
-                    400,
-                    "missing_required_parameter",
-                    "Missing required parameter: 'messages'.",
-                ));
-            }
-        }
-        if let Some(s) = obj.get("stream")
-            && !s.is_boolean()
-            && !s.is_null()
-        {
-            return Err(self.reject(400, "invalid_type", "`stream` must be a boolean."));
-        }
-        let fallbacks: Vec<&str> = match obj.get("fallbacks") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(a)) => {
-                let mut out = Vec::with_capacity(a.len());
-                for (i, f) in a.iter().enumerate() {
-                    match f.as_str() {
-                        Some(s) => out.push(s),
-                        None => {
-                            let msg = format!("fallbacks[{i}] must be a string `provider/model`.");
-                            return Err(self.reject(400, "invalid_type", &msg));
-                        }
-                    }
-                }
-                out
-            }
-            Some(_) => {
-                return Err(self.reject(
-                    400,
-                    "invalid_type",
-                    "`fallbacks` must be an array of strings.",
-                ));
-            }
-        };
-        match plan::plan(&self.cfg, model, &fallbacks) {
+        let fallbacks: Vec<&str> = req.fallbacks.iter().map(|f| f.as_ref()).collect();
+        match plan::plan(&self.cfg, &req.model, &fallbacks) {
             Ok(p) => Ok(p),
             Err(e @ plan::PlanError::UnknownModel(_)) => {
                 Err(self.reject(404, "model_not_found", &e.to_string()))

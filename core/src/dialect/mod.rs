@@ -32,30 +32,68 @@ pub enum TranslateError {
     Invalid(String),
 }
 
-/// Rewrites an OpenAI chat-completions request for `dialect`, addressed to `model`.
-pub fn prepare_request(
-    dialect: Dialect,
-    request: &Value,
-    model: &str,
-) -> Result<PreparedRequest, TranslateError> {
-    let stream = request
-        .get("stream")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+/// Rewrites an OpenAI chat-completions request body for `dialect`, addressed to
+/// `model`. The OpenAI path never builds a JSON tree: it re-emits the top-level
+/// members as raw slices of the original body, replacing `model` and dropping
+/// gateway-only fields.
+pub fn prepare_request(dialect: Dialect, body: &[u8], model: &str) -> Result<PreparedRequest, TranslateError> {
+    let members: Members<'_> =
+        serde_json::from_slice(body).map_err(|e| TranslateError::Invalid(format!("request body: {e}")))?;
+    let stream = members.get("stream").is_some_and(|v| v.get() == "true");
     let include_usage = stream
-        && request
-            .pointer("/stream_options/include_usage")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
+        && members
+            .get("stream_options")
+            .and_then(|o| serde_json::from_str::<StreamOptions>(o.get()).ok())
+            .is_some_and(|o| o.include_usage == Some(true));
     let (endpoint, body) = match dialect {
-        Dialect::Openai => ("/chat/completions", openai::request(request, model)?),
-        Dialect::Anthropic => ("/messages", anthropic::request(request, model)?),
+        Dialect::Openai => ("/chat/completions", openai::request_bytes(&members, model)?),
+        Dialect::Anthropic => {
+            let request: Value =
+                serde_json::from_slice(body).map_err(|e| TranslateError::Invalid(format!("request body: {e}")))?;
+            let out = anthropic::request(&request, model)?;
+            ("/messages", serde_json::to_vec(&out).map_err(|e| TranslateError::Invalid(e.to_string()))?)
+        }
     };
-    let body = serde_json::to_vec(&body).map_err(|e| TranslateError::Invalid(e.to_string()))?;
     Ok(PreparedRequest {
         endpoint,
         body,
         stream,
         include_usage,
     })
+}
+
+#[derive(serde::Deserialize)]
+struct StreamOptions {
+    include_usage: Option<bool>,
+}
+
+/// The top-level members of a JSON object, in order, values left unparsed.
+#[derive(Debug)]
+pub struct Members<'a>(pub Vec<(std::borrow::Cow<'a, str>, &'a serde_json::value::RawValue)>);
+
+impl<'a> Members<'a> {
+    /// The raw value of member `key`.
+    pub fn get(&self, key: &str) -> Option<&'a serde_json::value::RawValue> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Members<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    out.push(entry);
+                }
+                Ok(Members(out))
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
 }
