@@ -6,8 +6,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use switchyard_core::config::Dialect;
+use switchyard_core::config::{Dialect, Route};
 use switchyard_core::plan::Target;
+use switchyard_core::policy::Policy;
 
 /// Default path of the built filter, relative to the working directory.
 pub const DEFAULT_WASM: &str = "target/wasm32-wasip1/wasm-release/switchyard_filter.wasm";
@@ -27,6 +28,9 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     retry: RawRetry,
+    /// Policy for requests naming `provider/model` directly.
+    #[serde(default)]
+    policy: Policy,
     providers: Vec<RawProvider>,
     #[serde(default)]
     routes: Vec<RawRoute>,
@@ -150,6 +154,8 @@ struct RawSecret {
 struct RawRoute {
     model: String,
     chain: Vec<String>,
+    #[serde(default)]
+    policy: Policy,
 }
 
 // === checked ===
@@ -175,8 +181,10 @@ pub struct Config {
     pub backoff_max_ms: u64,
     /// Providers in file order.
     pub providers: Vec<Provider>,
-    /// Model alias → chain.
-    pub routes: BTreeMap<String, Vec<Target>>,
+    /// Model alias → chain and policy.
+    pub routes: BTreeMap<String, Route>,
+    /// Policy for requests that name `provider/model` directly.
+    pub default_policy: Policy,
 }
 
 /// A validated provider.
@@ -430,11 +438,22 @@ pub fn parse(
                 )),
             }
         }
-        if routes.insert(r.model.clone(), chain).is_some() {
+        check_policy(&r.policy, &format!("{at}.policy"), &mut problems);
+        if routes
+            .insert(
+                r.model.clone(),
+                Route {
+                    chain,
+                    policy: r.policy.clone(),
+                },
+            )
+            .is_some()
+        {
             problems.push(format!("{at}.model: `{}` is defined twice", r.model));
         }
     }
 
+    check_policy(&raw.policy, "policy", &mut problems);
     if !problems.is_empty() {
         return Err(ConfigError::Invalid {
             file: file.to_string(),
@@ -465,7 +484,33 @@ pub fn parse(
         backoff_max_ms: raw.retry.backoff_max_ms,
         providers,
         routes,
+        default_policy: raw.policy,
     })
+}
+
+fn check_policy(p: &Policy, at: &str, problems: &mut Vec<String>) {
+    if p.fail_over_on
+        .contains(&switchyard_core::failure::FailureClass::BadRequest)
+    {
+        problems.push(format!(
+            "{at}.fail_over_on: `bad_request` cannot fall over: the request fails everywhere"
+        ));
+    }
+    for (name, v) in [
+        ("first_byte_timeout_ms", p.first_byte_timeout_ms),
+        ("deadline_ms", p.deadline_ms),
+    ] {
+        if v == Some(0) {
+            problems.push(format!("{at}.{name}: expected > 0"));
+        }
+    }
+    if let (Some(fb), Some(d)) = (p.first_byte_timeout_ms, p.deadline_ms)
+        && fb > d
+    {
+        problems.push(format!(
+            "{at}: first_byte_timeout_ms ({fb}) exceeds deadline_ms ({d})"
+        ));
+    }
 }
 
 /// FNV-1a: a stable content hash for versions (no extra dependency).
@@ -556,7 +601,7 @@ routes:
         assert!(c.providers[0].tls && !c.providers[0].host_is_ip());
         assert_eq!(c.providers[1].authority(), "127.0.0.1:9000");
         assert_eq!(c.providers[1].base_path, "/v1");
-        assert_eq!(c.routes["chat"].len(), 2);
+        assert_eq!(c.routes["chat"].chain.len(), 2);
         assert!(c.wasm_path.starts_with("/etc/sy"));
         assert!(
             !format!("{:?}", c.providers[0]).contains("sk-test"),

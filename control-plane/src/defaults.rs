@@ -44,10 +44,10 @@ pub fn config(cwd: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config
         .map(|p| p.name.clone())
         .collect();
     cfg.providers.retain(|p| !dropped.contains(&p.name));
-    for chain in cfg.routes.values_mut() {
-        chain.retain(|t| !dropped.contains(&t.provider));
+    for route in cfg.routes.values_mut() {
+        route.chain.retain(|t| !dropped.contains(&t.provider));
     }
-    cfg.routes.retain(|_, chain| !chain.is_empty());
+    cfg.routes.retain(|_, route| !route.chain.is_empty());
     Ok(cfg)
 }
 
@@ -68,7 +68,7 @@ mod tests {
         let c = config(Path::new("/x"), &env).unwrap();
         assert_eq!(c.providers.len(), 1);
         assert_eq!(c.providers[0].name, "anthropic");
-        assert_eq!(c.routes["chat"].len(), 1);
+        assert_eq!(c.routes["chat"].chain.len(), 1);
         let both = |k: &str| Some(format!("key-{k}"));
         assert_eq!(
             config(Path::new("/x"), &both).unwrap().routes["chat"].len(),

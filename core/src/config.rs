@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::plan::Target;
+use crate::policy::Policy;
 
 /// Which half of the filter a plugin instance plays (ARCHITECTURE.md §2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,13 +66,27 @@ pub struct FilterConfig {
     pub role: Role,
     /// Providers by name.
     pub providers: BTreeMap<String, Provider>,
-    /// Model aliases clients may name in `model`, each with its chain.
+    /// Model aliases clients may name in `model`, each with its chain and policy.
     #[serde(default)]
-    pub routes: BTreeMap<String, Vec<Target>>,
+    pub routes: BTreeMap<String, Route>,
+    /// Policy for requests that name a `provider/model` directly.
+    #[serde(default)]
+    pub default_policy: Policy,
     /// Largest request body accepted (bytes); larger requests get 413.
     pub max_request_bytes: usize,
     /// Most targets one request's plan may hold (= slots in the generated route).
     pub max_attempts: usize,
+}
+
+/// A model alias: its chain of targets and its fail-over policy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Targets in order.
+    pub chain: Vec<Target>,
+    /// Fail-over policy.
+    #[serde(default)]
+    pub policy: Policy,
 }
 
 /// Why a filter config was rejected.
@@ -112,8 +127,8 @@ impl FilterConfig {
         if self.max_request_bytes == 0 {
             return Err(ConfigError::Limit("max_request_bytes must be > 0".into()));
         }
-        for (route, chain) in &self.routes {
-            for t in chain {
+        for (route, r) in &self.routes {
+            for t in &r.chain {
                 if !self.providers.contains_key(&t.provider) {
                     return Err(ConfigError::UnknownProvider {
                         route: route.clone(),

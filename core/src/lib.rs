@@ -8,6 +8,7 @@ pub mod dialect;
 pub mod error;
 pub mod failure;
 pub mod plan;
+pub mod policy;
 pub mod request;
 pub mod sse;
 

@@ -6,6 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::config::FilterConfig;
+use crate::policy::Policy;
 
 /// One place an attempt can go: a provider and the model name it knows.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,7 +72,7 @@ pub enum PlanError {
 /// request's `fallbacks`, duplicates removed, order kept.
 pub fn plan(cfg: &FilterConfig, model: &str, fallbacks: &[&str]) -> Result<Vec<Target>, PlanError> {
     let mut out: Vec<Target> = match cfg.routes.get(model) {
-        Some(chain) => chain.clone(),
+        Some(route) => route.chain.clone(),
         None => {
             let t = Target::parse(model)
                 .filter(|t| cfg.providers.contains_key(&t.provider))
@@ -81,7 +82,7 @@ pub fn plan(cfg: &FilterConfig, model: &str, fallbacks: &[&str]) -> Result<Vec<T
     };
     for (index, f) in fallbacks.iter().enumerate() {
         let extra: Vec<Target> = match cfg.routes.get(*f) {
-            Some(chain) => chain.clone(),
+            Some(route) => route.chain.clone(),
             None => vec![
                 Target::parse(f)
                     .filter(|t| cfg.providers.contains_key(&t.provider))
@@ -106,7 +107,15 @@ pub fn plan(cfg: &FilterConfig, model: &str, fallbacks: &[&str]) -> Result<Vec<T
     Ok(out)
 }
 
-/// Serialises a plan for the `x-sy-plan` header.
+/// The policy of a request: its `model` alias's, or the default for direct targets.
+pub fn policy<'a>(cfg: &'a FilterConfig, model: &str) -> &'a Policy {
+    cfg.routes
+        .get(model)
+        .map(|r| &r.policy)
+        .unwrap_or(&cfg.default_policy)
+}
+
+/// Serialises a plan for logs (`provider/model` entries, comma separated).
 pub fn encode(plan: &[Target]) -> String {
     let mut s = String::new();
     for (i, t) in plan.iter().enumerate() {
@@ -143,18 +152,21 @@ mod tests {
         providers.insert("a".to_string(), p("ca"));
         providers.insert("b".to_string(), p("cb"));
         let mut routes = BTreeMap::new();
-        routes.insert(
-            "chat".to_string(),
-            vec![
-                Target::parse("a/m1").unwrap(),
-                Target::parse("b/m2").unwrap(),
-            ],
-        );
+        let chain = vec![
+            Target::parse("a/m1").unwrap(),
+            Target::parse("b/m2").unwrap(),
+        ];
+        let policy = Policy {
+            first_byte_timeout_ms: Some(7),
+            ..Policy::default()
+        };
+        routes.insert("chat".to_string(), crate::config::Route { chain, policy });
         FilterConfig {
             version: "1".into(),
             role: Role::Planner,
             providers,
             routes,
+            default_policy: Policy::default(),
             max_request_bytes: 1000,
             max_attempts: 3,
         }
@@ -164,6 +176,12 @@ mod tests {
     fn route_then_fallbacks_without_duplicates() {
         let p = plan(&cfg(), "chat", &["b/m2", "a/m3"]).unwrap();
         assert_eq!(encode(&p), "a/m1,b/m2,a/m3");
+    }
+
+    #[test]
+    fn policy_of_alias_or_default() {
+        assert_eq!(policy(&cfg(), "chat").first_byte_timeout_ms, Some(7));
+        assert_eq!(policy(&cfg(), "a/x").first_byte_timeout_ms, None);
     }
 
     #[test]

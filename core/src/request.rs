@@ -28,7 +28,10 @@ pub struct RequestError {
 }
 
 fn err(code: &'static str, message: impl Into<String>) -> RequestError {
-    RequestError { code, message: message.into() }
+    RequestError {
+        code,
+        message: message.into(),
+    }
 }
 
 fn string<'a>(raw: &'a RawValue) -> Option<Cow<'a, str>> {
@@ -41,26 +44,49 @@ pub fn inspect(body: &[u8]) -> Result<ChatRequest<'_>, RequestError> {
         if e.is_data() {
             err("invalid_request", "The request body must be a JSON object.")
         } else {
-            err("invalid_json", format!("The request body is not valid JSON: {e}"))
+            err(
+                "invalid_json",
+                format!("The request body is not valid JSON: {e}"),
+            )
         }
     })?;
     let model = match members.get("model") {
-        None => return Err(err("missing_required_parameter", "Missing required parameter: 'model'.")),
+        None => {
+            return Err(err(
+                "missing_required_parameter",
+                "Missing required parameter: 'model'.",
+            ));
+        }
         Some(raw) => string(raw)
             .filter(|m| !m.is_empty())
             .ok_or_else(|| err("invalid_type", "`model` must be a non-empty string."))?,
     };
     match members.get("messages") {
-        None => return Err(err("missing_required_parameter", "Missing required parameter: 'messages'.")),
+        None => {
+            return Err(err(
+                "missing_required_parameter",
+                "Missing required parameter: 'messages'.",
+            ));
+        }
         Some(raw) => {
-            let messages: Vec<&RawValue> = serde_json::from_str(raw.get())
-                .map_err(|_| err("invalid_type", "`messages` must be a non-empty array of messages."))?;
+            let messages: Vec<&RawValue> = serde_json::from_str(raw.get()).map_err(|_| {
+                err(
+                    "invalid_type",
+                    "`messages` must be a non-empty array of messages.",
+                )
+            })?;
             if messages.is_empty() {
-                return Err(err("invalid_type", "`messages` must be a non-empty array of messages."));
+                return Err(err(
+                    "invalid_type",
+                    "`messages` must be a non-empty array of messages.",
+                ));
             }
             for (i, m) in messages.iter().enumerate() {
                 if !m.get().starts_with('{') {
-                    return Err(err("invalid_type", format!("messages[{i}] must be an object.")));
+                    return Err(err(
+                        "invalid_type",
+                        format!("messages[{i}] must be an object."),
+                    ));
                 }
             }
         }
@@ -78,15 +104,21 @@ pub fn inspect(body: &[u8]) -> Result<ChatRequest<'_>, RequestError> {
                 .map_err(|_| err("invalid_type", "`fallbacks` must be an array of strings."))?;
             let mut out = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
-                out.push(
-                    string(item)
-                        .ok_or_else(|| err("invalid_type", format!("fallbacks[{i}] must be a string `provider/model`.")))?,
-                );
+                out.push(string(item).ok_or_else(|| {
+                    err(
+                        "invalid_type",
+                        format!("fallbacks[{i}] must be a string `provider/model`."),
+                    )
+                })?);
             }
             out
         }
     };
-    Ok(ChatRequest { model, fallbacks, stream })
+    Ok(ChatRequest {
+        model,
+        fallbacks,
+        stream,
+    })
 }
 
 #[cfg(test)]
@@ -109,7 +141,10 @@ mod tests {
     fn invalid() {
         assert_eq!(code("{\"model\":"), "invalid_json");
         assert_eq!(code("[1]"), "invalid_request");
-        assert_eq!(code("{\"model\":\"m\",\"messages\":[{}],} "), "invalid_json");
+        assert_eq!(
+            code("{\"model\":\"m\",\"messages\":[{}],} "),
+            "invalid_json"
+        );
         assert_eq!(code(r#"{"messages":[{}]}"#), "missing_required_parameter");
         assert_eq!(code(r#"{"model":"m"}"#), "missing_required_parameter");
         assert_eq!(code(r#"{"model":5,"messages":[{}]}"#), "invalid_type");
@@ -117,13 +152,25 @@ mod tests {
         assert_eq!(code(r#"{"model":"m","messages":[]}"#), "invalid_type");
         assert_eq!(code(r#"{"model":"m","messages":"hi"}"#), "invalid_type");
         assert_eq!(code(r#"{"model":"m","messages":[1]}"#), "invalid_type");
-        assert_eq!(code(r#"{"model":"m","messages":[{}],"stream":"yes"}"#), "invalid_type");
-        assert_eq!(code(r#"{"model":"m","messages":[{}],"fallbacks":"a/b"}"#), "invalid_type");
-        assert_eq!(code(r#"{"model":"m","messages":[{}],"fallbacks":[1]}"#), "invalid_type");
+        assert_eq!(
+            code(r#"{"model":"m","messages":[{}],"stream":"yes"}"#),
+            "invalid_type"
+        );
+        assert_eq!(
+            code(r#"{"model":"m","messages":[{}],"fallbacks":"a/b"}"#),
+            "invalid_type"
+        );
+        assert_eq!(
+            code(r#"{"model":"m","messages":[{}],"fallbacks":[1]}"#),
+            "invalid_type"
+        );
         // Deep nesting in a member the gateway does not read is skipped without
         // recursion (serde_json's `RawValue` scanner): no stack overflow in the VM.
         let deep = format!("{{\"x\":{}{}}}", "[".repeat(100_000), "]".repeat(100_000));
         assert_eq!(code(&deep), "missing_required_parameter");
-        assert_eq!(code(&format!("{}{}", "[".repeat(100_000), "]".repeat(100_000))), "invalid_request");
+        assert_eq!(
+            code(&format!("{}{}", "[".repeat(100_000), "]".repeat(100_000))),
+            "invalid_request"
+        );
     }
 }

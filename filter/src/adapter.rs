@@ -11,6 +11,7 @@ use proxy_wasm::types::{Action, BufferType};
 use serde_json::Value;
 use switchyard_core::config::{Dialect, FilterConfig, Provider};
 use switchyard_core::dialect::{self, anthropic};
+use switchyard_core::failure::FailureClass;
 use switchyard_core::plan::Target;
 use switchyard_core::{error, wire};
 
@@ -51,6 +52,10 @@ pub struct Adapter {
     include_usage: bool,
     stream: bool,
     mode: ResponseMode,
+    /// The provider's status for this attempt.
+    status: u16,
+    /// Response headers are held until the body shows whether it was filtered.
+    hold_for_content_check: bool,
 }
 
 impl Adapter {
@@ -64,6 +69,8 @@ impl Adapter {
             include_usage: false,
             stream: false,
             mode: ResponseMode::Pass,
+            status: 0,
+            hold_for_content_check: false,
         }
     }
 
@@ -176,35 +183,69 @@ impl HttpContext for Adapter {
         }
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let Some((target, provider)) = &self.target else {
             return Action::Continue;
         };
         let status = host::response_header(":status")
             .and_then(|s| s.parse::<u16>().ok())
             .unwrap_or(0);
+        self.status = status;
         ledger::record_status(&self.request_id, self.attempt, status);
         host::set_response_header(wire::PROVIDER_HEADER, Some(&target.provider));
         host::set_response_header(wire::MODEL_HEADER, Some(&target.model));
         let n = self.attempt.to_string();
         host::set_response_header(wire::ATTEMPTS_HEADER, Some(&n));
         host::set_response_header(wire::CHAIN_POSITION_HEADER, Some(&n));
-        let ok = (200..300).contains(&status);
-        self.mode = match (provider.dialect, ok) {
-            (_, false) => ResponseMode::Error,
-            (Dialect::Openai, true) => ResponseMode::Pass,
-            (Dialect::Anthropic, true) if self.stream => ResponseMode::Stream(Box::new(
+        let dialect = provider.dialect;
+        if !(200..300).contains(&status) {
+            if end_of_stream {
+                // No body to read: the status alone classifies it.
+                self.settle(FailureClass::from_status(status), None);
+                return Action::Continue;
+            }
+            // Hold the headers until the body says which failure this is: the
+            // router's retry decision is made on the (possibly canonical) status.
+            self.mode = ResponseMode::Error;
+            host::set_response_header("content-length", None);
+            return Action::Pause;
+        }
+        let (policy, targets) = ledger::policy(&self.request_id).unwrap_or_default();
+        // A completed answer the provider's safety system filtered can fall over too,
+        // when the policy allows it and another target is left.
+        self.hold_for_content_check = !self.stream
+            && !end_of_stream
+            && self.attempt < targets
+            && policy.falls_over(FailureClass::ContentFilter);
+        self.mode = match dialect {
+            Dialect::Openai => ResponseMode::Pass,
+            Dialect::Anthropic if self.stream => ResponseMode::Stream(Box::new(
                 anthropic::StreamTranslator::new(self.include_usage, host::unix_now()),
             )),
-            (Dialect::Anthropic, true) => ResponseMode::Json,
+            Dialect::Anthropic => ResponseMode::Json,
         };
         if !matches!(self.mode, ResponseMode::Pass) {
             host::set_response_header("content-length", None);
         }
-        Action::Continue
+        if self.hold_for_content_check {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.hold_for_content_check {
+            if !end_of_stream {
+                return Action::Pause;
+            }
+            let body = host::body(BufferType::HttpResponseBody, body_size);
+            if content_filtered(&body) {
+                let message = "the provider's answer was stopped by its content filter".to_string();
+                self.settle(Some(FailureClass::ContentFilter), Some(message));
+                return Action::Continue;
+            }
+        }
         match &mut self.mode {
             ResponseMode::Pass => Action::Continue,
             ResponseMode::Stream(t) => {
@@ -238,21 +279,58 @@ impl HttpContext for Adapter {
                     return Action::Pause;
                 }
                 let body = host::body(BufferType::HttpResponseBody, body_size);
-                let message = match self.target.as_ref().map(|(_, p)| p.dialect) {
-                    Some(Dialect::Anthropic) => {
+                let dialect = self
+                    .target
+                    .as_ref()
+                    .map(|(_, p)| p.dialect)
+                    .unwrap_or(Dialect::Openai);
+                let message = match dialect {
+                    Dialect::Anthropic => {
                         anthropic::error_details(&body).map(|(kind, m)| format!("{kind}: {m}"))
                     }
-                    _ => serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
+                    Dialect::Openai => serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
                         v.pointer("/error/message")
                             .and_then(Value::as_str)
                             .map(str::to_string)
                     }),
                 };
-                if let Some(m) = message {
-                    ledger::record_message(&self.request_id, self.attempt, m);
-                }
+                self.settle(FailureClass::classify(dialect, self.status, &body), message);
                 Action::Continue
             }
         }
     }
+}
+
+impl Adapter {
+    /// Records the attempt's failure and shows the router the class's canonical
+    /// status (headers are still held), so the retry decision follows the class.
+    fn settle(&self, class: Option<FailureClass>, message: Option<String>) {
+        let Some(class) = class else {
+            return;
+        };
+        ledger::record_class(&self.request_id, self.attempt, class);
+        if let Some(m) = message {
+            ledger::record_message(&self.request_id, self.attempt, m);
+        }
+        let canonical = class.canonical_status(self.status);
+        if canonical != self.status {
+            host::set_response_header(":status", Some(&canonical.to_string()));
+        }
+    }
+}
+
+/// Whether a completed chat answer (OpenAI or Anthropic JSON) was cut by the
+/// provider's content filter.
+fn content_filtered(body: &[u8]) -> bool {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return false;
+    };
+    let openai = v
+        .get("choices")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.get("finish_reason").and_then(Value::as_str) == Some("content_filter"))
+        });
+    openai || v.get("stop_reason").and_then(Value::as_str) == Some("refusal")
 }

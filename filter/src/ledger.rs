@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use switchyard_core::error::AttemptReport;
 use switchyard_core::failure::FailureClass;
 use switchyard_core::plan::Target;
+use switchyard_core::policy::Policy;
 
 /// One attempt as the adapter saw it.
 #[derive(Clone, Debug)]
@@ -19,6 +20,8 @@ pub struct Attempt {
     pub target: Target,
     /// The provider's status, if it answered.
     pub status: Option<u16>,
+    /// The failure class, once the answer was classified.
+    pub class: Option<FailureClass>,
     /// The provider's error message, if it sent one.
     pub message: Option<String>,
 }
@@ -28,6 +31,8 @@ pub struct Attempt {
 pub struct Entry {
     /// The plan.
     pub plan: Vec<Target>,
+    /// The request's (tightened) policy.
+    pub policy: Policy,
     /// Attempts in order (index = attempt number - 1).
     pub attempts: Vec<Attempt>,
 }
@@ -70,12 +75,13 @@ thread_local! {
 }
 
 /// Opens the entry for a planned request.
-pub fn open(request_id: &str, plan: Vec<Target>) {
+pub fn open(request_id: &str, plan: Vec<Target>, policy: Policy) {
     LEDGER.with(|l| {
         l.borrow_mut().insert(
             request_id.to_string(),
             Entry {
                 plan,
+                policy,
                 attempts: Vec::new(),
             },
         );
@@ -93,6 +99,7 @@ pub fn start_attempt(request_id: &str, n: usize, target: &Target) {
                     Attempt {
                         target: target.clone(),
                         status: None,
+                        class: None,
                         message: None,
                     },
                 );
@@ -100,6 +107,7 @@ pub fn start_attempt(request_id: &str, n: usize, target: &Target) {
             e.attempts[n - 1] = Attempt {
                 target: target.clone(),
                 status: None,
+                class: None,
                 message: None,
             };
         }
@@ -109,6 +117,20 @@ pub fn start_attempt(request_id: &str, n: usize, target: &Target) {
 /// Records attempt `n`'s response status.
 pub fn record_status(request_id: &str, n: usize, status: u16) {
     with_attempt(request_id, n, |a| a.status = Some(status));
+}
+
+/// Records attempt `n`'s failure class.
+pub fn record_class(request_id: &str, n: usize, class: FailureClass) {
+    with_attempt(request_id, n, |a| a.class = Some(class));
+}
+
+/// The request's policy and number of targets.
+pub fn policy(request_id: &str) -> Option<(Policy, usize)> {
+    LEDGER.with(|l| {
+        l.borrow()
+            .get(request_id)
+            .map(|e| (e.policy.clone(), e.plan.len()))
+    })
 }
 
 /// Records attempt `n`'s error message.
@@ -164,13 +186,18 @@ mod tests {
 
     #[test]
     fn attempts_are_recorded_and_reported() {
-        open("r1", vec![t("a/m1"), t("b/m2"), t("c/m3")]);
+        open(
+            "r1",
+            vec![t("a/m1"), t("b/m2"), t("c/m3")],
+            Policy::default(),
+        );
         assert_eq!(target("r1", 2), Some(t("b/m2")));
         assert_eq!(target("r1", 4), None);
         assert_eq!(target("r1", 0), None);
         start_attempt("r1", 1, &t("a/m1"));
         start_attempt("r1", 2, &t("b/m2"));
-        record_status("r1", 2, 429);
+        record_status("r1", 2, 400);
+        record_class("r1", 2, FailureClass::RateLimited);
         record_message("r1", 2, "slow down".into());
         start_attempt("r1", 3, &t("c/m3"));
         let reports = get("r1").unwrap().reports(Some(

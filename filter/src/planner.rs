@@ -14,6 +14,7 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType};
 use serde_json::Value;
 use switchyard_core::config::FilterConfig;
+use switchyard_core::policy::{self, Policy};
 use switchyard_core::{error, plan, request, wire};
 
 use crate::{host, ledger};
@@ -31,6 +32,8 @@ pub struct Planner {
     rewriting: Option<u16>,
     /// A local reply was sent; ignore further callbacks.
     replied: bool,
+    /// The client's policy-tightening headers (removed from the request).
+    tighten: Vec<(&'static str, String)>,
 }
 
 impl Planner {
@@ -42,6 +45,7 @@ impl Planner {
             planned: false,
             rewriting: None,
             replied: false,
+            tighten: Vec::new(),
         }
     }
 
@@ -58,8 +62,8 @@ impl Planner {
 
     fn models(&mut self) -> Action {
         let mut ids: Vec<String> = self.cfg.routes.keys().cloned().collect();
-        for chain in self.cfg.routes.values() {
-            for t in chain {
+        for route in self.cfg.routes.values() {
+            for t in &route.chain {
                 let id = t.to_string();
                 if !ids.contains(&id) {
                     ids.push(id);
@@ -77,14 +81,25 @@ impl Planner {
     }
 
     /// Validates the body and returns the plan, or the rejection already sent.
-    fn plan_body(&mut self, body: &[u8]) -> Result<Vec<plan::Target>, Action> {
+    fn plan_body(&mut self, body: &[u8]) -> Result<(Vec<plan::Target>, Policy), Action> {
         let req = match request::inspect(body) {
             Ok(r) => r,
             Err(e) => return Err(self.reject(400, e.code, &e.message)),
         };
+        let tighten = &self.tighten;
+        let policy = plan::policy(&self.cfg, &req.model).tightened(|h| {
+            tighten
+                .iter()
+                .find(|(k, _)| *k == h)
+                .map(|(_, v)| v.clone())
+        });
+        let policy = match policy {
+            Ok(p) => p,
+            Err(e) => return Err(self.reject(400, "invalid_policy_header", &e.to_string())),
+        };
         let fallbacks: Vec<&str> = req.fallbacks.iter().map(|f| f.as_ref()).collect();
         match plan::plan(&self.cfg, &req.model, &fallbacks) {
-            Ok(p) => Ok(p),
+            Ok(p) => Ok((p, policy)),
             Err(e @ plan::PlanError::UnknownModel(_)) => {
                 Err(self.reject(404, "model_not_found", &e.to_string()))
             }
@@ -97,7 +112,7 @@ impl Planner {
         }
     }
 
-    fn publish(&mut self, plan: Vec<plan::Target>) -> Action {
+    fn publish(&mut self, plan: Vec<plan::Target>, policy: Policy) -> Action {
         let mut ok = true;
         for (i, t) in plan.iter().enumerate() {
             let cluster = self
@@ -108,7 +123,7 @@ impl Planner {
                 .unwrap_or("");
             ok &= host::set_filter_state(&format!("{}{}", wire::SLOT_STATE_PREFIX, i + 1), cluster);
         }
-        host::set_request_header("x-envoy-max-retries", Some(&(plan.len() - 1).to_string()));
+        set_router_knobs(plan.len(), &policy);
         if !ok {
             return self.reject(
                 500,
@@ -125,7 +140,7 @@ impl Planner {
                 "The gateway could not refresh the route for the plan.",
             );
         }
-        ledger::open(&self.request_id, plan);
+        ledger::open(&self.request_id, plan, policy);
         self.planned = true;
         Action::Continue
     }
@@ -182,6 +197,38 @@ impl Planner {
     }
 }
 
+/// Router headers a client could send that only the planner may set.
+const ROUTER_OVERRIDES: &[&str] = &[
+    "x-envoy-upstream-rq-timeout-ms",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-hedge-on-per-try-timeout",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-upstream-rq-timeout-alt-response",
+];
+
+/// Sets the router's per-request knobs on the held request headers: retries bounded
+/// by the plan, retried conditions from the policy, and its time limits.
+fn set_router_knobs(targets: usize, policy: &Policy) {
+    for h in ROUTER_OVERRIDES {
+        host::set_request_header(h, None);
+    }
+    host::set_request_header("x-envoy-max-retries", Some(&(targets - 1).to_string()));
+    host::set_request_header("x-envoy-retry-on", Some(policy.retry_on()));
+    host::set_request_header(
+        "x-envoy-retriable-status-codes",
+        Some(&policy.retriable_status_codes()),
+    );
+    if let Some(ms) = policy.first_byte_timeout_ms {
+        host::set_request_header(
+            "x-envoy-upstream-rq-per-try-timeout-ms",
+            Some(&ms.to_string()),
+        );
+    }
+    if let Some(ms) = policy.deadline_ms {
+        host::set_request_header("x-envoy-upstream-rq-timeout-ms", Some(&ms.to_string()));
+    }
+}
+
 /// The `error.message` of an OpenAI- or Anthropic-shaped error body.
 fn provider_message(body: &[u8]) -> Option<String> {
     let v: Value = serde_json::from_slice(body).ok()?;
@@ -195,6 +242,16 @@ impl Context for Planner {}
 impl HttpContext for Planner {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         self.request_id = host::request_header("x-request-id").unwrap_or_default();
+        for h in [
+            policy::header::FAIL_OVER_ON,
+            policy::header::FIRST_BYTE_TIMEOUT_MS,
+            policy::header::DEADLINE_MS,
+        ] {
+            if let Some(v) = host::request_header(h) {
+                self.tighten.push((h, v));
+                host::set_request_header(h, None);
+            }
+        }
         let method = host::request_header(":method").unwrap_or_default();
         let path = host::request_header(":path").unwrap_or_default();
         let path = path.split('?').next().unwrap_or("");
@@ -239,7 +296,7 @@ impl HttpContext for Planner {
         }
         let body = host::body(BufferType::HttpRequestBody, body_size);
         match self.plan_body(&body) {
-            Ok(plan) => self.publish(plan),
+            Ok((plan, policy)) => self.publish(plan, policy),
             Err(action) => action,
         }
     }
@@ -252,6 +309,15 @@ impl HttpContext for Planner {
             .and_then(|s| s.parse::<u16>().ok())
             .unwrap_or(0);
         if status >= 400 {
+            // The adapter may have given the router a canonical status for the
+            // failure class; the client gets the provider's own.
+            let original = ledger::get(&self.request_id)
+                .and_then(|e| e.attempts.last().and_then(|a| a.status))
+                .unwrap_or(status);
+            if original != status && original >= 400 {
+                host::set_response_header(":status", Some(&original.to_string()));
+            }
+            let status = original;
             self.rewriting = Some(status);
             host::set_response_header("content-length", None);
             host::set_response_header("content-type", Some("application/json"));

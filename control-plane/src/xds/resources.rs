@@ -106,6 +106,7 @@ pub fn filter_config(cfg: &Config, role: Role) -> FilterConfig {
             })
             .collect(),
         routes: cfg.routes.clone(),
+        default_policy: cfg.default_policy.clone(),
         max_request_bytes: cfg.max_request_bytes,
         max_attempts: cfg.max_attempts,
     }
@@ -313,8 +314,10 @@ pub fn route_configuration(cfg: &Config) -> route::RouteConfiguration {
         cluster_matcher: Some(attempt_matcher(cfg)),
     };
     let retry_policy = route::RetryPolicy {
-        retry_on: "5xx,reset,connect-failure,refused-stream,retriable-status-codes".to_string(),
-        retriable_status_codes: vec![429],
+        // What is retried is the request's policy: the planner sets
+        // x-envoy-retry-on and x-envoy-retriable-status-codes on every request.
+        retry_on: "retriable-status-codes".to_string(),
+        retriable_status_codes: vec![],
         num_retries: Some(UInt32Value {
             value: (cfg.max_attempts - 1) as u32,
         }),

@@ -36,9 +36,13 @@ pub enum TranslateError {
 /// `model`. The OpenAI path never builds a JSON tree: it re-emits the top-level
 /// members as raw slices of the original body, replacing `model` and dropping
 /// gateway-only fields.
-pub fn prepare_request(dialect: Dialect, body: &[u8], model: &str) -> Result<PreparedRequest, TranslateError> {
-    let members: Members<'_> =
-        serde_json::from_slice(body).map_err(|e| TranslateError::Invalid(format!("request body: {e}")))?;
+pub fn prepare_request(
+    dialect: Dialect,
+    body: &[u8],
+    model: &str,
+) -> Result<PreparedRequest, TranslateError> {
+    let members: Members<'_> = serde_json::from_slice(body)
+        .map_err(|e| TranslateError::Invalid(format!("request body: {e}")))?;
     let stream = members.get("stream").is_some_and(|v| v.get() == "true");
     let include_usage = stream
         && members
@@ -48,10 +52,13 @@ pub fn prepare_request(dialect: Dialect, body: &[u8], model: &str) -> Result<Pre
     let (endpoint, body) = match dialect {
         Dialect::Openai => ("/chat/completions", openai::request_bytes(&members, model)?),
         Dialect::Anthropic => {
-            let request: Value =
-                serde_json::from_slice(body).map_err(|e| TranslateError::Invalid(format!("request body: {e}")))?;
+            let request: Value = serde_json::from_slice(body)
+                .map_err(|e| TranslateError::Invalid(format!("request body: {e}")))?;
             let out = anthropic::request(&request, model)?;
-            ("/messages", serde_json::to_vec(&out).map_err(|e| TranslateError::Invalid(e.to_string()))?)
+            (
+                "/messages",
+                serde_json::to_vec(&out).map_err(|e| TranslateError::Invalid(e.to_string()))?,
+            )
         }
     };
     Ok(PreparedRequest {
@@ -86,7 +93,10 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for Members<'a> {
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
                 let mut out = Vec::new();
                 while let Some(entry) = map.next_entry()? {
                     out.push(entry);
