@@ -46,11 +46,12 @@ impl Entry {
             .iter()
             .enumerate()
             .map(|(i, a)| {
-                let failure = match a.status {
-                    Some(s) => FailureClass::from_status(s)
+                let failure = match (a.class, a.status) {
+                    (Some(c), _) => c.as_str(),
+                    (None, Some(s)) => FailureClass::from_status(s)
                         .map(|c| c.as_str())
                         .unwrap_or("none"),
-                    None => FailureClass::Unreachable.as_str(),
+                    (None, None) => FailureClass::Unreachable.as_str(),
                 };
                 let message = a.message.clone().or_else(|| match (a.status, i + 1 == n) {
                     (None, true) => last_detail.map(str::to_string),
@@ -211,7 +212,8 @@ mod tests {
         );
         assert_eq!(
             (reports[1].status, reports[1].failure.as_str()),
-            (Some(429), "rate_limited")
+            (Some(400), "rate_limited"),
+            "a recorded class wins over the status"
         );
         assert_eq!(reports[1].message.as_deref(), Some("slow down"));
         assert!(

@@ -6,7 +6,10 @@
 //! from the `x-mock` header: `name:k=v,k=v;other:k=v` (`*` matches every
 //! instance). Keys: `status=N`, `retry_after=S`, `delay_ms=N` (before headers),
 //! `chunk_delay_ms=N`, `hang`, `reset_after=N` (chunks, then the connection is
-//! cut), `malformed` (a 200 whose body is not valid JSON / SSE).
+//! cut), `malformed` (a 200 whose body is not valid JSON / SSE),
+//! `error=content_policy|model_gone|invalid_key|bad_request` (the provider's own
+//! error answer for that case), `finish=content_filter` (a completed answer cut by
+//! the content filter: OpenAI `finish_reason`, Anthropic `stop_reason: refusal`).
 //!
 //! Every request is recorded; `GET /_mock/requests` returns them, `DELETE` clears.
 
@@ -98,6 +101,8 @@ struct Behaviour {
     hang: bool,
     reset_after: Option<usize>,
     malformed: bool,
+    error: Option<String>,
+    finish: Option<String>,
 }
 
 fn parse_behaviour(header: &str, name: &str) -> Behaviour {
@@ -121,6 +126,8 @@ fn parse_behaviour(header: &str, name: &str) -> Behaviour {
                 "hang" => b.hang = true,
                 "reset_after" => b.reset_after = v.parse().ok(),
                 "malformed" => b.malformed = true,
+                "error" => b.error = Some(v.to_string()),
+                "finish" => b.finish = Some(v.to_string()),
                 _ => {}
             }
         }
@@ -288,6 +295,27 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         }
         return r;
     }
+    if let Some(kind) = &b.error {
+        // The providers' own error answers for these cases.
+        let anthropic = state.cfg.dialect == Dialect::Anthropic;
+        return match kind.as_str() {
+            "content_policy" if anthropic => state.error(400, "Output blocked by content filtering policy", None),
+            "content_policy" => state.error(
+                400,
+                "Your request was rejected as a result of our safety system. Your prompt may contain text that is not allowed by our safety system.",
+                Some("content_policy_violation"),
+            ),
+            "model_gone" if anthropic => state.error(404, &format!("model: {}", req.model), None),
+            "model_gone" => state.error(
+                404,
+                &format!("The model `{}` has been deprecated, learn more here: https://platform.openai.com/docs/deprecations", req.model),
+                Some("model_not_found"),
+            ),
+            "invalid_key" if anthropic => state.error(401, "invalid x-api-key", None),
+            "invalid_key" => state.error(401, "Incorrect API key provided.", Some("invalid_api_key")),
+            _ => state.error(400, "Invalid value for 'temperature': must be between 0 and 2.", None),
+        };
+    }
     let n = state.seq.fetch_add(1, Ordering::Relaxed);
     let reply = format!("Hello from {} ({}).", state.cfg.name, req.model);
     if b.malformed {
@@ -297,10 +325,15 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             full(200, "application/json", "{\"id\": \"x\", \"choices\": [")
         };
     }
-    let events = match state.cfg.dialect {
+    let mut events = match state.cfg.dialect {
         Dialect::Openai => openai_reply(&req, &reply, n),
         Dialect::Anthropic => anthropic_reply(&req, &reply, n),
     };
+    if b.finish.as_deref() == Some("content_filter") && !req.stream {
+        events[0] = events[0]
+            .replace("\"finish_reason\":\"stop\"", "\"finish_reason\":\"content_filter\"")
+            .replace("\"stop_reason\":\"end_turn\"", "\"stop_reason\":\"refusal\"");
+    }
     if !req.stream {
         let body = events.into_iter().next().unwrap_or_default();
         if let Some(k) = b.reset_after {
