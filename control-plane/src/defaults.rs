@@ -71,7 +71,9 @@ mod tests {
         assert_eq!(c.routes["chat"].chain.len(), 1);
         let both = |k: &str| Some(format!("key-{k}"));
         assert_eq!(
-            config(Path::new("/x"), &both).unwrap().routes["chat"].chain.len(),
+            config(Path::new("/x"), &both).unwrap().routes["chat"]
+                .chain
+                .len(),
             2
         );
     }

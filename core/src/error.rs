@@ -59,6 +59,17 @@ pub fn body_with_attempts(
     serde_json::json!({ "error": err }).to_string().into_bytes()
 }
 
+/// An error as the last events of an OpenAI chunk stream: an `error` chunk (the
+/// OpenAI SDKs raise it) and `[DONE]`, so a broken stream still ends well-formed.
+pub fn stream_error_events(message: &str, code: &str, request_id: &str) -> Vec<u8> {
+    let body = body(message, "api_error", code, request_id);
+    let mut out = Vec::with_capacity(body.len() + 32);
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(&body);
+    out.extend_from_slice(b"\n\ndata: [DONE]\n\n");
+    out
+}
+
 /// The OpenAI error `type` for an HTTP status the gateway returns.
 pub fn type_for_status(status: u16) -> &'static str {
     match status {

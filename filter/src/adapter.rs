@@ -35,6 +35,8 @@ const CLIENT_ONLY_HEADERS: &[&str] = &[
 enum ResponseMode {
     /// Pass through untouched.
     Pass,
+    /// Pass an OpenAI event stream through, watching for its `[DONE]`.
+    PassStream(DoneWatch),
     /// Buffer the provider's error to record its message (and translate it).
     Error,
     /// Buffer and translate a JSON completion.
@@ -218,6 +220,7 @@ impl HttpContext for Adapter {
             && self.attempt < targets
             && policy.falls_over(FailureClass::ContentFilter);
         self.mode = match dialect {
+            Dialect::Openai if self.stream => ResponseMode::PassStream(DoneWatch::default()),
             Dialect::Openai => ResponseMode::Pass,
             Dialect::Anthropic if self.stream => ResponseMode::Stream(Box::new(
                 anthropic::StreamTranslator::new(self.include_usage, host::unix_now()),
@@ -248,9 +251,22 @@ impl HttpContext for Adapter {
         }
         match &mut self.mode {
             ResponseMode::Pass => Action::Continue,
+            ResponseMode::PassStream(watch) => {
+                let chunk = host::body(BufferType::HttpResponseBody, body_size);
+                watch.feed(&chunk);
+                if end_of_stream && !watch.done {
+                    let mut out = chunk;
+                    out.extend_from_slice(&truncated(&self.request_id));
+                    host::replace_body(BufferType::HttpResponseBody, body_size, &out);
+                }
+                Action::Continue
+            }
             ResponseMode::Stream(t) => {
                 let chunk = host::body(BufferType::HttpResponseBody, body_size);
-                let out = t.feed(&chunk);
+                let mut out = t.feed(&chunk);
+                if end_of_stream && !t.is_done() {
+                    out.extend_from_slice(&truncated(&self.request_id));
+                }
                 host::replace_body(BufferType::HttpResponseBody, body_size, &out);
                 Action::Continue
             }
@@ -316,6 +332,36 @@ impl Adapter {
         if canonical != self.status {
             host::set_response_header(":status", Some(&canonical.to_string()));
         }
+    }
+}
+
+/// The events that end a stream the provider closed before its last event.
+fn truncated(request_id: &str) -> Vec<u8> {
+    error::stream_error_events(
+        "The provider ended the stream before the answer was complete.",
+        "stream_truncated",
+        request_id,
+    )
+}
+
+/// Watches an OpenAI event stream for `data: [DONE]`, across chunk boundaries.
+#[derive(Debug, Default)]
+struct DoneWatch {
+    tail: Vec<u8>,
+    done: bool,
+}
+
+impl DoneWatch {
+    const MARK: &'static [u8] = b"[DONE]";
+
+    fn feed(&mut self, chunk: &[u8]) {
+        if self.done {
+            return;
+        }
+        self.tail.extend_from_slice(chunk);
+        self.done = self.tail.windows(Self::MARK.len()).any(|w| w == Self::MARK);
+        let keep = self.tail.len().saturating_sub(Self::MARK.len() - 1);
+        self.tail.drain(..keep);
     }
 }
 

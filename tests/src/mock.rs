@@ -7,6 +7,7 @@
 //! instance). Keys: `status=N`, `retry_after=S`, `delay_ms=N` (before headers),
 //! `chunk_delay_ms=N`, `hang`, `reset_after=N` (chunks, then the connection is
 //! cut), `malformed` (a 200 whose body is not valid JSON / SSE),
+//! `end_after=N` (the stream ends cleanly after N events, before its last),
 //! `error=content_policy|model_gone|invalid_key|bad_request` (the provider's own
 //! error answer for that case), `finish=content_filter` (a completed answer cut by
 //! the content filter: OpenAI `finish_reason`, Anthropic `stop_reason: refusal`).
@@ -103,6 +104,7 @@ struct Behaviour {
     malformed: bool,
     error: Option<String>,
     finish: Option<String>,
+    end_after: Option<usize>,
 }
 
 fn parse_behaviour(header: &str, name: &str) -> Behaviour {
@@ -128,6 +130,7 @@ fn parse_behaviour(header: &str, name: &str) -> Behaviour {
                 "malformed" => b.malformed = true,
                 "error" => b.error = Some(v.to_string()),
                 "finish" => b.finish = Some(v.to_string()),
+                "end_after" => b.end_after = v.parse().ok(),
                 _ => {}
             }
         }
@@ -341,6 +344,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             return stream_response("application/json", vec![body[..cut].to_string()], 0, Some(1));
         }
         return full(200, "application/json", body);
+    }
+    if let Some(n) = b.end_after {
+        events.truncate(n);
     }
     stream_response("text/event-stream", events, b.chunk_delay_ms, b.reset_after)
 }

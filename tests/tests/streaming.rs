@@ -138,3 +138,33 @@ async fn anthropic_json_answer_is_translated() {
     );
     assert_eq!(b.requests().await[0]["body"]["max_tokens"], 50);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_cut_short_ends_with_an_error_event_not_silently() {
+    let paths = Paths::discover();
+    let dir = Scratch::new("streaming-truncated");
+    let a = Mock::start(&paths, &dir.0, "oa", Dialect::Openai, &[]);
+    let b = Mock::start(&paths, &dir.0, "an", Dialect::Anthropic, &[]);
+    let gw = Gateway::builder().provider(&a).provider(&b).start(&paths, &dir).await;
+    for (model, mock) in [("oa/gpt", "oa"), ("an/claude", "an")] {
+        let body = json!({"model": model, "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+        let r = gw.chat(&body, &[("x-mock", &format!("{mock}:end_after=3"))]).await;
+        assert_eq!(r.status(), 200);
+        let rid = r.headers()["x-request-id"].to_str().unwrap().to_string();
+        let text = r.text().await.unwrap();
+        let data = sse_data(&text);
+        assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{model}: {text}");
+        let err: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
+        assert_eq!(err["error"]["code"], "stream_truncated", "{model}: {text}");
+        assert_eq!(err["error"]["request_id"], rid.as_str());
+        // What came before the error is intact.
+        for d in &data[..data.len() - 2] {
+            let c: Value = serde_json::from_str(d).unwrap();
+            assert_eq!(c["object"], "chat.completion.chunk");
+        }
+    }
+    // A complete stream gets no such event.
+    let body = json!({"model": "oa/gpt", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let text = gw.chat(&body, &[]).await.text().await.unwrap();
+    assert!(!text.contains("stream_truncated"));
+}
