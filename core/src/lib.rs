@@ -4,6 +4,7 @@
 //! passes time in where it is needed.
 
 pub mod config;
+pub mod cooldown;
 pub mod dialect;
 pub mod error;
 pub mod failure;

@@ -15,7 +15,7 @@ use switchyard_core::failure::FailureClass;
 use switchyard_core::plan::Target;
 use switchyard_core::{error, wire};
 
-use crate::{host, ledger};
+use crate::{cooldown, host, ledger};
 
 /// Client headers that must never reach a provider.
 const CLIENT_ONLY_HEADERS: &[&str] = &[
@@ -58,6 +58,8 @@ pub struct Adapter {
     status: u16,
     /// Response headers are held until the body shows whether it was filtered.
     hold_for_content_check: bool,
+    /// How long a rate-limited provider asked to be left alone.
+    reset_after_ms: Option<u64>,
 }
 
 impl Adapter {
@@ -73,6 +75,7 @@ impl Adapter {
             mode: ResponseMode::Pass,
             status: 0,
             hold_for_content_check: false,
+            reset_after_ms: None,
         }
     }
 
@@ -193,6 +196,9 @@ impl HttpContext for Adapter {
             .and_then(|s| s.parse::<u16>().ok())
             .unwrap_or(0);
         self.status = status;
+        if status == 429 {
+            self.reset_after_ms = cooldown_ms(host::now_ms());
+        }
         ledger::record_status(&self.request_id, self.attempt, status);
         host::set_response_header(wire::PROVIDER_HEADER, Some(&target.provider));
         host::set_response_header(wire::MODEL_HEADER, Some(&target.model));
@@ -328,11 +334,30 @@ impl Adapter {
         if let Some(m) = message {
             ledger::record_message(&self.request_id, self.attempt, m);
         }
+        if let Some((target, _)) = &self.target {
+            let now = host::now_ms();
+            match class {
+                FailureClass::RateLimited => {
+                    if let Some(ms) = self.reset_after_ms {
+                        cooldown::cool_target(target, now + ms);
+                    }
+                }
+                FailureClass::Auth => {
+                    cooldown::cool_provider(&target.provider, now + cooldown::AUTH_COOLDOWN_MS)
+                }
+                _ => {}
+            }
+        }
         let canonical = class.canonical_status(self.status);
         if canonical != self.status {
             host::set_response_header(":status", Some(&canonical.to_string()));
         }
     }
+}
+
+/// The provider's rate-limit reset time, from the response headers.
+fn cooldown_ms(now_ms: u64) -> Option<u64> {
+    switchyard_core::cooldown::from_headers(|h| host::response_header(h), now_ms)
 }
 
 /// The events that end a stream the provider closed before its last event.

@@ -66,6 +66,15 @@ pub fn plugin_configuration() -> Option<Vec<u8>> {
         .flatten()
 }
 
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// Seconds since the Unix epoch, for OpenAI's `created` fields.
 pub fn unix_now() -> u64 {
     hostcalls::get_current_time()

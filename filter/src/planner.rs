@@ -17,7 +17,7 @@ use switchyard_core::config::FilterConfig;
 use switchyard_core::policy::{self, Policy};
 use switchyard_core::{error, plan, request, wire};
 
-use crate::{host, ledger};
+use crate::{cooldown, host, ledger};
 
 const CHAT_PATH: &str = "/v1/chat/completions";
 const MODELS_PATH: &str = "/v1/models";
@@ -99,7 +99,7 @@ impl Planner {
         };
         let fallbacks: Vec<&str> = req.fallbacks.iter().map(|f| f.as_ref()).collect();
         match plan::plan(&self.cfg, &req.model, &fallbacks) {
-            Ok(p) => Ok((p, policy)),
+            Ok(p) => Ok((cooldown::reorder(p, host::now_ms()), policy)),
             Err(e @ plan::PlanError::UnknownModel(_)) => {
                 Err(self.reject(404, "model_not_found", &e.to_string()))
             }

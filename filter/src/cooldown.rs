@@ -1,0 +1,63 @@
+//! Targets the providers asked us to leave alone for a while (429 with a reset
+//! time, rejected keys), shared by every worker through proxy-wasm shared data.
+//! The planner moves cooling targets to the back of new plans; nothing waits.
+
+use proxy_wasm::hostcalls;
+use switchyard_core::plan::Target;
+
+/// How long a provider whose key was rejected (401/403) is moved back.
+pub const AUTH_COOLDOWN_MS: u64 = 60_000;
+
+fn target_key(t: &Target) -> String {
+    format!("sy:cool:t:{}/{}", t.provider, t.model)
+}
+
+fn provider_key(provider: &str) -> String {
+    format!("sy:cool:p:{provider}")
+}
+
+fn read(key: &str) -> u64 {
+    match hostcalls::get_shared_data(key) {
+        Ok((Some(v), _)) => std::str::from_utf8(&v)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn write(key: &str, until_ms: u64) {
+    // Last writer wins: any recent "leave it alone" is as good as another.
+    let _ = hostcalls::set_shared_data(key, Some(until_ms.to_string().as_bytes()), None);
+}
+
+/// Leave `target` alone until `until_ms` (rate limited).
+pub fn cool_target(t: &Target, until_ms: u64) {
+    write(&target_key(t), until_ms);
+}
+
+/// Leave every target of `provider` alone until `until_ms` (its key was rejected).
+pub fn cool_provider(provider: &str, until_ms: u64) {
+    write(&provider_key(provider), until_ms);
+}
+
+/// Whether `t` is cooling at `now_ms`.
+pub fn is_cooling(t: &Target, now_ms: u64) -> bool {
+    read(&target_key(t)) > now_ms || read(&provider_key(&t.provider)) > now_ms
+}
+
+/// Moves cooling targets behind the others, keeping each group's order. When all
+/// are cooling the plan is unchanged: trying beats failing without trying.
+pub fn reorder(plan: Vec<Target>, now_ms: u64) -> Vec<Target> {
+    if plan.len() < 2 {
+        return plan;
+    }
+    let (ready, cooling): (Vec<Target>, Vec<Target>) =
+        plan.into_iter().partition(|t| !is_cooling(t, now_ms));
+    if ready.is_empty() {
+        return cooling;
+    }
+    let mut out = ready;
+    out.extend(cooling);
+    out
+}
