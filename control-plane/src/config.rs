@@ -100,6 +100,13 @@ struct RawRetry {
     backoff_base_ms: u64,
     #[serde(default = "default_backoff_max_ms")]
     backoff_max_ms: u64,
+    /// Envoy retry budget: retries may be at most this share (%) of the requests
+    /// active on the first target's cluster. Off by default: fail-over to another
+    /// provider adds no load to the failing one (plans never repeat a target).
+    #[serde(default)]
+    budget_percent: Option<f64>,
+    #[serde(default)]
+    min_retry_concurrency: Option<u32>,
 }
 
 impl Default for RawRetry {
@@ -107,6 +114,8 @@ impl Default for RawRetry {
         RawRetry {
             backoff_base_ms: default_backoff_base_ms(),
             backoff_max_ms: default_backoff_max_ms(),
+            budget_percent: None,
+            min_retry_concurrency: None,
         }
     }
 }
@@ -179,6 +188,8 @@ pub struct Config {
     pub backoff_base_ms: u64,
     /// Retry back-off maximum interval.
     pub backoff_max_ms: u64,
+    /// Retry budget `(percent of active requests, minimum concurrent retries)`.
+    pub retry_budget: Option<(f64, u32)>,
     /// Providers in file order.
     pub providers: Vec<Provider>,
     /// Model alias → chain and policy.
@@ -312,6 +323,16 @@ pub fn parse(
     }
     if raw.retry.backoff_base_ms == 0 || raw.retry.backoff_max_ms < raw.retry.backoff_base_ms {
         problems.push("retry: expected 0 < backoff_base_ms <= backoff_max_ms".to_string());
+    }
+    if let Some(b) = raw.retry.budget_percent
+        && !(0.0..=100.0).contains(&b)
+    {
+        problems.push(format!("retry.budget_percent: expected 0..=100, got {b}"));
+    }
+    if raw.retry.min_retry_concurrency.is_some() && raw.retry.budget_percent.is_none() {
+        problems.push(
+            "retry.min_retry_concurrency: only meaningful with retry.budget_percent".to_string(),
+        );
     }
     if raw.listener.address.parse::<std::net::IpAddr>().is_err() {
         problems.push(format!(
@@ -482,6 +503,10 @@ pub fn parse(
         max_attempts: raw.limits.max_attempts,
         backoff_base_ms: raw.retry.backoff_base_ms,
         backoff_max_ms: raw.retry.backoff_max_ms,
+        retry_budget: raw
+            .retry
+            .budget_percent
+            .map(|b| (b, raw.retry.min_retry_concurrency.unwrap_or(3))),
         providers,
         routes,
         default_policy: raw.policy,

@@ -378,7 +378,7 @@ pub fn route_configuration(cfg: &Config) -> route::RouteConfiguration {
 
 /// One cluster per provider: static for IP literals, logical DNS for names; TLS with
 /// SNI and certificate verification for https.
-pub fn provider_cluster(p: &Provider) -> cluster::Cluster {
+pub fn provider_cluster(p: &Provider, budget: Option<(f64, u32)>) -> cluster::Cluster {
     let name = cluster_name(p);
     let discovery = if p.host_is_ip() {
         cluster::cluster::DiscoveryType::Static
@@ -442,6 +442,15 @@ pub fn provider_cluster(p: &Provider) -> cluster::Cluster {
         max_pending_requests: Some(UInt32Value { value: 100_000 }),
         max_requests: Some(UInt32Value { value: 100_000 }),
         max_retries: Some(UInt32Value { value: 100_000 }),
+        retry_budget: budget.map(|(percent, min)| {
+            cluster::circuit_breakers::thresholds::RetryBudget {
+                budget_percent: Some(envoy_types::pb::envoy::r#type::v3::Percent {
+                    value: percent,
+                }),
+                min_retry_concurrency: Some(UInt32Value { value: min }),
+                ..Default::default()
+            }
+        }),
         ..Default::default()
     };
     cluster::Cluster {
@@ -490,7 +499,7 @@ pub fn resources(cfg: &Config) -> HashMap<&'static str, Vec<(String, Any)>> {
         type_url::CLUSTER,
         cfg.providers
             .iter()
-            .map(|p| (cluster_name(p), any(&provider_cluster(p))))
+            .map(|p| (cluster_name(p), any(&provider_cluster(p, cfg.retry_budget))))
             .collect(),
     );
     out.insert(
@@ -564,8 +573,12 @@ mod tests {
     #[test]
     fn tls_only_for_https() {
         let c = cfg();
-        assert!(provider_cluster(&c.providers[0]).transport_socket.is_none());
-        let tls_cluster = provider_cluster(&c.providers[1]);
+        assert!(
+            provider_cluster(&c.providers[0], None)
+                .transport_socket
+                .is_none()
+        );
+        let tls_cluster = provider_cluster(&c.providers[1], None);
         assert!(tls_cluster.transport_socket.is_some());
         assert_eq!(
             tls_cluster.cluster_discovery_type,
