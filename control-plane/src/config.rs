@@ -137,6 +137,9 @@ struct RawProvider {
     base_url: String,
     #[serde(default)]
     api_key: Option<RawSecret>,
+    /// Several credentials, tried in turn before leaving the provider.
+    #[serde(default)]
+    api_keys: Option<Vec<RawSecret>>,
     #[serde(default = "default_connect_timeout_ms")]
     connect_timeout_ms: u64,
 }
@@ -213,8 +216,8 @@ pub struct Provider {
     pub port: u16,
     /// Path prefix, e.g. `/v1` (no trailing slash).
     pub base_path: String,
-    /// Resolved credential.
-    pub api_key: Option<String>,
+    /// Resolved credentials, in rotation order (possibly none).
+    pub api_keys: Vec<String>,
     /// Upstream connect timeout.
     pub connect_timeout_ms: u64,
 }
@@ -229,7 +232,7 @@ impl fmt::Debug for Provider {
             .field("host", &self.host)
             .field("port", &self.port)
             .field("base_path", &self.base_path)
-            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("api_keys", &format!("<{} redacted>", self.api_keys.len()))
             .finish()
     }
 }
@@ -372,44 +375,23 @@ pub fn parse(
                 continue;
             }
         };
-        let secret = p.api_key.as_ref().map(|s| (&s.env, &s.file, &s.value));
-        let api_key = match secret {
-            None => None,
-            Some((None, None, Some(v))) => Some(v.clone()),
-            Some((Some(name), None, None)) => match env(name).filter(|v| !v.is_empty()) {
-                Some(v) => Some(v),
-                None => {
-                    problems.push(format!(
-                        "{at}.api_key: environment variable {name} is not set"
-                    ));
-                    None
-                }
-            },
-            Some((None, Some(f), None)) => {
-                let f = if f.is_relative() {
-                    base.join(f)
-                } else {
-                    f.clone()
-                };
-                match std::fs::read_to_string(&f) {
-                    Ok(v) if !v.trim().is_empty() => Some(v.trim().to_string()),
-                    Ok(_) => {
-                        problems.push(format!("{at}.api_key: file {} is empty", f.display()));
-                        None
-                    }
-                    Err(e) => {
-                        problems.push(format!("{at}.api_key: cannot read {}: {e}", f.display()));
-                        None
-                    }
-                }
+        let secrets: Vec<(String, &RawSecret)> = match (&p.api_key, &p.api_keys) {
+            (Some(_), Some(_)) => {
+                problems.push(format!("{at}: expected `api_key` or `api_keys`, not both"));
+                Vec::new()
             }
-            Some(_) => {
-                problems.push(format!(
-                    "{at}.api_key: expected exactly one of `env`, `file`, `value`"
-                ));
-                None
-            }
+            (Some(k), None) => vec![(format!("{at}.api_key"), k)],
+            (None, Some(ks)) => ks
+                .iter()
+                .enumerate()
+                .map(|(j, k)| (format!("{at}.api_keys[{j}]"), k))
+                .collect(),
+            (None, None) => Vec::new(),
         };
+        let api_keys: Vec<String> = secrets
+            .iter()
+            .filter_map(|(path, secret)| resolve_secret(secret, path, base, env, &mut problems))
+            .collect();
         if p.connect_timeout_ms == 0 {
             problems.push(format!("{at}.connect_timeout_ms: expected > 0"));
         }
@@ -420,7 +402,7 @@ pub fn parse(
             host: url.host,
             port: url.port,
             base_path: url.path,
-            api_key,
+            api_keys,
             connect_timeout_ms: p.connect_timeout_ms,
         });
     }
@@ -535,6 +517,50 @@ fn check_policy(p: &Policy, at: &str, problems: &mut Vec<String>) {
         problems.push(format!(
             "{at}: first_byte_timeout_ms ({fb}) exceeds deadline_ms ({d})"
         ));
+    }
+}
+
+/// Resolves one secret reference; problems are reported under `path`.
+fn resolve_secret(
+    secret: &RawSecret,
+    path: &str,
+    base: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<String>,
+) -> Option<String> {
+    match (&secret.env, &secret.file, &secret.value) {
+        (None, None, Some(v)) => Some(v.clone()),
+        (Some(name), None, None) => {
+            let v = env(name).filter(|v| !v.is_empty());
+            if v.is_none() {
+                problems.push(format!("{path}: environment variable {name} is not set"));
+            }
+            v
+        }
+        (None, Some(f), None) => {
+            let f = if f.is_relative() {
+                base.join(f)
+            } else {
+                f.clone()
+            };
+            match std::fs::read_to_string(&f) {
+                Ok(v) if !v.trim().is_empty() => Some(v.trim().to_string()),
+                Ok(_) => {
+                    problems.push(format!("{path}: file {} is empty", f.display()));
+                    None
+                }
+                Err(e) => {
+                    problems.push(format!("{path}: cannot read {}: {e}", f.display()));
+                    None
+                }
+            }
+        }
+        _ => {
+            problems.push(format!(
+                "{path}: expected exactly one of `env`, `file`, `value`"
+            ));
+            None
+        }
     }
 }
 

@@ -40,7 +40,7 @@ pub fn config(cwd: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config
     let dropped: Vec<String> = cfg
         .providers
         .iter()
-        .filter(|p| p.api_key.as_deref() == Some(ABSENT))
+        .filter(|p| p.api_keys.iter().any(|k| k == ABSENT))
         .map(|p| p.name.clone())
         .collect();
     cfg.providers.retain(|p| !dropped.contains(&p.name));

@@ -51,9 +51,16 @@ pub struct Provider {
     pub authority: String,
     /// Path prefix before the dialect's endpoint, e.g. `/v1`.
     pub base_path: String,
-    /// Credential to inject; only present in the adapter's config.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub api_key: Option<String>,
+    /// Credentials to inject, in rotation order; only in the adapter's config.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub api_keys: Vec<String>,
+    /// How many credentials the provider has: a plan may try each before leaving it.
+    #[serde(default = "one")]
+    pub key_count: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// The whole filter configuration.

@@ -26,6 +26,9 @@ pub struct AttemptReport {
     pub model: String,
     /// HTTP status the provider answered with; `None` when it never answered.
     pub status: Option<u16>,
+    /// Index (never the value) of the provider key used, when it has several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<usize>,
     /// Failure class (see [`crate::failure::FailureClass`]).
     pub failure: String,
     /// The provider's own message, when it gave one.

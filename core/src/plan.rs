@@ -107,6 +107,28 @@ pub fn plan(cfg: &FilterConfig, model: &str, fallbacks: &[&str]) -> Result<Vec<T
     Ok(out)
 }
 
+/// Gives targets more than one slot: `attempts_per_target`, or one per key of the
+/// provider, whichever is more. Every target keeps at least one slot; extra slots go
+/// in plan order while `max_attempts` leaves room.
+pub fn expand(cfg: &FilterConfig, targets: Vec<Target>, attempts_per_target: usize) -> Vec<Target> {
+    let mut room = cfg.max_attempts.saturating_sub(targets.len());
+    let mut out = Vec::with_capacity(cfg.max_attempts);
+    for t in targets {
+        let keys = cfg.providers.get(&t.provider).map_or(1, |p| p.key_count);
+        let extra = attempts_per_target
+            .max(keys)
+            .max(1)
+            .saturating_sub(1)
+            .min(room);
+        room -= extra;
+        for _ in 0..extra {
+            out.push(t.clone());
+        }
+        out.push(t);
+    }
+    out
+}
+
 /// The policy of a request: its `model` alias's, or the default for direct targets.
 pub fn policy<'a>(cfg: &'a FilterConfig, model: &str) -> &'a Policy {
     cfg.routes
@@ -146,7 +168,8 @@ mod tests {
             cluster: c.into(),
             authority: "h".into(),
             base_path: "/v1".into(),
-            api_key: None,
+            api_keys: Vec::new(),
+            key_count: 1,
         };
         let mut providers = BTreeMap::new();
         providers.insert("a".to_string(), p("ca"));
@@ -176,6 +199,21 @@ mod tests {
     fn route_then_fallbacks_without_duplicates() {
         let p = plan(&cfg(), "chat", &["b/m2", "a/m3"]).unwrap();
         assert_eq!(encode(&p), "a/m1,b/m2,a/m3");
+    }
+
+    #[test]
+    fn expansion_per_key_and_policy_within_max() {
+        let mut c = cfg();
+        c.max_attempts = 5;
+        c.providers.get_mut("a").unwrap().key_count = 2;
+        let p = expand(&c, plan(&c, "chat", &[]).unwrap(), 1);
+        assert_eq!(encode(&p), "a/m1,a/m1,b/m2");
+        let p = expand(&c, plan(&c, "chat", &[]).unwrap(), 3);
+        assert_eq!(
+            encode(&p),
+            "a/m1,a/m1,a/m1,b/m2,b/m2",
+            "b keeps its slot; extras stop at max_attempts"
+        );
     }
 
     #[test]

@@ -18,6 +18,15 @@ pub struct Policy {
     /// Limit for the whole request, every attempt and the streamed answer included.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_ms: Option<u64>,
+    /// Attempts on each target before the next (same-target retries, with Envoy's
+    /// jittered exponential back-off between attempts). A provider with several
+    /// keys gets at least one attempt per key.
+    #[serde(default = "one")]
+    pub attempts_per_target: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Default for Policy {
@@ -26,6 +35,7 @@ impl Default for Policy {
             fail_over_on: Policy::default_classes(),
             first_byte_timeout_ms: None,
             deadline_ms: None,
+            attempts_per_target: 1,
         }
     }
 }

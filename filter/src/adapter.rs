@@ -60,6 +60,8 @@ pub struct Adapter {
     hold_for_content_check: bool,
     /// How long a rate-limited provider asked to be left alone.
     reset_after_ms: Option<u64>,
+    /// Index of the provider key this attempt uses.
+    key: Option<usize>,
 }
 
 impl Adapter {
@@ -76,6 +78,7 @@ impl Adapter {
             status: 0,
             hold_for_content_check: false,
             reset_after_ms: None,
+            key: None,
         }
     }
 
@@ -106,7 +109,10 @@ impl Adapter {
         host::set_request_header(":authority", Some(&provider.authority));
         host::set_request_header("content-type", Some("application/json"));
         host::set_request_header("accept-encoding", Some("identity"));
-        let key = provider.api_key.as_deref();
+        let key = self
+            .key
+            .and_then(|i| provider.api_keys.get(i))
+            .map(String::as_str);
         match provider.dialect {
             Dialect::Openai => {
                 if let Some(k) = key {
@@ -155,7 +161,16 @@ impl HttpContext for Adapter {
                 &format!("provider `{}` is not configured", target.provider),
             );
         };
-        ledger::start_attempt(&self.request_id, self.attempt, &target);
+        // Each attempt on a provider uses a key this request has not tried yet.
+        let used = ledger::keys_used(&self.request_id, &target.provider);
+        self.key = cooldown::pick_key(
+            &target.provider,
+            provider.api_keys.len(),
+            &used,
+            host::now_ms(),
+        );
+        let reported_key = self.key.filter(|_| provider.api_keys.len() > 1);
+        ledger::start_attempt(&self.request_id, self.attempt, &target, reported_key);
         self.rewrite_headers(&target, &provider);
         self.target = Some((target, provider));
         // Hold the headers until the body is rewritten, so content-length can be set
@@ -334,17 +349,25 @@ impl Adapter {
         if let Some(m) = message {
             ledger::record_message(&self.request_id, self.attempt, m);
         }
-        if let Some((target, _)) = &self.target {
+        if let Some((target, provider)) = &self.target {
+            let keys = provider.api_keys.len();
             let now = host::now_ms();
             match class {
-                FailureClass::RateLimited => {
-                    if let Some(ms) = self.reset_after_ms {
-                        cooldown::cool_target(target, now + ms);
+                // With several keys, a rate limit or a rejection is the key's, not the
+                // provider's: only that key is set aside.
+                FailureClass::RateLimited => match (self.reset_after_ms, self.key, keys) {
+                    (Some(ms), Some(k), 2..) => cooldown::cool_key(&target.provider, k, now + ms),
+                    (Some(ms), _, _) => cooldown::cool_target(target, now + ms),
+                    _ => {}
+                },
+                FailureClass::Auth => match (self.key, keys) {
+                    (Some(k), 2..) => {
+                        cooldown::cool_key(&target.provider, k, now + cooldown::AUTH_COOLDOWN_MS)
                     }
-                }
-                FailureClass::Auth => {
-                    cooldown::cool_provider(&target.provider, now + cooldown::AUTH_COOLDOWN_MS)
-                }
+                    _ => {
+                        cooldown::cool_provider(&target.provider, now + cooldown::AUTH_COOLDOWN_MS)
+                    }
+                },
                 _ => {}
             }
         }
@@ -357,7 +380,7 @@ impl Adapter {
 
 /// The provider's rate-limit reset time, from the response headers.
 fn cooldown_ms(now_ms: u64) -> Option<u64> {
-    switchyard_core::cooldown::from_headers(|h| host::response_header(h), now_ms)
+    switchyard_core::cooldown::from_headers(host::response_header, now_ms)
 }
 
 /// The events that end a stream the provider closed before its last event.

@@ -41,6 +41,32 @@ pub fn cool_provider(provider: &str, until_ms: u64) {
     write(&provider_key(provider), until_ms);
 }
 
+fn key_key(provider: &str, index: usize) -> String {
+    format!("sy:cool:k:{provider}#{index}")
+}
+
+/// Leave key `index` of `provider` alone until `until_ms`.
+pub fn cool_key(provider: &str, index: usize, until_ms: u64) {
+    write(&key_key(provider, index), until_ms);
+}
+
+/// The key for the next attempt on a provider with `keys` keys: the first key this
+/// request has not used yet, keys that are not cooling before those that are, in
+/// configured order. Once every key was used, they are used again in that order.
+pub fn pick_key(provider: &str, keys: usize, used: &[usize], now_ms: u64) -> Option<usize> {
+    match keys {
+        0 => None,
+        1 => Some(0),
+        _ => {
+            let (mut order, cooling): (Vec<usize>, Vec<usize>) =
+                (0..keys).partition(|i| read(&key_key(provider, *i)) <= now_ms);
+            order.extend(cooling);
+            let fresh = order.iter().copied().find(|k| !used.contains(k));
+            fresh.or_else(|| order.get(used.len() % keys).copied())
+        }
+    }
+}
+
 /// Whether `t` is cooling at `now_ms`.
 pub fn is_cooling(t: &Target, now_ms: u64) -> bool {
     read(&target_key(t)) > now_ms || read(&provider_key(&t.provider)) > now_ms

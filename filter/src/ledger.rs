@@ -22,6 +22,8 @@ pub struct Attempt {
     pub status: Option<u16>,
     /// The failure class, once the answer was classified.
     pub class: Option<FailureClass>,
+    /// Index of the provider key used, when the provider has several.
+    pub key: Option<usize>,
     /// The provider's error message, if it sent one.
     pub message: Option<String>,
 }
@@ -63,6 +65,7 @@ impl Entry {
                     provider: a.target.provider.clone(),
                     model: a.target.model.clone(),
                     status: a.status,
+                    key: a.key,
                     failure: failure.to_string(),
                     message,
                 }
@@ -91,7 +94,7 @@ pub fn open(request_id: &str, plan: Vec<Target>, policy: Policy) {
 
 /// Records the start of attempt `n` (1-based). Only requests the planner opened
 /// are tracked.
-pub fn start_attempt(request_id: &str, n: usize, target: &Target) {
+pub fn start_attempt(request_id: &str, n: usize, target: &Target, key: Option<usize>) {
     LEDGER.with(|l| {
         if let Some(e) = l.borrow_mut().get_mut(request_id) {
             if e.attempts.len() < n {
@@ -101,6 +104,7 @@ pub fn start_attempt(request_id: &str, n: usize, target: &Target) {
                         target: target.clone(),
                         status: None,
                         class: None,
+                        key,
                         message: None,
                     },
                 );
@@ -109,10 +113,24 @@ pub fn start_attempt(request_id: &str, n: usize, target: &Target) {
                 target: target.clone(),
                 status: None,
                 class: None,
+                key,
                 message: None,
             };
         }
     });
+}
+
+/// Keys of `provider` that this request's attempts have used so far.
+pub fn keys_used(request_id: &str, provider: &str) -> Vec<usize> {
+    LEDGER.with(|l| {
+        l.borrow().get(request_id).map_or_else(Vec::new, |e| {
+            e.attempts
+                .iter()
+                .filter(|a| a.target.provider == provider)
+                .filter_map(|a| a.key)
+                .collect()
+        })
+    })
 }
 
 /// Records attempt `n`'s response status.
@@ -195,12 +213,12 @@ mod tests {
         assert_eq!(target("r1", 2), Some(t("b/m2")));
         assert_eq!(target("r1", 4), None);
         assert_eq!(target("r1", 0), None);
-        start_attempt("r1", 1, &t("a/m1"));
-        start_attempt("r1", 2, &t("b/m2"));
+        start_attempt("r1", 1, &t("a/m1"), None);
+        start_attempt("r1", 2, &t("b/m2"), None);
         record_status("r1", 2, 400);
         record_class("r1", 2, FailureClass::RateLimited);
         record_message("r1", 2, "slow down".into());
-        start_attempt("r1", 3, &t("c/m3"));
+        start_attempt("r1", 3, &t("c/m3"), None);
         let reports = get("r1").unwrap().reports(Some(
             "upstream_reset_before_response_started{connection_failure}",
         ));
@@ -229,7 +247,7 @@ mod tests {
 
     #[test]
     fn unknown_requests_are_not_tracked() {
-        start_attempt("nobody", 1, &t("a/m"));
+        start_attempt("nobody", 1, &t("a/m"), Some(0));
         record_status("nobody", 1, 500);
         assert!(get("nobody").is_none());
     }

@@ -99,7 +99,13 @@ impl Planner {
         };
         let fallbacks: Vec<&str> = req.fallbacks.iter().map(|f| f.as_ref()).collect();
         match plan::plan(&self.cfg, &req.model, &fallbacks) {
-            Ok(p) => Ok((cooldown::reorder(p, host::now_ms()), policy)),
+            Ok(p) => {
+                let p = cooldown::reorder(p, host::now_ms());
+                Ok((
+                    plan::expand(&self.cfg, p, policy.attempts_per_target),
+                    policy,
+                ))
+            }
             Err(e @ plan::PlanError::UnknownModel(_)) => {
                 Err(self.reject(404, "model_not_found", &e.to_string()))
             }

@@ -264,8 +264,8 @@ pub struct ProviderSpec {
     pub dialect: Dialect,
     /// Where it listens.
     pub addr: SocketAddr,
-    /// Key the gateway injects.
-    pub api_key: String,
+    /// Keys the gateway injects, in rotation order.
+    pub api_keys: Vec<String>,
 }
 
 impl From<&Mock> for ProviderSpec {
@@ -274,7 +274,7 @@ impl From<&Mock> for ProviderSpec {
             name: m.name.clone(),
             dialect: m.dialect,
             addr: m.addr,
-            api_key: m.api_key.clone(),
+            api_keys: vec![m.api_key.clone()],
         }
     }
 }
@@ -291,6 +291,14 @@ impl GatewayBuilder {
     /// Adds a provider.
     pub fn provider(mut self, p: impl Into<ProviderSpec>) -> Self {
         self.providers.push(p.into());
+        self
+    }
+
+    /// Replaces the keys the gateway injects for provider `name`.
+    pub fn keys(mut self, name: &str, keys: &[&str]) -> Self {
+        for p in self.providers.iter_mut().filter(|p| p.name == name) {
+            p.api_keys = keys.iter().map(|k| k.to_string()).collect();
+        }
         self
     }
 
@@ -318,10 +326,13 @@ impl GatewayBuilder {
                 Dialect::Openai => "openai",
                 Dialect::Anthropic => "anthropic",
             };
+            let keys: Vec<String> = p.api_keys.iter().map(|k| format!("{{ value: \"{k}\" }}")).collect();
             let _ = writeln!(
                 y,
-                "  - {{ name: {}, dialect: {d}, base_url: \"http://{}/v1\", api_key: {{ value: \"{}\" }}, connect_timeout_ms: 500 }}",
-                p.name, p.addr, p.api_key
+                "  - {{ name: {}, dialect: {d}, base_url: \"http://{}/v1\", api_keys: [{}], connect_timeout_ms: 500 }}",
+                p.name,
+                p.addr,
+                keys.join(", ")
             );
         }
         if !self.routes.is_empty() {

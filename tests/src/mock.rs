@@ -48,7 +48,7 @@ pub struct MockConfig {
     pub name: String,
     /// Dialect spoken.
     pub dialect: Dialect,
-    /// Required credential; `None` accepts any non-empty one.
+    /// Accepted credentials (comma-separated); `None` accepts any non-empty one.
     pub api_key: Option<String>,
     /// Models served; empty serves every model.
     pub models: Vec<String>,
@@ -471,7 +471,12 @@ fn check_openai<'a>(
     if key.is_empty() {
         return Err(state.reject(401, "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).", None));
     }
-    if state.cfg.api_key.as_deref().is_some_and(|k| k != key) {
+    if state
+        .cfg
+        .api_key
+        .as_deref()
+        .is_some_and(|k| !k.split(',').any(|k| k == key))
+    {
         return Err(state.reject(401, "Incorrect API key provided.", Some("invalid_api_key")));
     }
     if serde_json::from_slice::<Value>(raw).is_err() {
@@ -553,7 +558,12 @@ fn check_anthropic<'a>(
     if key.is_empty() {
         return Err(state.reject(401, "x-api-key header is required", None));
     }
-    if state.cfg.api_key.as_deref().is_some_and(|k| k != key) {
+    if state
+        .cfg
+        .api_key
+        .as_deref()
+        .is_some_and(|k| !k.split(',').any(|k| k == key))
+    {
         return Err(state.reject(401, "invalid x-api-key", None));
     }
     if header("anthropic-version").is_none() {

@@ -96,11 +96,12 @@ pub fn filter_config(cfg: &Config, role: Role) -> FilterConfig {
                         cluster: cluster_name(p),
                         authority: p.authority(),
                         base_path: p.base_path.clone(),
-                        api_key: if role == Role::Adapter {
-                            p.api_key.clone()
+                        api_keys: if role == Role::Adapter {
+                            p.api_keys.clone()
                         } else {
-                            None
+                            Vec::new()
                         },
+                        key_count: p.api_keys.len().max(1),
                     },
                 )
             })
@@ -526,15 +527,24 @@ mod tests {
     #[test]
     fn credentials_only_in_adapter_config() {
         let c = cfg();
+        let adapter = filter_config(&c, Role::Adapter);
+        let planner = filter_config(&c, Role::Planner);
         assert_eq!(
-            filter_config(&c, Role::Adapter).providers["a"]
-                .api_key
-                .as_deref(),
-            Some("secret-a")
+            adapter.providers["a"].api_keys,
+            vec!["secret-a".to_string()]
         );
+        assert!(planner.providers["a"].api_keys.is_empty());
         assert_eq!(
-            filter_config(&c, Role::Planner).providers["a"].api_key,
-            None
+            (
+                planner.providers["a"].key_count,
+                planner.providers["b"].key_count
+            ),
+            (1, 1)
+        );
+        assert!(
+            !serde_json::to_string(&planner)
+                .unwrap()
+                .contains("secret-a")
         );
     }
 
