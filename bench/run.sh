@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${BENCH_SECONDS:-10}
+ROUNDS=${BENCH_ROUNDS:-3}
 OUT=.switchyard/bench
 mkdir -p "$OUT"
 ENVOY=.venv/bin/envoy
@@ -14,26 +15,31 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-up() { for _ in $(seq 1 100); do curl -fs -o /dev/null "$1" && return 0; sleep 0.1; done; echo "bench: $1 not up" >&2; tail -20 "$OUT"/*.log >&2; exit 1; }
+up() { for _ in $(seq 1 100); do curl -fs -m 2 -o /dev/null "$1" && return 0; sleep 0.1; done; echo "bench: $1 not up" >&2; tail -n 20 "$OUT"/*.log >&2; exit 1; }
 
 $ENVOY -c bench/upstream.envoy.yaml --concurrency 1 --base-id 4301 > "$OUT/upstream.log" 2>&1 & pids+=($!)
 $ENVOY -c bench/bare.envoy.yaml --concurrency 1 --base-id 4302 > "$OUT/bare.log" 2>&1 & pids+=($!)
 target/debug/switchyard serve --config bench/switchyard.yaml --xds-addr 127.0.0.1:18210 > "$OUT/switchyard.log" 2>&1 & pids+=($!)
 target/debug/switchyard bootstrap --node bench --xds 127.0.0.1:18210 --admin 127.0.0.1:18293 > "$OUT/bootstrap.yaml"
 $ENVOY -c "$OUT/bootstrap.yaml" --concurrency 1 --base-id 4303 > "$OUT/gateway.log" 2>&1 & pids+=($!)
-up http://127.0.0.1:18291/ready; up http://127.0.0.1:18292/ready; up http://127.0.0.1:18203/v1/models
+up http://127.0.0.1:18291/ready; up http://127.0.0.1:18292/ready; up http://127.0.0.1:18293/ready
+# The gateway's listener arrives over xDS after Envoy is ready: wait for it to answer.
+for _ in $(seq 1 100); do
+  curl -s -m 2 -o /dev/null http://127.0.0.1:18203/ 2>/dev/null && break
+  sleep 0.1
+done
 
 body_for() { sed "s/\"model\":\"chat\"/\"model\":\"$1\"/" bench/post.lua > "$OUT/post-$1.lua"; echo "$OUT/post-$1.lua"; }
 # Sanity: each scenario answers 200 from the upstream.
 for m in chat failover; do
-  code=$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:18203/v1/chat/completions -H 'content-type: application/json' -d "{\"model\":\"$m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}")
+  code=$(curl -s -m 5 -o /dev/null -w '%{http_code}' http://127.0.0.1:18203/v1/chat/completions -H 'content-type: application/json' -d "{\"model\":\"$m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}")
   [ "$code" = 200 ] || { echo "bench: scenario $m answered $code" >&2; exit 1; }
 done
 
 to_us() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); print v} else if (v ~ /ms$/) {sub(/ms$/,"",v); print v*1000} else if (v ~ /s$/) {sub(/s$/,"",v); print v*1000000} }'; }
 measure() { # name url model
   local script; script=$(body_for "$3")
-  wrk -t1 -c1 -d2s -s "$script" "$2" > /dev/null   # warm-up
+  wrk -t1 -c1 -d1s -s "$script" "$2" > /dev/null   # warm-up
   wrk -t1 -c1 -d"${DUR}s" --latency -s "$script" "$2" > "$OUT/$1-c1.txt"
   wrk -t2 -c16 -d"${DUR}s" -s "$script" "$2" > "$OUT/$1-c16.txt"
   local p50 p99 rps non2xx
@@ -45,17 +51,27 @@ measure() { # name url model
   echo "$1 $p50 $p99 $rps"
 }
 
-{
-  measure bare http://127.0.0.1:18202/v1/chat/completions chat
-  measure switchyard http://127.0.0.1:18203/v1/chat/completions chat
-  measure failover http://127.0.0.1:18203/v1/chat/completions failover
-} > "$OUT/results.txt"
+# Rounds interleave the scenarios so that drift on a shared machine hits all of
+# them alike; each figure reported is the median over the rounds.
+: > "$OUT/rounds.txt"
+for r in $(seq 1 "$ROUNDS"); do
+  echo "bench: round $r/$ROUNDS" >&2
+  {
+    measure bare http://127.0.0.1:18202/v1/chat/completions chat
+    measure switchyard http://127.0.0.1:18203/v1/chat/completions chat
+    measure failover http://127.0.0.1:18203/v1/chat/completions failover
+  } >> "$OUT/rounds.txt"
+done
+median() { sort -n | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
+for s in bare switchyard failover; do
+  echo "$s $(awk -v s=$s '$1==s{print $2}' "$OUT/rounds.txt" | median) $(awk -v s=$s '$1==s{print $3}' "$OUT/rounds.txt" | median) $(awk -v s=$s '$1==s{print $4}' "$OUT/rounds.txt" | median)"
+done > "$OUT/results.txt"
 
-awk -v dur="$DUR" '
+awk -v dur="$DUR" -v rounds="$ROUNDS" '
   NR==1 { b50=$2; b99=$3; brps=$4 }
   { name[NR]=$1; p50[NR]=$2; p99[NR]=$3; rps[NR]=$4 }
   END {
-    printf "Switchyard benchmark (%ss per measurement, 1 Envoy worker each, %s)\n\n", dur, strftime("%Y-%m-%d")
+    printf "Switchyard benchmark (median of %s rounds, %ss per measurement, 1 Envoy worker each, %s)\n\n", rounds, dur, strftime("%Y-%m-%d")
     printf "| scenario | p50 @1 conn | p99 @1 conn | added p50 | added p99 | req/s @16 conns | vs bare |\n"
     printf "|---|---|---|---|---|---|---|\n"
     for (i = 1; i <= NR; i++)

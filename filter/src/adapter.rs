@@ -17,14 +17,13 @@ use switchyard_core::{error, wire};
 
 use crate::{cooldown, host, ledger};
 
-/// Client headers that must never reach a provider.
+/// Client headers that must never reach a provider. (`content-length` and
+/// `accept-encoding` are replaced, not removed.)
 const CLIENT_ONLY_HEADERS: &[&str] = &[
     "authorization",
     "x-api-key",
     "api-key",
     "cookie",
-    "content-length",
-    "accept-encoding",
     "anthropic-version",
     "openai-organization",
     "openai-project",
@@ -94,8 +93,10 @@ impl Adapter {
         Action::Pause
     }
 
-    fn rewrite_headers(&self, target: &Target, provider: &Provider) {
-        for h in CLIENT_ONLY_HEADERS {
+    fn rewrite_headers(&self, headers: &host::Headers, target: &Target, provider: &Provider) {
+        // Only what is there is removed: one host call per header present, not per
+        // header that might be.
+        for h in CLIENT_ONLY_HEADERS.iter().filter(|h| headers.has(h)) {
             host::set_request_header(h, None);
         }
         let endpoint = match provider.dialect {
@@ -140,8 +141,10 @@ impl Context for Adapter {}
 
 impl HttpContext for Adapter {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        self.request_id = host::request_header("x-request-id").unwrap_or_default();
-        self.attempt = host::request_header("x-envoy-attempt-count")
+        let headers = host::Headers::request();
+        self.request_id = headers.get("x-request-id").unwrap_or_default().to_string();
+        self.attempt = headers
+            .get("x-envoy-attempt-count")
             .and_then(|a| a.parse::<usize>().ok())
             .filter(|a| *a >= 1)
             .unwrap_or(1);
@@ -171,7 +174,7 @@ impl HttpContext for Adapter {
         );
         let reported_key = self.key.filter(|_| provider.api_keys.len() > 1);
         ledger::start_attempt(&self.request_id, self.attempt, &target, reported_key);
-        self.rewrite_headers(&target, &provider);
+        self.rewrite_headers(&headers, &target, &provider);
         self.target = Some((target, provider));
         // Hold the headers until the body is rewritten, so content-length can be set
         // (allow_on_headers_stop_iteration makes this a plain StopIteration).

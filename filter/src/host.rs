@@ -7,6 +7,37 @@
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType};
 
+/// All request headers in one host call (lower-case names, values lossily
+/// decoded): one crossing instead of one per header read.
+#[derive(Debug, Default)]
+pub struct Headers(Vec<(String, String)>);
+
+impl Headers {
+    /// The current request headers.
+    pub fn request() -> Headers {
+        let pairs = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
+        Headers(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+                .collect(),
+        )
+    }
+
+    /// The first value of `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether `name` is present.
+    pub fn has(&self, name: &str) -> bool {
+        self.0.iter().any(|(k, _)| k == name)
+    }
+}
+
 /// A request header, lossily decoded.
 pub fn request_header(name: &str) -> Option<String> {
     header(MapType::HttpRequestHeaders, name)

@@ -34,6 +34,8 @@ pub struct Planner {
     replied: bool,
     /// The client's policy-tightening headers (removed from the request).
     tighten: Vec<(&'static str, String)>,
+    /// The client sent router headers that only the planner may set.
+    client_overrides: bool,
 }
 
 impl Planner {
@@ -46,6 +48,7 @@ impl Planner {
             rewriting: None,
             replied: false,
             tighten: Vec::new(),
+            client_overrides: false,
         }
     }
 
@@ -129,7 +132,7 @@ impl Planner {
                 .unwrap_or("");
             ok &= host::set_filter_state(&format!("{}{}", wire::SLOT_STATE_PREFIX, i + 1), cluster);
         }
-        set_router_knobs(plan.len(), &policy);
+        set_router_knobs(plan.len(), &policy, self.client_overrides);
         if !ok {
             return self.reject(
                 500,
@@ -213,10 +216,13 @@ const ROUTER_OVERRIDES: &[&str] = &[
 ];
 
 /// Sets the router's per-request knobs on the held request headers: retries bounded
-/// by the plan, retried conditions from the policy, and its time limits.
-fn set_router_knobs(targets: usize, policy: &Policy) {
-    for h in ROUTER_OVERRIDES {
-        host::set_request_header(h, None);
+/// by the plan, retried conditions from the policy, and its time limits. Client
+/// values of router headers only the planner may set are removed.
+fn set_router_knobs(targets: usize, policy: &Policy, client_overrides: bool) {
+    if client_overrides {
+        for h in ROUTER_OVERRIDES {
+            host::set_request_header(h, None);
+        }
     }
     host::set_request_header("x-envoy-max-retries", Some(&(targets - 1).to_string()));
     host::set_request_header("x-envoy-retry-on", Some(policy.retry_on()));
@@ -247,19 +253,21 @@ impl Context for Planner {}
 
 impl HttpContext for Planner {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        self.request_id = host::request_header("x-request-id").unwrap_or_default();
+        let headers = host::Headers::request();
+        self.request_id = headers.get("x-request-id").unwrap_or_default().to_string();
         for h in [
             policy::header::FAIL_OVER_ON,
             policy::header::FIRST_BYTE_TIMEOUT_MS,
             policy::header::DEADLINE_MS,
         ] {
-            if let Some(v) = host::request_header(h) {
-                self.tighten.push((h, v));
+            if let Some(v) = headers.get(h) {
+                self.tighten.push((h, v.to_string()));
                 host::set_request_header(h, None);
             }
         }
-        let method = host::request_header(":method").unwrap_or_default();
-        let path = host::request_header(":path").unwrap_or_default();
+        self.client_overrides = ROUTER_OVERRIDES.iter().any(|h| headers.has(h));
+        let method = headers.get(":method").unwrap_or_default();
+        let path = headers.get(":path").unwrap_or_default();
         let path = path.split('?').next().unwrap_or("");
         if path == MODELS_PATH && method == "GET" {
             return self.models();
@@ -280,8 +288,9 @@ impl HttpContext for Planner {
         if end_of_stream {
             return self.reject(400, "missing_body", "The request has no body.");
         }
-        if let Some(len) =
-            host::request_header("content-length").and_then(|l| l.parse::<usize>().ok())
+        if let Some(len) = headers
+            .get("content-length")
+            .and_then(|l| l.parse::<usize>().ok())
             && len > self.cfg.max_request_bytes
         {
             return self.too_large();
