@@ -75,6 +75,10 @@ struct RawLimits {
     max_request_bytes: usize,
     #[serde(default = "default_max_attempts")]
     max_attempts: usize,
+    /// An attempt with no bytes from its provider for this long fails: retried
+    /// before the answer started, reset after. None: Envoy's 5-minute stream idle.
+    #[serde(default)]
+    stream_idle_timeout_ms: Option<u64>,
 }
 
 impl Default for RawLimits {
@@ -82,6 +86,7 @@ impl Default for RawLimits {
         RawLimits {
             max_request_bytes: default_max_request_bytes(),
             max_attempts: default_max_attempts(),
+            stream_idle_timeout_ms: None,
         }
     }
 }
@@ -187,6 +192,8 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// Most targets in one plan.
     pub max_attempts: usize,
+    /// Per-attempt idle limit (no bytes from the provider).
+    pub stream_idle_timeout_ms: Option<u64>,
     /// Retry back-off base interval.
     pub backoff_base_ms: u64,
     /// Retry back-off maximum interval.
@@ -317,6 +324,9 @@ pub fn parse(
             "limits.max_attempts: expected 1..=16, got {}",
             raw.limits.max_attempts
         ));
+    }
+    if raw.limits.stream_idle_timeout_ms == Some(0) {
+        problems.push("limits.stream_idle_timeout_ms: expected > 0".to_string());
     }
     if raw.limits.max_request_bytes < 1024 {
         problems.push(format!(
@@ -482,6 +492,7 @@ pub fn parse(
         listener_port: raw.listener.port,
         wasm_path,
         max_request_bytes: raw.limits.max_request_bytes,
+        stream_idle_timeout_ms: raw.limits.stream_idle_timeout_ms,
         max_attempts: raw.limits.max_attempts,
         backoff_base_ms: raw.retry.backoff_base_ms,
         backoff_max_ms: raw.retry.backoff_max_ms,

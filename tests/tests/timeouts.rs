@@ -82,3 +82,34 @@ async fn deadline_bounds_the_whole_request() {
     assert!(v["error"]["request_id"].is_string(), "{v}");
     assert!(elapsed < Duration::from_millis(1500), "{elapsed:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_gone_quiet_is_left_or_cut_after_the_idle_limit() {
+    let paths = Paths::discover();
+    let dir = Scratch::new("timeouts-idle");
+    let a = Mock::start(&paths, &dir.0, "a", Dialect::Openai, &[]);
+    let b = Mock::start(&paths, &dir.0, "b", Dialect::Openai, &[]);
+    let gw = Gateway::builder()
+        .provider(&a)
+        .provider(&b)
+        .route("chat", &["a/m-a", "b/m-b"])
+        .yaml("limits: { stream_idle_timeout_ms: 500 }\n")
+        .start(&paths, &dir)
+        .await;
+
+    // Quiet before answering: the attempt fails and the next target answers.
+    let t = Instant::now();
+    let r = gw.chat(&chat_body("chat"), &[("x-mock", "a:delay_ms=5000")]).await;
+    assert_eq!(r.headers()["x-switchyard-provider"], "b");
+    assert!(t.elapsed() < Duration::from_millis(2000), "{:?}", t.elapsed());
+
+    // Quiet mid-stream: the stream is cut after the limit instead of hanging.
+    let mut body = chat_body("chat");
+    body["stream"] = json!(true);
+    let t = Instant::now();
+    let r = gw.chat(&body, &[("x-mock", "a:chunk_delay_ms=5000")]).await;
+    assert_eq!(r.headers()["x-switchyard-provider"], "a");
+    let ended = r.text().await;
+    assert!(t.elapsed() < Duration::from_millis(2500), "{:?}", t.elapsed());
+    assert!(ended.is_err(), "a stalled stream must not look complete: {ended:?}");
+}

@@ -327,6 +327,7 @@ pub fn route_configuration(cfg: &Config) -> route::RouteConfiguration {
             max_interval: Some(duration_ms(cfg.backoff_max_ms)),
         }),
         refresh_cluster_on_retry: true,
+        per_try_idle_timeout: cfg.stream_idle_timeout_ms.map(duration_ms),
         ..Default::default()
     };
     let action = route::RouteAction {
