@@ -19,7 +19,7 @@ up() { for _ in $(seq 1 100); do curl -fs -m 2 -o /dev/null "$1" && return 0; sl
 
 $ENVOY -c bench/upstream.envoy.yaml --concurrency 1 --base-id 4301 > "$OUT/upstream.log" 2>&1 & pids+=($!)
 $ENVOY -c bench/bare.envoy.yaml --concurrency 1 --base-id 4302 > "$OUT/bare.log" 2>&1 & pids+=($!)
-target/debug/switchyard serve --config bench/switchyard.yaml --xds-addr 127.0.0.1:18210 > "$OUT/switchyard.log" 2>&1 & pids+=($!)
+target/debug/switchyard serve --config bench/switchyard.yaml --xds-addr 127.0.0.1:18210 --status-addr 127.0.0.1:18211 > "$OUT/switchyard.log" 2>&1 & pids+=($!)
 target/debug/switchyard bootstrap --node bench --xds 127.0.0.1:18210 --admin 127.0.0.1:18293 > "$OUT/bootstrap.yaml"
 $ENVOY -c "$OUT/bootstrap.yaml" --concurrency 1 --base-id 4303 > "$OUT/gateway.log" 2>&1 & pids+=($!)
 up http://127.0.0.1:18291/ready; up http://127.0.0.1:18292/ready; up http://127.0.0.1:18293/ready

@@ -4,4 +4,5 @@
 pub mod bootstrap;
 pub mod config;
 pub mod defaults;
+pub mod status;
 pub mod xds;

@@ -13,7 +13,8 @@ use std::process::ExitCode;
 use switchyard_control_plane::{bootstrap, config, xds};
 
 const USAGE: &str = "usage:
-  switchyard serve [--config FILE] [--xds-addr 127.0.0.1:18000]
+  switchyard serve [--config FILE] [--xds-addr 127.0.0.1:18000] [--status-addr 127.0.0.1:18001]
+  switchyard status [--status-addr 127.0.0.1:18001] [--json]
   switchyard validate FILE
   switchyard bootstrap [--node envoy-1] [--xds 127.0.0.1:18000] [--admin 127.0.0.1:9901]";
 
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
         "serve" => serve(flags),
         "validate" => validate(flags),
         "bootstrap" => print_bootstrap(flags),
+        "status" => status(flags),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -52,6 +54,8 @@ struct Flags {
     xds_addr: Option<String>,
     node: Option<String>,
     admin: Option<String>,
+    status_addr: Option<String>,
+    json: bool,
 }
 
 impl Flags {
@@ -69,6 +73,8 @@ impl Flags {
                 "--xds-addr" | "--xds" => f.xds_addr = Some(value()?),
                 "--node" => f.node = Some(value()?),
                 "--admin" => f.admin = Some(value()?),
+                "--status-addr" => f.status_addr = Some(value()?),
+                "--json" => f.json = true,
                 s if s.starts_with('-') => return Err(format!("unknown flag {s}")),
                 s => f.positional.push(s.to_string()),
             }
@@ -124,6 +130,30 @@ fn print_bootstrap(flags: Flags) -> ExitCode {
     }
 }
 
+fn status(flags: Flags) -> ExitCode {
+    let addr = match addr(flags.status_addr.as_deref(), "127.0.0.1:18001") {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("switchyard status: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match switchyard_control_plane::status::fetch(addr) {
+        Ok(s) if flags.json => {
+            println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(s) => {
+            print!("{}", switchyard_control_plane::status::render(&s));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("switchyard status: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn serve(flags: Flags) -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -151,7 +181,14 @@ fn serve(flags: Flags) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(xds::serve::run(flags.config, xds_addr)) {
+    let status_addr = match addr(flags.status_addr.as_deref(), "127.0.0.1:18001") {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("switchyard serve: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(xds::serve::run(flags.config, xds_addr, status_addr)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("switchyard serve: {e}");

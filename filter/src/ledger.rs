@@ -183,6 +183,34 @@ pub fn get(request_id: &str) -> Option<Entry> {
     LEDGER.with(|l| l.borrow().get(request_id).cloned())
 }
 
+/// Whether a request with this id is in flight on this worker.
+pub fn contains(request_id: &str) -> bool {
+    LEDGER.with(|l| l.borrow().contains_key(request_id))
+}
+
+thread_local! {
+    static SERIAL: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// An id not in flight on this worker, derived from `base`.
+pub fn unique_id(base: &str) -> String {
+    loop {
+        let n = SERIAL.with(|s| {
+            let n = s.get().wrapping_add(1);
+            s.set(n);
+            n
+        });
+        let id = if base.is_empty() {
+            format!("sy-{n}")
+        } else {
+            format!("{base}-sy{n}")
+        };
+        if !contains(&id) {
+            return id;
+        }
+    }
+}
+
 /// Forgets the request.
 pub fn close(request_id: &str) {
     LEDGER.with(|l| {

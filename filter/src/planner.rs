@@ -122,6 +122,13 @@ impl Planner {
     }
 
     fn publish(&mut self, plan: Vec<plan::Target>, policy: Policy) -> Action {
+        // The ledger is keyed by x-request-id, which a client may choose: a request
+        // whose id is empty or already in flight on this worker gets a unique one
+        // (set on the held headers, so the adapter and the response carry it).
+        if self.request_id.is_empty() || ledger::contains(&self.request_id) {
+            self.request_id = ledger::unique_id(&self.request_id);
+            host::set_request_header("x-request-id", Some(&self.request_id));
+        }
         let mut ok = true;
         for (i, t) in plan.iter().enumerate() {
             let cluster = self

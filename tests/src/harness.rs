@@ -354,13 +354,22 @@ impl GatewayBuilder {
             "switchyard",
             dir,
             Command::new(&paths.switchyard)
-                .args(["serve", "--xds-addr", "127.0.0.1:0", "--config"])
+                .args([
+                    "serve",
+                    "--xds-addr",
+                    "127.0.0.1:0",
+                    "--status-addr",
+                    "127.0.0.1:0",
+                    "--config",
+                ])
                 .arg(&config),
         );
         let xds: SocketAddr = cp
             .wait_for_line("listening on", Duration::from_secs(10))
             .parse()
             .expect("xds address");
+        let status = cp.wait_for_line("status on http://", Duration::from_secs(1));
+        let status: SocketAddr = status.trim_end_matches("/status").parse().expect("status address");
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let node = format!("test-envoy-{n}");
         let envoy = start_envoy(paths, dir, &node, xds, n);
@@ -369,6 +378,7 @@ impl GatewayBuilder {
             admin: String::new(),
             config,
             xds,
+            status,
             envoys: vec![envoy],
             cp,
         };
@@ -424,6 +434,8 @@ pub struct Gateway {
     pub config: PathBuf,
     /// The control plane's ADS address.
     pub xds: SocketAddr,
+    /// The control plane's status endpoint.
+    pub status: SocketAddr,
     /// Envoy processes.
     pub envoys: Vec<Proc>,
     /// The control plane process.

@@ -214,3 +214,46 @@ async fn retries_are_bounded_by_the_plan() {
     assert_eq!(v["error"]["code"], "server_error");
     assert_eq!(a.requests().await.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_reusing_a_request_id_do_not_mix_their_attempts() {
+    let paths = Paths::discover();
+    let dir = Scratch::new("fallback-same-id");
+    let a = Mock::start(&paths, &dir.0, "a", Dialect::Openai, &[]);
+    let b = Mock::start(&paths, &dir.0, "b", Dialect::Openai, &[]);
+    let gw = Gateway::builder().provider(&a).provider(&b).start(&paths, &dir).await;
+    // Requests in flight together (the providers answer after 300 ms) with one id.
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let url = gw.at("/v1/chat/completions");
+        let body = if i % 2 == 0 {
+            json!({"model": "a/m1", "fallbacks": ["b/m1"], "messages": [{"role": "user", "content": "x"}]})
+        } else {
+            json!({"model": "b/m2", "fallbacks": ["a/m2"], "messages": [{"role": "user", "content": "x"}]})
+        };
+        tasks.push(tokio::spawn(async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .header("x-request-id", "same-id")
+                .header("x-mock", "*:status=503,delay_ms=300")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let v: Value = r.json().await.unwrap();
+            (i, v)
+        }));
+    }
+    for t in tasks {
+        let (i, v) = t.await.unwrap();
+        let walked: Vec<String> = v["error"]["attempts"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{v}"))
+            .iter()
+            .map(|a| format!("{}/{}", a["provider"].as_str().unwrap(), a["model"].as_str().unwrap()))
+            .collect();
+        let expected = if i % 2 == 0 { ["a/m1", "b/m1"] } else { ["b/m2", "a/m2"] };
+        assert_eq!(walked, expected, "{v}");
+        assert!(v["error"]["request_id"].as_str().unwrap().starts_with("same-id"), "{v}");
+    }
+}

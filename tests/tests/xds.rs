@@ -90,6 +90,29 @@ async fn nack_is_logged_and_hot_reload_keeps_serving() {
     let served_by = |r: &reqwest::Response| r.headers()["x-switchyard-provider"].to_str().unwrap().to_string();
     assert_eq!(served_by(&gw.chat(&chat_body("chat"), &[]).await), "a");
 
+    // `switchyard status` shows the Envoy connected and up to date.
+    let status = |json: bool| {
+        let mut cmd = Command::new(&paths.switchyard);
+        cmd.args(["status", "--status-addr", &gw.status.to_string()]);
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let s: Value = serde_json::from_str(&status(true)).unwrap();
+    let version = s["version"].as_str().unwrap().to_string();
+    let nodes = s["nodes"].as_object().unwrap();
+    assert_eq!(nodes.len(), 1, "{s}");
+    let node = nodes.values().next().unwrap();
+    assert_eq!(node["connected"], true);
+    for ty in ["Cluster", "Listener", "RouteConfiguration"] {
+        assert_eq!(node["acked"][ty], version.as_str(), "{s}");
+    }
+    let table = status(false);
+    assert!(table.contains("test-envoy-") && table.contains(" yes "), "{table}");
+
     // A config Envoy rejects (the filter file does not exist): Envoy NACKs, the
     // control plane logs Envoy's reason, and the old config keeps serving.
     let good = std::fs::read_to_string(&gw.config).unwrap();
@@ -108,6 +131,13 @@ async fn nack_is_logged_and_hot_reload_keeps_serving() {
         "NACK without Envoy's reason: {nack}"
     );
     assert_eq!(served_by(&gw.chat(&chat_body("chat"), &[]).await), "a");
+    let s: Value = serde_json::from_str(&status(true)).unwrap();
+    let node = s["nodes"].as_object().unwrap().values().next().unwrap().clone();
+    assert!(node["last_nack"].as_str().unwrap_or("").contains("Listener"), "{s}");
+    assert_ne!(
+        node["acked"]["Listener"], s["version"],
+        "the rejected listener version is not accepted: {s}"
+    );
 
     // A config the control plane itself rejects is never pushed.
     std::fs::write(&gw.config, good.replace("dialect: openai", "dialect: nope")).unwrap();

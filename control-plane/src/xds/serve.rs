@@ -59,7 +59,11 @@ fn describe(cfg: &Config) -> String {
 }
 
 /// Runs the control plane until SIGINT/SIGTERM.
-pub async fn run(config_path: Option<PathBuf>, addr: SocketAddr) -> Result<(), ServeError> {
+pub async fn run(
+    config_path: Option<PathBuf>,
+    addr: SocketAddr,
+    status_addr: SocketAddr,
+) -> Result<(), ServeError> {
     let cfg = load(config_path.as_deref())?;
     tracing::info!("{}", describe(&cfg));
     if !cfg.wasm_path.exists() {
@@ -81,6 +85,23 @@ pub async fn run(config_path: Option<PathBuf>, addr: SocketAddr) -> Result<(), S
         });
     }
 
+    let status_listener = tokio::net::TcpListener::bind(status_addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: status_addr,
+            source,
+        })?;
+    let status_bound = status_listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind {
+            addr: status_addr,
+            source,
+        })?;
+    tokio::spawn(crate::status::serve(
+        status_listener,
+        registry.clone(),
+        rx.clone(),
+    ));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
@@ -88,6 +109,7 @@ pub async fn run(config_path: Option<PathBuf>, addr: SocketAddr) -> Result<(), S
         .local_addr()
         .map_err(|source| ServeError::Bind { addr, source })?;
     // Tests and scripts read this line to learn the port.
+    println!("switchyard: status on http://{status_bound}/status");
     println!("switchyard: xDS (ADS) listening on {bound}");
     use std::io::Write as _;
     let _ = std::io::stdout().flush();

@@ -48,7 +48,7 @@ impl Snapshot {
 }
 
 /// What the control plane knows about one connected Envoy.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct NodeStatus {
     /// Whether its stream is open.
     pub connected: bool,

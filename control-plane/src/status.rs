@@ -1,0 +1,164 @@
+//! The control plane's view of the fleet: every Envoy that connected, the config
+//! version it accepted per resource type, and its last NACK. Served as JSON on
+//! `GET /status` and printed by `switchyard status`.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::xds::server::{NodeStatus, Registry, Snapshot};
+
+/// The status document.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Status {
+    /// Version of the snapshot the control plane serves now.
+    pub version: String,
+    /// Every Envoy seen since start, by node id.
+    pub nodes: BTreeMap<String, NodeStatus>,
+}
+
+fn current(registry: &Registry, snapshots: &watch::Receiver<Arc<Snapshot>>) -> Status {
+    Status {
+        version: snapshots.borrow().version.clone(),
+        nodes: registry.nodes(),
+    }
+}
+
+/// Serves `GET /status` on `listener` until the task is dropped.
+pub async fn serve(
+    listener: TcpListener,
+    registry: Registry,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let (registry, snapshots) = (registry.clone(), snapshots.clone());
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                let (registry, snapshots) = (registry.clone(), snapshots.clone());
+                async move {
+                    let (code, body) = if req.method() == hyper::Method::GET
+                        && req.uri().path() == "/status"
+                    {
+                        (
+                            StatusCode::OK,
+                            serde_json::to_vec(&current(&registry, &snapshots)).unwrap_or_default(),
+                        )
+                    } else {
+                        (
+                            StatusCode::NOT_FOUND,
+                            b"{\"error\":\"GET /status\"}".to_vec(),
+                        )
+                    };
+                    let mut r = Response::new(Full::new(Bytes::from(body)));
+                    *r.status_mut() = code;
+                    r.headers_mut().insert(
+                        hyper::header::CONTENT_TYPE,
+                        hyper::header::HeaderValue::from_static("application/json"),
+                    );
+                    Ok::<_, Infallible>(r)
+                }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+/// Why `switchyard status` could not get the status.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The control plane did not answer.
+    #[error("cannot reach the control plane's status endpoint at {addr}: {source}")]
+    Connect {
+        /// The address tried.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// It answered something else than a status document.
+    #[error("unexpected answer from {addr}: {message}")]
+    Answer {
+        /// The address tried.
+        addr: SocketAddr,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+/// Fetches the status from a control plane (a blocking one-shot HTTP/1.1 GET).
+pub fn fetch(addr: SocketAddr) -> Result<Status, FetchError> {
+    let connect = |source| FetchError::Connect { addr, source };
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(connect)?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(connect)?;
+    stream
+        .write_all(
+            format!("GET /status HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").as_bytes(),
+        )
+        .map_err(connect)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).map_err(connect)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| FetchError::Answer {
+            addr,
+            message: "no HTTP header/body separator".into(),
+        })?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(FetchError::Answer {
+            addr,
+            message: head.lines().next().unwrap_or("").to_string(),
+        });
+    }
+    serde_json::from_str(body).map_err(|e| FetchError::Answer {
+        addr,
+        message: e.to_string(),
+    })
+}
+
+/// The status as a table for people.
+pub fn render(s: &Status) -> String {
+    let mut out = format!("control plane serves version {}\n", s.version);
+    if s.nodes.is_empty() {
+        out.push_str("no Envoy has connected\n");
+        return out;
+    }
+    let width = s.nodes.keys().map(String::len).max().unwrap_or(4).max(4);
+    out.push_str(&format!(
+        "{:<width$}  {:<9}  {:<10}  {:<8}  LAST NACK\n",
+        "NODE", "CONNECTED", "UP TO DATE", "ACCEPTED"
+    ));
+    for (id, n) in &s.nodes {
+        let accepted: Vec<&String> = n.acked.values().collect();
+        let up_to_date = !accepted.is_empty() && accepted.iter().all(|v| **v == s.version);
+        let shown = accepted.first().map(|v| v.as_str()).unwrap_or("-");
+        out.push_str(&format!(
+            "{:<width$}  {:<9}  {:<10}  {:<8}  {}\n",
+            id,
+            if n.connected { "yes" } else { "no" },
+            if up_to_date { "yes" } else { "no" },
+            shown,
+            n.last_nack.as_deref().unwrap_or("-"),
+        ));
+    }
+    out
+}
