@@ -31,6 +31,9 @@ struct RawConfig {
     /// Policy for requests naming `provider/model` directly.
     #[serde(default)]
     policy: Policy,
+    /// Circuit breakers per target (off when absent).
+    #[serde(default)]
+    circuit_breaker: Option<switchyard_core::circuit::Settings>,
     providers: Vec<RawProvider>,
     #[serde(default)]
     routes: Vec<RawRoute>,
@@ -206,6 +209,8 @@ pub struct Config {
     pub routes: BTreeMap<String, Route>,
     /// Policy for requests that name `provider/model` directly.
     pub default_policy: Policy,
+    /// Circuit breakers per target.
+    pub circuit_breaker: Option<switchyard_core::circuit::Settings>,
 }
 
 /// A validated provider.
@@ -467,6 +472,15 @@ pub fn parse(
     }
 
     check_policy(&raw.policy, "policy", &mut problems);
+    if let Some(cb) = &raw.circuit_breaker
+        && (cb.consecutive_failures == 0
+            || cb.base_open_ms == 0
+            || cb.max_open_ms < cb.base_open_ms)
+    {
+        problems.push(
+            "circuit_breaker: expected consecutive_failures > 0 and 0 < base_open_ms <= max_open_ms".to_string(),
+        );
+    }
     if !problems.is_empty() {
         return Err(ConfigError::Invalid {
             file: file.to_string(),
@@ -503,6 +517,7 @@ pub fn parse(
         providers,
         routes,
         default_policy: raw.policy,
+        circuit_breaker: raw.circuit_breaker,
     })
 }
 

@@ -83,6 +83,9 @@ pub struct FilterConfig {
     pub max_request_bytes: usize,
     /// Most targets one request's plan may hold (= slots in the generated route).
     pub max_attempts: usize,
+    /// Circuit breakers per target; none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<crate::circuit::Settings>,
 }
 
 /// A model alias: its chain of targets and its fail-over policy.

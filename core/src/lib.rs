@@ -3,6 +3,7 @@
 //! Nothing here may depend on an async runtime, sockets or the clock: the filter
 //! passes time in where it is needed.
 
+pub mod circuit;
 pub mod config;
 pub mod cooldown;
 pub mod dialect;

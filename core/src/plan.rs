@@ -192,6 +192,7 @@ mod tests {
             default_policy: Policy::default(),
             max_request_bytes: 1000,
             max_attempts: 3,
+            circuit_breaker: None,
         }
     }
 

@@ -15,7 +15,7 @@ use switchyard_core::failure::FailureClass;
 use switchyard_core::plan::Target;
 use switchyard_core::{error, wire};
 
-use crate::{cooldown, host, ledger};
+use crate::{circuit, cooldown, host, ledger};
 
 /// Client headers that must never reach a provider. (`content-length` and
 /// `accept-encoding` are replaced, not removed.)
@@ -164,6 +164,14 @@ impl HttpContext for Adapter {
                 &format!("provider `{}` is not configured", target.provider),
             );
         };
+        // The previous attempt got no answer at all (refused, reset, timed out):
+        // that counts against its circuit.
+        if let Some(settings) = &self.cfg.circuit_breaker
+            && let Some(prev) = ledger::attempt(&self.request_id, self.attempt - 1)
+            && prev.status.is_none()
+        {
+            circuit::record(settings, &prev.target, false, host::now_ms());
+        }
         // Each attempt on a provider uses a key this request has not tried yet.
         let used = ledger::keys_used(&self.request_id, &target.provider);
         self.key = cooldown::pick_key(
@@ -235,6 +243,9 @@ impl HttpContext for Adapter {
             self.mode = ResponseMode::Error;
             host::set_response_header("content-length", None);
             return Action::Pause;
+        }
+        if let Some(settings) = &self.cfg.circuit_breaker {
+            circuit::record(settings, target, true, host::now_ms());
         }
         let (policy, targets) = ledger::policy(&self.request_id).unwrap_or_default();
         // A completed answer the provider's safety system filtered can fall over too,
@@ -371,6 +382,11 @@ impl Adapter {
                         cooldown::cool_provider(&target.provider, now + cooldown::AUTH_COOLDOWN_MS)
                     }
                 },
+                FailureClass::ServerError | FailureClass::Unreachable => {
+                    if let Some(settings) = &self.cfg.circuit_breaker {
+                        circuit::record(settings, target, false, now);
+                    }
+                }
                 _ => {}
             }
         }

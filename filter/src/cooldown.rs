@@ -71,19 +71,3 @@ pub fn pick_key(provider: &str, keys: usize, used: &[usize], now_ms: u64) -> Opt
 pub fn is_cooling(t: &Target, now_ms: u64) -> bool {
     read(&target_key(t)) > now_ms || read(&provider_key(&t.provider)) > now_ms
 }
-
-/// Moves cooling targets behind the others, keeping each group's order. When all
-/// are cooling the plan is unchanged: trying beats failing without trying.
-pub fn reorder(plan: Vec<Target>, now_ms: u64) -> Vec<Target> {
-    if plan.len() < 2 {
-        return plan;
-    }
-    let (ready, cooling): (Vec<Target>, Vec<Target>) =
-        plan.into_iter().partition(|t| !is_cooling(t, now_ms));
-    if ready.is_empty() {
-        return cooling;
-    }
-    let mut out = ready;
-    out.extend(cooling);
-    out
-}

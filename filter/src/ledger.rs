@@ -133,6 +133,15 @@ pub fn keys_used(request_id: &str, provider: &str) -> Vec<usize> {
     })
 }
 
+/// A copy of attempt `n` (1-based).
+pub fn attempt(request_id: &str, n: usize) -> Option<Attempt> {
+    LEDGER.with(|l| {
+        l.borrow()
+            .get(request_id)
+            .and_then(|e| n.checked_sub(1).and_then(|i| e.attempts.get(i)).cloned())
+    })
+}
+
 /// Records attempt `n`'s response status.
 pub fn record_status(request_id: &str, n: usize, status: u16) {
     with_attempt(request_id, n, |a| a.status = Some(status));

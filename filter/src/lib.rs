@@ -11,6 +11,7 @@
 //! per-worker [`ledger`] of attempts.
 
 pub mod adapter;
+pub mod circuit;
 pub mod cooldown;
 pub mod host;
 pub mod ledger;

@@ -17,7 +17,7 @@ use switchyard_core::config::FilterConfig;
 use switchyard_core::policy::{self, Policy};
 use switchyard_core::{error, plan, request, wire};
 
-use crate::{cooldown, host, ledger};
+use crate::{circuit, cooldown, host, ledger};
 
 const CHAT_PATH: &str = "/v1/chat/completions";
 const MODELS_PATH: &str = "/v1/models";
@@ -103,7 +103,7 @@ impl Planner {
         let fallbacks: Vec<&str> = req.fallbacks.iter().map(|f| f.as_ref()).collect();
         match plan::plan(&self.cfg, &req.model, &fallbacks) {
             Ok(p) => {
-                let p = cooldown::reorder(p, host::now_ms());
+                let p = self.steer(p, host::now_ms());
                 Ok((
                     plan::expand(&self.cfg, p, policy.attempts_per_target),
                     policy,
@@ -119,6 +119,27 @@ impl Planner {
                 Err(self.reject(400, "plan_too_long", &e.to_string()))
             }
         }
+    }
+
+    /// Moves targets that should not be tried first behind the others, keeping
+    /// each group's order: targets cooling down (rate limit, rejected key) and
+    /// targets whose circuit is open. When every target is held back the plan is
+    /// unchanged: trying beats failing without trying.
+    fn steer(&self, plan: Vec<plan::Target>, now: u64) -> Vec<plan::Target> {
+        if plan.len() < 2 {
+            return plan;
+        }
+        let breaker = self.cfg.circuit_breaker.as_ref();
+        let (ready, back): (Vec<plan::Target>, Vec<plan::Target>) =
+            plan.into_iter().partition(|t| {
+                !cooldown::is_cooling(t, now) && breaker.is_none_or(|s| circuit::admit(s, t, now))
+            });
+        if ready.is_empty() {
+            return back;
+        }
+        let mut out = ready;
+        out.extend(back);
+        out
     }
 
     fn publish(&mut self, plan: Vec<plan::Target>, policy: Policy) -> Action {
@@ -361,6 +382,15 @@ impl HttpContext for Planner {
     }
 
     fn on_log(&mut self) {
+        // The last attempt's "no answer" has no later attempt to report it.
+        if self.planned
+            && let Some(settings) = &self.cfg.circuit_breaker
+            && let Some(last) =
+                ledger::get(&self.request_id).and_then(|e| e.attempts.last().cloned())
+            && last.status.is_none()
+        {
+            circuit::record(settings, &last.target, false, host::now_ms());
+        }
         if self.planned {
             ledger::close(&self.request_id);
         }

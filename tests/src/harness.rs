@@ -285,6 +285,7 @@ pub struct GatewayBuilder {
     providers: Vec<ProviderSpec>,
     routes: Vec<(String, Vec<String>)>,
     extra_yaml: String,
+    workers: u32,
 }
 
 impl GatewayBuilder {
@@ -306,6 +307,12 @@ impl GatewayBuilder {
     pub fn route(mut self, model: &str, chain: &[&str]) -> Self {
         self.routes
             .push((model.to_string(), chain.iter().map(|s| s.to_string()).collect()));
+        self
+    }
+
+    /// Envoy worker threads (default 1).
+    pub fn workers(mut self, n: u32) -> Self {
+        self.workers = n;
         self
     }
 
@@ -372,7 +379,7 @@ impl GatewayBuilder {
         let status: SocketAddr = status.trim_end_matches("/status").parse().expect("status address");
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let node = format!("test-envoy-{n}");
-        let envoy = start_envoy(paths, dir, &node, xds, n);
+        let envoy = start_envoy(paths, dir, &node, xds, n, self.workers.max(1));
         let mut gw = Gateway {
             url: String::new(),
             admin: String::new(),
@@ -388,7 +395,7 @@ impl GatewayBuilder {
 }
 
 /// Starts one Envoy from a generated bootstrap.
-fn start_envoy(paths: &Paths, dir: &Path, node: &str, xds: SocketAddr, n: u32) -> Proc {
+fn start_envoy(paths: &Paths, dir: &Path, node: &str, xds: SocketAddr, n: u32, workers: u32) -> Proc {
     let out = Command::new(&paths.switchyard)
         .args(["bootstrap", "--node", node, "--admin", "127.0.0.1:0", "--xds"])
         .arg(xds.to_string())
@@ -414,7 +421,7 @@ fn start_envoy(paths: &Paths, dir: &Path, node: &str, xds: SocketAddr, n: u32) -
                 "--base-id",
                 &base_id.to_string(),
                 "--concurrency",
-                "1",
+                &workers.to_string(),
                 "--log-level",
                 "info",
             ])

@@ -110,6 +110,7 @@ pub fn filter_config(cfg: &Config, role: Role) -> FilterConfig {
         default_policy: cfg.default_policy.clone(),
         max_request_bytes: cfg.max_request_bytes,
         max_attempts: cfg.max_attempts,
+        circuit_breaker: cfg.circuit_breaker.clone(),
     }
 }
 

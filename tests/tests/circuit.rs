@@ -1,0 +1,128 @@
+//! Circuit breakers: a target that keeps failing is left out of plans (no request
+//! waits for its timeout), probed once its cool-down is over, and back when the
+//! probe succeeds. State is shared by all Envoy workers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+use std::time::{Duration, Instant};
+
+use switchyard_tests::harness::{Dialect, Gateway, Mock, Paths, Scratch, chat_body};
+
+fn served(r: &reqwest::Response) -> (String, String) {
+    let h = |n: &str| {
+        r.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    (h("x-switchyard-provider"), h("x-switchyard-attempts"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hanging_provider_is_cut_out_then_probed_back_in() {
+    let paths = Paths::discover();
+    let dir = Scratch::new("circuit");
+    let a = Mock::start(&paths, &dir.0, "a", Dialect::Openai, &[]);
+    let b = Mock::start(&paths, &dir.0, "b", Dialect::Anthropic, &[]);
+    let gw = Gateway::builder()
+        .provider(&a)
+        .provider(&b)
+        .workers(2)
+        .yaml("routes:\n  - { model: chat, chain: [a/m-a, b/m-b], policy: { first_byte_timeout_ms: 300 } }\n")
+        .yaml("circuit_breaker: { consecutive_failures: 3, base_open_ms: 1500, max_open_ms: 10000 }\n")
+        .start(&paths, &dir)
+        .await;
+    let hang = [("x-mock", "a:delay_ms=5000")];
+
+    // Three requests wait for a's first-byte timeout, then b answers.
+    for _ in 0..3 {
+        let t = Instant::now();
+        let r = gw.chat(&chat_body("chat"), &hang).await;
+        assert_eq!(served(&r), ("b".into(), "2".into()));
+        assert!(
+            t.elapsed() >= Duration::from_millis(250),
+            "did not wait for the first-byte timeout"
+        );
+    }
+    // Open: every request, on new connections spread over both workers, goes
+    // straight to b without waiting for a.
+    for _ in 0..10 {
+        let t = Instant::now();
+        let r = reqwest::Client::new()
+            .post(gw.at("/v1/chat/completions"))
+            .header("x-mock", "a:delay_ms=5000")
+            .json(&chat_body("chat"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(served(&r), ("b".into(), "1".into()));
+        assert!(
+            t.elapsed() < Duration::from_millis(250),
+            "waited {:?} on an open circuit",
+            t.elapsed()
+        );
+    }
+    assert_eq!(a.requests().await.len(), 3);
+    assert_eq!(gw.stat("wasmcustom.switchyard_circuit_opened_total").await, Some(1));
+
+    // After the cool-down one probe goes to a; a has recovered, the circuit
+    // closes and a is first again.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let r = gw.chat(&chat_body("chat"), &[]).await;
+    assert_eq!(served(&r), ("a".into(), "1".into()), "the probe");
+    for _ in 0..3 {
+        let r = gw.chat(&chat_body("chat"), &[]).await;
+        assert_eq!(served(&r), ("a".into(), "1".into()));
+    }
+    assert_eq!(
+        gw.stat("wasmcustom.switchyard_circuit_half_opened_total").await,
+        Some(1)
+    );
+    assert_eq!(gw.stat("wasmcustom.switchyard_circuit_closed_total").await, Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_probe_reopens_for_longer() {
+    let paths = Paths::discover();
+    let dir = Scratch::new("circuit-reopen");
+    let a = Mock::start(&paths, &dir.0, "a", Dialect::Openai, &[]);
+    let b = Mock::start(&paths, &dir.0, "b", Dialect::Openai, &[]);
+    let gw = Gateway::builder()
+        .provider(&a)
+        .provider(&b)
+        .route("chat", &["a/m-a", "b/m-b"])
+        .yaml("circuit_breaker: { consecutive_failures: 2, base_open_ms: 800, max_open_ms: 10000 }\n")
+        .start(&paths, &dir)
+        .await;
+    let fail = [("x-mock", "a:status=503")];
+    for _ in 0..2 {
+        assert_eq!(
+            served(&gw.chat(&chat_body("chat"), &fail).await),
+            ("b".into(), "2".into())
+        );
+    }
+    assert_eq!(
+        served(&gw.chat(&chat_body("chat"), &fail).await),
+        ("b".into(), "1".into())
+    );
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    // The probe fails: open again, now for 1600 ms.
+    assert_eq!(
+        served(&gw.chat(&chat_body("chat"), &fail).await),
+        ("b".into(), "2".into())
+    );
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(
+        served(&gw.chat(&chat_body("chat"), &[]).await),
+        ("b".into(), "1".into()),
+        "still open"
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        served(&gw.chat(&chat_body("chat"), &[]).await),
+        ("a".into(), "1".into()),
+        "probe succeeds"
+    );
+    assert_eq!(gw.stat("wasmcustom.switchyard_circuit_opened_total").await, Some(2));
+}
