@@ -387,6 +387,7 @@ impl GatewayBuilder {
             xds,
             status,
             envoys: vec![envoy],
+            urls: Vec::new(),
             cp,
         };
         gw.wait_ready(0).await;
@@ -445,6 +446,8 @@ pub struct Gateway {
     pub status: SocketAddr,
     /// Envoy processes.
     pub envoys: Vec<Proc>,
+    /// Listener URL of each Envoy (`urls[0] == url`).
+    pub urls: Vec<String>,
     /// The control plane process.
     pub cp: Proc,
 }
@@ -475,15 +478,58 @@ impl Gateway {
                 if let Some(port) = listener_port(&client, &admin).await
                     && tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
                 {
+                    let url = format!("http://127.0.0.1:{port}");
                     if i == 0 {
-                        self.url = format!("http://127.0.0.1:{port}");
+                        self.url = url.clone();
                         self.admin = admin;
                     }
+                    if self.urls.len() <= i {
+                        self.urls.resize(i + 1, String::new());
+                    }
+                    self.urls[i] = url;
                     return;
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Starts one more Envoy on the same control plane; returns its index.
+    pub async fn add_envoy(&mut self, paths: &Paths) -> usize {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let node = format!("test-envoy-{n}");
+        let dir = self.config.parent().map(Path::to_path_buf).unwrap_or_default();
+        self.envoys.push(start_envoy(paths, &dir, &node, self.xds, n, 1));
+        let i = self.envoys.len() - 1;
+        self.wait_ready(i).await;
+        i
+    }
+
+    /// Kills the control plane (Envoys keep their last config).
+    pub fn stop_control_plane(&mut self) {
+        self.cp.kill();
+    }
+
+    /// Starts the control plane again on the same ports and config file.
+    pub fn restart_control_plane(&mut self, paths: &Paths) {
+        self.cp.kill();
+        let dir = self.config.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut cp = Proc::spawn(
+            "switchyard-restarted",
+            &dir,
+            Command::new(&paths.switchyard)
+                .args([
+                    "serve",
+                    "--xds-addr",
+                    &self.xds.to_string(),
+                    "--status-addr",
+                    &self.status.to_string(),
+                    "--config",
+                ])
+                .arg(&self.config),
+        );
+        cp.wait_for_line("listening on", Duration::from_secs(10));
+        self.cp = cp;
     }
 
     /// The full URL of a path on the gateway.

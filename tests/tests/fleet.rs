@@ -1,0 +1,92 @@
+//! Several Envoys on one control plane: a config change reaches all of them; with
+//! the control plane gone they keep serving their last config; when it is back
+//! they reconnect and follow changes again.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+use std::time::{Duration, Instant};
+
+use switchyard_tests::harness::{Dialect, Gateway, Mock, Paths, Scratch, chat_body};
+
+async fn provider_of(url: &str) -> Option<String> {
+    let r = reqwest::Client::new()
+        .post(format!("{url}/v1/chat/completions"))
+        .timeout(Duration::from_secs(5))
+        .json(&chat_body("chat"))
+        .send()
+        .await
+        .ok()?;
+    r.headers()
+        .get("x-switchyard-provider")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Waits until every Envoy serves `chat` from `provider`; returns how long it took.
+async fn converge(gw: &Gateway, provider: &str) -> Duration {
+    let t = Instant::now();
+    loop {
+        let mut all = true;
+        for url in &gw.urls {
+            all &= provider_of(url).await.as_deref() == Some(provider);
+        }
+        if all {
+            return t.elapsed();
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "Envoys did not converge on {provider}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_envoys_follow_the_control_plane_and_survive_its_absence() {
+    let paths = Paths::discover();
+    let dir = Scratch::new("fleet");
+    let a = Mock::start(&paths, &dir.0, "a", Dialect::Openai, &[]);
+    let b = Mock::start(&paths, &dir.0, "b", Dialect::Anthropic, &[]);
+    let mut gw = Gateway::builder()
+        .provider(&a)
+        .provider(&b)
+        .route("chat", &["a/m-a", "b/m-b"])
+        .start(&paths, &dir)
+        .await;
+    gw.add_envoy(&paths).await;
+    gw.add_envoy(&paths).await;
+    assert_eq!(gw.urls.len(), 3);
+    converge(&gw, "a").await;
+
+    let config = std::fs::read_to_string(&gw.config).unwrap();
+    let swapped = config.replace("[a/m-a, b/m-b]", "[b/m-b, a/m-a]");
+    std::fs::write(&gw.config, &swapped).unwrap();
+    let took = converge(&gw, "b").await;
+    println!("config change reached 3 Envoys in {took:?} (file poll 500 ms included)");
+
+    // Control plane gone: every Envoy keeps serving its last config.
+    gw.stop_control_plane();
+    for _ in 0..3 {
+        for url in &gw.urls {
+            assert_eq!(provider_of(url).await.as_deref(), Some("b"));
+        }
+    }
+
+    // Back (with the file changed meanwhile): Envoys reconnect and resync.
+    std::fs::write(&gw.config, &config).unwrap();
+    gw.restart_control_plane(&paths);
+    let took = converge(&gw, "a").await;
+    println!("after the restart, 3 Envoys resynced in {took:?}");
+    let out = std::process::Command::new(&paths.switchyard)
+        .args(["status", "--json", "--status-addr", &gw.status.to_string()])
+        .output()
+        .unwrap();
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let connected = s["nodes"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|n| n["connected"] == true)
+        .count();
+    assert_eq!(connected, 3, "{s}");
+}
