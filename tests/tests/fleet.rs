@@ -90,3 +90,42 @@ async fn three_envoys_follow_the_control_plane_and_survive_its_absence() {
         .count();
     assert_eq!(connected, 3, "{s}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_reload_does_not_cut_streams_in_flight() {
+    let paths = Paths::discover();
+    let dir = Scratch::new("fleet-reload");
+    let a = Mock::start(&paths, &dir.0, "a", Dialect::Openai, &[]);
+    let b = Mock::start(&paths, &dir.0, "b", Dialect::Anthropic, &[]);
+    let gw = Gateway::builder()
+        .provider(&a)
+        .provider(&b)
+        .route("chat", &["a/m-a", "b/m-b"])
+        .start(&paths, &dir)
+        .await;
+
+    // A stream of 8 chunks 300 ms apart, started before the change.
+    let mut body = chat_body("chat");
+    body["stream"] = serde_json::json!(true);
+    let url = gw.at("/v1/chat/completions");
+    let stream = tokio::spawn(async move {
+        let r = reqwest::Client::new()
+            .post(url)
+            .header("x-mock", "a:chunk_delay_ms=300")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let provider = r.headers()["x-switchyard-provider"].to_str().unwrap().to_string();
+        (provider, r.text().await)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let config = std::fs::read_to_string(&gw.config).unwrap();
+    std::fs::write(&gw.config, config.replace("[a/m-a, b/m-b]", "[b/m-b, a/m-a]")).unwrap();
+    converge(&gw, "b").await;
+
+    let (provider, text) = stream.await.unwrap();
+    assert_eq!(provider, "a");
+    let text = text.expect("the stream in flight was cut by the reload");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+}
