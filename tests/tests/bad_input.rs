@@ -190,3 +190,21 @@ async fn models_lists_the_routes() {
         .collect();
     assert_eq!(ids, vec!["chat", "a/gpt-x"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_within_the_limit_fail_over_intact() {
+    let paths = Paths::discover();
+    let dir = Scratch::new("bad-input-large");
+    let a = Mock::start(&paths, &dir.0, "a", Dialect::Openai, &[]);
+    let b = Mock::start(&paths, &dir.0, "b", Dialect::Anthropic, &[]);
+    let gw = Gateway::builder().provider(&a).provider(&b).route("chat", &["a/m-a", "b/m-b"]).start(&paths, &dir).await;
+    // 3 MB of text: above Envoy's 1 MB default buffers, below the 10 MB limit.
+    let text = "lorem ipsum ".repeat(256 * 1024);
+    let body = json!({"model": "chat", "messages": [{"role": "user", "content": text}]});
+    let r = gw.chat(&body, &[("x-mock", "a:status=503")]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-switchyard-provider"], "b");
+    let reqs = b.requests().await;
+    assert_eq!(reqs[0]["body"]["messages"][0]["content"][0]["text"].as_str().unwrap().len(), text.len());
+    assert_eq!(a.requests().await[0]["body"]["messages"][0]["content"].as_str().unwrap().len(), text.len());
+}
