@@ -176,6 +176,9 @@ struct RawRoute {
     chain: Vec<String>,
     #[serde(default)]
     policy: Policy,
+    /// One weight per chain entry: the first target is drawn by weight.
+    #[serde(default)]
+    weights: Option<Vec<u32>>,
 }
 
 // === checked ===
@@ -457,12 +460,22 @@ pub fn parse(
             }
         }
         check_policy(&r.policy, &format!("{at}.policy"), &mut problems);
+        let weights = r.weights.clone().unwrap_or_default();
+        if r.weights.is_some()
+            && (weights.len() != r.chain.len() || weights.iter().all(|w| *w == 0))
+        {
+            problems.push(format!(
+                "{at}.weights: expected one weight per chain entry ({}), not all zero",
+                r.chain.len()
+            ));
+        }
         if routes
             .insert(
                 r.model.clone(),
                 Route {
                     chain,
                     policy: r.policy.clone(),
+                    weights,
                 },
             )
             .is_some()

@@ -97,6 +97,36 @@ pub struct Route {
     /// Fail-over policy.
     #[serde(default)]
     pub policy: Policy,
+    /// Weights, one per chain entry: the first target of each request is drawn by
+    /// weight, the others follow by descending weight. Empty: the chain's order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub weights: Vec<u32>,
+}
+
+impl Route {
+    /// The chain for one request; `draw` is uniform in [0, 1).
+    pub fn ordered(&self, draw: f64) -> Vec<Target> {
+        let total: u64 = self.weights.iter().map(|w| u64::from(*w)).sum();
+        if self.weights.len() != self.chain.len() || total == 0 {
+            return self.chain.clone();
+        }
+        let pick = (draw.clamp(0.0, 1.0) * total as f64) as u64;
+        let mut acc = 0u64;
+        let first = self
+            .weights
+            .iter()
+            .position(|w| {
+                acc += u64::from(*w);
+                pick < acc
+            })
+            .unwrap_or(self.chain.len() - 1);
+        let mut rest: Vec<usize> = (0..self.chain.len()).filter(|i| *i != first).collect();
+        rest.sort_by(|a, b| self.weights[*b].cmp(&self.weights[*a]));
+        std::iter::once(first)
+            .chain(rest)
+            .map(|i| self.chain[i].clone())
+            .collect()
+    }
 }
 
 /// Why a filter config was rejected.

@@ -70,9 +70,15 @@ pub enum PlanError {
 
 /// Builds the plan: the route's chain (or the single named target) followed by the
 /// request's `fallbacks`, duplicates removed, order kept.
-pub fn plan(cfg: &FilterConfig, model: &str, fallbacks: &[&str]) -> Result<Vec<Target>, PlanError> {
+/// `draw` (uniform in [0, 1)) picks the first target of weighted routes.
+pub fn plan(
+    cfg: &FilterConfig,
+    model: &str,
+    fallbacks: &[&str],
+    draw: f64,
+) -> Result<Vec<Target>, PlanError> {
     let mut out: Vec<Target> = match cfg.routes.get(model) {
-        Some(route) => route.chain.clone(),
+        Some(route) => route.ordered(draw),
         None => {
             let t = Target::parse(model)
                 .filter(|t| cfg.providers.contains_key(&t.provider))
@@ -82,7 +88,7 @@ pub fn plan(cfg: &FilterConfig, model: &str, fallbacks: &[&str]) -> Result<Vec<T
     };
     for (index, f) in fallbacks.iter().enumerate() {
         let extra: Vec<Target> = match cfg.routes.get(*f) {
-            Some(route) => route.chain.clone(),
+            Some(route) => route.ordered(draw),
             None => vec![
                 Target::parse(f)
                     .filter(|t| cfg.providers.contains_key(&t.provider))
@@ -183,7 +189,14 @@ mod tests {
             first_byte_timeout_ms: Some(7),
             ..Policy::default()
         };
-        routes.insert("chat".to_string(), crate::config::Route { chain, policy });
+        routes.insert(
+            "chat".to_string(),
+            crate::config::Route {
+                chain,
+                policy,
+                weights: Vec::new(),
+            },
+        );
         FilterConfig {
             version: "1".into(),
             role: Role::Planner,
@@ -198,7 +211,7 @@ mod tests {
 
     #[test]
     fn route_then_fallbacks_without_duplicates() {
-        let p = plan(&cfg(), "chat", &["b/m2", "a/m3"]).unwrap();
+        let p = plan(&cfg(), "chat", &["b/m2", "a/m3"], 0.0).unwrap();
         assert_eq!(encode(&p), "a/m1,b/m2,a/m3");
     }
 
@@ -207,14 +220,45 @@ mod tests {
         let mut c = cfg();
         c.max_attempts = 5;
         c.providers.get_mut("a").unwrap().key_count = 2;
-        let p = expand(&c, plan(&c, "chat", &[]).unwrap(), 1);
+        let p = expand(&c, plan(&c, "chat", &[], 0.0).unwrap(), 1);
         assert_eq!(encode(&p), "a/m1,a/m1,b/m2");
-        let p = expand(&c, plan(&c, "chat", &[]).unwrap(), 3);
+        let p = expand(&c, plan(&c, "chat", &[], 0.0).unwrap(), 3);
         assert_eq!(
             encode(&p),
             "a/m1,a/m1,a/m1,b/m2,b/m2",
             "b keeps its slot; extras stop at max_attempts"
         );
+    }
+
+    #[test]
+    fn weighted_first_slot_within_three_percent_over_10000_requests() {
+        let t = |s: &str| Target::parse(s).unwrap();
+        let route = crate::config::Route {
+            chain: vec![t("a/x"), t("b/y"), t("c/z")],
+            policy: Policy::default(),
+            weights: vec![20, 50, 30],
+        };
+        // A fixed-seed xorshift stands in for the filter's random draws.
+        let mut s = 0x9E3779B97F4A7C15u64;
+        let mut firsts = [0u32; 3];
+        for _ in 0..10_000 {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let draw = (s >> 11) as f64 / (1u64 << 53) as f64;
+            let order = route.ordered(draw);
+            assert_eq!(order.len(), 3, "every target stays in the plan");
+            firsts[["a", "b", "c"]
+                .iter()
+                .position(|p| *p == order[0].provider)
+                .unwrap()] += 1;
+        }
+        for (got, want) in firsts.iter().zip([2000u32, 5000, 3000]) {
+            assert!(got.abs_diff(want) <= 300, "{firsts:?}");
+        }
+        // The rest follow by weight: b (50) first, then c (30).
+        assert_eq!(encode(&route.ordered(0.0)), "a/x,b/y,c/z");
+        assert_eq!(encode(&route.ordered(0.99)), "c/z,b/y,a/x");
     }
 
     #[test]
@@ -225,7 +269,7 @@ mod tests {
 
     #[test]
     fn direct_target_and_model_with_slash() {
-        let p = plan(&cfg(), "b/org/model-x", &[]).unwrap();
+        let p = plan(&cfg(), "b/org/model-x", &[], 0.0).unwrap();
         assert_eq!(p[0].provider, "b");
         assert_eq!(p[0].model, "org/model-x");
         assert_eq!(decode(&encode(&p)), p);
@@ -234,18 +278,18 @@ mod tests {
     #[test]
     fn errors() {
         assert_eq!(
-            plan(&cfg(), "gpt-9", &[]),
+            plan(&cfg(), "gpt-9", &[], 0.0),
             Err(PlanError::UnknownModel("gpt-9".into()))
         );
         assert_eq!(
-            plan(&cfg(), "a/x", &["zz/m"]),
+            plan(&cfg(), "a/x", &["zz/m"], 0.0),
             Err(PlanError::BadFallback {
                 index: 0,
                 value: "zz/m".into()
             })
         );
         assert!(matches!(
-            plan(&cfg(), "chat", &["a/x", "a/y"]),
+            plan(&cfg(), "chat", &["a/x", "a/y"], 0.0),
             Err(PlanError::TooLong { len: 4, max: 3 })
         ));
         assert!(Target::parse("a/has,comma").is_none());

@@ -97,6 +97,31 @@ pub fn plugin_configuration() -> Option<Vec<u8>> {
         .flatten()
 }
 
+thread_local! {
+    static RNG: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// A uniform draw in [0, 1) (xorshift64*, seeded from the host clock on first use;
+/// for spreading load, not for secrets).
+pub fn random_unit() -> f64 {
+    RNG.with(|r| {
+        let mut x = r.get();
+        if x == 0 {
+            x = hostcalls::get_current_time()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0x9E37_79B9_7F4A_7C15)
+                | 1;
+        }
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        r.set(x);
+        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    })
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     hostcalls::get_current_time()

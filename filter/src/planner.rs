@@ -101,7 +101,7 @@ impl Planner {
             Err(e) => return Err(self.reject(400, "invalid_policy_header", &e.to_string())),
         };
         let fallbacks: Vec<&str> = req.fallbacks.iter().map(|f| f.as_ref()).collect();
-        match plan::plan(&self.cfg, &req.model, &fallbacks) {
+        match plan::plan(&self.cfg, &req.model, &fallbacks, host::random_unit()) {
             Ok(p) => {
                 let p = self.steer(p, host::now_ms());
                 Ok((

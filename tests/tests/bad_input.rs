@@ -197,7 +197,12 @@ async fn large_bodies_within_the_limit_fail_over_intact() {
     let dir = Scratch::new("bad-input-large");
     let a = Mock::start(&paths, &dir.0, "a", Dialect::Openai, &[]);
     let b = Mock::start(&paths, &dir.0, "b", Dialect::Anthropic, &[]);
-    let gw = Gateway::builder().provider(&a).provider(&b).route("chat", &["a/m-a", "b/m-b"]).start(&paths, &dir).await;
+    let gw = Gateway::builder()
+        .provider(&a)
+        .provider(&b)
+        .route("chat", &["a/m-a", "b/m-b"])
+        .start(&paths, &dir)
+        .await;
     // 3 MB of text: above Envoy's 1 MB default buffers, below the 10 MB limit.
     let text = "lorem ipsum ".repeat(256 * 1024);
     let body = json!({"model": "chat", "messages": [{"role": "user", "content": text}]});
@@ -205,6 +210,18 @@ async fn large_bodies_within_the_limit_fail_over_intact() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-switchyard-provider"], "b");
     let reqs = b.requests().await;
-    assert_eq!(reqs[0]["body"]["messages"][0]["content"][0]["text"].as_str().unwrap().len(), text.len());
-    assert_eq!(a.requests().await[0]["body"]["messages"][0]["content"].as_str().unwrap().len(), text.len());
+    assert_eq!(
+        reqs[0]["body"]["messages"][0]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .len(),
+        text.len()
+    );
+    assert_eq!(
+        a.requests().await[0]["body"]["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .len(),
+        text.len()
+    );
 }
