@@ -150,6 +150,9 @@ struct RawProvider {
     api_keys: Option<Vec<RawSecret>>,
     #[serde(default = "default_connect_timeout_ms")]
     connect_timeout_ms: u64,
+    /// Azure OpenAI `api-version` (only for `dialect: azure_openai`).
+    #[serde(default)]
+    api_version: Option<String>,
 }
 
 fn default_connect_timeout_ms() -> u64 {
@@ -235,6 +238,8 @@ pub struct Provider {
     pub api_keys: Vec<String>,
     /// Upstream connect timeout.
     pub connect_timeout_ms: u64,
+    /// Azure OpenAI `api-version`.
+    pub api_version: Option<String>,
 }
 
 impl fmt::Debug for Provider {
@@ -410,6 +415,11 @@ pub fn parse(
             .iter()
             .filter_map(|(path, secret)| resolve_secret(secret, path, base, env, &mut problems))
             .collect();
+        if p.api_version.is_some() && p.dialect != Dialect::AzureOpenai {
+            problems.push(format!(
+                "{at}.api_version: only meaningful with `dialect: azure_openai`"
+            ));
+        }
         if p.connect_timeout_ms == 0 {
             problems.push(format!("{at}.connect_timeout_ms: expected > 0"));
         }
@@ -422,6 +432,7 @@ pub fn parse(
             base_path: url.path,
             api_keys,
             connect_timeout_ms: p.connect_timeout_ms,
+            api_version: p.api_version.clone(),
         });
     }
 

@@ -27,6 +27,9 @@ pub enum Dialect {
     Openai,
     /// Anthropic Messages (`POST {base}/messages`, `x-api-key`).
     Anthropic,
+    /// Azure OpenAI (`POST {base}/openai/deployments/{model}/chat/completions
+    /// ?api-version=…`, `api-key`); the target's model is the deployment name.
+    AzureOpenai,
 }
 
 impl Dialect {
@@ -35,7 +38,13 @@ impl Dialect {
         match self {
             Dialect::Openai => "openai",
             Dialect::Anthropic => "anthropic",
+            Dialect::AzureOpenai => "azure_openai",
         }
+    }
+
+    /// Whether requests and answers are in OpenAI's chat-completions format.
+    pub fn speaks_openai(self) -> bool {
+        matches!(self, Dialect::Openai | Dialect::AzureOpenai)
     }
 }
 
@@ -51,6 +60,9 @@ pub struct Provider {
     pub authority: String,
     /// Path prefix before the dialect's endpoint, e.g. `/v1`.
     pub base_path: String,
+    /// Azure OpenAI `api-version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
     /// Credentials to inject, in rotation order; only in the adapter's config.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub api_keys: Vec<String>,

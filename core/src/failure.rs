@@ -72,8 +72,8 @@ impl FailureClass {
             || message.contains("decommissioned")
             || message.contains("not found");
         Some(match dialect {
-            Dialect::Openai => match field("code") {
-                "model_not_found" => FailureClass::ModelUnavailable,
+            Dialect::Openai | Dialect::AzureOpenai => match field("code") {
+                "model_not_found" | "DeploymentNotFound" => FailureClass::ModelUnavailable,
                 "content_policy_violation" | "content_filter" => FailureClass::ContentFilter,
                 "invalid_api_key" => FailureClass::Auth,
                 "rate_limit_exceeded" | "insufficient_quota" => FailureClass::RateLimited,

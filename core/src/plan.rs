@@ -174,6 +174,7 @@ mod tests {
             cluster: c.into(),
             authority: "h".into(),
             base_path: "/v1".into(),
+            api_version: None,
             api_keys: Vec::new(),
             key_count: 1,
         };

@@ -99,14 +99,13 @@ impl Adapter {
         for h in CLIENT_ONLY_HEADERS.iter().filter(|h| headers.has(h)) {
             host::set_request_header(h, None);
         }
-        let endpoint = match provider.dialect {
-            Dialect::Openai => "/chat/completions",
-            Dialect::Anthropic => "/messages",
-        };
-        host::set_request_header(
-            ":path",
-            Some(&format!("{}{}", provider.base_path, endpoint)),
+        let path = dialect::path(
+            provider.dialect,
+            &provider.base_path,
+            &target.model,
+            provider.api_version.as_deref(),
         );
+        host::set_request_header(":path", Some(&path));
         host::set_request_header(":authority", Some(&provider.authority));
         host::set_request_header("content-type", Some("application/json"));
         host::set_request_header("accept-encoding", Some("identity"));
@@ -125,6 +124,11 @@ impl Adapter {
                     host::set_request_header("x-api-key", Some(k));
                 }
                 host::set_request_header("anthropic-version", Some(anthropic::API_VERSION));
+            }
+            Dialect::AzureOpenai => {
+                if let Some(k) = key {
+                    host::set_request_header("api-key", Some(k));
+                }
             }
         }
         log::debug!(
@@ -255,8 +259,8 @@ impl HttpContext for Adapter {
             && self.attempt < targets
             && policy.falls_over(FailureClass::ContentFilter);
         self.mode = match dialect {
-            Dialect::Openai if self.stream => ResponseMode::PassStream(DoneWatch::default()),
-            Dialect::Openai => ResponseMode::Pass,
+            d if d.speaks_openai() && self.stream => ResponseMode::PassStream(DoneWatch::default()),
+            Dialect::Openai | Dialect::AzureOpenai => ResponseMode::Pass,
             Dialect::Anthropic if self.stream => ResponseMode::Stream(Box::new(
                 anthropic::StreamTranslator::new(self.include_usage, host::unix_now()),
             )),
@@ -339,11 +343,13 @@ impl HttpContext for Adapter {
                     Dialect::Anthropic => {
                         anthropic::error_details(&body).map(|(kind, m)| format!("{kind}: {m}"))
                     }
-                    Dialect::Openai => serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
-                        v.pointer("/error/message")
-                            .and_then(Value::as_str)
-                            .map(str::to_string)
-                    }),
+                    Dialect::Openai | Dialect::AzureOpenai => {
+                        serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
+                            v.pointer("/error/message")
+                                .and_then(Value::as_str)
+                                .map(str::to_string)
+                        })
+                    }
                 };
                 self.settle(FailureClass::classify(dialect, self.status, &body), message);
                 Action::Continue

@@ -210,6 +210,7 @@ impl Mock {
         let d = match dialect {
             Dialect::Openai => "openai",
             Dialect::Anthropic => "anthropic",
+            Dialect::AzureOpenai => "azure_openai",
         };
         let mut cmd = Command::new(&paths.mock_provider);
         cmd.args([
@@ -332,11 +333,14 @@ impl GatewayBuilder {
             let d = match p.dialect {
                 Dialect::Openai => "openai",
                 Dialect::Anthropic => "anthropic",
+                Dialect::AzureOpenai => "azure_openai",
             };
             let keys: Vec<String> = p.api_keys.iter().map(|k| format!("{{ value: \"{k}\" }}")).collect();
+            // Azure endpoints are `https://{resource}.openai.azure.com/openai/...`.
+            let prefix = if p.dialect == Dialect::AzureOpenai { "" } else { "/v1" };
             let _ = writeln!(
                 y,
-                "  - {{ name: {}, dialect: {d}, base_url: \"http://{}/v1\", api_keys: [{}], connect_timeout_ms: 500 }}",
+                "  - {{ name: {}, dialect: {d}, base_url: \"http://{}{prefix}\", api_keys: [{}], connect_timeout_ms: 500 }}",
                 p.name,
                 p.addr,
                 keys.join(", ")

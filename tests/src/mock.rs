@@ -39,6 +39,9 @@ pub enum Dialect {
     Openai,
     /// `POST /v1/messages`, `x-api-key`, `anthropic-version`.
     Anthropic,
+    /// `POST /openai/deployments/{deployment}/chat/completions?api-version=…`,
+    /// `api-key`; OpenAI bodies, the deployment names the model.
+    AzureOpenai,
 }
 
 /// Instance configuration.
@@ -216,6 +219,13 @@ impl State {
                     &json!({"error": {"message": message, "type": kind, "param": null, "code": openai_code}}),
                 )
             }
+            Dialect::AzureOpenai => {
+                let code = openai_code.map(str::to_string).unwrap_or_else(|| status.to_string());
+                json_response(
+                    status,
+                    &json!({"error": {"code": code, "message": message, "param": null, "type": null}}),
+                )
+            }
             Dialect::Anthropic => {
                 let kind = match status {
                     400 => "invalid_request_error",
@@ -278,7 +288,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         std::future::pending::<()>().await;
     }
     let checked = match state.cfg.dialect {
-        Dialect::Openai => check_openai(&state, &method, &path, header, &raw, &body),
+        Dialect::Openai | Dialect::AzureOpenai => check_openai(&state, &method, &path, header, &raw, &body),
         Dialect::Anthropic => check_anthropic(&state, &method, &path, header, &raw, &body),
     };
     let req = match checked {
@@ -329,7 +339,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         };
     }
     let mut events = match state.cfg.dialect {
-        Dialect::Openai => openai_reply(&req, &reply, n),
+        Dialect::Openai | Dialect::AzureOpenai => openai_reply(&req, &reply, n),
         Dialect::Anthropic => anthropic_reply(&req, &reply, n),
     };
     if b.finish.as_deref() == Some("content_filter") && !req.stream {
@@ -462,20 +472,55 @@ fn check_openai<'a>(
     raw: &[u8],
     body: &Value,
 ) -> Result<ChatRequest, Box<Response<Body>>> {
-    if method != "POST" || path.split('?').next() != Some("/v1/chat/completions") {
+    let azure = state.cfg.dialect == Dialect::AzureOpenai;
+    let deployment = if azure {
+        let (p, query) = path.split_once('?').unwrap_or((path, ""));
+        let d = p
+            .strip_prefix("/openai/deployments/")
+            .and_then(|r| r.strip_suffix("/chat/completions"));
+        if method != "POST" || d.is_none() || !query.split('&').any(|kv| kv.starts_with("api-version=")) {
+            return Err(state.reject(404, "Resource not found", None));
+        }
+        let key = header("api-key").unwrap_or("");
+        if key.is_empty()
+            || state
+                .cfg
+                .api_key
+                .as_deref()
+                .is_some_and(|k| !k.split(',').any(|k| k == key))
+        {
+            return Err(state.reject(401, "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource.", None));
+        }
+        if header("authorization").is_some() {
+            return Err(state.reject(
+                401,
+                "Stricter than the real API: another provider's credential arrived.",
+                None,
+            ));
+        }
+        d.map(str::to_string)
+    } else {
+        None
+    };
+    if !azure && (method != "POST" || path.split('?').next() != Some("/v1/chat/completions")) {
         return Err(state.reject(404, &format!("Invalid URL ({method} {path})"), None));
     }
-    let key = header("authorization")
-        .and_then(|a| a.strip_prefix("Bearer "))
-        .unwrap_or("");
+    let key = if azure {
+        "azure"
+    } else {
+        header("authorization")
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .unwrap_or("")
+    };
     if key.is_empty() {
         return Err(state.reject(401, "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).", None));
     }
-    if state
-        .cfg
-        .api_key
-        .as_deref()
-        .is_some_and(|k| !k.split(',').any(|k| k == key))
+    if !azure
+        && state
+            .cfg
+            .api_key
+            .as_deref()
+            .is_some_and(|k| !k.split(',').any(|k| k == key))
     {
         return Err(state.reject(401, "Incorrect API key provided.", Some("invalid_api_key")));
     }
@@ -488,15 +533,22 @@ fn check_openai<'a>(
     if let Some(k) = unknown_param(obj, OPENAI_PARAMS) {
         return Err(state.reject(400, &format!("Unrecognized request argument supplied: {k}"), None));
     }
-    let Some(model) = obj.get("model").and_then(Value::as_str) else {
-        return Err(state.reject(400, "you must provide a model parameter", None));
+    let model = match (&deployment, obj.get("model").and_then(Value::as_str)) {
+        // Azure: the deployment names the model; a body `model` is ignored.
+        (Some(d), _) => d.as_str(),
+        (None, Some(m)) => m,
+        (None, None) => return Err(state.reject(400, "you must provide a model parameter", None)),
     };
     if !state.cfg.models.is_empty() && !state.cfg.models.iter().any(|m| m == model) {
-        return Err(state.reject(
-            404,
-            &format!("The model `{model}` does not exist or you do not have access to it."),
-            Some("model_not_found"),
-        ));
+        return Err(if azure {
+            state.reject(404, "The API deployment for this resource does not exist. If you created the deployment within the last 5 minutes, please wait a moment and try again.", Some("DeploymentNotFound"))
+        } else {
+            state.reject(
+                404,
+                &format!("The model `{model}` does not exist or you do not have access to it."),
+                Some("model_not_found"),
+            )
+        });
     }
     let Some(messages) = obj.get("messages").and_then(Value::as_array) else {
         return Err(state.reject(

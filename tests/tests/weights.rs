@@ -20,7 +20,12 @@ async fn first_target_is_drawn_by_weight_and_still_fails_over() {
     let client = reqwest::Client::new();
     let (mut to_a, n) = (0, 400);
     for _ in 0..n {
-        let r = client.post(gw.at("/v1/chat/completions")).json(&chat_body("chat")).send().await.unwrap();
+        let r = client
+            .post(gw.at("/v1/chat/completions"))
+            .json(&chat_body("chat"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.headers()["x-switchyard-attempts"], "1");
         if r.headers()["x-switchyard-provider"] == "a" {
             to_a += 1;
@@ -31,7 +36,13 @@ async fn first_target_is_drawn_by_weight_and_still_fails_over() {
 
     // Whichever is drawn, a failing a is covered by b.
     for _ in 0..20 {
-        let r = client.post(gw.at("/v1/chat/completions")).header("x-mock", "a:status=503").json(&chat_body("chat")).send().await.unwrap();
+        let r = client
+            .post(gw.at("/v1/chat/completions"))
+            .header("x-mock", "a:status=503")
+            .json(&chat_body("chat"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["x-switchyard-provider"], "b");
     }

@@ -96,6 +96,7 @@ pub fn filter_config(cfg: &Config, role: Role) -> FilterConfig {
                         cluster: cluster_name(p),
                         authority: p.authority(),
                         base_path: p.base_path.clone(),
+                        api_version: p.api_version.clone(),
                         api_keys: if role == Role::Adapter {
                             p.api_keys.clone()
                         } else {

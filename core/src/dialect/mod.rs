@@ -14,8 +14,6 @@ pub const GATEWAY_FIELDS: &[&str] = &["fallbacks"];
 /// What an attempt sends, and what the response side needs to remember.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PreparedRequest {
-    /// Path after the provider's base path, e.g. `/chat/completions`.
-    pub endpoint: &'static str,
     /// The body in the provider's dialect.
     pub body: Vec<u8>,
     /// The client asked for a stream.
@@ -30,6 +28,21 @@ pub enum TranslateError {
     /// The request does not have the shape the translation needs.
     #[error("{0}")]
     Invalid(String),
+}
+
+/// Azure OpenAI `api-version` used when the provider config names none.
+pub const AZURE_API_VERSION: &str = "2024-10-21";
+
+/// The request path for `model` at a provider of `dialect` under `base_path`.
+pub fn path(dialect: Dialect, base_path: &str, model: &str, api_version: Option<&str>) -> String {
+    match dialect {
+        Dialect::Openai => format!("{base_path}/chat/completions"),
+        Dialect::Anthropic => format!("{base_path}/messages"),
+        Dialect::AzureOpenai => format!(
+            "{base_path}/openai/deployments/{model}/chat/completions?api-version={}",
+            api_version.unwrap_or(AZURE_API_VERSION)
+        ),
+    }
 }
 
 /// Rewrites an OpenAI chat-completions request body for `dialect`, addressed to
@@ -49,20 +62,16 @@ pub fn prepare_request(
             .get("stream_options")
             .and_then(|o| serde_json::from_str::<StreamOptions>(o.get()).ok())
             .is_some_and(|o| o.include_usage == Some(true));
-    let (endpoint, body) = match dialect {
-        Dialect::Openai => ("/chat/completions", openai::request_bytes(&members, model)?),
+    let body = match dialect {
+        Dialect::Openai | Dialect::AzureOpenai => openai::request_bytes(&members, model)?,
         Dialect::Anthropic => {
             let request: Value = serde_json::from_slice(body)
                 .map_err(|e| TranslateError::Invalid(format!("request body: {e}")))?;
             let out = anthropic::request(&request, model)?;
-            (
-                "/messages",
-                serde_json::to_vec(&out).map_err(|e| TranslateError::Invalid(e.to_string()))?,
-            )
+            serde_json::to_vec(&out).map_err(|e| TranslateError::Invalid(e.to_string()))?
         }
     };
     Ok(PreparedRequest {
-        endpoint,
         body,
         stream,
         include_usage,

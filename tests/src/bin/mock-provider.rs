@@ -26,6 +26,7 @@ async fn main() {
                 cfg.dialect = match value().as_str() {
                     "openai" => Dialect::Openai,
                     "anthropic" => Dialect::Anthropic,
+                    "azure_openai" => Dialect::AzureOpenai,
                     other => usage(&format!("unknown dialect {other}")),
                 }
             }
