@@ -16,7 +16,7 @@ const USAGE: &str = "usage:
   switchyard serve [--config FILE] [--xds-addr 127.0.0.1:18000] [--status-addr 127.0.0.1:18001]
   switchyard status [--status-addr 127.0.0.1:18001] [--json]
   switchyard validate FILE
-  switchyard bootstrap [--node envoy-1] [--xds 127.0.0.1:18000] [--admin 127.0.0.1:9901]";
+  switchyard bootstrap [--node envoy-1] [--xds 127.0.0.1:18000] [--admin 127.0.0.1:9901] [--delta]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -56,6 +56,7 @@ struct Flags {
     admin: Option<String>,
     status_addr: Option<String>,
     json: bool,
+    delta: bool,
 }
 
 impl Flags {
@@ -75,6 +76,7 @@ impl Flags {
                 "--admin" => f.admin = Some(value()?),
                 "--status-addr" => f.status_addr = Some(value()?),
                 "--json" => f.json = true,
+                "--delta" => f.delta = true,
                 s if s.starts_with('-') => return Err(format!("unknown flag {s}")),
                 s => f.positional.push(s.to_string()),
             }
@@ -119,7 +121,12 @@ fn print_bootstrap(flags: Flags) -> ExitCode {
         Ok((xds, admin)) => {
             print!(
                 "{}",
-                bootstrap::render(flags.node.as_deref().unwrap_or("envoy-1"), xds, admin)
+                bootstrap::render(
+                    flags.node.as_deref().unwrap_or("envoy-1"),
+                    xds,
+                    admin,
+                    flags.delta
+                )
             );
             ExitCode::SUCCESS
         }

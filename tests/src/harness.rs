@@ -287,6 +287,7 @@ pub struct GatewayBuilder {
     routes: Vec<(String, Vec<String>)>,
     extra_yaml: String,
     workers: u32,
+    delta: bool,
 }
 
 impl GatewayBuilder {
@@ -308,6 +309,12 @@ impl GatewayBuilder {
     pub fn route(mut self, model: &str, chain: &[&str]) -> Self {
         self.routes
             .push((model.to_string(), chain.iter().map(|s| s.to_string()).collect()));
+        self
+    }
+
+    /// Envoy uses incremental (delta) xDS.
+    pub fn delta(mut self) -> Self {
+        self.delta = true;
         self
     }
 
@@ -383,7 +390,7 @@ impl GatewayBuilder {
         let status: SocketAddr = status.trim_end_matches("/status").parse().expect("status address");
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let node = format!("test-envoy-{n}");
-        let envoy = start_envoy(paths, dir, &node, xds, n, self.workers.max(1));
+        let envoy = start_envoy(paths, dir, &node, xds, n, self.workers.max(1), self.delta);
         let mut gw = Gateway {
             url: String::new(),
             admin: String::new(),
@@ -400,10 +407,11 @@ impl GatewayBuilder {
 }
 
 /// Starts one Envoy from a generated bootstrap.
-fn start_envoy(paths: &Paths, dir: &Path, node: &str, xds: SocketAddr, n: u32, workers: u32) -> Proc {
+fn start_envoy(paths: &Paths, dir: &Path, node: &str, xds: SocketAddr, n: u32, workers: u32, delta: bool) -> Proc {
     let out = Command::new(&paths.switchyard)
         .args(["bootstrap", "--node", node, "--admin", "127.0.0.1:0", "--xds"])
         .arg(xds.to_string())
+        .args(if delta { &["--delta"][..] } else { &[][..] })
         .output()
         .expect("switchyard bootstrap");
     assert!(
@@ -503,7 +511,7 @@ impl Gateway {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let node = format!("test-envoy-{n}");
         let dir = self.config.parent().map(Path::to_path_buf).unwrap_or_default();
-        self.envoys.push(start_envoy(paths, &dir, &node, self.xds, n, 1));
+        self.envoys.push(start_envoy(paths, &dir, &node, self.xds, n, 1, false));
         let i = self.envoys.len() - 1;
         self.wait_ready(i).await;
         i

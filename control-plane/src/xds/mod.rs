@@ -1,5 +1,6 @@
 //! xDS: resources generated from the config, and the ADS server that serves them.
 
+pub mod delta;
 pub mod resources;
 pub mod serve;
 pub mod server;

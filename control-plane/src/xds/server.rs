@@ -69,6 +69,20 @@ impl Registry {
         }
     }
 
+    pub(crate) fn set_connected(&self, node: &str, connected: bool) {
+        self.update(node, |s| s.connected = connected);
+    }
+
+    pub(crate) fn set_nack(&self, node: &str, message: String) {
+        self.update(node, |s| s.last_nack = Some(message));
+    }
+
+    pub(crate) fn set_acked(&self, node: &str, type_url: &str, version: String) {
+        self.update(node, |s| {
+            s.acked.insert(short_type(type_url).to_string(), version);
+        });
+    }
+
     /// A copy of every node's status.
     pub fn nodes(&self) -> BTreeMap<String, NodeStatus> {
         self.0.lock().map(|m| m.clone()).unwrap_or_default()
@@ -126,11 +140,17 @@ impl AggregatedDiscoveryService for Ads {
 
     async fn delta_aggregated_resources(
         &self,
-        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Err(Status::unimplemented(
-            "delta xDS is not served yet; use api_type: GRPC",
-        ))
+        let (tx, rx) = mpsc::channel(16);
+        let session = super::delta::DeltaSession::new(
+            request.into_inner(),
+            tx,
+            self.snapshots.clone(),
+            self.registry.clone(),
+        );
+        tokio::spawn(session.run());
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
 
