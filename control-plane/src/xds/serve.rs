@@ -145,7 +145,7 @@ async fn shutdown() {
 async fn watch_file(path: PathBuf, mut current: Config, tx: watch::Sender<Arc<Snapshot>>) {
     let mut serial = 1;
     let mut last_text = std::fs::read(&path).ok();
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tick.tick().await;
         let text = std::fs::read(&path).ok();
