@@ -613,6 +613,18 @@ pub fn sse_data(body: &str) -> Vec<String> {
         .collect()
 }
 
+/// `(x-switchyard-provider, x-switchyard-attempts)` of a gateway response.
+pub fn served(r: &reqwest::Response) -> (String, String) {
+    let h = |n: &str| {
+        r.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    (h("x-switchyard-provider"), h("x-switchyard-attempts"))
+}
+
 /// A minimal chat request.
 pub fn chat_body(model: &str) -> Value {
     serde_json::json!({"model": model, "messages": [{"role": "user", "content": "Say hello"}]})

@@ -6,18 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use switchyard_tests::harness::{Dialect, Gateway, Mock, Paths, Scratch, chat_body};
-
-fn served(r: &reqwest::Response) -> (String, String) {
-    let h = |n: &str| {
-        r.headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
-    };
-    (h("x-switchyard-provider"), h("x-switchyard-attempts"))
-}
+use switchyard_tests::harness::{Dialect, Gateway, Mock, Paths, Scratch, chat_body, served};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hanging_provider_is_cut_out_then_probed_back_in() {

@@ -4,18 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use serde_json::Value;
-use switchyard_tests::harness::{Dialect, Gateway, Mock, Paths, Scratch, chat_body};
-
-fn served(r: &reqwest::Response) -> (String, String) {
-    let h = |n: &str| {
-        r.headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
-    };
-    (h("x-switchyard-provider"), h("x-switchyard-attempts"))
-}
+use switchyard_tests::harness::{Dialect, Gateway, Mock, Paths, Scratch, chat_body, served};
 
 fn keys_used(reqs: &[Value], header: &str) -> Vec<String> {
     reqs.iter()
