@@ -30,6 +30,9 @@ pub enum Dialect {
     /// Azure OpenAI (`POST {base}/openai/deployments/{model}/chat/completions
     /// ?api-version=…`, `api-key`); the target's model is the deployment name.
     AzureOpenai,
+    /// Google Gemini API (`POST {base}/models/{model}:generateContent`, or
+    /// `:streamGenerateContent?alt=sse`; `x-goog-api-key`).
+    Gemini,
 }
 
 impl Dialect {
@@ -39,6 +42,7 @@ impl Dialect {
             Dialect::Openai => "openai",
             Dialect::Anthropic => "anthropic",
             Dialect::AzureOpenai => "azure_openai",
+            Dialect::Gemini => "gemini",
         }
     }
 

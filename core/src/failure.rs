@@ -88,6 +88,18 @@ impl FailureClass {
                 }
                 _ => by_status,
             },
+            Dialect::Gemini => match field("status") {
+                "NOT_FOUND" => FailureClass::ModelUnavailable,
+                "RESOURCE_EXHAUSTED" => FailureClass::RateLimited,
+                "PERMISSION_DENIED" | "UNAUTHENTICATED" => FailureClass::Auth,
+                // Gemini answers a bad key with 400 INVALID_ARGUMENT.
+                "INVALID_ARGUMENT" if message.contains("api key") => FailureClass::Auth,
+                "UNAVAILABLE" | "INTERNAL" | "DEADLINE_EXCEEDED" => FailureClass::ServerError,
+                _ if by_status == FailureClass::BadRequest && content => {
+                    FailureClass::ContentFilter
+                }
+                _ => by_status,
+            },
             Dialect::Anthropic => match field("type") {
                 "not_found_error" => FailureClass::ModelUnavailable,
                 "authentication_error" | "permission_error" => FailureClass::Auth,

@@ -10,7 +10,7 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType};
 use serde_json::Value;
 use switchyard_core::config::{Dialect, FilterConfig, Provider};
-use switchyard_core::dialect::{self, anthropic};
+use switchyard_core::dialect::{self, anthropic, gemini};
 use switchyard_core::failure::FailureClass;
 use switchyard_core::plan::Target;
 use switchyard_core::{error, wire};
@@ -41,7 +41,30 @@ enum ResponseMode {
     /// Buffer and translate a JSON completion.
     Json,
     /// Translate an event stream chunk by chunk.
-    Stream(Box<anthropic::StreamTranslator>),
+    Stream(Translator),
+}
+
+/// Stream translators of the dialects that do not speak OpenAI.
+#[derive(Debug)]
+enum Translator {
+    Anthropic(Box<anthropic::StreamTranslator>),
+    Gemini(Box<gemini::StreamTranslator>),
+}
+
+impl Translator {
+    fn feed(&mut self, chunk: &[u8]) -> Vec<u8> {
+        match self {
+            Translator::Anthropic(t) => t.feed(chunk),
+            Translator::Gemini(t) => t.feed(chunk),
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        match self {
+            Translator::Anthropic(t) => t.is_done(),
+            Translator::Gemini(t) => t.is_done(),
+        }
+    }
 }
 
 /// Per-attempt adapter state.
@@ -99,13 +122,7 @@ impl Adapter {
         for h in CLIENT_ONLY_HEADERS.iter().filter(|h| headers.has(h)) {
             host::set_request_header(h, None);
         }
-        let path = dialect::path(
-            provider.dialect,
-            &provider.base_path,
-            &target.model,
-            provider.api_version.as_deref(),
-        );
-        host::set_request_header(":path", Some(&path));
+        // `:path` is set with the body (Gemini's depends on `stream`).
         host::set_request_header(":authority", Some(&provider.authority));
         host::set_request_header("content-type", Some("application/json"));
         host::set_request_header("accept-encoding", Some("identity"));
@@ -128,6 +145,11 @@ impl Adapter {
             Dialect::AzureOpenai => {
                 if let Some(k) = key {
                     host::set_request_header("api-key", Some(k));
+                }
+            }
+            Dialect::Gemini => {
+                if let Some(k) = key {
+                    host::set_request_header("x-goog-api-key", Some(k));
                 }
             }
         }
@@ -206,6 +228,14 @@ impl HttpContext for Adapter {
                 self.stream = prepared.stream;
                 self.include_usage = prepared.include_usage;
                 host::replace_body(BufferType::HttpRequestBody, body_size, &prepared.body);
+                let path = dialect::path(
+                    provider.dialect,
+                    &provider.base_path,
+                    &target.model,
+                    provider.api_version.as_deref(),
+                    prepared.stream,
+                );
+                host::set_request_header(":path", Some(&path));
                 // The headers are still held (see on_http_request_headers): send an
                 // exact length rather than a chunked body.
                 host::set_request_header("content-length", Some(&prepared.body.len().to_string()));
@@ -261,10 +291,15 @@ impl HttpContext for Adapter {
         self.mode = match dialect {
             d if d.speaks_openai() && self.stream => ResponseMode::PassStream(DoneWatch::default()),
             Dialect::Openai | Dialect::AzureOpenai => ResponseMode::Pass,
-            Dialect::Anthropic if self.stream => ResponseMode::Stream(Box::new(
-                anthropic::StreamTranslator::new(self.include_usage, host::unix_now()),
-            )),
-            Dialect::Anthropic => ResponseMode::Json,
+            Dialect::Anthropic if self.stream => {
+                ResponseMode::Stream(Translator::Anthropic(Box::new(
+                    anthropic::StreamTranslator::new(self.include_usage, host::unix_now()),
+                )))
+            }
+            Dialect::Gemini if self.stream => ResponseMode::Stream(Translator::Gemini(Box::new(
+                gemini::StreamTranslator::new(self.include_usage, host::unix_now(), &target.model),
+            ))),
+            Dialect::Anthropic | Dialect::Gemini => ResponseMode::Json,
         };
         if !matches!(self.mode, ResponseMode::Pass) {
             host::set_response_header("content-length", None);
@@ -314,7 +349,18 @@ impl HttpContext for Adapter {
                     return Action::Pause;
                 }
                 let body = host::body(BufferType::HttpResponseBody, body_size);
-                match anthropic::response(&body, host::unix_now()) {
+                let translated = match self.target.as_ref().map(|(_, p)| p.dialect) {
+                    Some(Dialect::Gemini) => {
+                        let model = self
+                            .target
+                            .as_ref()
+                            .map(|(t, _)| t.model.as_str())
+                            .unwrap_or("");
+                        gemini::response(&body, host::unix_now(), model)
+                    }
+                    _ => anthropic::response(&body, host::unix_now()),
+                };
+                match translated {
                     Ok(out) => host::replace_body(BufferType::HttpResponseBody, body_size, &out),
                     Err(e) => {
                         let msg = format!("The provider's answer could not be translated: {e}");
@@ -342,6 +388,9 @@ impl HttpContext for Adapter {
                 let message = match dialect {
                     Dialect::Anthropic => {
                         anthropic::error_details(&body).map(|(kind, m)| format!("{kind}: {m}"))
+                    }
+                    Dialect::Gemini => {
+                        gemini::error_details(&body).map(|(status, m)| format!("{status}: {m}"))
                     }
                     Dialect::Openai | Dialect::AzureOpenai => {
                         serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
@@ -451,5 +500,9 @@ fn content_filtered(body: &[u8]) -> bool {
             cs.iter()
                 .any(|c| c.get("finish_reason").and_then(Value::as_str) == Some("content_filter"))
         });
-    openai || v.get("stop_reason").and_then(Value::as_str) == Some("refusal")
+    let gemini = v
+        .pointer("/candidates/0/finishReason")
+        .and_then(Value::as_str)
+        .is_some_and(|r| gemini::finish_reason(r, false) == "content_filter");
+    openai || gemini || v.get("stop_reason").and_then(Value::as_str) == Some("refusal")
 }

@@ -211,6 +211,7 @@ impl Mock {
             Dialect::Openai => "openai",
             Dialect::Anthropic => "anthropic",
             Dialect::AzureOpenai => "azure_openai",
+            Dialect::Gemini => "gemini",
         };
         let mut cmd = Command::new(&paths.mock_provider);
         cmd.args([
@@ -341,10 +342,15 @@ impl GatewayBuilder {
                 Dialect::Openai => "openai",
                 Dialect::Anthropic => "anthropic",
                 Dialect::AzureOpenai => "azure_openai",
+                Dialect::Gemini => "gemini",
             };
             let keys: Vec<String> = p.api_keys.iter().map(|k| format!("{{ value: \"{k}\" }}")).collect();
             // Azure endpoints are `https://{resource}.openai.azure.com/openai/...`.
-            let prefix = if p.dialect == Dialect::AzureOpenai { "" } else { "/v1" };
+            let prefix = match p.dialect {
+                Dialect::AzureOpenai => "",
+                Dialect::Gemini => "/v1beta",
+                _ => "/v1",
+            };
             let _ = writeln!(
                 y,
                 "  - {{ name: {}, dialect: {d}, base_url: \"http://{}{prefix}\", api_keys: [{}], connect_timeout_ms: 500 }}",

@@ -42,6 +42,9 @@ pub enum Dialect {
     /// `POST /openai/deployments/{deployment}/chat/completions?api-version=…`,
     /// `api-key`; OpenAI bodies, the deployment names the model.
     AzureOpenai,
+    /// `POST /v1beta/models/{model}:generateContent` (or `:streamGenerateContent
+    /// ?alt=sse`), `x-goog-api-key`.
+    Gemini,
 }
 
 /// Instance configuration.
@@ -219,6 +222,21 @@ impl State {
                     &json!({"error": {"message": message, "type": kind, "param": null, "code": openai_code}}),
                 )
             }
+            Dialect::Gemini => {
+                let status_name = match status {
+                    400 => "INVALID_ARGUMENT",
+                    401 => "UNAUTHENTICATED",
+                    403 => "PERMISSION_DENIED",
+                    404 => "NOT_FOUND",
+                    429 => "RESOURCE_EXHAUSTED",
+                    503 | 529 => "UNAVAILABLE",
+                    _ => "INTERNAL",
+                };
+                json_response(
+                    status,
+                    &json!({"error": {"code": status, "message": message, "status": status_name}}),
+                )
+            }
             Dialect::AzureOpenai => {
                 let code = openai_code.map(str::to_string).unwrap_or_else(|| status.to_string());
                 json_response(
@@ -290,6 +308,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let checked = match state.cfg.dialect {
         Dialect::Openai | Dialect::AzureOpenai => check_openai(&state, &method, &path, header, &raw, &body),
         Dialect::Anthropic => check_anthropic(&state, &method, &path, header, &raw, &body),
+        Dialect::Gemini => check_gemini(&state, &method, &path, header, &body),
     };
     let req = match checked {
         Ok(r) => r,
@@ -311,7 +330,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     if let Some(kind) = &b.error {
         // The providers' own error answers for these cases.
         let anthropic = state.cfg.dialect == Dialect::Anthropic;
+        let gemini = state.cfg.dialect == Dialect::Gemini;
         return match kind.as_str() {
+            "model_gone" if gemini => state.error(404, &format!("models/{} is not found for API version v1beta, or is not supported for generateContent.", req.model), None),
+            "invalid_key" if gemini => state.error(400, "API key not valid. Please pass a valid API key.", None),
             "content_policy" if anthropic => state.error(400, "Output blocked by content filtering policy", None),
             "content_policy" => state.error(
                 400,
@@ -341,11 +363,13 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let mut events = match state.cfg.dialect {
         Dialect::Openai | Dialect::AzureOpenai => openai_reply(&req, &reply, n),
         Dialect::Anthropic => anthropic_reply(&req, &reply, n),
+        Dialect::Gemini => gemini_reply(&req, &reply, n),
     };
     if b.finish.as_deref() == Some("content_filter") && !req.stream {
         events[0] = events[0]
             .replace("\"finish_reason\":\"stop\"", "\"finish_reason\":\"content_filter\"")
-            .replace("\"stop_reason\":\"end_turn\"", "\"stop_reason\":\"refusal\"");
+            .replace("\"stop_reason\":\"end_turn\"", "\"stop_reason\":\"refusal\"")
+            .replace("\"finishReason\":\"STOP\"", "\"finishReason\":\"SAFETY\"");
     }
     if !req.stream {
         let body = events.into_iter().next().unwrap_or_default();
@@ -700,6 +724,134 @@ fn openai_reply(req: &ChatRequest, reply: &str, n: u64) -> Vec<String> {
     }
     out.push("data: [DONE]\n\n".to_string());
     out
+}
+
+const GEMINI_FIELDS: &[&str] = &[
+    "contents",
+    "systemInstruction",
+    "generationConfig",
+    "tools",
+    "toolConfig",
+    "safetySettings",
+    "cachedContent",
+];
+
+fn check_gemini<'a>(
+    state: &State,
+    method: &str,
+    path: &str,
+    header: impl Fn(&str) -> Option<&'a str>,
+    body: &Value,
+) -> Result<ChatRequest, Box<Response<Body>>> {
+    let (p, query) = path.split_once('?').unwrap_or((path, ""));
+    let rest = p.strip_prefix("/v1beta/models/").unwrap_or("");
+    let (model, stream) = match rest.rsplit_once(':') {
+        Some((m, "generateContent")) => (m, false),
+        Some((m, "streamGenerateContent")) => (m, true),
+        _ => return Err(state.reject(404, &format!("Method not found: {method} {path}"), None)),
+    };
+    if method != "POST" || model.is_empty() {
+        return Err(state.reject(404, "Method not found.", None));
+    }
+    if stream && !query.split('&').any(|kv| kv == "alt=sse") {
+        return Err(state.reject(
+            400,
+            "This mock streams only with alt=sse, as Switchyard requests.",
+            None,
+        ));
+    }
+    let key = header("x-goog-api-key").unwrap_or("");
+    if key.is_empty() {
+        return Err(state.reject(403, "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.", None));
+    }
+    if state
+        .cfg
+        .api_key
+        .as_deref()
+        .is_some_and(|k| !k.split(',').any(|k| k == key))
+    {
+        return Err(state.reject(400, "API key not valid. Please pass a valid API key.", None));
+    }
+    if header("authorization").is_some() {
+        return Err(state.reject(
+            401,
+            "Stricter than the real API: another provider's credential arrived.",
+            None,
+        ));
+    }
+    let Some(obj) = body.as_object() else {
+        return Err(state.reject(400, "Invalid JSON payload received.", None));
+    };
+    if let Some(k) = unknown_param(obj, GEMINI_FIELDS) {
+        return Err(state.reject(
+            400,
+            &format!("Invalid JSON payload received. Unknown name \"{k}\": Cannot find field."),
+            None,
+        ));
+    }
+    let Some(contents) = obj.get("contents").and_then(Value::as_array).filter(|c| !c.is_empty()) else {
+        return Err(state.reject(
+            400,
+            "* GenerateContentRequest.contents: contents is not specified",
+            None,
+        ));
+    };
+    for (i, c) in contents.iter().enumerate() {
+        let role = c.get("role").and_then(Value::as_str).unwrap_or("user");
+        if role != "user" && role != "model" {
+            return Err(state.reject(
+                400,
+                &format!("Please use a valid role: user, model. (contents[{i}])"),
+                None,
+            ));
+        }
+    }
+    if !state.cfg.models.is_empty() && !state.cfg.models.iter().any(|m| m == model) {
+        return Err(state.reject(
+            404,
+            &format!("models/{model} is not found for API version v1beta, or is not supported for generateContent."),
+            None,
+        ));
+    }
+    let words_in = |v: &Value| -> u64 {
+        v.get("parts")
+            .and_then(Value::as_array)
+            .map(|ps| ps.iter().map(|p| words(p.get("text").unwrap_or(&Value::Null))).sum())
+            .unwrap_or(0)
+    };
+    let input = contents.iter().map(words_in).sum::<u64>() + obj.get("systemInstruction").map(words_in).unwrap_or(0);
+    Ok(ChatRequest {
+        model: model.to_string(),
+        stream,
+        include_usage: true,
+        input_tokens: input,
+    })
+}
+
+fn gemini_reply(req: &ChatRequest, reply: &str, n: u64) -> Vec<String> {
+    let out_tokens = reply.split_whitespace().count() as u64;
+    let usage = json!({"promptTokenCount": req.input_tokens, "candidatesTokenCount": out_tokens, "totalTokenCount": req.input_tokens + out_tokens});
+    if !req.stream {
+        return vec![json!({
+            "candidates": [{"content": {"parts": [{"text": reply}], "role": "model"}, "finishReason": "STOP", "index": 0}],
+            "usageMetadata": usage, "modelVersion": req.model, "responseId": format!("mock-{n}"),
+        }).to_string()];
+    }
+    let words: Vec<&str> = reply.split(' ').collect();
+    words
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let piece = if i == 0 { w.to_string() } else { format!(" {w}") };
+            let mut ev = json!({"candidates": [{"content": {"parts": [{"text": piece}], "role": "model"}, "index": 0}],
+                "modelVersion": req.model, "responseId": format!("mock-{n}")});
+            if i + 1 == words.len() {
+                ev["candidates"][0]["finishReason"] = json!("STOP");
+                ev["usageMetadata"] = usage.clone();
+            }
+            format!("data: {ev}\r\n\r\n")
+        })
+        .collect()
 }
 
 fn anthropic_reply(req: &ChatRequest, reply: &str, n: u64) -> Vec<String> {

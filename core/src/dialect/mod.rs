@@ -2,6 +2,7 @@
 //! provider's request, and how each provider's answer becomes OpenAI's.
 
 pub mod anthropic;
+pub mod gemini;
 pub mod openai;
 
 use serde_json::Value;
@@ -34,8 +35,18 @@ pub enum TranslateError {
 pub const AZURE_API_VERSION: &str = "2024-10-21";
 
 /// The request path for `model` at a provider of `dialect` under `base_path`.
-pub fn path(dialect: Dialect, base_path: &str, model: &str, api_version: Option<&str>) -> String {
+pub fn path(
+    dialect: Dialect,
+    base_path: &str,
+    model: &str,
+    api_version: Option<&str>,
+    stream: bool,
+) -> String {
     match dialect {
+        Dialect::Gemini if stream => {
+            format!("{base_path}/models/{model}:streamGenerateContent?alt=sse")
+        }
+        Dialect::Gemini => format!("{base_path}/models/{model}:generateContent"),
         Dialect::Openai => format!("{base_path}/chat/completions"),
         Dialect::Anthropic => format!("{base_path}/messages"),
         Dialect::AzureOpenai => format!(
@@ -64,6 +75,12 @@ pub fn prepare_request(
             .is_some_and(|o| o.include_usage == Some(true));
     let body = match dialect {
         Dialect::Openai | Dialect::AzureOpenai => openai::request_bytes(&members, model)?,
+        Dialect::Gemini => {
+            let request: Value = serde_json::from_slice(body)
+                .map_err(|e| TranslateError::Invalid(format!("request body: {e}")))?;
+            serde_json::to_vec(&gemini::request(&request)?)
+                .map_err(|e| TranslateError::Invalid(e.to_string()))?
+        }
         Dialect::Anthropic => {
             let request: Value = serde_json::from_slice(body)
                 .map_err(|e| TranslateError::Invalid(format!("request body: {e}")))?;

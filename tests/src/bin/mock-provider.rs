@@ -27,6 +27,7 @@ async fn main() {
                     "openai" => Dialect::Openai,
                     "anthropic" => Dialect::Anthropic,
                     "azure_openai" => Dialect::AzureOpenai,
+                    "gemini" => Dialect::Gemini,
                     other => usage(&format!("unknown dialect {other}")),
                 }
             }

@@ -1,0 +1,407 @@
+//! Google Gemini API (`generateContent` / `streamGenerateContent?alt=sse`):
+//! request translation from OpenAI chat completions, and the answer back (JSON,
+//! SSE stream, errors).
+
+use serde_json::{Map, Value, json};
+
+use super::TranslateError;
+use crate::sse;
+
+fn invalid(msg: impl Into<String>) -> TranslateError {
+    TranslateError::Invalid(msg.into())
+}
+
+fn text_of(content: Option<&Value>) -> String {
+    match content {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+fn parts(content: Option<&Value>) -> Result<Vec<Value>, TranslateError> {
+    match content {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![json!({"text": s})]),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|p| match p.get("type").and_then(Value::as_str) {
+                Some("text") => Ok(json!({"text": p.get("text").cloned().unwrap_or(json!(""))})),
+                Some("image_url") => {
+                    let url = p
+                        .pointer("/image_url/url")
+                        .and_then(Value::as_str)
+                        .unwrap_or("");
+                    match url
+                        .strip_prefix("data:")
+                        .and_then(|r| r.split_once(";base64,"))
+                    {
+                        Some((mime, data)) => {
+                            Ok(json!({"inlineData": {"mimeType": mime, "data": data}}))
+                        }
+                        None => Ok(json!({"fileData": {"fileUri": url}})),
+                    }
+                }
+                other => Err(invalid(format!(
+                    "content part type {other:?} is not supported by Gemini"
+                ))),
+            })
+            .collect(),
+        Some(_) => Err(invalid(
+            "message content must be a string or an array of parts",
+        )),
+    }
+}
+
+/// Translates an OpenAI chat-completions request into a Gemini request (the model
+/// travels in the path).
+pub fn request(req: &Value) -> Result<Value, TranslateError> {
+    let messages = req
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or_else(|| invalid("messages must be an array"))?;
+    let mut system = Vec::new();
+    let mut contents: Vec<Value> = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        let role = m
+            .get("role")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid(format!("messages[{i}].role is missing")))?;
+        let (role, mut p) = match role {
+            "system" | "developer" => {
+                system.push(text_of(m.get("content")));
+                continue;
+            }
+            "user" => ("user", parts(m.get("content"))?),
+            "assistant" => ("model", parts(m.get("content"))?),
+            "tool" => (
+                "user",
+                vec![json!({"functionResponse": {
+                    "name": m.get("name").cloned().unwrap_or(json!("tool")),
+                    "response": {"content": text_of(m.get("content"))},
+                }})],
+            ),
+            other => {
+                return Err(invalid(format!(
+                    "messages[{i}].role `{other}` is not supported"
+                )));
+            }
+        };
+        if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
+            for c in calls {
+                let args = c
+                    .pointer("/function/arguments")
+                    .and_then(Value::as_str)
+                    .unwrap_or("{}");
+                p.push(json!({"functionCall": {
+                    "name": c.pointer("/function/name").cloned().unwrap_or(Value::Null),
+                    "args": serde_json::from_str::<Value>(args).unwrap_or_else(|_| json!({})),
+                }}));
+            }
+        }
+        match contents.last_mut() {
+            Some(last) if last.get("role").and_then(Value::as_str) == Some(role) => {
+                if let Some(Value::Array(existing)) = last.get_mut("parts") {
+                    existing.extend(p);
+                }
+            }
+            _ => contents.push(json!({"role": role, "parts": p})),
+        }
+    }
+    let mut out = Map::new();
+    out.insert("contents".into(), Value::Array(contents));
+    if !system.is_empty() {
+        out.insert(
+            "systemInstruction".into(),
+            json!({"parts": [{"text": system.join("\n\n")}]}),
+        );
+    }
+    let mut generation = Map::new();
+    for (from, to) in [
+        ("temperature", "temperature"),
+        ("top_p", "topP"),
+        ("seed", "seed"),
+    ] {
+        if let Some(v) = req.get(from).filter(|v| !v.is_null()) {
+            generation.insert(to.into(), v.clone());
+        }
+    }
+    if let Some(v) = req
+        .get("max_completion_tokens")
+        .or_else(|| req.get("max_tokens"))
+        .filter(|v| !v.is_null())
+    {
+        generation.insert("maxOutputTokens".into(), v.clone());
+    }
+    match req.get("stop") {
+        Some(Value::String(s)) => {
+            generation.insert("stopSequences".into(), json!([s]));
+        }
+        Some(Value::Array(a)) => {
+            generation.insert("stopSequences".into(), Value::Array(a.clone()));
+        }
+        _ => {}
+    }
+    if req
+        .pointer("/response_format/type")
+        .and_then(Value::as_str)
+        .is_some_and(|t| t == "json_object" || t == "json_schema")
+    {
+        generation.insert("responseMimeType".into(), json!("application/json"));
+    }
+    if !generation.is_empty() {
+        out.insert("generationConfig".into(), Value::Object(generation));
+    }
+    if let Some(tools) = req.get("tools").and_then(Value::as_array) {
+        let decls: Vec<Value> = tools
+            .iter()
+            .filter_map(|t| t.get("function"))
+            .map(|f| {
+                json!({
+                    "name": f.get("name").cloned().unwrap_or(Value::Null),
+                    "description": f.get("description").cloned().unwrap_or(json!("")),
+                    "parameters": f.get("parameters").cloned().unwrap_or_else(|| json!({"type": "object"})),
+                })
+            })
+            .collect();
+        out.insert("tools".into(), json!([{"functionDeclarations": decls}]));
+    }
+    Ok(Value::Object(out))
+}
+
+/// Maps Gemini's `finishReason` to OpenAI's `finish_reason`.
+pub fn finish_reason(reason: &str, has_calls: bool) -> &'static str {
+    match reason {
+        "MAX_TOKENS" => "length",
+        "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" => "content_filter",
+        _ if has_calls => "tool_calls",
+        _ => "stop",
+    }
+}
+
+fn usage(v: &Value) -> Option<Value> {
+    let u = v.get("usageMetadata")?;
+    let p = u
+        .get("promptTokenCount")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let c = u
+        .get("candidatesTokenCount")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    Some(json!({"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}))
+}
+
+/// Text and tool calls of the first candidate.
+fn candidate(v: &Value) -> (String, Vec<Value>, Option<&str>) {
+    let c = v.pointer("/candidates/0");
+    let mut text = String::new();
+    let mut calls = Vec::new();
+    for part in c
+        .and_then(|c| c.pointer("/content/parts"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(t) = part.get("text").and_then(Value::as_str) {
+            text.push_str(t);
+        }
+        if let Some(f) = part.get("functionCall") {
+            calls.push(json!({
+                "id": format!("call_{}", calls.len()),
+                "type": "function",
+                "function": {
+                    "name": f.get("name").cloned().unwrap_or(Value::Null),
+                    "arguments": f.get("args").map(Value::to_string).unwrap_or_else(|| "{}".into()),
+                },
+            }));
+        }
+    }
+    (
+        text,
+        calls,
+        c.and_then(|c| c.get("finishReason"))
+            .and_then(Value::as_str),
+    )
+}
+
+/// Translates a `generateContent` answer into a chat completion.
+pub fn response(body: &[u8], created: u64, model: &str) -> Result<Vec<u8>, TranslateError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| invalid(format!("provider sent invalid JSON: {e}")))?;
+    let (text, calls, finish) = candidate(&v);
+    let mut message = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { json!(text) }});
+    let has_calls = !calls.is_empty();
+    if has_calls {
+        message["tool_calls"] = Value::Array(calls);
+    }
+    let out = json!({
+        "id": v.get("responseId").cloned().unwrap_or(json!("gemini")),
+        "object": "chat.completion",
+        "created": created,
+        "model": v.get("modelVersion").and_then(Value::as_str).unwrap_or(model),
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason(finish.unwrap_or("STOP"), has_calls)}],
+        "usage": usage(&v).unwrap_or_else(|| json!({"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0})),
+    });
+    Ok(out.to_string().into_bytes())
+}
+
+/// `(status, message)` of a Gemini error body.
+pub fn error_details(body: &[u8]) -> Option<(String, String)> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let e = v.get("error")?;
+    Some((
+        e.get("status")
+            .and_then(Value::as_str)
+            .unwrap_or("UNKNOWN")
+            .to_string(),
+        e.get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+    ))
+}
+
+/// Turns a `streamGenerateContent?alt=sse` stream into OpenAI chunks.
+#[derive(Debug)]
+pub struct StreamTranslator {
+    parser: sse::Parser,
+    include_usage: bool,
+    created: u64,
+    model: String,
+    started: bool,
+    usage: Option<Value>,
+    calls: usize,
+    done: bool,
+}
+
+impl StreamTranslator {
+    /// `include_usage`: the client asked for the final usage chunk.
+    pub fn new(include_usage: bool, created: u64, model: &str) -> Self {
+        StreamTranslator {
+            parser: sse::Parser::default(),
+            include_usage,
+            created,
+            model: model.to_string(),
+            started: false,
+            usage: None,
+            calls: 0,
+            done: false,
+        }
+    }
+
+    /// A finish reason was seen: the answer is complete.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> String {
+        let c = json!({
+            "id": "gemini", "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        });
+        format!("data: {c}\n\n")
+    }
+
+    /// Translates one chunk of the provider's stream.
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut out = String::new();
+        for ev in self.parser.feed(bytes) {
+            let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
+                continue;
+            };
+            if let Some(m) = v.get("modelVersion").and_then(Value::as_str) {
+                self.model = m.to_string();
+            }
+            if !self.started {
+                self.started = true;
+                out.push_str(&self.chunk(json!({"role": "assistant", "content": ""}), None));
+            }
+            if let Some(u) = usage(&v) {
+                self.usage = Some(u);
+            }
+            let (text, calls, finish) = candidate(&v);
+            if !text.is_empty() {
+                out.push_str(&self.chunk(json!({"content": text}), None));
+            }
+            for mut c in calls {
+                c["index"] = json!(self.calls);
+                c["id"] = json!(format!("call_{}", self.calls));
+                self.calls += 1;
+                out.push_str(&self.chunk(json!({"tool_calls": [c]}), None));
+            }
+            if let Some(f) = finish {
+                out.push_str(&self.chunk(json!({}), Some(finish_reason(f, self.calls > 0))));
+                if self.include_usage {
+                    let c = json!({
+                        "id": "gemini", "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                        "choices": [], "usage": self.usage.clone().unwrap_or(json!({})),
+                    });
+                    out.push_str(&format!("data: {c}\n\n"));
+                }
+                out.push_str("data: [DONE]\n\n");
+                self.done = true;
+            }
+        }
+        out.into_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_shape() {
+        let req = json!({"model": "x", "max_tokens": 20, "temperature": 0.1, "stop": "END",
+            "response_format": {"type": "json_object"},
+            "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"},
+                         {"role": "assistant", "content": "hello"}, {"role": "user", "content": "again"}]});
+        let out = request(&req).unwrap();
+        assert_eq!(out["systemInstruction"]["parts"][0]["text"], "be brief");
+        assert_eq!(out["contents"][1]["role"], "model");
+        assert_eq!(out["contents"].as_array().unwrap().len(), 3);
+        assert_eq!(out["generationConfig"]["maxOutputTokens"], 20);
+        assert_eq!(out["generationConfig"]["stopSequences"], json!(["END"]));
+        assert_eq!(
+            out["generationConfig"]["responseMimeType"],
+            "application/json"
+        );
+    }
+
+    #[test]
+    fn json_and_stream_answers() {
+        let body = br#"{"candidates":[{"content":{"role":"model","parts":[{"text":"Hi"}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":3,"candidatesTokenCount":1,"totalTokenCount":4},"modelVersion":"gemini-2.0-flash"}"#;
+        let v: Value = serde_json::from_slice(&response(body, 1, "m").unwrap()).unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], "Hi");
+        assert_eq!(v["usage"]["total_tokens"], 4);
+        let stream = concat!(
+            "data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\"Hel\"}]}}]}\r\n\r\n",
+            "data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\"lo\"}]},\"finishReason\":\"STOP\"}],\"usageMetadata\":{\"promptTokenCount\":2,\"candidatesTokenCount\":2}}\r\n\r\n",
+        );
+        let mut t = StreamTranslator::new(true, 1, "gemini-x");
+        let text = String::from_utf8(t.feed(stream.as_bytes())).unwrap();
+        assert!(t.is_done());
+        let datas: Vec<&str> = text
+            .split("\n\n")
+            .filter(|s| !s.is_empty())
+            .map(|s| s.trim_start_matches("data: "))
+            .collect();
+        assert_eq!(*datas.last().unwrap(), "[DONE]");
+        let chunks: Vec<Value> = datas[..datas.len() - 1]
+            .iter()
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect();
+        let content: String = chunks
+            .iter()
+            .filter_map(|c| c.pointer("/choices/0/delta/content"))
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(content, "Hello");
+        assert_eq!(chunks.last().unwrap()["usage"]["total_tokens"], 4);
+    }
+}
