@@ -217,6 +217,9 @@ pub struct Config {
     pub default_policy: Policy,
     /// Circuit breakers per target.
     pub circuit_breaker: Option<switchyard_core::circuit::Settings>,
+    /// Where filters reach the control plane's fleet exchange (set by `serve`,
+    /// not by the file).
+    pub fleet_addr: Option<std::net::SocketAddr>,
 }
 
 /// A validated provider.
@@ -542,6 +545,7 @@ pub fn parse(
         routes,
         default_policy: raw.policy,
         circuit_breaker: raw.circuit_breaker,
+        fleet_addr: None,
     })
 }
 

@@ -4,5 +4,6 @@
 pub mod bootstrap;
 pub mod config;
 pub mod defaults;
+pub mod fleet;
 pub mod status;
 pub mod xds;

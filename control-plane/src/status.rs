@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::fleet::{Fleet, TargetView};
 use crate::xds::server::{NodeStatus, Registry, Snapshot};
+use switchyard_core::fleet::Report;
 
 /// The status document.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -28,43 +30,37 @@ pub struct Status {
     pub version: String,
     /// Every Envoy seen since start, by node id.
     pub nodes: BTreeMap<String, NodeStatus>,
+    /// Every target the filters reported on, fleet-wide.
+    #[serde(default)]
+    pub targets: BTreeMap<String, TargetView>,
 }
 
-fn current(registry: &Registry, snapshots: &watch::Receiver<Arc<Snapshot>>) -> Status {
-    Status {
-        version: snapshots.borrow().version.clone(),
-        nodes: registry.nodes(),
-    }
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
-/// Serves `GET /status` on `listener` until the task is dropped.
+/// Serves `GET /status` and the fleet exchange (`POST /fleet/v1/exchange`) on
+/// `listener` until the task is dropped.
 pub async fn serve(
     listener: TcpListener,
     registry: Registry,
     snapshots: watch::Receiver<Arc<Snapshot>>,
+    fleet: Fleet,
 ) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let (registry, snapshots) = (registry.clone(), snapshots.clone());
+        let (registry, snapshots, fleet) = (registry.clone(), snapshots.clone(), fleet.clone());
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                let (registry, snapshots) = (registry.clone(), snapshots.clone());
+                let (registry, snapshots, fleet) =
+                    (registry.clone(), snapshots.clone(), fleet.clone());
                 async move {
-                    let (code, body) = if req.method() == hyper::Method::GET
-                        && req.uri().path() == "/status"
-                    {
-                        (
-                            StatusCode::OK,
-                            serde_json::to_vec(&current(&registry, &snapshots)).unwrap_or_default(),
-                        )
-                    } else {
-                        (
-                            StatusCode::NOT_FOUND,
-                            b"{\"error\":\"GET /status\"}".to_vec(),
-                        )
-                    };
+                    let (code, body) = route(req, &registry, &snapshots, &fleet).await;
                     let mut r = Response::new(Full::new(Bytes::from(body)));
                     *r.status_mut() = code;
                     r.headers_mut().insert(
@@ -75,9 +71,63 @@ pub async fn serve(
                 }
             });
             let _ = http1::Builder::new()
+                .keep_alive(true)
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
         });
+    }
+}
+
+async fn route(
+    req: Request<hyper::body::Incoming>,
+    registry: &Registry,
+    snapshots: &watch::Receiver<Arc<Snapshot>>,
+    fleet: &Fleet,
+) -> (StatusCode, Vec<u8>) {
+    match (req.method().clone(), req.uri().path()) {
+        (hyper::Method::GET, "/status") => {
+            let status = Status {
+                version: snapshots.borrow().version.clone(),
+                nodes: registry.nodes(),
+                targets: fleet.view(),
+            };
+            (
+                StatusCode::OK,
+                serde_json::to_vec(&status).unwrap_or_default(),
+            )
+        }
+        (hyper::Method::POST, switchyard_core::fleet::EXCHANGE_PATH) => {
+            let body = match req.into_body().collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => {
+                    return (
+                        StatusCode::BAD_REQUEST,
+                        b"{\"error\":\"unreadable body\"}".to_vec(),
+                    );
+                }
+            };
+            let report: Report = match serde_json::from_slice(&body) {
+                Ok(r) => r,
+                Err(e) => {
+                    return (
+                        StatusCode::BAD_REQUEST,
+                        serde_json::json!({"error": e.to_string()})
+                            .to_string()
+                            .into_bytes(),
+                    );
+                }
+            };
+            let breaker = snapshots.borrow().breaker.clone();
+            let state = fleet.exchange(report, breaker.as_ref(), now_ms());
+            (
+                StatusCode::OK,
+                serde_json::to_vec(&state).unwrap_or_default(),
+            )
+        }
+        _ => (
+            StatusCode::NOT_FOUND,
+            b"{\"error\":\"GET /status or POST /fleet/v1/exchange\"}".to_vec(),
+        ),
     }
 }
 
@@ -159,6 +209,30 @@ pub fn render(s: &Status) -> String {
             shown,
             n.last_nack.as_deref().unwrap_or("-"),
         ));
+    }
+    if !s.targets.is_empty() {
+        let width = s.targets.keys().map(String::len).max().unwrap_or(6).max(6);
+        out.push_str(&format!(
+            "\n{:<width$}  {:>8}  {:>8}  {:<22}  REPORTED BY\n",
+            "TARGET", "OK", "FAILED", "CIRCUIT"
+        ));
+        let now = now_ms();
+        for (t, v) in &s.targets {
+            let circuit = if v.open_until_ms > now {
+                format!("open ({} ms left)", v.open_until_ms - now)
+            } else {
+                "closed".to_string()
+            };
+            let by: Vec<&str> = v.reporters.iter().map(String::as_str).collect();
+            out.push_str(&format!(
+                "{:<width$}  {:>8}  {:>8}  {:<22}  {}\n",
+                t,
+                v.ok,
+                v.failed,
+                circuit,
+                by.join(", ")
+            ));
+        }
     }
     out
 }

@@ -102,6 +102,9 @@ pub struct FilterConfig {
     /// Circuit breakers per target; none when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_breaker: Option<crate::circuit::Settings>,
+    /// Exchange of outcomes and fleet state with the control plane (planner only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<crate::fleet::Link>,
 }
 
 /// A model alias: its chain of targets and its fail-over policy.

@@ -9,6 +9,7 @@ pub mod cooldown;
 pub mod dialect;
 pub mod error;
 pub mod failure;
+pub mod fleet;
 pub mod plan;
 pub mod policy;
 pub mod request;

@@ -207,6 +207,7 @@ mod tests {
             max_request_bytes: 1000,
             max_attempts: 3,
             circuit_breaker: None,
+            fleet: None,
         }
     }
 

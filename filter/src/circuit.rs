@@ -72,8 +72,10 @@ pub fn admit(settings: &Settings, t: &Target, now_ms: u64) -> bool {
     update(t, |s| s.admit(settings, now_ms)).unwrap_or(true)
 }
 
-/// Records an attempt's outcome: `ok`, or a failure that counts.
+/// Records an attempt's outcome: `ok`, or a failure that counts. It also counts
+/// towards the next fleet report.
 pub fn record(settings: &Settings, t: &Target, ok: bool, now_ms: u64) {
+    crate::fleet::record(t, ok);
     update(t, |s| {
         let (next, tr) = if ok {
             s.success()

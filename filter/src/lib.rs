@@ -13,6 +13,7 @@
 pub mod adapter;
 pub mod circuit;
 pub mod cooldown;
+pub mod fleet;
 pub mod host;
 pub mod ledger;
 pub mod planner;
@@ -28,13 +29,106 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
-/// Root context: holds the last good config of one plugin instance.
+/// Root context: holds the last good config of one plugin instance; the
+/// planner's also runs the fleet exchange on a timer.
 #[derive(Default)]
 pub struct Root {
     config: Option<Rc<FilterConfig>>,
+    /// An exchange is in flight (its token).
+    exchange: Option<u32>,
+    /// Outcomes taken for the exchange in flight, restored if it fails.
+    in_flight: Vec<switchyard_core::fleet::Outcome>,
 }
 
-impl Context for Root {}
+impl Root {
+    fn exchange(&mut self, link: &switchyard_core::fleet::Link) {
+        if self.exchange.is_some() {
+            return;
+        }
+        let node = host::property(&["node", "id"])
+            .map(|n| String::from_utf8_lossy(&n).into_owned())
+            .unwrap_or_default();
+        let outcomes = fleet::take();
+        let body = serde_json::to_vec(&switchyard_core::fleet::Report {
+            node,
+            outcomes: outcomes.clone(),
+        })
+        .unwrap_or_default();
+        let headers = vec![
+            (":method", "POST"),
+            (":path", switchyard_core::fleet::EXCHANGE_PATH),
+            (":authority", "switchyard"),
+            ("content-type", "application/json"),
+        ];
+        match proxy_wasm::hostcalls::dispatch_http_call(
+            &link.cluster,
+            headers,
+            Some(&body),
+            vec![],
+            std::time::Duration::from_millis(link.interval_ms.max(100) * 4),
+        ) {
+            Ok(token) => {
+                self.exchange = Some(token);
+                self.in_flight = outcomes;
+            }
+            Err(_) => restore(&outcomes),
+        }
+    }
+}
+
+/// Puts outcomes that could not be reported back into the counters.
+fn restore(outcomes: &[switchyard_core::fleet::Outcome]) {
+    for o in outcomes {
+        if let Some(t) = switchyard_core::plan::Target::parse(&o.target) {
+            for _ in 0..o.ok.min(1000) {
+                fleet::record(&t, true);
+            }
+            for _ in 0..o.failed.min(1000) {
+                fleet::record(&t, false);
+            }
+        }
+    }
+}
+
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        if self.exchange != Some(token) {
+            return;
+        }
+        self.exchange = None;
+        let status = proxy_wasm::hostcalls::get_map_value(
+            proxy_wasm::types::MapType::HttpCallResponseHeaders,
+            ":status",
+        )
+        .ok()
+        .flatten();
+        let body = host::body(
+            proxy_wasm::types::BufferType::HttpCallResponseBody,
+            body_size,
+        );
+        match (
+            status.as_deref(),
+            serde_json::from_slice::<switchyard_core::fleet::State>(&body),
+        ) {
+            (Some("200"), Ok(state)) => {
+                self.in_flight.clear();
+                fleet::apply(&state);
+            }
+            _ => {
+                // The control plane is away: keep the counts for the next try and
+                // keep serving with the last fleet state.
+                let lost = std::mem::take(&mut self.in_flight);
+                restore(&lost);
+            }
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -48,6 +142,11 @@ impl RootContext for Root {
                     cfg.providers.len(),
                     cfg.routes.len()
                 );
+                if let Some(link) = cfg.fleet.as_ref().filter(|_| cfg.role == Role::Planner) {
+                    let _ = proxy_wasm::hostcalls::set_tick_period(
+                        std::time::Duration::from_millis(link.interval_ms.max(50)),
+                    );
+                }
                 self.config = Some(Rc::new(cfg));
                 true
             }
@@ -69,5 +168,12 @@ impl RootContext for Root {
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
+    }
+
+    fn on_tick(&mut self) {
+        let link = self.config.as_ref().and_then(|c| c.fleet.clone());
+        if let Some(link) = link {
+            self.exchange(&link);
+        }
     }
 }

@@ -17,7 +17,7 @@ use switchyard_core::config::FilterConfig;
 use switchyard_core::policy::{self, Policy};
 use switchyard_core::{error, plan, request, wire};
 
-use crate::{circuit, cooldown, host, ledger};
+use crate::{circuit, cooldown, fleet, host, ledger};
 
 const CHAT_PATH: &str = "/v1/chat/completions";
 const MODELS_PATH: &str = "/v1/models";
@@ -123,7 +123,7 @@ impl Planner {
 
     /// Moves targets that should not be tried first behind the others, keeping
     /// each group's order: targets cooling down (rate limit, rejected key) and
-    /// targets whose circuit is open. When every target is held back the plan is
+    /// targets whose circuit is open, here or fleet-wide. When every target is held back the plan is
     /// unchanged: trying beats failing without trying.
     fn steer(&self, plan: Vec<plan::Target>, now: u64) -> Vec<plan::Target> {
         if plan.len() < 2 {
@@ -132,7 +132,9 @@ impl Planner {
         let breaker = self.cfg.circuit_breaker.as_ref();
         let (ready, back): (Vec<plan::Target>, Vec<plan::Target>) =
             plan.into_iter().partition(|t| {
-                !cooldown::is_cooling(t, now) && breaker.is_none_or(|s| circuit::admit(s, t, now))
+                !cooldown::is_cooling(t, now)
+                    && !fleet::is_open(t, now)
+                    && breaker.is_none_or(|s| circuit::admit(s, t, now))
             });
         if ready.is_empty() {
             return back;

@@ -55,9 +55,10 @@ async fn hanging_provider_is_cut_out_then_probed_back_in() {
     assert_eq!(a.requests().await.len(), 3);
     assert_eq!(gw.stat("wasmcustom.switchyard_circuit_opened_total").await, Some(1));
 
-    // After the cool-down one probe goes to a; a has recovered, the circuit
+    // After the cool-down (and the fleet-wide state, up to one 250 ms report
+    // later) one probe goes to a; a has recovered, the circuit
     // closes and a is first again.
-    tokio::time::sleep(Duration::from_millis(1600)).await;
+    tokio::time::sleep(Duration::from_millis(1900)).await;
     let r = gw.chat(&chat_body("chat"), &[]).await;
     assert_eq!(served(&r), ("a".into(), "1".into()), "the probe");
     for _ in 0..3 {
@@ -95,7 +96,9 @@ async fn a_failed_probe_reopens_for_longer() {
         served(&gw.chat(&chat_body("chat"), &fail).await),
         ("b".into(), "1".into())
     );
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    // The fleet-wide state (reported every 250 ms) can hold a target up to one
+    // report interval longer than the local circuit: wait past both.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     // The probe fails: open again, now for 1600 ms.
     assert_eq!(
         served(&gw.chat(&chat_body("chat"), &fail).await),
@@ -107,7 +110,7 @@ async fn a_failed_probe_reopens_for_longer() {
         ("b".into(), "1".into()),
         "still open"
     );
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(
         served(&gw.chat(&chat_body("chat"), &[]).await),
         ("a".into(), "1".into()),

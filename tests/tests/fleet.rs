@@ -62,7 +62,7 @@ async fn three_envoys_follow_the_control_plane_and_survive_its_absence() {
     let swapped = config.replace("[a/m-a, b/m-b]", "[b/m-b, a/m-a]");
     std::fs::write(&gw.config, &swapped).unwrap();
     let took = converge(&gw, "b").await;
-    println!("config change reached 3 Envoys in {took:?} (file poll 500 ms included)");
+    println!("config change reached 3 Envoys in {took:?} (250 ms file poll included)");
 
     // Control plane gone: every Envoy keeps serving its last config.
     gw.stop_control_plane();
@@ -128,4 +128,60 @@ async fn a_hot_reload_does_not_cut_streams_in_flight() {
     assert_eq!(provider, "a");
     let text = text.expect("the stream in flight was cut by the reload");
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_failing_behind_one_envoy_is_skipped_by_the_others_within_a_second() {
+    let paths = Paths::discover();
+    let dir = Scratch::new("fleet-state");
+    let a = Mock::start(&paths, &dir.0, "a", Dialect::Openai, &[]);
+    let b = Mock::start(&paths, &dir.0, "b", Dialect::Anthropic, &[]);
+    let mut gw = Gateway::builder()
+        .provider(&a)
+        .provider(&b)
+        .route("chat", &["a/m-a", "b/m-b"])
+        .yaml("circuit_breaker: { consecutive_failures: 3, base_open_ms: 10000, max_open_ms: 60000 }\n")
+        .start(&paths, &dir)
+        .await;
+    gw.add_envoy(&paths).await;
+    gw.add_envoy(&paths).await;
+    let client = reqwest::Client::new();
+    let chat = |url: String| {
+        let client = client.clone();
+        async move {
+            let r = client
+                .post(format!("{url}/v1/chat/completions"))
+                .header("x-mock", "a:status=503")
+                .json(&chat_body("chat"))
+                .send()
+                .await
+                .unwrap();
+            let h = |n: &str| r.headers()[n].to_str().unwrap().to_string();
+            (h("x-switchyard-provider"), h("x-switchyard-attempts"))
+        }
+    };
+    // Envoy 0 alone sees a fail three times.
+    for _ in 0..3 {
+        assert_eq!(chat(gw.urls[0].clone()).await, ("b".to_string(), "2".to_string()));
+    }
+    let failed_at = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Envoys 1 and 2 never saw a fail, yet leave it out: their first requests go
+    // straight to b.
+    for url in &gw.urls[1..] {
+        assert_eq!(
+            chat(url.clone()).await,
+            ("b".to_string(), "1".to_string()),
+            "{url} still tried a"
+        );
+    }
+    assert_eq!(a.requests().await.len(), 3, "only Envoy 0's three attempts reached a");
+    println!("fleet state reached the other Envoys within {:?}", failed_at.elapsed());
+
+    let out = std::process::Command::new(&paths.switchyard)
+        .args(["status", "--status-addr", &gw.status.to_string()])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("a/m-a") && table.contains("open ("), "{table}");
 }

@@ -29,6 +29,11 @@ use crate::config::{Config, Provider};
 
 /// Name of the generated listener.
 pub const LISTENER_NAME: &str = "switchyard";
+/// Name of the cluster that reaches the control plane's fleet exchange.
+pub const FLEET_CLUSTER: &str = "switchyard_fleet";
+/// How often each filter worker exchanges outcomes and fleet state.
+pub const FLEET_INTERVAL_MS: u64 = 250;
+
 /// Name of the generated route configuration.
 pub const ROUTE_NAME: &str = "switchyard";
 /// `vm_id` shared by planner and adapter (they must share one VM per worker).
@@ -112,6 +117,12 @@ pub fn filter_config(cfg: &Config, role: Role) -> FilterConfig {
         max_request_bytes: cfg.max_request_bytes,
         max_attempts: cfg.max_attempts,
         circuit_breaker: cfg.circuit_breaker.clone(),
+        fleet: cfg.fleet_addr.filter(|_| role == Role::Planner).map(|_| {
+            switchyard_core::fleet::Link {
+                cluster: FLEET_CLUSTER.to_string(),
+                interval_ms: FLEET_INTERVAL_MS,
+            }
+        }),
     }
 }
 
@@ -496,16 +507,41 @@ pub fn provider_cluster(p: &Provider, budget: Option<(f64, u32)>) -> cluster::Cl
     }
 }
 
+/// The cluster filters use to reach the control plane's fleet exchange (HTTP/1.1).
+pub fn fleet_cluster(addr: std::net::SocketAddr) -> cluster::Cluster {
+    let mut c = provider_cluster(
+        &Provider {
+            name: "fleet".into(),
+            dialect: switchyard_core::config::Dialect::Openai,
+            tls: false,
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            base_path: String::new(),
+            api_keys: Vec::new(),
+            connect_timeout_ms: 1000,
+            api_version: None,
+        },
+        None,
+    );
+    c.name = FLEET_CLUSTER.to_string();
+    if let Some(la) = c.load_assignment.as_mut() {
+        la.cluster_name = FLEET_CLUSTER.to_string();
+    }
+    c
+}
+
 /// All resources of a config, by type URL.
 pub fn resources(cfg: &Config) -> HashMap<&'static str, Vec<(String, Any)>> {
     let mut out = HashMap::new();
-    out.insert(
-        type_url::CLUSTER,
-        cfg.providers
-            .iter()
-            .map(|p| (cluster_name(p), any(&provider_cluster(p, cfg.retry_budget))))
-            .collect(),
-    );
+    let mut clusters: Vec<(String, Any)> = cfg
+        .providers
+        .iter()
+        .map(|p| (cluster_name(p), any(&provider_cluster(p, cfg.retry_budget))))
+        .collect();
+    if let Some(addr) = cfg.fleet_addr {
+        clusters.push((FLEET_CLUSTER.to_string(), any(&fleet_cluster(addr))));
+    }
+    out.insert(type_url::CLUSTER, clusters);
     out.insert(
         type_url::LISTENER,
         vec![(LISTENER_NAME.to_string(), any(&listener(cfg)))],

@@ -72,19 +72,8 @@ pub async fn run(
             cfg.wasm_path.display()
         );
     }
-    let (tx, rx) = watch::channel(Arc::new(Snapshot::from_config(&cfg, 1)));
-    let registry = Registry::default();
-
-    if let Some(path) = config_path.clone() {
-        tokio::spawn(watch_file(path, cfg, tx));
-    } else {
-        // Keep the sender alive: sessions end when it is dropped.
-        tokio::spawn(async move {
-            let _tx = tx;
-            std::future::pending::<()>().await;
-        });
-    }
-
+    // The status/fleet endpoint is bound first: its address goes into the config
+    // the filters get (the cluster through which they report outcomes).
     let status_listener = tokio::net::TcpListener::bind(status_addr)
         .await
         .map_err(|source| ServeError::Bind {
@@ -97,11 +86,28 @@ pub async fn run(
             addr: status_addr,
             source,
         })?;
+    let mut cfg = cfg;
+    cfg.fleet_addr = Some(status_bound);
+    let (tx, rx) = watch::channel(Arc::new(Snapshot::from_config(&cfg, 1)));
+    let registry = Registry::default();
+    let fleet = crate::fleet::Fleet::default();
     tokio::spawn(crate::status::serve(
         status_listener,
         registry.clone(),
         rx.clone(),
+        fleet,
     ));
+
+    if let Some(path) = config_path.clone() {
+        tokio::spawn(watch_file(path, cfg, tx, status_bound));
+    } else {
+        // Keep the sender alive: sessions end when it is dropped.
+        tokio::spawn(async move {
+            let _tx = tx;
+            std::future::pending::<()>().await;
+        });
+    }
+
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
@@ -142,7 +148,12 @@ async fn shutdown() {
 
 /// Polls the config file; a valid change becomes a new snapshot, an invalid one is
 /// reported and the last good config keeps serving.
-async fn watch_file(path: PathBuf, mut current: Config, tx: watch::Sender<Arc<Snapshot>>) {
+async fn watch_file(
+    path: PathBuf,
+    mut current: Config,
+    tx: watch::Sender<Arc<Snapshot>>,
+    fleet_addr: SocketAddr,
+) {
     let mut serial = 1;
     let mut last_text = std::fs::read(&path).ok();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -153,7 +164,10 @@ async fn watch_file(path: PathBuf, mut current: Config, tx: watch::Sender<Arc<Sn
             continue;
         }
         last_text = text;
-        match config::load(&path) {
+        match config::load(&path).map(|mut c| {
+            c.fleet_addr = Some(fleet_addr);
+            c
+        }) {
             Ok(cfg) if cfg == current => {}
             Ok(cfg) => {
                 serial += 1;

@@ -35,6 +35,8 @@ pub struct Snapshot {
     pub version: String,
     /// Resources by type URL, each with its name.
     pub resources: HashMap<&'static str, Vec<(String, Any)>>,
+    /// Circuit-breaker settings for the fleet aggregate.
+    pub breaker: Option<switchyard_core::circuit::Settings>,
 }
 
 impl Snapshot {
@@ -43,6 +45,7 @@ impl Snapshot {
         Snapshot {
             version: format!("{serial}-{}", cfg.version),
             resources: resources::resources(cfg),
+            breaker: cfg.circuit_breaker.clone(),
         }
     }
 }
