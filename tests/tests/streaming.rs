@@ -168,3 +168,24 @@ async fn a_stream_cut_short_ends_with_an_error_event_not_silently() {
     let text = gw.chat(&body, &[]).await.text().await.unwrap();
     assert!(!text.contains("stream_truncated"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_reset_mid_stream_is_never_silent() {
+    let paths = Paths::discover();
+    let dir = Scratch::new("streaming-reset");
+    let a = Mock::start(&paths, &dir.0, "oa", Dialect::Openai, &[]);
+    let b = Mock::start(&paths, &dir.0, "an", Dialect::Anthropic, &[]);
+    let gw = Gateway::builder().provider(&a).provider(&b).start(&paths, &dir).await;
+    for (model, mock) in [("oa/gpt", "oa"), ("an/claude", "an")] {
+        let body = json!({"model": model, "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+        let r = gw.chat(&body, &[("x-mock", &format!("{mock}:reset_after=3"))]).await;
+        assert_eq!(r.status(), 200);
+        // Envoy resets the client's stream (no filter can add bytes after an
+        // upstream reset): the client's HTTP stack reports an error, it never
+        // sees a stream that looks complete.
+        assert!(
+            r.text().await.is_err(),
+            "{model}: a reset stream must not read as complete"
+        );
+    }
+}
