@@ -487,6 +487,10 @@ pub fn parse(
             .insert(
                 r.model.clone(),
                 Route {
+                    hedge_cluster: r
+                        .policy
+                        .hedge_after_ms
+                        .map(|_| switchyard_core::wire::chain_cluster(&r.model)),
                     chain,
                     policy: r.policy.clone(),
                     weights,
@@ -564,6 +568,9 @@ fn check_policy(p: &Policy, at: &str, problems: &mut Vec<String>) {
         if v == Some(0) {
             problems.push(format!("{at}.{name}: expected > 0"));
         }
+    }
+    if p.hedge_after_ms == Some(0) {
+        problems.push(format!("{at}.hedge_after_ms: expected > 0"));
     }
     if let (Some(fb), Some(d)) = (p.first_byte_timeout_ms, p.deadline_ms)
         && fb > d

@@ -120,6 +120,10 @@ pub struct Route {
     /// weight, the others follow by descending weight. Empty: the chain's order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub weights: Vec<u32>,
+    /// Envoy cluster that walks this chain attempt by attempt, hedges included
+    /// (generated when the policy hedges).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hedge_cluster: Option<String>,
 }
 
 impl Route {

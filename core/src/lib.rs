@@ -21,6 +21,13 @@ pub mod wire {
     /// Filter state the planner sets (as `wasm.<key>`) for the route's matcher: the
     /// cluster of plan slot `k` (1-based) is in `sy_slot<k>`.
     pub const SLOT_STATE_PREFIX: &str = "sy_slot";
+    /// Filter state naming the chain cluster of a hedged request (the route's
+    /// matcher sends such requests there instead of to the slots).
+    pub const CHAIN_STATE: &str = "sy_chain";
+    /// Name of the composite cluster that walks route `alias`'s chain.
+    pub fn chain_cluster(alias: &str) -> String {
+        format!("sy_chain_{alias}")
+    }
     /// Response headers that tell the client what happened.
     pub const PROVIDER_HEADER: &str = "x-switchyard-provider";
     /// Model that served the response (the provider's model name).

@@ -196,6 +196,7 @@ mod tests {
                 chain,
                 policy,
                 weights: Vec::new(),
+                hedge_cluster: None,
             },
         );
         FilterConfig {
@@ -239,6 +240,7 @@ mod tests {
             chain: vec![t("a/x"), t("b/y"), t("c/z")],
             policy: Policy::default(),
             weights: vec![20, 50, 30],
+            hedge_cluster: None,
         };
         // A fixed-seed xorshift stands in for the filter's random draws.
         let mut s = 0x9E3779B97F4A7C15u64;

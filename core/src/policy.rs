@@ -23,6 +23,12 @@ pub struct Policy {
     /// keys gets at least one attempt per key.
     #[serde(default = "one")]
     pub attempts_per_target: usize,
+    /// Hedging: when the first attempt has no response headers after this long,
+    /// the next target is tried in parallel and the first answer wins. Only for
+    /// requests that follow a route's chain as configured (no `fallbacks`, no
+    /// target moved back); it then replaces the first-byte timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hedge_after_ms: Option<u64>,
 }
 
 fn one() -> usize {
@@ -36,6 +42,7 @@ impl Default for Policy {
             first_byte_timeout_ms: None,
             deadline_ms: None,
             attempts_per_target: 1,
+            hedge_after_ms: None,
         }
     }
 }

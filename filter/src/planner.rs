@@ -36,6 +36,8 @@ pub struct Planner {
     tighten: Vec<(&'static str, String)>,
     /// The client sent router headers that only the planner may set.
     client_overrides: bool,
+    /// The composite cluster of a hedged request.
+    hedge: Option<String>,
 }
 
 impl Planner {
@@ -49,6 +51,7 @@ impl Planner {
             replied: false,
             tighten: Vec::new(),
             client_overrides: false,
+            hedge: None,
         }
     }
 
@@ -104,10 +107,19 @@ impl Planner {
         match plan::plan(&self.cfg, &req.model, &fallbacks, host::random_unit()) {
             Ok(p) => {
                 let p = self.steer(p, host::now_ms());
-                Ok((
-                    plan::expand(&self.cfg, p, policy.attempts_per_target),
-                    policy,
-                ))
+                let p = plan::expand(&self.cfg, p, policy.attempts_per_target);
+                // Hedging walks the route's composite cluster, attempt k -> target k:
+                // only possible when this request's plan is the route's chain as is.
+                self.hedge = match (
+                    self.cfg.routes.get(req.model.as_ref()),
+                    policy.hedge_after_ms,
+                ) {
+                    (Some(route), Some(_)) if req.fallbacks.is_empty() && p == route.chain => {
+                        route.hedge_cluster.clone()
+                    }
+                    _ => None,
+                };
+                Ok((p, policy))
             }
             Err(e @ plan::PlanError::UnknownModel(_)) => {
                 Err(self.reject(404, "model_not_found", &e.to_string()))
@@ -162,7 +174,15 @@ impl Planner {
                 .unwrap_or("");
             ok &= host::set_filter_state(&format!("{}{}", wire::SLOT_STATE_PREFIX, i + 1), cluster);
         }
-        set_router_knobs(plan.len(), &policy, self.client_overrides);
+        set_router_knobs(
+            plan.len(),
+            &policy,
+            self.client_overrides,
+            self.hedge.is_some(),
+        );
+        if let Some(chain) = &self.hedge {
+            ok &= host::set_filter_state(wire::CHAIN_STATE, chain);
+        }
         if !ok {
             return self.reject(
                 500,
@@ -248,7 +268,7 @@ const ROUTER_OVERRIDES: &[&str] = &[
 /// Sets the router's per-request knobs on the held request headers: retries bounded
 /// by the plan, retried conditions from the policy, and its time limits. Client
 /// values of router headers only the planner may set are removed.
-fn set_router_knobs(targets: usize, policy: &Policy, client_overrides: bool) {
+fn set_router_knobs(targets: usize, policy: &Policy, client_overrides: bool, hedge: bool) {
     if client_overrides {
         for h in ROUTER_OVERRIDES {
             host::set_request_header(h, None);
@@ -260,11 +280,21 @@ fn set_router_knobs(targets: usize, policy: &Policy, client_overrides: bool) {
         "x-envoy-retriable-status-codes",
         Some(&policy.retriable_status_codes()),
     );
-    if let Some(ms) = policy.first_byte_timeout_ms {
+    // A hedged request's per-try timeout is the hedge delay: when it fires, Envoy
+    // starts the next attempt in parallel and keeps the first.
+    let per_try = if hedge {
+        policy.hedge_after_ms
+    } else {
+        policy.first_byte_timeout_ms
+    };
+    if let Some(ms) = per_try {
         host::set_request_header(
             "x-envoy-upstream-rq-per-try-timeout-ms",
             Some(&ms.to_string()),
         );
+    }
+    if hedge {
+        host::set_request_header("x-envoy-hedge-on-per-try-timeout", Some("true"));
     }
     if let Some(ms) = policy.deadline_ms {
         host::set_request_header("x-envoy-upstream-rq-timeout-ms", Some(&ms.to_string()));

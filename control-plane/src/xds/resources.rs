@@ -322,10 +322,64 @@ pub fn attempt_matcher(cfg: &Config) -> xds_matcher::Matcher {
     m
 }
 
+/// The cluster matcher of the route: a hedged request names its chain's composite
+/// cluster in filter state `wasm.sy_chain`; every other request goes through the
+/// per-attempt slots.
+pub fn cluster_matcher(cfg: &Config) -> xds_matcher::Matcher {
+    let chains: HashMap<String, xds_matcher::matcher::OnMatch> = cfg
+        .routes
+        .values()
+        .filter_map(|r| r.hedge_cluster.clone())
+        .map(|c| (c.clone(), cluster_action(&c)))
+        .collect();
+    if chains.is_empty() {
+        return attempt_matcher(cfg);
+    }
+    let input = inputs::FilterStateInput {
+        key: format!("wasm.{}", wire::CHAIN_STATE),
+        ..Default::default()
+    };
+    let mut m = exact_tree("chain", &input, chains);
+    m.on_no_match = Some(Box::new(nested(attempt_matcher(cfg))));
+    m
+}
+
+/// Composite clusters for hedged routes: attempt k (retry or hedge) goes to the
+/// k-th target's provider cluster (Envoy's `envoy.clusters.composite`).
+pub fn chain_clusters(cfg: &Config) -> Vec<cluster::Cluster> {
+    cfg.routes
+        .values()
+        .filter_map(|r| {
+            let name = r.hedge_cluster.clone()?;
+            let config = envoy_types::pb::envoy::extensions::clusters::composite::v3::ClusterConfig {
+                clusters: r
+                    .chain
+                    .iter()
+                    .map(|t| envoy_types::pb::envoy::extensions::clusters::composite::v3::cluster_config::ClusterEntry {
+                        name: wire::provider_cluster(&t.provider),
+                    })
+                    .collect(),
+            };
+            Some(cluster::Cluster {
+                name,
+                connect_timeout: Some(duration_ms(1000)),
+                lb_policy: cluster::cluster::LbPolicy::ClusterProvided as i32,
+                cluster_discovery_type: Some(cluster::cluster::ClusterDiscoveryType::ClusterType(
+                    cluster::cluster::CustomClusterType {
+                        name: "envoy.clusters.composite".to_string(),
+                        typed_config: Some(any(&config)),
+                    },
+                )),
+                ..Default::default()
+            })
+        })
+        .collect()
+}
+
 /// The route: every request goes through the slot matcher, retried across slots.
 pub fn route_configuration(cfg: &Config) -> route::RouteConfiguration {
     let specifier = cluster_matcher::MatcherClusterSpecifier {
-        cluster_matcher: Some(attempt_matcher(cfg)),
+        cluster_matcher: Some(cluster_matcher(cfg)),
     };
     let retry_policy = route::RetryPolicy {
         // What is retried is the request's policy: the planner sets
@@ -541,6 +595,11 @@ pub fn resources(cfg: &Config) -> HashMap<&'static str, Vec<(String, Any)>> {
     if let Some(addr) = cfg.fleet_addr {
         clusters.push((FLEET_CLUSTER.to_string(), any(&fleet_cluster(addr))));
     }
+    clusters.extend(
+        chain_clusters(cfg)
+            .into_iter()
+            .map(|c| (c.name.clone(), any(&c))),
+    );
     out.insert(type_url::CLUSTER, clusters);
     out.insert(
         type_url::LISTENER,
