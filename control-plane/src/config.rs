@@ -34,6 +34,9 @@ struct RawConfig {
     /// Circuit breakers per target (off when absent).
     #[serde(default)]
     circuit_breaker: Option<switchyard_core::circuit::Settings>,
+    /// Effective weights from fleet-wide error rate and latency (off when absent).
+    #[serde(default)]
+    adaptive_weights: Option<switchyard_core::fleet::AdaptiveWeights>,
     providers: Vec<RawProvider>,
     #[serde(default)]
     routes: Vec<RawRoute>,
@@ -217,6 +220,8 @@ pub struct Config {
     pub default_policy: Policy,
     /// Circuit breakers per target.
     pub circuit_breaker: Option<switchyard_core::circuit::Settings>,
+    /// Adaptive weights bounds.
+    pub adaptive_weights: Option<switchyard_core::fleet::AdaptiveWeights>,
     /// Where filters reach the control plane's fleet exchange (set by `serve`,
     /// not by the file).
     pub fleet_addr: Option<std::net::SocketAddr>,
@@ -503,6 +508,19 @@ pub fn parse(
     }
 
     check_policy(&raw.policy, "policy", &mut problems);
+    if let Some(a) = &raw.adaptive_weights
+        && !(0.0..=1.0).contains(&a.min_factor)
+    {
+        problems.push(format!(
+            "adaptive_weights.min_factor: expected 0..=1, got {}",
+            a.min_factor
+        ));
+    }
+    if raw.adaptive_weights.is_some() && raw.circuit_breaker.is_none() {
+        problems.push(
+            "adaptive_weights: needs `circuit_breaker` (outcomes are reported with it)".to_string(),
+        );
+    }
     if let Some(cb) = &raw.circuit_breaker
         && (cb.consecutive_failures == 0
             || cb.base_open_ms == 0
@@ -549,6 +567,7 @@ pub fn parse(
         routes,
         default_policy: raw.policy,
         circuit_breaker: raw.circuit_breaker,
+        adaptive_weights: raw.adaptive_weights.clone(),
         fleet_addr: None,
     })
 }

@@ -117,8 +117,11 @@ async fn route(
                     );
                 }
             };
-            let breaker = snapshots.borrow().breaker.clone();
-            let state = fleet.exchange(report, breaker.as_ref(), now_ms());
+            let (breaker, adaptive) = {
+                let s = snapshots.borrow();
+                (s.breaker.clone(), s.adaptive_weights.clone())
+            };
+            let state = fleet.exchange(report, breaker.as_ref(), adaptive.as_ref(), now_ms());
             (
                 StatusCode::OK,
                 serde_json::to_vec(&state).unwrap_or_default(),
@@ -213,8 +216,8 @@ pub fn render(s: &Status) -> String {
     if !s.targets.is_empty() {
         let width = s.targets.keys().map(String::len).max().unwrap_or(6).max(6);
         out.push_str(&format!(
-            "\n{:<width$}  {:>8}  {:>8}  {:<22}  REPORTED BY\n",
-            "TARGET", "OK", "FAILED", "CIRCUIT"
+            "\n{:<width$}  {:>8}  {:>8}  {:>7}  {:>9}  {:>6}  {:<22}  REPORTED BY\n",
+            "TARGET", "OK", "FAILED", "SUCCESS", "LATENCY", "WEIGHT", "CIRCUIT"
         ));
         let now = now_ms();
         for (t, v) in &s.targets {
@@ -225,10 +228,13 @@ pub fn render(s: &Status) -> String {
             };
             let by: Vec<&str> = v.reporters.iter().map(String::as_str).collect();
             out.push_str(&format!(
-                "{:<width$}  {:>8}  {:>8}  {:<22}  {}\n",
+                "{:<width$}  {:>8}  {:>8}  {:>6.0}%  {:>7.0}ms  {:>6.2}  {:<22}  {}\n",
                 t,
                 v.ok,
                 v.failed,
+                v.success_rate * 100.0,
+                v.latency_ms,
+                v.weight,
                 circuit,
                 by.join(", ")
             ));

@@ -129,22 +129,36 @@ pub struct Route {
 impl Route {
     /// The chain for one request; `draw` is uniform in [0, 1).
     pub fn ordered(&self, draw: f64) -> Vec<Target> {
-        let total: u64 = self.weights.iter().map(|w| u64::from(*w)).sum();
-        if self.weights.len() != self.chain.len() || total == 0 {
+        self.ordered_with(draw, |_| 1.0)
+    }
+
+    /// Like [`Route::ordered`], each configured weight scaled by `factor(target)`
+    /// (the fleet's effective-weight factor, 0..=1).
+    pub fn ordered_with(&self, draw: f64, factor: impl Fn(&Target) -> f64) -> Vec<Target> {
+        if self.weights.len() != self.chain.len() {
             return self.chain.clone();
         }
-        let pick = (draw.clamp(0.0, 1.0) * total as f64) as u64;
-        let mut acc = 0u64;
-        let first = self
+        let weights: Vec<f64> = self
             .weights
             .iter()
+            .zip(&self.chain)
+            .map(|(w, t)| f64::from(*w) * factor(t).clamp(0.0, 1.0))
+            .collect();
+        let total: f64 = weights.iter().sum();
+        if total <= 0.0 {
+            return self.chain.clone();
+        }
+        let pick = draw.clamp(0.0, 1.0) * total;
+        let mut acc = 0.0;
+        let first = weights
+            .iter()
             .position(|w| {
-                acc += u64::from(*w);
+                acc += w;
                 pick < acc
             })
             .unwrap_or(self.chain.len() - 1);
         let mut rest: Vec<usize> = (0..self.chain.len()).filter(|i| *i != first).collect();
-        rest.sort_by(|a, b| self.weights[*b].cmp(&self.weights[*a]));
+        rest.sort_by(|a, b| weights[*b].total_cmp(&weights[*a]));
         std::iter::once(first)
             .chain(rest)
             .map(|i| self.chain[i].clone())

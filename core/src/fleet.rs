@@ -30,6 +30,9 @@ pub struct Outcome {
     pub ok: u64,
     /// Attempts that failed in a way that counts (no answer, 5xx).
     pub failed: u64,
+    /// Sum of the successful attempts' times to response headers (ms).
+    #[serde(default)]
+    pub latency_ms_sum: u64,
 }
 
 /// A filter's report.
@@ -50,9 +53,30 @@ pub struct Open {
     pub until_ms: u64,
 }
 
+/// A target's effective weight factor (0..=1), from its fleet-wide error rate
+/// and latency; multiplies its configured weight in weighted routes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Weight {
+    /// `provider/model`.
+    pub target: String,
+    /// Factor applied to the configured weight.
+    pub factor: f64,
+}
+
+/// Bounds of adaptive weights (the `adaptive_weights` config section).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptiveWeights {
+    /// Lowest factor a target's weight can be scaled down to.
+    pub min_factor: f64,
+}
+
 /// The control plane's answer.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
     /// Targets set aside now.
     pub open: Vec<Open>,
+    /// Targets whose effective weight is below their configured weight.
+    #[serde(default)]
+    pub weights: Vec<Weight>,
 }

@@ -77,8 +77,19 @@ pub fn plan(
     fallbacks: &[&str],
     draw: f64,
 ) -> Result<Vec<Target>, PlanError> {
+    plan_with(cfg, model, fallbacks, draw, |_| 1.0)
+}
+
+/// Like [`plan`], weighted routes' weights scaled by `factor(target)`.
+pub fn plan_with(
+    cfg: &FilterConfig,
+    model: &str,
+    fallbacks: &[&str],
+    draw: f64,
+    factor: impl Fn(&Target) -> f64 + Copy,
+) -> Result<Vec<Target>, PlanError> {
     let mut out: Vec<Target> = match cfg.routes.get(model) {
-        Some(route) => route.ordered(draw),
+        Some(route) => route.ordered_with(draw, factor),
         None => {
             let t = Target::parse(model)
                 .filter(|t| cfg.providers.contains_key(&t.provider))
@@ -88,7 +99,7 @@ pub fn plan(
     };
     for (index, f) in fallbacks.iter().enumerate() {
         let extra: Vec<Target> = match cfg.routes.get(*f) {
-            Some(route) => route.ordered(draw),
+            Some(route) => route.ordered_with(draw, factor),
             None => vec![
                 Target::parse(f)
                     .filter(|t| cfg.providers.contains_key(&t.provider))

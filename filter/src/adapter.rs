@@ -84,6 +84,8 @@ pub struct Adapter {
     reset_after_ms: Option<u64>,
     /// Index of the provider key this attempt uses.
     key: Option<usize>,
+    /// When the attempt started (for its time to response headers).
+    started_ms: u64,
 }
 
 impl Adapter {
@@ -101,6 +103,7 @@ impl Adapter {
             hold_for_content_check: false,
             reset_after_ms: None,
             key: None,
+            started_ms: 0,
         }
     }
 
@@ -208,6 +211,7 @@ impl HttpContext for Adapter {
         );
         let reported_key = self.key.filter(|_| provider.api_keys.len() > 1);
         ledger::start_attempt(&self.request_id, self.attempt, &target, reported_key);
+        self.started_ms = host::now_ms();
         self.rewrite_headers(&headers, &target, &provider);
         self.target = Some((target, provider));
         // Hold the headers until the body is rewritten, so content-length can be set
@@ -279,7 +283,9 @@ impl HttpContext for Adapter {
             return Action::Pause;
         }
         if let Some(settings) = &self.cfg.circuit_breaker {
-            circuit::record(settings, target, true, host::now_ms());
+            let now = host::now_ms();
+            circuit::record(settings, target, true, now);
+            crate::fleet::record_latency(target, now.saturating_sub(self.started_ms));
         }
         let (policy, targets) = ledger::policy(&self.request_id).unwrap_or_default();
         // A completed answer the provider's safety system filtered can fall over too,

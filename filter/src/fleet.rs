@@ -50,14 +50,28 @@ pub fn record(t: &Target, ok: bool) {
             Some(format!("{index},{name}"))
         }
     });
-    update(&counter_key(&name), |v| {
+    add(&name, u64::from(ok), u64::from(!ok), 0);
+}
+
+/// Counts a successful attempt's time to response headers.
+pub fn record_latency(t: &Target, ms: u64) {
+    add(&t.to_string(), 0, 0, ms);
+}
+
+/// Puts counts that could not be reported back, for the next report.
+pub fn restore(o: &Outcome) {
+    add(&o.target, o.ok, o.failed, o.latency_ms_sum);
+}
+
+fn add(name: &str, ok: u64, failed: u64, latency_ms: u64) {
+    update(&counter_key(name), |v| {
         let mut it = v.split(',').map(|n| n.parse::<u64>().unwrap_or(0));
-        let (o, f) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
-        Some(if ok {
-            format!("{},{f}", o + 1)
-        } else {
-            format!("{o},{}", f + 1)
-        })
+        let (o, f, l) = (
+            it.next().unwrap_or(0),
+            it.next().unwrap_or(0),
+            it.next().unwrap_or(0),
+        );
+        Some(format!("{},{},{}", o + ok, f + failed, l + latency_ms))
     });
 }
 
@@ -70,16 +84,21 @@ pub fn take() -> Vec<Outcome> {
         for _ in 0..8 {
             let (v, cas) = read(&key);
             let mut it = v.split(',').map(|n| n.parse::<u64>().unwrap_or(0));
-            let (ok, failed) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+            let (ok, failed, latency_ms_sum) = (
+                it.next().unwrap_or(0),
+                it.next().unwrap_or(0),
+                it.next().unwrap_or(0),
+            );
             if ok == 0 && failed == 0 {
                 break;
             }
-            match hostcalls::set_shared_data(&key, Some(b"0,0"), cas) {
+            match hostcalls::set_shared_data(&key, Some(b"0,0,0"), cas) {
                 Err(Status::CasMismatch) => continue,
                 Ok(()) => out.push(Outcome {
                     target: target.to_string(),
                     ok,
                     failed,
+                    latency_ms_sum,
                 }),
                 Err(_) => {}
             }
@@ -110,6 +129,32 @@ pub fn apply(state: &State) {
             let _ = hostcalls::set_shared_data(&key, Some(until.to_string().as_bytes()), None);
         }
     }
+}
+
+/// Stores the effective weight factors (1 for targets not listed).
+pub fn apply_weights(state: &State) {
+    let (index, _) = read(INDEX);
+    for name in index.split(',').filter(|t| !t.is_empty()) {
+        let factor = state
+            .weights
+            .iter()
+            .find(|w| w.target == name)
+            .map_or(1.0, |w| w.factor);
+        let key = format!("sy:w:{name}");
+        if read(&key).0.parse::<f64>().unwrap_or(1.0) != factor {
+            let _ = hostcalls::set_shared_data(&key, Some(factor.to_string().as_bytes()), None);
+        }
+    }
+}
+
+/// `t`'s effective weight factor (1 when the fleet has not lowered it).
+pub fn weight_factor(t: &Target) -> f64 {
+    read(&format!("sy:w:{t}"))
+        .0
+        .parse::<f64>()
+        .ok()
+        .filter(|f| f.is_finite() && *f >= 0.0)
+        .unwrap_or(1.0)
 }
 
 /// Whether the fleet has set `t` aside at `now_ms`.

@@ -79,14 +79,7 @@ impl Root {
 /// Puts outcomes that could not be reported back into the counters.
 fn restore(outcomes: &[switchyard_core::fleet::Outcome]) {
     for o in outcomes {
-        if let Some(t) = switchyard_core::plan::Target::parse(&o.target) {
-            for _ in 0..o.ok.min(1000) {
-                fleet::record(&t, true);
-            }
-            for _ in 0..o.failed.min(1000) {
-                fleet::record(&t, false);
-            }
-        }
+        fleet::restore(o);
     }
 }
 
@@ -119,6 +112,7 @@ impl Context for Root {
             (Some("200"), Ok(state)) => {
                 self.in_flight.clear();
                 fleet::apply(&state);
+                fleet::apply_weights(&state);
             }
             _ => {
                 // The control plane is away: keep the counts for the next try and

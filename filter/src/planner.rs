@@ -104,7 +104,13 @@ impl Planner {
             Err(e) => return Err(self.reject(400, "invalid_policy_header", &e.to_string())),
         };
         let fallbacks: Vec<&str> = req.fallbacks.iter().map(|f| f.as_ref()).collect();
-        match plan::plan(&self.cfg, &req.model, &fallbacks, host::random_unit()) {
+        match plan::plan_with(
+            &self.cfg,
+            &req.model,
+            &fallbacks,
+            host::random_unit(),
+            fleet::weight_factor,
+        ) {
             Ok(p) => {
                 let p = self.steer(p, host::now_ms());
                 let p = plan::expand(&self.cfg, p, policy.attempts_per_target);

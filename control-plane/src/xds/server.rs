@@ -37,6 +37,8 @@ pub struct Snapshot {
     pub resources: HashMap<&'static str, Vec<(String, Any)>>,
     /// Circuit-breaker settings for the fleet aggregate.
     pub breaker: Option<switchyard_core::circuit::Settings>,
+    /// Bounds of adaptive weights, when enabled.
+    pub adaptive_weights: Option<switchyard_core::fleet::AdaptiveWeights>,
 }
 
 impl Snapshot {
@@ -46,6 +48,7 @@ impl Snapshot {
             version: format!("{serial}-{}", cfg.version),
             resources: resources::resources(cfg),
             breaker: cfg.circuit_breaker.clone(),
+            adaptive_weights: cfg.adaptive_weights.clone(),
         }
     }
 }
