@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use switchyard_core::config::{Dialect, Route};
+use switchyard_core::config::{Dialect, Price, Route};
 use switchyard_core::plan::Target;
 use switchyard_core::policy::Policy;
 
@@ -34,6 +34,9 @@ struct RawConfig {
     /// Circuit breakers per target (off when absent).
     #[serde(default)]
     circuit_breaker: Option<switchyard_core::circuit::Settings>,
+    /// Prices per `provider/model`, per million tokens.
+    #[serde(default)]
+    prices: BTreeMap<String, Price>,
     /// Effective weights from fleet-wide error rate and latency (off when absent).
     #[serde(default)]
     adaptive_weights: Option<switchyard_core::fleet::AdaptiveWeights>,
@@ -179,7 +182,15 @@ struct RawSecret {
 #[serde(deny_unknown_fields)]
 struct RawRoute {
     model: String,
+    #[serde(default)]
     chain: Vec<String>,
+    /// The chain declared as tiers (same quality, then cheaper, then self-hosted):
+    /// flattened in order.
+    #[serde(default)]
+    tiers: Option<Vec<Vec<String>>>,
+    /// Cost ceiling for every attempt of this route's requests.
+    #[serde(default)]
+    max_price: Option<Price>,
     #[serde(default)]
     policy: Policy,
     /// One weight per chain entry: the first target is drawn by weight.
@@ -220,6 +231,8 @@ pub struct Config {
     pub default_policy: Policy,
     /// Circuit breakers per target.
     pub circuit_breaker: Option<switchyard_core::circuit::Settings>,
+    /// Prices per `provider/model`.
+    pub prices: BTreeMap<String, Price>,
     /// Adaptive weights bounds.
     pub adaptive_weights: Option<switchyard_core::fleet::AdaptiveWeights>,
     /// Where filters reach the control plane's fleet exchange (set by `serve`,
@@ -334,11 +347,33 @@ pub fn parse(
     base: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
-    let raw: RawConfig = serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax {
+    let mut raw: RawConfig = serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax {
         file: file.to_string(),
         message: e.to_string(),
     })?;
     let mut problems = Vec::new();
+    for (i, r) in raw.routes.iter_mut().enumerate() {
+        if let Some(tiers) = r.tiers.take() {
+            if !r.chain.is_empty() {
+                problems.push(format!(
+                    "routes[{i}]: expected `chain` or `tiers`, not both"
+                ));
+            }
+            r.chain = tiers.concat();
+        }
+    }
+    for (key, price) in &raw.prices {
+        let known =
+            Target::parse(key).is_some_and(|t| raw.providers.iter().any(|p| p.name == t.provider));
+        if !known {
+            problems.push(format!(
+                "prices.{key}: expected `provider/model` of a configured provider"
+            ));
+        }
+        if !(price.input >= 0.0 && price.output >= 0.0) {
+            problems.push(format!("prices.{key}: expected non-negative prices"));
+        }
+    }
 
     if raw.limits.max_attempts == 0 || raw.limits.max_attempts > 16 {
         problems.push(format!(
@@ -499,6 +534,7 @@ pub fn parse(
                     chain,
                     policy: r.policy.clone(),
                     weights,
+                    max_price: r.max_price,
                 },
             )
             .is_some()
@@ -567,6 +603,7 @@ pub fn parse(
         routes,
         default_policy: raw.policy,
         circuit_breaker: raw.circuit_breaker,
+        prices: raw.prices.clone(),
         adaptive_weights: raw.adaptive_weights.clone(),
         fleet_addr: None,
     })

@@ -99,6 +99,9 @@ pub struct FilterConfig {
     pub max_request_bytes: usize,
     /// Most targets one request's plan may hold (= slots in the generated route).
     pub max_attempts: usize,
+    /// Prices per target (`provider/model`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub prices: BTreeMap<String, Price>,
     /// Circuit breakers per target; none when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_breaker: Option<crate::circuit::Settings>,
@@ -124,6 +127,27 @@ pub struct Route {
     /// (generated when the policy hedges).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hedge_cluster: Option<String>,
+    /// Cost ceiling: no attempt of a request planned from this route goes to a
+    /// target priced above it (or without a price).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_price: Option<Price>,
+}
+
+/// A target's price in currency units per million tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    /// Per million input (prompt) tokens.
+    pub input: f64,
+    /// Per million output (completion) tokens.
+    pub output: f64,
+}
+
+impl Price {
+    /// Whether this price is within `ceiling` on both counts.
+    pub fn within(&self, ceiling: &Price) -> bool {
+        self.input <= ceiling.input && self.output <= ceiling.output
+    }
 }
 
 impl Route {

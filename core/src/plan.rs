@@ -58,6 +58,9 @@ pub enum PlanError {
         /// The offending value.
         value: String,
     },
+    /// Every target of the plan is priced above the route's ceiling (or unpriced).
+    #[error("no target of `{0}` is within its price ceiling")]
+    OverCeiling(String),
     /// The plan holds more targets than the gateway has slots for.
     #[error("the plan has {len} targets; at most {max} are allowed")]
     TooLong {
@@ -113,6 +116,17 @@ pub fn plan_with(
             if !out.contains(&t) {
                 out.push(t);
             }
+        }
+    }
+    // A route's cost ceiling holds for every attempt, request fallbacks included.
+    if let Some(ceiling) = cfg.routes.get(model).and_then(|r| r.max_price) {
+        out.retain(|t| {
+            cfg.prices
+                .get(&t.to_string())
+                .is_some_and(|p| p.within(&ceiling))
+        });
+        if out.is_empty() {
+            return Err(PlanError::OverCeiling(model.to_string()));
         }
     }
     if out.len() > cfg.max_attempts {
@@ -208,6 +222,7 @@ mod tests {
                 policy,
                 weights: Vec::new(),
                 hedge_cluster: None,
+                max_price: None,
             },
         );
         FilterConfig {
@@ -218,6 +233,7 @@ mod tests {
             default_policy: Policy::default(),
             max_request_bytes: 1000,
             max_attempts: 3,
+            prices: BTreeMap::new(),
             circuit_breaker: None,
             fleet: None,
         }
@@ -252,6 +268,7 @@ mod tests {
             policy: Policy::default(),
             weights: vec![20, 50, 30],
             hedge_cluster: None,
+            max_price: None,
         };
         // A fixed-seed xorshift stands in for the filter's random draws.
         let mut s = 0x9E3779B97F4A7C15u64;
@@ -274,6 +291,52 @@ mod tests {
         // The rest follow by weight: b (50) first, then c (30).
         assert_eq!(encode(&route.ordered(0.0)), "a/x,b/y,c/z");
         assert_eq!(encode(&route.ordered(0.99)), "c/z,b/y,a/x");
+    }
+
+    #[test]
+    fn price_ceiling_holds_for_fallbacks_too() {
+        let mut c = cfg();
+        c.prices.insert(
+            "a/m1".into(),
+            crate::config::Price {
+                input: 1.0,
+                output: 2.0,
+            },
+        );
+        c.prices.insert(
+            "b/m2".into(),
+            crate::config::Price {
+                input: 10.0,
+                output: 30.0,
+            },
+        );
+        c.prices.insert(
+            "a/cheap".into(),
+            crate::config::Price {
+                input: 0.1,
+                output: 0.2,
+            },
+        );
+        c.routes.get_mut("chat").unwrap().max_price = Some(crate::config::Price {
+            input: 2.0,
+            output: 5.0,
+        });
+        // b/m2 (too expensive) and a/unpriced (no price) are dropped.
+        assert_eq!(
+            encode(&plan(&c, "chat", &["a/unpriced", "a/cheap"], 0.0).unwrap()),
+            "a/m1,a/cheap"
+        );
+        c.prices.insert(
+            "a/m1".into(),
+            crate::config::Price {
+                input: 3.0,
+                output: 2.0,
+            },
+        );
+        assert_eq!(
+            plan(&c, "chat", &["b/m2"], 0.0),
+            Err(PlanError::OverCeiling("chat".into()))
+        );
     }
 
     #[test]

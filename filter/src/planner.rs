@@ -136,6 +136,9 @@ impl Planner {
             Err(e @ plan::PlanError::TooLong { .. }) => {
                 Err(self.reject(400, "plan_too_long", &e.to_string()))
             }
+            Err(e @ plan::PlanError::OverCeiling(_)) => {
+                Err(self.reject(400, "over_price_ceiling", &e.to_string()))
+            }
         }
     }
 
