@@ -22,10 +22,13 @@ $ENVOY -c bench/bare.envoy.yaml --concurrency 1 --base-id 4302 > "$OUT/bare.log"
 target/debug/switchyard serve --config bench/switchyard.yaml --xds-addr 127.0.0.1:18210 --status-addr 127.0.0.1:18211 > "$OUT/switchyard.log" 2>&1 & pids+=($!)
 target/debug/switchyard bootstrap --node bench --xds 127.0.0.1:18210 --admin 127.0.0.1:18293 > "$OUT/bootstrap.yaml"
 $ENVOY -c "$OUT/bootstrap.yaml" --concurrency 1 --base-id 4303 > "$OUT/gateway.log" 2>&1 & pids+=($!)
+target/debug/switchyard serve --config bench/switchyard-breaker.yaml --xds-addr 127.0.0.1:18220 --status-addr 127.0.0.1:18221 > "$OUT/switchyard-breaker.log" 2>&1 & pids+=($!)
+target/debug/switchyard bootstrap --node bench-breaker --xds 127.0.0.1:18220 --admin 127.0.0.1:18294 > "$OUT/bootstrap-breaker.yaml"
+$ENVOY -c "$OUT/bootstrap-breaker.yaml" --concurrency 1 --base-id 4304 > "$OUT/gateway-breaker.log" 2>&1 & pids+=($!)
 up http://127.0.0.1:18291/ready; up http://127.0.0.1:18292/ready; up http://127.0.0.1:18293/ready
 # The gateway's listener arrives over xDS after Envoy is ready: wait for it to answer.
 for _ in $(seq 1 100); do
-  curl -s -m 2 -o /dev/null http://127.0.0.1:18203/ 2>/dev/null && break
+  curl -s -m 2 -o /dev/null http://127.0.0.1:18203/ 2>/dev/null && curl -s -m 2 -o /dev/null http://127.0.0.1:18223/ 2>/dev/null && break
   sleep 0.1
 done
 
@@ -35,6 +38,13 @@ for m in chat failover; do
   code=$(curl -s -m 5 -o /dev/null -w '%{http_code}' http://127.0.0.1:18203/v1/chat/completions -H 'content-type: application/json' -d "{\"model\":\"$m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}")
   [ "$code" = 200 ] || { echo "bench: scenario $m answered $code" >&2; exit 1; }
 done
+# Open the breaker gateway's circuit for `down` (3 failures), and check it is open:
+# the answer must come from the first attempt.
+for _ in 1 2 3 4 5; do
+  curl -s -m 5 -o /dev/null http://127.0.0.1:18223/v1/chat/completions -H 'content-type: application/json' -d '{"model":"open","messages":[{"role":"user","content":"x"}]}'
+done
+attempts=$(curl -s -m 5 -D - -o /dev/null http://127.0.0.1:18223/v1/chat/completions -H 'content-type: application/json' -d '{"model":"open","messages":[{"role":"user","content":"x"}]}' | tr -d '\r' | awk -F': ' 'tolower($1)=="x-switchyard-attempts"{print $2}')
+[ "$attempts" = 1 ] || { echo "bench: the open-circuit scenario still made $attempts attempts" >&2; exit 1; }
 
 to_us() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); print v} else if (v ~ /ms$/) {sub(/ms$/,"",v); print v*1000} else if (v ~ /s$/) {sub(/s$/,"",v); print v*1000000} }'; }
 measure() { # name url model
@@ -60,10 +70,11 @@ for r in $(seq 1 "$ROUNDS"); do
     measure bare http://127.0.0.1:18202/v1/chat/completions chat
     measure switchyard http://127.0.0.1:18203/v1/chat/completions chat
     measure failover http://127.0.0.1:18203/v1/chat/completions failover
+    measure open-circuit http://127.0.0.1:18223/v1/chat/completions open
   } >> "$OUT/rounds.txt"
 done
 median() { sort -n | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
-for s in bare switchyard failover; do
+for s in bare switchyard failover open-circuit; do
   echo "$s $(awk -v s=$s '$1==s{print $2}' "$OUT/rounds.txt" | median) $(awk -v s=$s '$1==s{print $3}' "$OUT/rounds.txt" | median) $(awk -v s=$s '$1==s{print $4}' "$OUT/rounds.txt" | median)"
 done > "$OUT/results.txt"
 
