@@ -37,6 +37,9 @@ struct RawConfig {
     /// Prices per `provider/model`, per million tokens.
     #[serde(default)]
     prices: BTreeMap<String, Price>,
+    /// Active health checks of every provider (off when absent).
+    #[serde(default)]
+    health_check: Option<switchyard_core::config::HealthCheck>,
     /// Effective weights from fleet-wide error rate and latency (off when absent).
     #[serde(default)]
     adaptive_weights: Option<switchyard_core::fleet::AdaptiveWeights>,
@@ -233,6 +236,8 @@ pub struct Config {
     pub circuit_breaker: Option<switchyard_core::circuit::Settings>,
     /// Prices per `provider/model`.
     pub prices: BTreeMap<String, Price>,
+    /// Active health checks.
+    pub health_check: Option<switchyard_core::config::HealthCheck>,
     /// Adaptive weights bounds.
     pub adaptive_weights: Option<switchyard_core::fleet::AdaptiveWeights>,
     /// Where filters reach the control plane's fleet exchange (set by `serve`,
@@ -544,6 +549,17 @@ pub fn parse(
     }
 
     check_policy(&raw.policy, "policy", &mut problems);
+    if let Some(hc) = &raw.health_check
+        && (hc.interval_ms == 0
+            || hc.timeout_ms == 0
+            || hc.unhealthy_after == 0
+            || hc.healthy_after == 0)
+    {
+        problems.push(
+            "health_check: expected interval_ms, timeout_ms, unhealthy_after, healthy_after > 0"
+                .to_string(),
+        );
+    }
     if let Some(a) = &raw.adaptive_weights
         && !(0.0..=1.0).contains(&a.min_factor)
     {
@@ -604,6 +620,7 @@ pub fn parse(
         default_policy: raw.policy,
         circuit_breaker: raw.circuit_breaker,
         prices: raw.prices.clone(),
+        health_check: raw.health_check.clone(),
         adaptive_weights: raw.adaptive_weights.clone(),
         fleet_addr: None,
     })

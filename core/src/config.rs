@@ -99,6 +99,9 @@ pub struct FilterConfig {
     pub max_request_bytes: usize,
     /// Most targets one request's plan may hold (= slots in the generated route).
     pub max_attempts: usize,
+    /// Active health checks of every provider (adapter only); none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
     /// Prices per target (`provider/model`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub prices: BTreeMap<String, Price>,
@@ -131,6 +134,23 @@ pub struct Route {
     /// target priced above it (or without a price).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_price: Option<Price>,
+}
+
+/// Active health checks: each provider's model list is fetched every
+/// `interval_ms` (by one worker); `unhealthy_after` failures in a row mark it
+/// unhealthy (its targets move to the back of plans), `healthy_after` successes
+/// mark it healthy again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// Time between checks of one provider.
+    pub interval_ms: u64,
+    /// Time a check may take.
+    pub timeout_ms: u64,
+    /// Failed checks in a row that mark a provider unhealthy.
+    pub unhealthy_after: u32,
+    /// Passed checks in a row that mark it healthy again.
+    pub healthy_after: u32,
 }
 
 /// A target's price in currency units per million tokens.

@@ -234,6 +234,7 @@ mod tests {
             max_request_bytes: 1000,
             max_attempts: 3,
             prices: BTreeMap::new(),
+            health_check: None,
             circuit_breaker: None,
             fleet: None,
         }

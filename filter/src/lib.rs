@@ -14,6 +14,7 @@ pub mod adapter;
 pub mod circuit;
 pub mod cooldown;
 pub mod fleet;
+pub mod health;
 pub mod host;
 pub mod ledger;
 pub mod planner;
@@ -38,6 +39,8 @@ pub struct Root {
     exchange: Option<u32>,
     /// Outcomes taken for the exchange in flight, restored if it fails.
     in_flight: Vec<switchyard_core::fleet::Outcome>,
+    /// Health checks in flight: token → provider.
+    checks: Vec<(u32, String)>,
 }
 
 impl Root {
@@ -91,6 +94,20 @@ impl Context for Root {
         body_size: usize,
         _trailers: usize,
     ) {
+        if let Some(i) = self.checks.iter().position(|(t, _)| *t == token) {
+            let (_, provider) = self.checks.swap_remove(i);
+            let status = proxy_wasm::hostcalls::get_map_value(
+                proxy_wasm::types::MapType::HttpCallResponseHeaders,
+                ":status",
+            )
+            .ok()
+            .flatten();
+            let passed = status.as_deref().is_some_and(|s| s.starts_with('2'));
+            if let Some(hc) = self.config.as_ref().and_then(|c| c.health_check.clone()) {
+                health::record(&provider, &hc, passed);
+            }
+            return;
+        }
         if self.exchange != Some(token) {
             return;
         }
@@ -136,6 +153,15 @@ impl RootContext for Root {
                     cfg.providers.len(),
                     cfg.routes.len()
                 );
+                if let Some(hc) = cfg
+                    .health_check
+                    .as_ref()
+                    .filter(|_| cfg.role == Role::Adapter)
+                {
+                    let period =
+                        std::time::Duration::from_millis((hc.interval_ms / 4).clamp(50, 1000));
+                    let _ = proxy_wasm::hostcalls::set_tick_period(period);
+                }
                 if let Some(link) = cfg.fleet.as_ref().filter(|_| cfg.role == Role::Planner) {
                     let _ = proxy_wasm::hostcalls::set_tick_period(
                         std::time::Duration::from_millis(link.interval_ms.max(50)),
@@ -165,9 +191,25 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
-        let link = self.config.as_ref().and_then(|c| c.fleet.clone());
-        if let Some(link) = link {
-            self.exchange(&link);
+        let Some(cfg) = self.config.clone() else {
+            return;
+        };
+        if let Some(link) = &cfg.fleet {
+            self.exchange(link);
+        }
+        if let Some(hc) = cfg
+            .health_check
+            .as_ref()
+            .filter(|_| cfg.role == Role::Adapter)
+        {
+            let now = host::now_ms();
+            for (name, p) in &cfg.providers {
+                if health::claim(name, hc, now)
+                    && let Some(token) = health::check(name, p, hc)
+                {
+                    self.checks.push((token, name.clone()));
+                }
+            }
         }
     }
 }

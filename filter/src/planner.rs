@@ -17,7 +17,7 @@ use switchyard_core::config::FilterConfig;
 use switchyard_core::policy::{self, Policy};
 use switchyard_core::{error, plan, request, wire};
 
-use crate::{circuit, cooldown, fleet, host, ledger};
+use crate::{circuit, cooldown, fleet, health, host, ledger};
 
 const CHAT_PATH: &str = "/v1/chat/completions";
 const MODELS_PATH: &str = "/v1/models";
@@ -144,7 +144,8 @@ impl Planner {
 
     /// Moves targets that should not be tried first behind the others, keeping
     /// each group's order: targets cooling down (rate limit, rejected key) and
-    /// targets whose circuit is open, here or fleet-wide. When every target is held back the plan is
+    /// targets whose circuit is open, here or fleet-wide, and targets of providers
+    /// failing their health checks. When every target is held back the plan is
     /// unchanged: trying beats failing without trying.
     fn steer(&self, plan: Vec<plan::Target>, now: u64) -> Vec<plan::Target> {
         if plan.len() < 2 {
@@ -155,6 +156,7 @@ impl Planner {
             plan.into_iter().partition(|t| {
                 !cooldown::is_cooling(t, now)
                     && !fleet::is_open(t, now)
+                    && !health::is_down(&t.provider)
                     && breaker.is_none_or(|s| circuit::admit(s, t, now))
             });
         if ready.is_empty() {

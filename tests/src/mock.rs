@@ -280,6 +280,47 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     if path.starts_with("/_mock/requests") {
         return admin(&state, &method);
     }
+    // Model lists (what health checks fetch): answered, not recorded.
+    if method == "GET" {
+        let p = path.split('?').next().unwrap_or("");
+        let is_models = matches!(
+            (state.cfg.dialect, p),
+            (Dialect::Openai | Dialect::Anthropic, "/v1/models")
+                | (Dialect::Gemini, "/v1beta/models")
+                | (Dialect::AzureOpenai, "/openai/models")
+        );
+        if is_models {
+            let header = |n: &str| {
+                headers
+                    .iter()
+                    .find(|(k, _)| k == n)
+                    .map(|(_, v)| v.as_str())
+                    .unwrap_or("")
+            };
+            let key = match state.cfg.dialect {
+                Dialect::Openai => header("authorization").strip_prefix("Bearer ").unwrap_or(""),
+                Dialect::Anthropic => header("x-api-key"),
+                Dialect::AzureOpenai => header("api-key"),
+                Dialect::Gemini => header("x-goog-api-key"),
+            };
+            if key.is_empty()
+                || state
+                    .cfg
+                    .api_key
+                    .as_deref()
+                    .is_some_and(|k| !k.split(',').any(|k| k == key))
+            {
+                return state.error(401, "invalid credentials", None);
+            }
+            let ids: Vec<Value> = state
+                .cfg
+                .models
+                .iter()
+                .map(|m| json!({"id": m, "object": "model"}))
+                .collect();
+            return json_response(200, &json!({"object": "list", "data": ids}));
+        }
+    }
     let raw = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return full(400, "text/plain", "body read error"),

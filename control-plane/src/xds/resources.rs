@@ -114,6 +114,7 @@ pub fn filter_config(cfg: &Config, role: Role) -> FilterConfig {
             .collect(),
         routes: cfg.routes.clone(),
         prices: cfg.prices.clone(),
+        health_check: cfg.health_check.clone().filter(|_| role == Role::Adapter),
         default_policy: cfg.default_policy.clone(),
         max_request_bytes: cfg.max_request_bytes,
         max_attempts: cfg.max_attempts,

@@ -56,6 +56,19 @@ pub fn path(
     }
 }
 
+/// The path of a provider's model list: a cheap, free request for health checks.
+pub fn health_path(dialect: Dialect, base_path: &str, api_version: Option<&str>) -> String {
+    match dialect {
+        Dialect::Openai | Dialect::Anthropic | Dialect::Gemini => format!("{base_path}/models"),
+        Dialect::AzureOpenai => {
+            format!(
+                "{base_path}/openai/models?api-version={}",
+                api_version.unwrap_or(AZURE_API_VERSION)
+            )
+        }
+    }
+}
+
 /// Rewrites an OpenAI chat-completions request body for `dialect`, addressed to
 /// `model`. The OpenAI path never builds a JSON tree: it re-emits the top-level
 /// members as raw slices of the original body, replacing `model` and dropping
