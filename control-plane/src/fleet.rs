@@ -92,7 +92,7 @@ impl Fleet {
                 e.view.failed += o.failed;
                 e.view.reporters.insert(report.node.clone());
                 if o.ok > 0 {
-                    e.state = e.state.success().0;
+                    e.state = e.state.success(settings, now_ms).0;
                 }
                 for _ in 0..o.failed {
                     let (next, transition) = e.state.failure(settings, now_ms);
@@ -166,6 +166,9 @@ mod tests {
         consecutive_failures: 3,
         base_open_ms: 1000,
         max_open_ms: 8000,
+        failure_rate_percent: None,
+        window_ms: 10_000,
+        min_requests: 20,
     };
 
     fn report(node: &str, target: &str, ok: u64, failed: u64, latency_ms_sum: u64) -> Report {

@@ -2,7 +2,8 @@
 //! serialisable state (the filter keeps it in proxy-wasm shared data, updated with
 //! compare-and-swap so every worker sees one state).
 //!
-//! closed --(N consecutive failures)--> open(until now + cool-down)
+//! closed --(N consecutive failures, or a failure rate over a window with a
+//!          minimum volume)--> open(until now + cool-down)
 //! open --(cool-down over, one request claims the probe)--> half-open
 //! half-open --(probe succeeds)--> closed      --(probe fails)--> open (longer)
 //! The cool-down doubles on every trip without a success in between, up to a cap.
@@ -19,6 +20,24 @@ pub struct Settings {
     pub base_open_ms: u64,
     /// Longest cool-down.
     pub max_open_ms: u64,
+    /// Also open when at least this share (%) of the attempts in the current
+    /// window failed, once the window holds `min_requests` attempts.
+    #[serde(default)]
+    pub failure_rate_percent: Option<u32>,
+    /// Length of the failure-rate window.
+    #[serde(default = "default_window_ms")]
+    pub window_ms: u64,
+    /// Attempts a window needs before its failure rate counts.
+    #[serde(default = "default_min_requests")]
+    pub min_requests: u32,
+}
+
+fn default_window_ms() -> u64 {
+    10_000
+}
+
+fn default_min_requests() -> u32 {
+    20
 }
 
 /// A target's breaker.
@@ -32,6 +51,12 @@ pub struct State {
     pub trips: u32,
     /// When a half-open probe was handed out (0: none in flight).
     pub probe_since: u64,
+    /// Start of the current failure-rate window (ms).
+    pub window_start: u64,
+    /// Successful attempts in the window.
+    pub window_ok: u32,
+    /// Failed attempts in the window.
+    pub window_failed: u32,
 }
 
 /// What a change of state means, for stats and logs.
@@ -46,24 +71,59 @@ pub enum Transition {
 }
 
 impl State {
-    /// Parses the shared-data form `failures,open_until,trips,probe_since`.
+    /// Parses the shared-data form
+    /// `failures,open_until,trips,probe_since,window_start,window_ok,window_failed`.
     pub fn decode(s: &str) -> State {
-        let mut it = s.split(',').map(|p| p.parse::<u64>().unwrap_or(0));
-        let (f, o, t, p) = (it.next(), it.next(), it.next(), it.next());
+        let v: Vec<u64> = s
+            .split(',')
+            .map(|p| p.parse::<u64>().unwrap_or(0))
+            .collect();
+        let at = |i: usize| v.get(i).copied().unwrap_or(0);
         State {
-            failures: f.unwrap_or(0) as u32,
-            open_until: o.unwrap_or(0),
-            trips: t.unwrap_or(0) as u32,
-            probe_since: p.unwrap_or(0),
+            failures: at(0) as u32,
+            open_until: at(1),
+            trips: at(2) as u32,
+            probe_since: at(3),
+            window_start: at(4),
+            window_ok: at(5) as u32,
+            window_failed: at(6) as u32,
         }
     }
 
     /// The shared-data form.
     pub fn encode(&self) -> String {
         format!(
-            "{},{},{},{}",
-            self.failures, self.open_until, self.trips, self.probe_since
+            "{},{},{},{},{},{},{}",
+            self.failures,
+            self.open_until,
+            self.trips,
+            self.probe_since,
+            self.window_start,
+            self.window_ok,
+            self.window_failed
         )
+    }
+
+    /// Starts a new failure-rate window when the current one is over.
+    fn roll(self, settings: &Settings, now: u64) -> State {
+        if now >= self.window_start + settings.window_ms {
+            State {
+                window_start: now,
+                window_ok: 0,
+                window_failed: 0,
+                ..self
+            }
+        } else {
+            self
+        }
+    }
+
+    fn rate_exceeded(&self, settings: &Settings) -> bool {
+        let total = self.window_ok + self.window_failed;
+        settings.failure_rate_percent.is_some_and(|pct| {
+            total >= settings.min_requests.max(1)
+                && u64::from(self.window_failed) * 100 >= u64::from(pct) * u64::from(total)
+        })
     }
 
     fn cool_down(settings: &Settings, trips: u32) -> u64 {
@@ -98,9 +158,26 @@ impl State {
     }
 
     /// An attempt on the target succeeded.
-    pub fn success(self) -> (State, Option<Transition>) {
-        let t = (self.open_until != 0).then_some(Transition::Closed);
-        (State::default(), t)
+    pub fn success(self, settings: &Settings, now: u64) -> (State, Option<Transition>) {
+        if self.open_until != 0 {
+            return (
+                State {
+                    window_start: now,
+                    ..State::default()
+                },
+                Some(Transition::Closed),
+            );
+        }
+        let s = self.roll(settings, now);
+        (
+            State {
+                failures: 0,
+                trips: 0,
+                window_ok: s.window_ok + 1,
+                ..s
+            },
+            None,
+        )
     }
 
     /// An attempt on the target failed in a way that counts (unreachable, 5xx).
@@ -114,22 +191,34 @@ impl State {
                     open_until: now + State::cool_down(settings, trips - 1),
                     trips,
                     probe_since: 0,
+                    window_start: now,
+                    window_ok: 0,
+                    window_failed: 0,
                 };
                 return (s, Some(Transition::Opened));
             }
             return (self, None);
         }
-        let failures = self.failures + 1;
-        if failures >= settings.consecutive_failures {
+        let s = self.roll(settings, now);
+        let s = State {
+            failures: s.failures + 1,
+            window_failed: s.window_failed + 1,
+            ..s
+        };
+        let failures = s.failures;
+        if failures >= settings.consecutive_failures || s.rate_exceeded(settings) {
             let s = State {
                 failures: 0,
                 open_until: now + State::cool_down(settings, self.trips),
                 trips: self.trips + 1,
                 probe_since: 0,
+                window_start: now,
+                window_ok: 0,
+                window_failed: 0,
             };
             return (s, Some(Transition::Opened));
         }
-        (State { failures, ..self }, None)
+        (s, None)
     }
 }
 
@@ -141,6 +230,9 @@ mod tests {
         consecutive_failures: 3,
         base_open_ms: 1000,
         max_open_ms: 3000,
+        failure_rate_percent: None,
+        window_ms: 10_000,
+        min_requests: 20,
     };
 
     #[test]
@@ -160,8 +252,9 @@ mod tests {
             "one probe after the cool-down"
         );
         assert!(!st.admit(&S, 1011).0, "only one probe at a time");
-        let (st, t) = st.success();
-        assert_eq!((st, t), (State::default(), Some(Transition::Closed)));
+        let (st, t) = st.success(&S, 1011);
+        assert_eq!(t, Some(Transition::Closed));
+        assert_eq!((st.open_until, st.trips, st.failures), (0, 0, 0));
     }
 
     #[test]
@@ -182,6 +275,39 @@ mod tests {
         }
         assert_eq!(opens, vec![2000, 3000, 3000]);
         assert_eq!(State::decode(&st.encode()), st);
+    }
+
+    #[test]
+    fn failure_rate_over_a_window_with_minimum_volume() {
+        let s = Settings {
+            consecutive_failures: 1000,
+            failure_rate_percent: Some(50),
+            min_requests: 10,
+            ..S
+        };
+        let mut st = State::default();
+        // Alternating success/failure: 50 % once 10 attempts are in the window.
+        for i in 0..9u64 {
+            st = if i % 2 == 0 {
+                st.failure(&s, i).0
+            } else {
+                st.success(&s, i).0
+            };
+            assert_eq!(st.open_until, 0, "below the minimum volume at {i}");
+        }
+        let (st, t) = st.success(&s, 9);
+        assert_eq!(t, None, "a success never opens");
+        let (st, t) = st.failure(&s, 10);
+        assert_eq!(t, Some(Transition::Opened), "6 of 11 failed");
+        assert!(st.open_until > 10);
+        // A new window forgets the old one.
+        let mut st = State::default();
+        for i in 0..8u64 {
+            st = st.failure(&s, i).0;
+            st = st.success(&s, i).0;
+        }
+        let (st, _) = st.success(&s, 20_000);
+        assert_eq!((st.window_ok, st.window_failed), (1, 0));
     }
 
     #[test]

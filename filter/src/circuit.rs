@@ -78,7 +78,7 @@ pub fn record(settings: &Settings, t: &Target, ok: bool, now_ms: u64) {
     crate::fleet::record(t, ok);
     update(t, |s| {
         let (next, tr) = if ok {
-            s.success()
+            s.success(settings, now_ms)
         } else {
             s.failure(settings, now_ms)
         };

@@ -118,3 +118,35 @@ async fn a_failed_probe_reopens_for_longer() {
     );
     assert_eq!(gw.stat("wasmcustom.switchyard_circuit_opened_total").await, Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_high_failure_rate_opens_the_circuit_without_consecutive_failures() {
+    let paths = Paths::discover();
+    let dir = Scratch::new("circuit-rate");
+    let a = Mock::start(&paths, &dir.0, "a", Dialect::Openai, &[]);
+    let b = Mock::start(&paths, &dir.0, "b", Dialect::Openai, &[]);
+    let gw = Gateway::builder()
+        .provider(&a)
+        .provider(&b)
+        .route("chat", &["a/m-a", "b/m-b"])
+        .yaml(concat!(
+            "circuit_breaker: { consecutive_failures: 1000, base_open_ms: 60000, max_open_ms: 60000,\n",
+            "                   failure_rate_percent: 50, window_ms: 30000, min_requests: 6 }\n",
+        ))
+        .start(&paths, &dir)
+        .await;
+    // Every other request fails on a: never two failures in a row, 50 % failing.
+    // (The rate is checked on a failure, once the window holds 6 attempts.)
+    for i in 0..7 {
+        let headers: &[(&str, &str)] = if i % 2 == 0 { &[("x-mock", "a:status=503")] } else { &[] };
+        let r = gw.chat(&chat_body("chat"), headers).await;
+        assert_eq!(r.status(), 200);
+    }
+    let r = gw.chat(&chat_body("chat"), &[]).await;
+    assert_eq!(
+        served(&r),
+        ("b".into(), "1".into()),
+        "a's circuit should be open at 50 % failures"
+    );
+    assert_eq!(a.requests().await.len(), 7);
+}
