@@ -314,14 +314,7 @@ impl StreamTranslator {
     }
 
     fn chunk(&self, delta: Value, finish: Option<&str>) -> String {
-        let c = json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        });
-        format!("data: {c}\n\n")
+        super::chunk_event(&self.id, self.created, &self.model, delta, finish)
     }
 
     /// Translates one chunk of the provider's stream.
@@ -410,18 +403,15 @@ impl StreamTranslator {
                     }
                 }
                 "message_stop" => {
-                    if self.include_usage {
-                        let c = json!({
-                            "id": self.id,
-                            "object": "chat.completion.chunk",
-                            "created": self.created,
-                            "model": self.model,
-                            "choices": [],
-                            "usage": usage(self.input_tokens, self.output_tokens),
-                        });
-                        out.push_str(&format!("data: {c}\n\n"));
-                    }
-                    out.push_str("data: [DONE]\n\n");
+                    let usage = self
+                        .include_usage
+                        .then(|| usage(self.input_tokens, self.output_tokens));
+                    out.push_str(&super::stream_end(
+                        &self.id,
+                        self.created,
+                        &self.model,
+                        usage,
+                    ));
                     self.done = true;
                 }
                 "error" => {

@@ -300,11 +300,7 @@ impl StreamTranslator {
     }
 
     fn chunk(&self, delta: Value, finish: Option<&str>) -> String {
-        let c = json!({
-            "id": "gemini", "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        });
-        format!("data: {c}\n\n")
+        super::chunk_event("gemini", self.created, &self.model, delta, finish)
     }
 
     /// Translates one chunk of the provider's stream.
@@ -336,14 +332,15 @@ impl StreamTranslator {
             }
             if let Some(f) = finish {
                 out.push_str(&self.chunk(json!({}), Some(finish_reason(f, self.calls > 0))));
-                if self.include_usage {
-                    let c = json!({
-                        "id": "gemini", "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                        "choices": [], "usage": self.usage.clone().unwrap_or(json!({})),
-                    });
-                    out.push_str(&format!("data: {c}\n\n"));
-                }
-                out.push_str("data: [DONE]\n\n");
+                let usage = self
+                    .include_usage
+                    .then(|| self.usage.clone().unwrap_or(json!({})));
+                out.push_str(&super::stream_end(
+                    "gemini",
+                    self.created,
+                    &self.model,
+                    usage,
+                ));
                 self.done = true;
             }
         }

@@ -31,6 +31,36 @@ pub enum TranslateError {
     Invalid(String),
 }
 
+/// One OpenAI chat-completion chunk as an SSE event (for translated streams).
+pub fn chunk_event(
+    id: &str,
+    created: u64,
+    model: &str,
+    delta: Value,
+    finish: Option<&str>,
+) -> String {
+    let c = serde_json::json!({
+        "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    });
+    format!("data: {c}\n\n")
+}
+
+/// The end of a translated stream: the usage chunk when the client asked for it
+/// (`stream_options.include_usage`), then `[DONE]`.
+pub fn stream_end(id: &str, created: u64, model: &str, usage: Option<Value>) -> String {
+    let mut out = String::new();
+    if let Some(usage) = usage {
+        let c = serde_json::json!({
+            "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+            "choices": [], "usage": usage,
+        });
+        out.push_str(&format!("data: {c}\n\n"));
+    }
+    out.push_str("data: [DONE]\n\n");
+    out
+}
+
 /// Azure OpenAI `api-version` used when the provider config names none.
 pub const AZURE_API_VERSION: &str = "2024-10-21";
 
