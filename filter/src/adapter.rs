@@ -287,13 +287,17 @@ impl HttpContext for Adapter {
             circuit::record(settings, target, true, now);
             crate::fleet::record_latency(target, now.saturating_sub(self.started_ms));
         }
-        let (policy, targets) = ledger::policy(&self.request_id).unwrap_or_default();
+        let (filter_falls_over, targets) = ledger::read(&self.request_id, |e| {
+            (
+                e.policy.falls_over(FailureClass::ContentFilter),
+                e.plan.len(),
+            )
+        })
+        .unwrap_or_default();
         // A completed answer the provider's safety system filtered can fall over too,
         // when the policy allows it and another target is left.
-        self.hold_for_content_check = !self.stream
-            && !end_of_stream
-            && self.attempt < targets
-            && policy.falls_over(FailureClass::ContentFilter);
+        self.hold_for_content_check =
+            !self.stream && !end_of_stream && self.attempt < targets && filter_falls_over;
         self.mode = match dialect {
             d if d.speaks_openai() && self.stream => ResponseMode::PassStream(DoneWatch::default()),
             Dialect::Openai | Dialect::AzureOpenai => ResponseMode::Pass,
@@ -398,13 +402,7 @@ impl HttpContext for Adapter {
                     Dialect::Gemini => {
                         gemini::error_details(&body).map(|(status, m)| format!("{status}: {m}"))
                     }
-                    Dialect::Openai | Dialect::AzureOpenai => {
-                        serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
-                            v.pointer("/error/message")
-                                .and_then(Value::as_str)
-                                .map(str::to_string)
-                        })
-                    }
+                    Dialect::Openai | Dialect::AzureOpenai => dialect::error_message(&body),
                 };
                 self.settle(FailureClass::classify(dialect, self.status, &body), message);
                 Action::Continue

@@ -152,13 +152,9 @@ pub fn record_class(request_id: &str, n: usize, class: FailureClass) {
     with_attempt(request_id, n, |a| a.class = Some(class));
 }
 
-/// The request's policy and number of targets.
-pub fn policy(request_id: &str) -> Option<(Policy, usize)> {
-    LEDGER.with(|l| {
-        l.borrow()
-            .get(request_id)
-            .map(|e| (e.policy.clone(), e.plan.len()))
-    })
+/// Reads the request's entry without copying it.
+pub fn read<R>(request_id: &str, f: impl FnOnce(&Entry) -> R) -> Option<R> {
+    LEDGER.with(|l| l.borrow().get(request_id).map(f))
 }
 
 /// Records attempt `n`'s error message.

@@ -224,7 +224,7 @@ impl Planner {
         if let Some(last) = reports.last_mut()
             && last.message.is_none()
         {
-            last.message = provider_message(provider_body);
+            last.message = switchyard_core::dialect::error_message(provider_body);
         }
         let summary: Vec<String> = reports
             .iter()
@@ -312,14 +312,6 @@ fn set_router_knobs(targets: usize, policy: &Policy, client_overrides: bool, hed
     }
 }
 
-/// The `error.message` of an OpenAI- or Anthropic-shaped error body.
-fn provider_message(body: &[u8]) -> Option<String> {
-    let v: Value = serde_json::from_slice(body).ok()?;
-    v.pointer("/error/message")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-}
-
 impl Context for Planner {}
 
 impl HttpContext for Planner {
@@ -397,9 +389,11 @@ impl HttpContext for Planner {
         if status >= 400 {
             // The adapter may have given the router a canonical status for the
             // failure class; the client gets the provider's own.
-            let original = ledger::get(&self.request_id)
-                .and_then(|e| e.attempts.last().and_then(|a| a.status))
-                .unwrap_or(status);
+            let original = ledger::read(&self.request_id, |e| {
+                e.attempts.last().and_then(|a| a.status)
+            })
+            .flatten()
+            .unwrap_or(status);
             if original != status && original >= 400 {
                 host::set_response_header(":status", Some(&original.to_string()));
             }
@@ -428,11 +422,15 @@ impl HttpContext for Planner {
         // The last attempt's "no answer" has no later attempt to report it.
         if self.planned
             && let Some(settings) = &self.cfg.circuit_breaker
-            && let Some(last) =
-                ledger::get(&self.request_id).and_then(|e| e.attempts.last().cloned())
-            && last.status.is_none()
+            && let Some(target) = ledger::read(&self.request_id, |e| {
+                e.attempts
+                    .last()
+                    .filter(|a| a.status.is_none())
+                    .map(|a| a.target.clone())
+            })
+            .flatten()
         {
-            circuit::record(settings, &last.target, false, host::now_ms());
+            circuit::record(settings, &target, false, host::now_ms());
         }
         if self.planned {
             ledger::close(&self.request_id);

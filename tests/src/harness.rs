@@ -631,6 +631,19 @@ pub fn served(r: &reqwest::Response) -> (String, String) {
     (h("x-switchyard-provider"), h("x-switchyard-attempts"))
 }
 
+/// Values of header `name` in a request the mock provider recorded.
+pub fn recorded_header(req: &Value, name: &str) -> Vec<String> {
+    req["headers"]
+        .as_array()
+        .map(|hs| {
+            hs.iter()
+                .filter(|h| h[0] == name)
+                .filter_map(|h| h[1].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// A minimal chat request.
 pub fn chat_body(model: &str) -> Value {
     serde_json::json!({"model": model, "messages": [{"role": "user", "content": "Say hello"}]})

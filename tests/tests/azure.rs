@@ -4,16 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use serde_json::{Value, json};
-use switchyard_tests::harness::{Dialect, Gateway, Mock, Paths, Scratch, chat_body, sse_data};
-
-fn header(req: &Value, name: &str) -> Option<String> {
-    req["headers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h[0] == name)
-        .map(|h| h[1].as_str().unwrap().to_string())
-}
+use switchyard_tests::harness::{Dialect, Gateway, Mock, Paths, Scratch, chat_body, recorded_header, sse_data};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn azure_deployments_in_both_directions() {
@@ -45,9 +36,12 @@ async fn azure_deployments_in_both_directions() {
         req["path"],
         "/openai/deployments/gpt4o-prod/chat/completions?api-version=2024-10-21"
     );
-    assert_eq!(header(req, "api-key").as_deref(), Some("key-az"));
     assert_eq!(
-        header(req, "authorization"),
+        recorded_header(req, "api-key").first().cloned().as_deref(),
+        Some("key-az")
+    );
+    assert_eq!(
+        recorded_header(req, "authorization").first().cloned(),
         None,
         "the OpenAI attempt's bearer key must not follow"
     );

@@ -6,16 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use serde_json::{Value, json};
-use switchyard_tests::harness::{Dialect, Gateway, Mock, Paths, Scratch, chat_body, served, sse_data};
-
-fn header(req: &Value, name: &str) -> Option<String> {
-    req["headers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h[0] == name)
-        .map(|h| h[1].as_str().unwrap().to_string())
-}
+use switchyard_tests::harness::{Dialect, Gateway, Mock, Paths, Scratch, chat_body, recorded_header, served, sse_data};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gemini_both_ways_streaming_and_errors() {
@@ -57,8 +48,11 @@ async fn gemini_both_ways_streaming_and_errors() {
         req["path"],
         "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse"
     );
-    assert_eq!(header(req, "x-goog-api-key").as_deref(), Some("key-ge"));
-    assert_eq!(header(req, "authorization"), None);
+    assert_eq!(
+        recorded_header(req, "x-goog-api-key").first().cloned().as_deref(),
+        Some("key-ge")
+    );
+    assert_eq!(recorded_header(req, "authorization").first().cloned(), None);
     assert_eq!(req["body"]["systemInstruction"]["parts"][0]["text"], "Be brief.");
     assert_eq!(req["body"]["generationConfig"]["maxOutputTokens"], 64);
 

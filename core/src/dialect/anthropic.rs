@@ -31,7 +31,7 @@ pub fn request(req: &Value, model: &str) -> Result<Value, TranslateError> {
             .and_then(Value::as_str)
             .ok_or_else(|| invalid(format!("messages[{i}].role is missing")))?;
         match role {
-            "system" | "developer" => system.push(text_of(m.get("content"))),
+            "system" | "developer" => system.push(super::content_text(m.get("content"))),
             "user" => push_blocks(&mut out_msgs, "user", content_blocks(m.get("content"))?),
             "assistant" => {
                 let mut blocks = content_blocks(m.get("content"))?;
@@ -56,7 +56,7 @@ pub fn request(req: &Value, model: &str) -> Result<Value, TranslateError> {
                 let block = json!({
                     "type": "tool_result",
                     "tool_use_id": m.get("tool_call_id").cloned().unwrap_or(Value::Null),
-                    "content": text_of(m.get("content")),
+                    "content": super::content_text(m.get("content")),
                 });
                 push_blocks(&mut out_msgs, "user", vec![block])
             }
@@ -137,18 +137,6 @@ fn push_blocks(out: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
         return;
     }
     out.push(json!({ "role": role, "content": blocks }));
-}
-
-fn text_of(content: Option<&Value>) -> String {
-    match content {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
-    }
 }
 
 fn content_blocks(content: Option<&Value>) -> Result<Vec<Value>, TranslateError> {
@@ -260,18 +248,7 @@ pub fn response(body: &[u8], created: u64) -> Result<Vec<u8>, TranslateError> {
 
 /// Extracts `(type, message)` from an Anthropic error body.
 pub fn error_details(body: &[u8]) -> Option<(String, String)> {
-    let v: Value = serde_json::from_slice(body).ok()?;
-    let e = v.get("error")?;
-    Some((
-        e.get("type")
-            .and_then(Value::as_str)
-            .unwrap_or("api_error")
-            .to_string(),
-        e.get("message")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string(),
-    ))
+    super::error_kind_and_message(body, "type", "api_error")
 }
 
 // === response (stream) ===

@@ -11,18 +11,6 @@ fn invalid(msg: impl Into<String>) -> TranslateError {
     TranslateError::Invalid(msg.into())
 }
 
-fn text_of(content: Option<&Value>) -> String {
-    match content {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
-    }
-}
-
 fn parts(content: Option<&Value>) -> Result<Vec<Value>, TranslateError> {
     match content {
         None | Some(Value::Null) => Ok(Vec::new()),
@@ -73,7 +61,7 @@ pub fn request(req: &Value) -> Result<Value, TranslateError> {
             .ok_or_else(|| invalid(format!("messages[{i}].role is missing")))?;
         let (role, mut p) = match role {
             "system" | "developer" => {
-                system.push(text_of(m.get("content")));
+                system.push(super::content_text(m.get("content")));
                 continue;
             }
             "user" => ("user", parts(m.get("content"))?),
@@ -82,7 +70,7 @@ pub fn request(req: &Value) -> Result<Value, TranslateError> {
                 "user",
                 vec![json!({"functionResponse": {
                     "name": m.get("name").cloned().unwrap_or(json!("tool")),
-                    "response": {"content": text_of(m.get("content"))},
+                    "response": {"content": super::content_text(m.get("content"))},
                 }})],
             ),
             other => {
@@ -252,18 +240,7 @@ pub fn response(body: &[u8], created: u64, model: &str) -> Result<Vec<u8>, Trans
 
 /// `(status, message)` of a Gemini error body.
 pub fn error_details(body: &[u8]) -> Option<(String, String)> {
-    let v: Value = serde_json::from_slice(body).ok()?;
-    let e = v.get("error")?;
-    Some((
-        e.get("status")
-            .and_then(Value::as_str)
-            .unwrap_or("UNKNOWN")
-            .to_string(),
-        e.get("message")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string(),
-    ))
+    super::error_kind_and_message(body, "status", "UNKNOWN")
 }
 
 /// Turns a `streamGenerateContent?alt=sse` stream into OpenAI chunks.

@@ -31,6 +31,41 @@ pub enum TranslateError {
     Invalid(String),
 }
 
+/// The text of an OpenAI message `content`: the string, or its text parts joined.
+pub(crate) fn content_text(content: Option<&Value>) -> String {
+    match content {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+/// `error.message` of a provider's error body: OpenAI, Azure, Anthropic and Gemini
+/// all put it there.
+pub fn error_message(body: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    v.pointer("/error/message")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+/// `(error.<kind_key>, error.message)` of a provider's error body, `default` when
+/// the kind is missing.
+pub(crate) fn error_kind_and_message(
+    body: &[u8],
+    kind_key: &str,
+    default: &str,
+) -> Option<(String, String)> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let e = v.get("error")?;
+    let field = |k: &str, d: &str| e.get(k).and_then(Value::as_str).unwrap_or(d).to_string();
+    Some((field(kind_key, default), field("message", "")))
+}
+
 /// One OpenAI chat-completion chunk as an SSE event (for translated streams).
 pub fn chunk_event(
     id: &str,
