@@ -6,6 +6,7 @@
 pub mod circuit;
 pub mod config;
 pub mod cooldown;
+pub mod cost;
 pub mod dialect;
 pub mod error;
 pub mod failure;

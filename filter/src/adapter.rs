@@ -10,6 +10,7 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType};
 use serde_json::Value;
 use switchyard_core::config::{Dialect, FilterConfig, Provider};
+use switchyard_core::cost::UsageTail;
 use switchyard_core::dialect::{self, anthropic, gemini};
 use switchyard_core::failure::FailureClass;
 use switchyard_core::plan::Target;
@@ -86,6 +87,9 @@ pub struct Adapter {
     key: Option<usize>,
     /// When the attempt started (for its time to response headers).
     started_ms: u64,
+    /// The end of a successful answer, kept to find its usage (only when prices
+    /// are configured).
+    usage: Option<UsageTail>,
 }
 
 impl Adapter {
@@ -104,6 +108,7 @@ impl Adapter {
             reset_after_ms: None,
             key: None,
             started_ms: 0,
+            usage: None,
         }
     }
 
@@ -314,6 +319,9 @@ impl HttpContext for Adapter {
         if !matches!(self.mode, ResponseMode::Pass) {
             host::set_response_header("content-length", None);
         }
+        if !self.cfg.prices.is_empty() {
+            self.usage = Some(UsageTail::default());
+        }
         if self.hold_for_content_check {
             Action::Pause
         } else {
@@ -334,7 +342,13 @@ impl HttpContext for Adapter {
             }
         }
         match &mut self.mode {
-            ResponseMode::Pass => Action::Continue,
+            ResponseMode::Pass => {
+                if self.usage.is_some() {
+                    let chunk = host::body(BufferType::HttpResponseBody, body_size);
+                    self.watch_usage(&chunk, end_of_stream);
+                }
+                Action::Continue
+            }
             ResponseMode::PassStream(watch) => {
                 let chunk = host::body(BufferType::HttpResponseBody, body_size);
                 watch.feed(&chunk);
@@ -342,6 +356,9 @@ impl HttpContext for Adapter {
                     let mut out = chunk;
                     out.extend_from_slice(&truncated(&self.request_id));
                     host::replace_body(BufferType::HttpResponseBody, body_size, &out);
+                    self.watch_usage(&out, end_of_stream);
+                } else {
+                    self.watch_usage(&chunk, end_of_stream);
                 }
                 Action::Continue
             }
@@ -352,6 +369,7 @@ impl HttpContext for Adapter {
                     out.extend_from_slice(&truncated(&self.request_id));
                 }
                 host::replace_body(BufferType::HttpResponseBody, body_size, &out);
+                self.watch_usage(&out, end_of_stream);
                 Action::Continue
             }
             ResponseMode::Json => {
@@ -371,7 +389,10 @@ impl HttpContext for Adapter {
                     _ => anthropic::response(&body, host::unix_now()),
                 };
                 match translated {
-                    Ok(out) => host::replace_body(BufferType::HttpResponseBody, body_size, &out),
+                    Ok(out) => {
+                        host::replace_body(BufferType::HttpResponseBody, body_size, &out);
+                        self.watch_usage(&out, end_of_stream);
+                    }
                     Err(e) => {
                         let msg = format!("The provider's answer could not be translated: {e}");
                         let out = error::body(
@@ -412,6 +433,18 @@ impl HttpContext for Adapter {
 }
 
 impl Adapter {
+    /// Feeds the answer the client receives to the usage watch; at its end, records
+    /// the usage for cost accounting.
+    fn watch_usage(&mut self, bytes: &[u8], end_of_stream: bool) {
+        let Some(tail) = &mut self.usage else {
+            return;
+        };
+        tail.feed(bytes);
+        if end_of_stream && let Some(u) = tail.usage() {
+            ledger::record_usage(&self.request_id, self.attempt, u);
+        }
+    }
+
     /// Records the attempt's failure and shows the router the class's canonical
     /// status (headers are still held), so the retry decision follows the class.
     fn settle(&self, class: Option<FailureClass>, message: Option<String>) {

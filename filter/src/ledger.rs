@@ -8,6 +8,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+use switchyard_core::cost::Usage;
 use switchyard_core::error::AttemptReport;
 use switchyard_core::failure::FailureClass;
 use switchyard_core::plan::Target;
@@ -26,6 +27,8 @@ pub struct Attempt {
     pub key: Option<usize>,
     /// The provider's error message, if it sent one.
     pub message: Option<String>,
+    /// Tokens the answer reported (cost accounting only).
+    pub usage: Option<Usage>,
 }
 
 /// Everything known about one request's attempts.
@@ -37,6 +40,8 @@ pub struct Entry {
     pub policy: Policy,
     /// Attempts in order (index = attempt number - 1).
     pub attempts: Vec<Attempt>,
+    /// Size of the client's request body (for prompt estimates).
+    pub request_bytes: usize,
 }
 
 impl Entry {
@@ -79,7 +84,7 @@ thread_local! {
 }
 
 /// Opens the entry for a planned request.
-pub fn open(request_id: &str, plan: Vec<Target>, policy: Policy) {
+pub fn open(request_id: &str, plan: Vec<Target>, policy: Policy, request_bytes: usize) {
     LEDGER.with(|l| {
         l.borrow_mut().insert(
             request_id.to_string(),
@@ -87,6 +92,7 @@ pub fn open(request_id: &str, plan: Vec<Target>, policy: Policy) {
                 plan,
                 policy,
                 attempts: Vec::new(),
+                request_bytes,
             },
         );
     });
@@ -106,6 +112,7 @@ pub fn start_attempt(request_id: &str, n: usize, target: &Target, key: Option<us
                         class: None,
                         key,
                         message: None,
+                        usage: None,
                     },
                 );
             }
@@ -115,6 +122,7 @@ pub fn start_attempt(request_id: &str, n: usize, target: &Target, key: Option<us
                 class: None,
                 key,
                 message: None,
+                usage: None,
             };
         }
     });
@@ -155,6 +163,11 @@ pub fn record_class(request_id: &str, n: usize, class: FailureClass) {
 /// Reads the request's entry without copying it.
 pub fn read<R>(request_id: &str, f: impl FnOnce(&Entry) -> R) -> Option<R> {
     LEDGER.with(|l| l.borrow().get(request_id).map(f))
+}
+
+/// Records the tokens attempt `n`'s answer reported.
+pub fn record_usage(request_id: &str, n: usize, usage: Usage) {
+    with_attempt(request_id, n, |a| a.usage = Some(usage));
 }
 
 /// Records attempt `n`'s error message.

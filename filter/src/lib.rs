@@ -13,6 +13,7 @@
 pub mod adapter;
 pub mod circuit;
 pub mod cooldown;
+pub mod cost;
 pub mod fleet;
 pub mod health;
 pub mod host;

@@ -17,7 +17,7 @@ use switchyard_core::config::FilterConfig;
 use switchyard_core::policy::{self, Policy};
 use switchyard_core::{error, plan, request, wire};
 
-use crate::{circuit, cooldown, fleet, health, host, ledger};
+use crate::{circuit, cooldown, cost, fleet, health, host, ledger};
 
 const CHAT_PATH: &str = "/v1/chat/completions";
 const MODELS_PATH: &str = "/v1/models";
@@ -38,6 +38,8 @@ pub struct Planner {
     client_overrides: bool,
     /// The composite cluster of a hedged request.
     hedge: Option<String>,
+    /// Size of the request body.
+    request_bytes: usize,
 }
 
 impl Planner {
@@ -52,6 +54,7 @@ impl Planner {
             tighten: Vec::new(),
             client_overrides: false,
             hedge: None,
+            request_bytes: 0,
         }
     }
 
@@ -210,7 +213,7 @@ impl Planner {
                 "The gateway could not refresh the route for the plan.",
             );
         }
-        ledger::open(&self.request_id, plan, policy);
+        ledger::open(&self.request_id, plan, policy, self.request_bytes);
         self.planned = true;
         Action::Continue
     }
@@ -373,6 +376,7 @@ impl HttpContext for Planner {
             return Action::Pause;
         }
         let body = host::body(BufferType::HttpRequestBody, body_size);
+        self.request_bytes = body.len();
         match self.plan_body(&body) {
             Ok((plan, policy)) => self.publish(plan, policy),
             Err(action) => action,
@@ -433,6 +437,11 @@ impl HttpContext for Planner {
             circuit::record(settings, &target, false, host::now_ms());
         }
         if self.planned {
+            if !self.cfg.prices.is_empty() {
+                ledger::read(&self.request_id, |e| {
+                    cost::account(&self.cfg, &self.request_id, e)
+                });
+            }
             ledger::close(&self.request_id);
         }
     }

@@ -18,17 +18,24 @@ async fn slow_primary_is_hedged() {
     let gw = Gateway::builder()
         .provider(&a)
         .provider(&b)
-        .yaml("routes:\n  - { model: hedged, chain: [a/m-a, b/m-b], policy: { hedge_after_ms: 200 } }\n")
+        .yaml(concat!(
+            "routes:\n  - { model: hedged, chain: [a/m-a, b/m-b], policy: { hedge_after_ms: 200 } }\n",
+            "prices:\n  a/m-a: { input: 2.0, output: 8.0 }\n  b/m-b: { input: 3.0, output: 15.0 }\n",
+        ))
         .start(&paths, &dir)
         .await;
 
     // a takes 3 s; b answers as soon as it is asked, 200 ms in.
     let mut worst = Duration::ZERO;
+    let mut b_cost = 0;
     for _ in 0..5 {
         let t = Instant::now();
         let r = gw.chat(&chat_body("hedged"), &[("x-mock", "a:delay_ms=3000")]).await;
         worst = worst.max(t.elapsed());
         assert_eq!(served(&r), ("b".into(), "2".into()));
+        let usage = r.json::<serde_json::Value>().await.unwrap()["usage"].clone();
+        let tokens = |k: &str| usage[k].as_u64().unwrap();
+        b_cost += tokens("prompt_tokens") * 3 + tokens("completion_tokens") * 15;
     }
     assert!(
         worst < Duration::from_millis(800),
@@ -44,6 +51,17 @@ async fn slow_primary_is_hedged() {
         .await
         .unwrap_or(0);
     assert_eq!(reset, 5, "losing attempts left running");
+
+    // Cost accounting counts both attempts: the winner from its usage, the cancelled
+    // one for the prompt it was sent (estimated from the request's size).
+    let prompt_estimate = serde_json::to_vec(&chat_body("hedged")).unwrap().len().div_ceil(4) as u64;
+    let a_cost = 5 * prompt_estimate * 2;
+    let gw = &gw;
+    let stat = |name: &'static str| async move { gw.stat(&format!("wasmcustom.{name}")).await.unwrap_or(0) };
+    assert_eq!(stat("switchyard_target_cost_micros.b.m-b").await, b_cost);
+    assert_eq!(stat("switchyard_target_cost_micros.a.m-a").await, a_cost);
+    assert_eq!(stat("switchyard_cost_micros_total").await, a_cost + b_cost);
+    assert_eq!(stat("switchyard_cost_estimated_micros_total").await, a_cost);
 
     // Both keep running: a first attempt that answers after the hedge started but
     // before the hedge does still wins (a timeout-and-retry would have cut it).
