@@ -162,7 +162,29 @@ struct RawProvider {
     /// Azure OpenAI `api-version` (only for `dialect: azure_openai`).
     #[serde(default)]
     api_version: Option<String>,
+    /// AWS credentials for SigV4 (only for `dialect: bedrock`).
+    #[serde(default)]
+    aws: Option<RawAws>,
+    /// Re-resolve this provider's credentials on this interval (rotated keys,
+    /// short-lived tokens); 300 s by default when a credential is a `command`.
+    #[serde(default)]
+    credentials_refresh_s: Option<u64>,
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAws {
+    /// Region; inferred from a `bedrock-runtime.<region>.amazonaws.com` host.
+    #[serde(default)]
+    region: Option<String>,
+    access_key_id: RawSecret,
+    secret_access_key: RawSecret,
+    #[serde(default)]
+    session_token: Option<RawSecret>,
+}
+
+/// Refresh interval for credentials that come from a command, unless configured.
+const DEFAULT_COMMAND_REFRESH_S: u64 = 300;
 
 fn default_connect_timeout_ms() -> u64 {
     2000
@@ -179,6 +201,10 @@ struct RawSecret {
     file: Option<PathBuf>,
     #[serde(default)]
     value: Option<String>,
+    /// A command whose standard output is the secret (e.g. `[gcloud, auth,
+    /// print-access-token]`), run at load and on every refresh.
+    #[serde(default)]
+    command: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -266,6 +292,10 @@ pub struct Provider {
     pub connect_timeout_ms: u64,
     /// Azure OpenAI `api-version`.
     pub api_version: Option<String>,
+    /// SigV4 credentials (Bedrock).
+    pub aws: Option<switchyard_core::config::AwsAuth>,
+    /// How often credentials are re-resolved.
+    pub credentials_refresh_s: Option<u64>,
 }
 
 impl fmt::Debug for Provider {
@@ -463,6 +493,59 @@ pub fn parse(
             .iter()
             .filter_map(|(path, secret)| resolve_secret(secret, path, base, env, &mut problems))
             .collect();
+        let aws = match (&p.aws, p.dialect) {
+            (Some(_), d) if d != Dialect::Bedrock => {
+                problems.push(format!("{at}.aws: only meaningful with `dialect: bedrock`"));
+                None
+            }
+            (Some(a), _) => {
+                let region = a.region.clone().or_else(|| bedrock_region(&url.host));
+                if region.is_none() {
+                    problems.push(format!(
+                        "{at}.aws.region: expected a region (it cannot be inferred from host `{}`)",
+                        url.host
+                    ));
+                }
+                let mut secret = |s: &RawSecret, name: &str| {
+                    resolve_secret(s, &format!("{at}.aws.{name}"), base, env, &mut problems)
+                };
+                let access_key_id = secret(&a.access_key_id, "access_key_id");
+                let secret_access_key = secret(&a.secret_access_key, "secret_access_key");
+                let session_token = a.session_token.as_ref().map(|s| secret(s, "session_token"));
+                match (region, access_key_id, secret_access_key, session_token) {
+                    (Some(region), Some(access_key_id), Some(secret_access_key), token)
+                        if token.as_ref().is_none_or(Option::is_some) =>
+                    {
+                        Some(switchyard_core::config::AwsAuth {
+                            region,
+                            access_key_id,
+                            secret_access_key,
+                            session_token: token.flatten(),
+                        })
+                    }
+                    _ => None,
+                }
+            }
+            (None, Dialect::Bedrock) if secrets.is_empty() => {
+                problems.push(format!(
+                    "{at}: a bedrock provider needs `aws` credentials (SigV4) or an `api_key` (Bedrock API key)"
+                ));
+                None
+            }
+            (None, _) => None,
+        };
+        if p.dialect == Dialect::Vertex && secrets.is_empty() {
+            problems.push(format!(
+                "{at}.api_key: a vertex provider needs an OAuth access token, e.g. `{{ command: [gcloud, auth, print-access-token] }}`"
+            ));
+        }
+        let has_command = secrets.iter().any(|(_, s)| s.command.is_some());
+        let credentials_refresh_s = p
+            .credentials_refresh_s
+            .or(has_command.then_some(DEFAULT_COMMAND_REFRESH_S));
+        if credentials_refresh_s == Some(0) {
+            problems.push(format!("{at}.credentials_refresh_s: expected > 0"));
+        }
         if p.api_version.is_some() && p.dialect != Dialect::AzureOpenai {
             problems.push(format!(
                 "{at}.api_version: only meaningful with `dialect: azure_openai`"
@@ -481,6 +564,8 @@ pub fn parse(
             api_keys,
             connect_timeout_ms: p.connect_timeout_ms,
             api_version: p.api_version.clone(),
+            aws,
+            credentials_refresh_s,
         });
     }
 
@@ -662,16 +747,49 @@ fn resolve_secret(
     env: &dyn Fn(&str) -> Option<String>,
     problems: &mut Vec<String>,
 ) -> Option<String> {
-    match (&secret.env, &secret.file, &secret.value) {
-        (None, None, Some(v)) => Some(v.clone()),
-        (Some(name), None, None) => {
+    match (&secret.env, &secret.file, &secret.value, &secret.command) {
+        (None, None, None, Some(argv)) => {
+            let Some((program, args)) = argv.split_first() else {
+                problems.push(format!(
+                    "{path}.command: expected a program and its arguments"
+                ));
+                return None;
+            };
+            match std::process::Command::new(program)
+                .args(args)
+                .current_dir(base)
+                .output()
+            {
+                Ok(out)
+                    if out.status.success()
+                        && !String::from_utf8_lossy(&out.stdout).trim().is_empty() =>
+                {
+                    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+                }
+                Ok(out) => {
+                    problems.push(format!(
+                        "{path}.command: `{}` failed ({}): {}",
+                        argv.join(" "),
+                        out.status,
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ));
+                    None
+                }
+                Err(e) => {
+                    problems.push(format!("{path}.command: cannot run `{program}`: {e}"));
+                    None
+                }
+            }
+        }
+        (None, None, Some(v), None) => Some(v.clone()),
+        (Some(name), None, None, None) => {
             let v = env(name).filter(|v| !v.is_empty());
             if v.is_none() {
                 problems.push(format!("{path}: environment variable {name} is not set"));
             }
             v
         }
-        (None, Some(f), None) => {
+        (None, Some(f), None, None) => {
             let f = if f.is_relative() {
                 base.join(f)
             } else {
@@ -691,11 +809,19 @@ fn resolve_secret(
         }
         _ => {
             problems.push(format!(
-                "{path}: expected exactly one of `env`, `file`, `value`"
+                "{path}: expected exactly one of `env`, `file`, `value`, `command`"
             ));
             None
         }
     }
+}
+
+/// The region of a `bedrock-runtime.<region>.amazonaws.com` host.
+fn bedrock_region(host: &str) -> Option<String> {
+    host.strip_prefix("bedrock-runtime.")
+        .and_then(|r| r.strip_suffix(".amazonaws.com"))
+        .filter(|r| !r.is_empty() && !r.contains('.'))
+        .map(str::to_string)
 }
 
 /// FNV-1a: a stable content hash for versions (no extra dependency).
@@ -791,6 +917,60 @@ routes:
         assert!(
             !format!("{:?}", c.providers[0]).contains("sk-test"),
             "secrets never in Debug"
+        );
+    }
+
+    #[test]
+    fn bedrock_and_vertex_credentials() {
+        let text = "providers:
+  - name: br
+    dialect: bedrock
+    base_url: https://bedrock-runtime.eu-west-3.amazonaws.com
+    aws: { access_key_id: { value: AKID }, secret_access_key: { value: s3cr3t } }
+  - name: vx
+    dialect: vertex
+    base_url: https://us-central1-aiplatform.googleapis.com/v1/projects/p/locations/us-central1/publishers/google
+    api_key: { command: [echo, ya29.token] }
+";
+        let c = parse(text, "c.yaml", Path::new("/"), &env).unwrap();
+        let aws = c.providers[0].aws.as_ref().unwrap();
+        assert_eq!(aws.region, "eu-west-3", "inferred from the host");
+        assert_eq!(aws.secret_access_key, "s3cr3t");
+        assert!(!format!("{:?}", c.providers[0]).contains("s3cr3t"));
+        assert_eq!(c.providers[1].api_keys, vec!["ya29.token".to_string()]);
+        assert_eq!(
+            c.providers[1].credentials_refresh_s,
+            Some(300),
+            "commands are re-run"
+        );
+
+        let e = error_of(&text.replace(
+            "    aws: { access_key_id: { value: AKID }, secret_access_key: { value: s3cr3t } }\n",
+            "",
+        ));
+        assert!(
+            e.contains("providers[0]: a bedrock provider needs `aws` credentials"),
+            "{e}"
+        );
+        let e = error_of(&text.replace("bedrock-runtime.eu-west-3.amazonaws.com", "10.0.0.1:8080"));
+        assert!(
+            e.contains("providers[0].aws.region: expected a region"),
+            "{e}"
+        );
+        let e = error_of(&text.replace("[echo, ya29.token]", "[false]"));
+        assert!(
+            e.contains("providers[1].api_key.command: `false` failed"),
+            "{e}"
+        );
+        let e = error_of(&text.replace("    api_key: { command: [echo, ya29.token] }\n", ""));
+        assert!(
+            e.contains("providers[1].api_key: a vertex provider needs an OAuth access token"),
+            "{e}"
+        );
+        let e = error_of(&text.replace("dialect: bedrock", "dialect: openai"));
+        assert!(
+            e.contains("providers[0].aws: only meaningful with `dialect: bedrock`"),
+            "{e}"
         );
     }
 

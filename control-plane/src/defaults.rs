@@ -7,13 +7,15 @@ use crate::config::{self, Config, ConfigError};
 
 /// Demo config: mock providers on 127.0.0.1:18101 (OpenAI) and :18102 (Anthropic).
 pub const MOCK: &str = include_str!("defaults/mock.yaml");
-/// Real-provider config (OpenAI, Anthropic).
+/// Real-provider config (OpenAI, Anthropic, Gemini, Bedrock).
 pub const CLOUD: &str = include_str!("defaults/cloud.yaml");
 
 /// Environment variables holding real provider keys, with their provider names.
 pub const PROVIDER_KEYS: &[(&str, &str)] = &[
     ("openai", "OPENAI_API_KEY"),
     ("anthropic", "ANTHROPIC_API_KEY"),
+    ("gemini", "GEMINI_API_KEY"),
+    ("bedrock", "AWS_BEARER_TOKEN_BEDROCK"),
 ];
 
 /// Whether any real provider key is set.
@@ -74,7 +76,7 @@ mod tests {
             config(Path::new("/x"), &both).unwrap().routes["chat"]
                 .chain
                 .len(),
-            2
+            4
         );
     }
 }

@@ -33,6 +33,14 @@ pub enum Dialect {
     /// Google Gemini API (`POST {base}/models/{model}:generateContent`, or
     /// `:streamGenerateContent?alt=sse`; `x-goog-api-key`).
     Gemini,
+    /// Google Vertex AI: Gemini's body and paths under
+    /// `…/projects/{p}/locations/{l}/publishers/google`, an OAuth bearer token
+    /// supplied (and refreshed) by the control plane.
+    Vertex,
+    /// AWS Bedrock Converse (`POST {base}/model/{id}/converse`, or
+    /// `/converse-stream` in the binary event-stream format); SigV4-signed, or a
+    /// Bedrock API key as bearer token.
+    Bedrock,
 }
 
 impl Dialect {
@@ -43,7 +51,17 @@ impl Dialect {
             Dialect::Anthropic => "anthropic",
             Dialect::AzureOpenai => "azure_openai",
             Dialect::Gemini => "gemini",
+            Dialect::Vertex => "vertex",
+            Dialect::Bedrock => "bedrock",
         }
+    }
+
+    /// Whether the provider has an embeddings API the gateway translates to.
+    pub fn embeds(self) -> bool {
+        matches!(
+            self,
+            Dialect::Openai | Dialect::AzureOpenai | Dialect::Gemini
+        )
     }
 
     /// Whether requests and answers are in OpenAI's chat-completions format.
@@ -73,6 +91,24 @@ pub struct Provider {
     /// How many credentials the provider has: a plan may try each before leaving it.
     #[serde(default = "one")]
     pub key_count: usize,
+    /// AWS SigV4 signing (Bedrock without an API key); only in the adapter's config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<AwsAuth>,
+}
+
+/// What SigV4 signing needs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsAuth {
+    /// Region the endpoint is in, e.g. `us-east-1`.
+    pub region: String,
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: String,
+    /// Session token of temporary credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_token: Option<String>,
 }
 
 fn one() -> usize {

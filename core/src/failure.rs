@@ -88,7 +88,11 @@ impl FailureClass {
                 }
                 _ => by_status,
             },
-            Dialect::Gemini => match field("status") {
+            Dialect::Bedrock => {
+                let (kind, message) = crate::dialect::bedrock::error_details(None, body);
+                return crate::dialect::bedrock::classify(status, &kind, &message);
+            }
+            Dialect::Gemini | Dialect::Vertex => match field("status") {
                 "NOT_FOUND" => FailureClass::ModelUnavailable,
                 "RESOURCE_EXHAUSTED" => FailureClass::RateLimited,
                 "PERMISSION_DENIED" | "UNAUTHENTICATED" => FailureClass::Auth,

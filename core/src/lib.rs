@@ -9,11 +9,13 @@ pub mod cooldown;
 pub mod cost;
 pub mod dialect;
 pub mod error;
+pub mod eventstream;
 pub mod failure;
 pub mod fleet;
 pub mod plan;
 pub mod policy;
 pub mod request;
+pub mod sigv4;
 pub mod sse;
 
 /// Header (and filter-state key suffix) names that form the contract between the

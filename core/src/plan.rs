@@ -202,6 +202,7 @@ mod tests {
             api_version: None,
             api_keys: Vec::new(),
             key_count: 1,
+            aws: None,
         };
         let mut providers = BTreeMap::new();
         providers.insert("a".to_string(), p("ca"));

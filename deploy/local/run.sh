@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs Switchyard on this machine: the control plane on the built-in config, one
-# Envoy, and - when neither OPENAI_API_KEY nor ANTHROPIC_API_KEY is set - two local
+# Envoy, and - when no provider key (OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY, AWS_BEARER_TOKEN_BEDROCK) is set - two local
 # mock providers (an OpenAI-dialect primary failing ~30% of requests with 503, and
 # an Anthropic-dialect fallback).
 #
@@ -35,7 +35,7 @@ wait_for() { # url, what
   exit 1
 }
 
-if [ -z "${SWITCHYARD_CONFIG:-}" ] && [ -z "${OPENAI_API_KEY:-}" ] && [ -z "${ANTHROPIC_API_KEY:-}" ]; then
+if [ -z "${SWITCHYARD_CONFIG:-}" ] && [ -z "${OPENAI_API_KEY:-}${ANTHROPIC_API_KEY:-}${GEMINI_API_KEY:-}${AWS_BEARER_TOKEN_BEDROCK:-}" ]; then
   echo "run: no provider keys in the environment: starting two mock providers"
   "$BIN/mock-provider" --name mock-openai --dialect openai --addr 127.0.0.1:18101 \
     --api-key mock-openai-key --fail-rate 0.3 --fail-status 503 > "$RUN/mock-openai.log" 2>&1 &

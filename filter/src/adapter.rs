@@ -9,12 +9,13 @@ use std::rc::Rc;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType};
 use serde_json::Value;
-use switchyard_core::config::{Dialect, FilterConfig, Provider};
+use switchyard_core::config::{AwsAuth, Dialect, FilterConfig, Provider};
 use switchyard_core::cost::UsageTail;
-use switchyard_core::dialect::{self, anthropic, gemini};
+use switchyard_core::dialect::{self, anthropic, bedrock, gemini};
 use switchyard_core::failure::FailureClass;
 use switchyard_core::plan::Target;
-use switchyard_core::{error, wire};
+use switchyard_core::request::Endpoint;
+use switchyard_core::{error, sigv4, wire};
 
 use crate::{circuit, cooldown, host, ledger};
 
@@ -28,6 +29,10 @@ const CLIENT_ONLY_HEADERS: &[&str] = &[
     "anthropic-version",
     "openai-organization",
     "openai-project",
+    "x-goog-api-key",
+    "x-amz-date",
+    "x-amz-security-token",
+    "x-amz-content-sha256",
 ];
 
 /// What the response side does with the body.
@@ -39,7 +44,7 @@ enum ResponseMode {
     PassStream(DoneWatch),
     /// Buffer the provider's error to record its message (and translate it).
     Error,
-    /// Buffer and translate a JSON completion.
+    /// Buffer and translate a JSON answer (a completion, or Gemini embeddings).
     Json,
     /// Translate an event stream chunk by chunk.
     Stream(Translator),
@@ -50,6 +55,7 @@ enum ResponseMode {
 enum Translator {
     Anthropic(Box<anthropic::StreamTranslator>),
     Gemini(Box<gemini::StreamTranslator>),
+    Bedrock(Box<bedrock::StreamTranslator>),
 }
 
 impl Translator {
@@ -57,6 +63,7 @@ impl Translator {
         match self {
             Translator::Anthropic(t) => t.feed(chunk),
             Translator::Gemini(t) => t.feed(chunk),
+            Translator::Bedrock(t) => t.feed(chunk),
         }
     }
 
@@ -64,6 +71,7 @@ impl Translator {
         match self {
             Translator::Anthropic(t) => t.is_done(),
             Translator::Gemini(t) => t.is_done(),
+            Translator::Bedrock(t) => t.is_done(),
         }
     }
 }
@@ -87,6 +95,12 @@ pub struct Adapter {
     key: Option<usize>,
     /// When the attempt started (for its time to response headers).
     started_ms: u64,
+    /// The endpoint the request is for.
+    endpoint: Endpoint,
+    /// Embeddings asked as base64.
+    base64: bool,
+    /// Bedrock's `x-amzn-ErrorType` of an error answer.
+    aws_error_type: Option<String>,
     /// The end of a successful answer, kept to find its usage (only when prices
     /// are configured).
     usage: Option<UsageTail>,
@@ -108,7 +122,10 @@ impl Adapter {
             reset_after_ms: None,
             key: None,
             started_ms: 0,
+            endpoint: Endpoint::Chat,
+            base64: false,
             usage: None,
+            aws_error_type: None,
         }
     }
 
@@ -138,28 +155,8 @@ impl Adapter {
             .key
             .and_then(|i| provider.api_keys.get(i))
             .map(String::as_str);
-        match provider.dialect {
-            Dialect::Openai => {
-                if let Some(k) = key {
-                    host::set_request_header("authorization", Some(&format!("Bearer {k}")));
-                }
-            }
-            Dialect::Anthropic => {
-                if let Some(k) = key {
-                    host::set_request_header("x-api-key", Some(k));
-                }
-                host::set_request_header("anthropic-version", Some(anthropic::API_VERSION));
-            }
-            Dialect::AzureOpenai => {
-                if let Some(k) = key {
-                    host::set_request_header("api-key", Some(k));
-                }
-            }
-            Dialect::Gemini => {
-                if let Some(k) = key {
-                    host::set_request_header("x-goog-api-key", Some(k));
-                }
-            }
+        for (name, value) in dialect::auth_headers(provider.dialect, key) {
+            host::set_request_header(name, Some(&value));
         }
         log::debug!(
             "switchyard adapter [{}]: attempt {} -> {} ({})",
@@ -216,6 +213,7 @@ impl HttpContext for Adapter {
         );
         let reported_key = self.key.filter(|_| provider.api_keys.len() > 1);
         ledger::start_attempt(&self.request_id, self.attempt, &target, reported_key);
+        self.endpoint = ledger::read(&self.request_id, |e| e.endpoint).unwrap_or_default();
         self.started_ms = host::now_ms();
         self.rewrite_headers(&headers, &target, &provider);
         self.target = Some((target, provider));
@@ -232,13 +230,15 @@ impl HttpContext for Adapter {
             return Action::Continue;
         };
         let body = host::body(BufferType::HttpRequestBody, body_size);
-        match dialect::prepare_request(provider.dialect, &body, &target.model) {
+        match dialect::prepare_request(provider.dialect, self.endpoint, &body, &target.model) {
             Ok(prepared) => {
                 self.stream = prepared.stream;
                 self.include_usage = prepared.include_usage;
+                self.base64 = prepared.base64;
                 host::replace_body(BufferType::HttpRequestBody, body_size, &prepared.body);
                 let path = dialect::path(
                     provider.dialect,
+                    self.endpoint,
                     &provider.base_path,
                     &target.model,
                     provider.api_version.as_deref(),
@@ -248,6 +248,9 @@ impl HttpContext for Adapter {
                 // The headers are still held (see on_http_request_headers): send an
                 // exact length rather than a chunked body.
                 host::set_request_header("content-length", Some(&prepared.body.len().to_string()));
+                if let Some(aws) = &provider.aws {
+                    sign_aws(aws, &provider.authority, &path, &prepared.body);
+                }
                 Action::Continue
             }
             Err(e) => {
@@ -284,6 +287,9 @@ impl HttpContext for Adapter {
             // Hold the headers until the body says which failure this is: the
             // router's retry decision is made on the (possibly canonical) status.
             self.mode = ResponseMode::Error;
+            if dialect == Dialect::Bedrock {
+                self.aws_error_type = host::response_header("x-amzn-errortype");
+            }
             host::set_response_header("content-length", None);
             return Action::Pause;
         }
@@ -301,9 +307,14 @@ impl HttpContext for Adapter {
         .unwrap_or_default();
         // A completed answer the provider's safety system filtered can fall over too,
         // when the policy allows it and another target is left.
-        self.hold_for_content_check =
-            !self.stream && !end_of_stream && self.attempt < targets && filter_falls_over;
+        self.hold_for_content_check = self.endpoint == Endpoint::Chat
+            && !self.stream
+            && !end_of_stream
+            && self.attempt < targets
+            && filter_falls_over;
         self.mode = match dialect {
+            Dialect::Gemini if self.endpoint == Endpoint::Embeddings => ResponseMode::Json,
+            _ if self.endpoint == Endpoint::Embeddings => ResponseMode::Pass,
             d if d.speaks_openai() && self.stream => ResponseMode::PassStream(DoneWatch::default()),
             Dialect::Openai | Dialect::AzureOpenai => ResponseMode::Pass,
             Dialect::Anthropic if self.stream => {
@@ -311,10 +322,29 @@ impl HttpContext for Adapter {
                     anthropic::StreamTranslator::new(self.include_usage, host::unix_now()),
                 )))
             }
-            Dialect::Gemini if self.stream => ResponseMode::Stream(Translator::Gemini(Box::new(
-                gemini::StreamTranslator::new(self.include_usage, host::unix_now(), &target.model),
-            ))),
-            Dialect::Anthropic | Dialect::Gemini => ResponseMode::Json,
+            Dialect::Gemini | Dialect::Vertex if self.stream => {
+                ResponseMode::Stream(Translator::Gemini(Box::new(gemini::StreamTranslator::new(
+                    self.include_usage,
+                    host::unix_now(),
+                    &target.model,
+                ))))
+            }
+            Dialect::Bedrock if self.stream => {
+                // The binary event stream becomes OpenAI's SSE.
+                host::set_response_header("content-type", Some("text/event-stream"));
+                ResponseMode::Stream(Translator::Bedrock(Box::new(
+                    bedrock::StreamTranslator::new(
+                        self.include_usage,
+                        host::unix_now(),
+                        &target.model,
+                        &completion_id(&self.request_id),
+                        &self.request_id,
+                    ),
+                )))
+            }
+            Dialect::Anthropic | Dialect::Gemini | Dialect::Vertex | Dialect::Bedrock => {
+                ResponseMode::Json
+            }
         };
         if !matches!(self.mode, ResponseMode::Pass) {
             host::set_response_header("content-length", None);
@@ -377,15 +407,24 @@ impl HttpContext for Adapter {
                     return Action::Pause;
                 }
                 let body = host::body(BufferType::HttpResponseBody, body_size);
+                let model = self
+                    .target
+                    .as_ref()
+                    .map(|(t, _)| t.model.as_str())
+                    .unwrap_or("");
                 let translated = match self.target.as_ref().map(|(_, p)| p.dialect) {
-                    Some(Dialect::Gemini) => {
-                        let model = self
-                            .target
-                            .as_ref()
-                            .map(|(t, _)| t.model.as_str())
-                            .unwrap_or("");
+                    _ if self.endpoint == Endpoint::Embeddings => {
+                        gemini::embeddings_response(&body, model, self.base64)
+                    }
+                    Some(Dialect::Gemini | Dialect::Vertex) => {
                         gemini::response(&body, host::unix_now(), model)
                     }
+                    Some(Dialect::Bedrock) => bedrock::response(
+                        &body,
+                        host::unix_now(),
+                        model,
+                        &completion_id(&self.request_id),
+                    ),
                     _ => anthropic::response(&body, host::unix_now()),
                 };
                 match translated {
@@ -416,14 +455,22 @@ impl HttpContext for Adapter {
                     .as_ref()
                     .map(|(_, p)| p.dialect)
                     .unwrap_or(Dialect::Openai);
+                if dialect == Dialect::Bedrock {
+                    let (kind, m) = bedrock::error_details(self.aws_error_type.as_deref(), &body);
+                    let class = bedrock::classify(self.status, &kind, &m);
+                    self.settle(class, Some(format!("{kind}: {m}")));
+                    return Action::Continue;
+                }
                 let message = match dialect {
                     Dialect::Anthropic => {
                         anthropic::error_details(&body).map(|(kind, m)| format!("{kind}: {m}"))
                     }
-                    Dialect::Gemini => {
+                    Dialect::Gemini | Dialect::Vertex => {
                         gemini::error_details(&body).map(|(status, m)| format!("{status}: {m}"))
                     }
-                    Dialect::Openai | Dialect::AzureOpenai => dialect::error_message(&body),
+                    Dialect::Openai | Dialect::AzureOpenai | Dialect::Bedrock => {
+                        dialect::error_message(&body)
+                    }
                 };
                 self.settle(FailureClass::classify(dialect, self.status, &body), message);
                 Action::Continue
@@ -541,5 +588,45 @@ fn content_filtered(body: &[u8]) -> bool {
         .pointer("/candidates/0/finishReason")
         .and_then(Value::as_str)
         .is_some_and(|r| gemini::finish_reason(r, false) == "content_filter");
-    openai || gemini || v.get("stop_reason").and_then(Value::as_str) == Some("refusal")
+    let bedrock = v
+        .get("stopReason")
+        .and_then(Value::as_str)
+        .is_some_and(|r| bedrock::finish_reason(r) == "content_filter");
+    openai || gemini || bedrock || v.get("stop_reason").and_then(Value::as_str) == Some("refusal")
+}
+
+/// The id of a completion translated from a provider whose answers carry none.
+fn completion_id(request_id: &str) -> String {
+    format!("chatcmpl-{request_id}")
+}
+
+/// Signs the attempt with AWS SigV4 (the headers are still held, so they can be
+/// set now that the body is final).
+fn sign_aws(aws: &AwsAuth, authority: &str, path: &str, body: &[u8]) {
+    let date = sigv4::amz_date(host::unix_now());
+    let mut headers = vec![
+        ("host", authority),
+        ("content-type", "application/json"),
+        ("x-amz-date", date.as_str()),
+    ];
+    if let Some(token) = &aws.session_token {
+        headers.push(("x-amz-security-token", token.as_str()));
+    }
+    let request = sigv4::Request {
+        method: "POST",
+        path,
+        headers: &headers,
+        body,
+    };
+    let credentials = sigv4::Credentials {
+        access_key_id: &aws.access_key_id,
+        secret_access_key: &aws.secret_access_key,
+        session_token: aws.session_token.as_deref(),
+    };
+    let authorization =
+        sigv4::authorization(&request, &credentials, &aws.region, bedrock::SERVICE, &date);
+    for (name, value) in headers.iter().skip(2) {
+        host::set_request_header(name, Some(value));
+    }
+    host::set_request_header("authorization", Some(&authorization));
 }

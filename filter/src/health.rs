@@ -4,7 +4,7 @@
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::Status;
-use switchyard_core::config::{Dialect, HealthCheck, Provider};
+use switchyard_core::config::{HealthCheck, Provider};
 use switchyard_core::dialect;
 
 fn state_key(provider: &str) -> String {
@@ -83,23 +83,14 @@ pub fn is_down(provider: &str) -> bool {
 
 /// Starts a check of `provider`; returns the call's token.
 pub fn check(name: &str, p: &Provider, hc: &HealthCheck) -> Option<u32> {
-    let path = dialect::health_path(p.dialect, &p.base_path, p.api_version.as_deref());
-    let key = p.api_keys.first().map(String::as_str).unwrap_or("");
-    let bearer = format!("Bearer {key}");
+    let path = dialect::health_path(p.dialect, &p.base_path, p.api_version.as_deref())?;
+    let auth = dialect::auth_headers(p.dialect, p.api_keys.first().map(String::as_str));
     let mut headers = vec![
         (":method", "GET"),
         (":path", path.as_str()),
         (":authority", p.authority.as_str()),
     ];
-    match p.dialect {
-        Dialect::Openai => headers.push(("authorization", bearer.as_str())),
-        Dialect::AzureOpenai => headers.push(("api-key", key)),
-        Dialect::Anthropic => {
-            headers.push(("x-api-key", key));
-            headers.push(("anthropic-version", dialect::anthropic::API_VERSION));
-        }
-        Dialect::Gemini => headers.push(("x-goog-api-key", key)),
-    }
+    headers.extend(auth.iter().map(|(k, v)| (*k, v.as_str())));
     let timeout = std::time::Duration::from_millis(hc.timeout_ms);
     match hostcalls::dispatch_http_call(&p.cluster, headers, None, vec![], timeout) {
         Ok(token) => Some(token),

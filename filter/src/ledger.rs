@@ -13,6 +13,7 @@ use switchyard_core::error::AttemptReport;
 use switchyard_core::failure::FailureClass;
 use switchyard_core::plan::Target;
 use switchyard_core::policy::Policy;
+use switchyard_core::request::Endpoint;
 
 /// One attempt as the adapter saw it.
 #[derive(Clone, Debug)]
@@ -42,6 +43,8 @@ pub struct Entry {
     pub attempts: Vec<Attempt>,
     /// Size of the client's request body (for prompt estimates).
     pub request_bytes: usize,
+    /// The endpoint the request is for.
+    pub endpoint: Endpoint,
 }
 
 impl Entry {
@@ -84,7 +87,13 @@ thread_local! {
 }
 
 /// Opens the entry for a planned request.
-pub fn open(request_id: &str, plan: Vec<Target>, policy: Policy, request_bytes: usize) {
+pub fn open(
+    request_id: &str,
+    plan: Vec<Target>,
+    policy: Policy,
+    request_bytes: usize,
+    endpoint: Endpoint,
+) {
     LEDGER.with(|l| {
         l.borrow_mut().insert(
             request_id.to_string(),
@@ -93,6 +102,7 @@ pub fn open(request_id: &str, plan: Vec<Target>, policy: Policy, request_bytes: 
                 policy,
                 attempts: Vec::new(),
                 request_bytes,
+                endpoint,
             },
         );
     });
@@ -255,6 +265,8 @@ mod tests {
             "r1",
             vec![t("a/m1"), t("b/m2"), t("c/m3")],
             Policy::default(),
+            100,
+            Endpoint::Chat,
         );
         assert_eq!(target("r1", 2), Some(t("b/m2")));
         assert_eq!(target("r1", 4), None);

@@ -15,11 +15,11 @@ use proxy_wasm::types::{Action, BufferType};
 use serde_json::Value;
 use switchyard_core::config::FilterConfig;
 use switchyard_core::policy::{self, Policy};
+use switchyard_core::request::Endpoint;
 use switchyard_core::{error, plan, request, wire};
 
 use crate::{circuit, cooldown, cost, fleet, health, host, ledger};
 
-const CHAT_PATH: &str = "/v1/chat/completions";
 const MODELS_PATH: &str = "/v1/models";
 
 /// Per-request planner state.
@@ -40,6 +40,8 @@ pub struct Planner {
     hedge: Option<String>,
     /// Size of the request body.
     request_bytes: usize,
+    /// Which endpoint the request is for.
+    endpoint: Endpoint,
 }
 
 impl Planner {
@@ -55,6 +57,7 @@ impl Planner {
             client_overrides: false,
             hedge: None,
             request_bytes: 0,
+            endpoint: Endpoint::Chat,
         }
     }
 
@@ -91,7 +94,7 @@ impl Planner {
 
     /// Validates the body and returns the plan, or the rejection already sent.
     fn plan_body(&mut self, body: &[u8]) -> Result<(Vec<plan::Target>, Policy), Action> {
-        let req = match request::inspect(body) {
+        let req = match request::inspect(body, self.endpoint) {
             Ok(r) => r,
             Err(e) => return Err(self.reject(400, e.code, &e.message)),
         };
@@ -114,7 +117,23 @@ impl Planner {
             host::random_unit(),
             fleet::weight_factor,
         ) {
-            Ok(p) => {
+            Ok(mut p) => {
+                if self.endpoint == Endpoint::Embeddings {
+                    // Only providers with an embeddings API can serve these.
+                    p.retain(|t| {
+                        self.cfg
+                            .providers
+                            .get(&t.provider)
+                            .is_some_and(|p| p.dialect.embeds())
+                    });
+                    if p.is_empty() {
+                        let msg = format!(
+                            "No target of `{}` offers embeddings (OpenAI, Azure OpenAI and Gemini providers do).",
+                            req.model
+                        );
+                        return Err(self.reject(400, "embeddings_not_supported", &msg));
+                    }
+                }
                 let p = self.steer(p, host::now_ms());
                 let p = plan::expand(&self.cfg, p, policy.attempts_per_target);
                 // Hedging walks the route's composite cluster, attempt k -> target k:
@@ -213,7 +232,13 @@ impl Planner {
                 "The gateway could not refresh the route for the plan.",
             );
         }
-        ledger::open(&self.request_id, plan, policy, self.request_bytes);
+        ledger::open(
+            &self.request_id,
+            plan,
+            policy,
+            self.request_bytes,
+            self.endpoint,
+        );
         self.planned = true;
         Action::Continue
     }
@@ -338,17 +363,20 @@ impl HttpContext for Planner {
         if path == MODELS_PATH && method == "GET" {
             return self.models();
         }
-        if path != CHAT_PATH {
+        let Some(endpoint) = Endpoint::from_path(path) else {
             let msg = format!(
-                "Unsupported endpoint: {method} {path}. Switchyard serves POST {CHAT_PATH} and GET {MODELS_PATH}."
+                "Unsupported endpoint: {method} {path}. Switchyard serves POST {}, POST {} and GET {MODELS_PATH}.",
+                Endpoint::Chat.path(),
+                Endpoint::Embeddings.path()
             );
             return self.reject(404, "unsupported_endpoint", &msg);
-        }
+        };
+        self.endpoint = endpoint;
         if method != "POST" {
             return self.reject(
                 405,
                 "method_not_allowed",
-                &format!("{CHAT_PATH} accepts POST only."),
+                &format!("{path} accepts POST only."),
             );
         }
         if end_of_stream {

@@ -206,13 +206,12 @@ pub struct Mock {
 impl Mock {
     /// Starts a mock requiring `api_key = "key-<name>"`; `extra` are more CLI flags.
     pub fn start(paths: &Paths, dir: &Path, name: &str, dialect: Dialect, extra: &[&str]) -> Mock {
-        let api_key = format!("key-{name}");
-        let d = match dialect {
-            Dialect::Openai => "openai",
-            Dialect::Anthropic => "anthropic",
-            Dialect::AzureOpenai => "azure_openai",
-            Dialect::Gemini => "gemini",
+        // Bedrock's credential is an AWS key pair: `ACCESS_KEY_ID/SECRET`.
+        let api_key = match dialect {
+            Dialect::Bedrock => format!("AKIDMOCK{}/secret-{name}", name.to_uppercase()),
+            _ => format!("key-{name}"),
         };
+        let d = dialect.as_str();
         let mut cmd = Command::new(&paths.mock_provider);
         cmd.args([
             "--name",
@@ -268,6 +267,8 @@ pub struct ProviderSpec {
     pub addr: SocketAddr,
     /// Keys the gateway injects, in rotation order.
     pub api_keys: Vec<String>,
+    /// Raw YAML for the provider's credentials, instead of `api_keys`.
+    pub credentials: Option<String>,
 }
 
 impl From<&Mock> for ProviderSpec {
@@ -277,6 +278,7 @@ impl From<&Mock> for ProviderSpec {
             dialect: m.dialect,
             addr: m.addr,
             api_keys: vec![m.api_key.clone()],
+            credentials: None,
         }
     }
 }
@@ -302,6 +304,15 @@ impl GatewayBuilder {
     pub fn keys(mut self, name: &str, keys: &[&str]) -> Self {
         for p in self.providers.iter_mut().filter(|p| p.name == name) {
             p.api_keys = keys.iter().map(|k| k.to_string()).collect();
+        }
+        self
+    }
+
+    /// Replaces provider `name`'s credentials with raw YAML (e.g.
+    /// `api_key: { command: [cat, token] }, credentials_refresh_s: 1`).
+    pub fn credentials(mut self, name: &str, yaml: &str) -> Self {
+        for p in self.providers.iter_mut().filter(|p| p.name == name) {
+            p.credentials = Some(yaml.to_string());
         }
         self
     }
@@ -338,25 +349,22 @@ impl GatewayBuilder {
         let _ = writeln!(y, "filter: {{ wasm: \"{}\" }}", wasm.display());
         let _ = writeln!(y, "providers:");
         for p in &self.providers {
-            let d = match p.dialect {
-                Dialect::Openai => "openai",
-                Dialect::Anthropic => "anthropic",
-                Dialect::AzureOpenai => "azure_openai",
-                Dialect::Gemini => "gemini",
-            };
             let keys: Vec<String> = p.api_keys.iter().map(|k| format!("{{ value: \"{k}\" }}")).collect();
-            // Azure endpoints are `https://{resource}.openai.azure.com/openai/...`.
-            let prefix = match p.dialect {
-                Dialect::AzureOpenai => "",
-                Dialect::Gemini => "/v1beta",
-                _ => "/v1",
+            let credentials = match p.api_keys.first().and_then(|k| k.split_once('/')) {
+                _ if p.credentials.is_some() => p.credentials.clone().unwrap_or_default(),
+                // An AWS key pair: SigV4 signing.
+                Some((id, secret)) if p.dialect == Dialect::Bedrock => format!(
+                    "aws: {{ region: us-east-1, access_key_id: {{ value: \"{id}\" }}, secret_access_key: {{ value: \"{secret}\" }} }}"
+                ),
+                _ => format!("api_keys: [{}]", keys.join(", ")),
             };
             let _ = writeln!(
                 y,
-                "  - {{ name: {}, dialect: {d}, base_url: \"http://{}{prefix}\", api_keys: [{}], connect_timeout_ms: 500 }}",
+                "  - {{ name: {}, dialect: {}, base_url: \"http://{}{}\", {credentials}, connect_timeout_ms: 500 }}",
                 p.name,
+                p.dialect.as_str(),
                 p.addr,
-                keys.join(", ")
+                p.dialect.base_path(),
             );
         }
         if !self.routes.is_empty() {

@@ -1,6 +1,11 @@
-//! A simulated LLM provider that speaks OpenAI chat completions or Anthropic
-//! Messages as their public API references describe them (request validation and
-//! error shapes included), and misbehaves on demand.
+//! A simulated LLM provider that speaks one provider's API (OpenAI, Azure OpenAI,
+//! Anthropic, Gemini, Vertex AI, Bedrock Converse) as its public reference
+//! describes it (request validation, credentials, error shapes, stream formats),
+//! and misbehaves on demand. It answers with what it understood: the system
+//! prompt, user turns and a tool result are echoed in its text (`[system: …]`,
+//! `[turns: n]`, `[tool result: …]`), JSON when JSON was asked for, a call of the
+//! first tool when tools are offered and no result came back yet. Embeddings are
+//! deterministic per text ([`mock_embedding`]).
 //!
 //! Misbehaviour comes from the instance (`fail_rate`/`fail_status`) or per request
 //! from the `x-mock` header: `name:k=v,k=v;other:k=v` (`*` matches every
@@ -45,7 +50,56 @@ pub enum Dialect {
     /// `POST /v1beta/models/{model}:generateContent` (or `:streamGenerateContent
     /// ?alt=sse`), `x-goog-api-key`.
     Gemini,
+    /// Vertex AI: Gemini bodies under `/v1/projects/{p}/locations/{l}/publishers/
+    /// google/models/{model}:generateContent`, `Authorization: Bearer <token>`.
+    Vertex,
+    /// Bedrock Converse: `POST /model/{id}/converse` (JSON) or `/converse-stream`
+    /// (binary event stream), SigV4-signed (the mock verifies the signature when
+    /// its key is `ACCESS_KEY_ID/SECRET`) or a Bedrock API key as bearer token.
+    Bedrock,
 }
+
+impl Dialect {
+    /// Every dialect.
+    pub const ALL: [Dialect; 6] = [
+        Dialect::Openai,
+        Dialect::Anthropic,
+        Dialect::AzureOpenai,
+        Dialect::Gemini,
+        Dialect::Vertex,
+        Dialect::Bedrock,
+    ];
+
+    /// The name used in configs and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dialect::Openai => "openai",
+            Dialect::Anthropic => "anthropic",
+            Dialect::AzureOpenai => "azure_openai",
+            Dialect::Gemini => "gemini",
+            Dialect::Vertex => "vertex",
+            Dialect::Bedrock => "bedrock",
+        }
+    }
+
+    /// The dialect named `s`.
+    pub fn parse(s: &str) -> Option<Dialect> {
+        Dialect::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+
+    /// The path prefix of the provider's base URL (what follows the host).
+    pub fn base_path(self) -> &'static str {
+        match self {
+            Dialect::Openai | Dialect::Anthropic => "/v1",
+            Dialect::Gemini => "/v1beta",
+            Dialect::Vertex => VERTEX_BASE,
+            Dialect::AzureOpenai | Dialect::Bedrock => "",
+        }
+    }
+}
+
+/// The Vertex AI base path the mock serves.
+pub const VERTEX_BASE: &str = "/v1/projects/mock-project/locations/us-central1/publishers/google";
 
 /// Instance configuration.
 #[derive(Clone, Debug)]
@@ -205,6 +259,31 @@ impl State {
         (x.wrapping_mul(0x2545F4914F6CDD1D) >> 11) as f64 / (1u64 << 53) as f64
     }
 
+    /// Whether the request carries an accepted credential in the dialect's header
+    /// (model lists and embeddings; chat requests check more, per dialect).
+    fn credential_ok(&self, headers: &[(String, String)]) -> bool {
+        let header = |n: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.as_str())
+                .unwrap_or("")
+        };
+        let key = match self.cfg.dialect {
+            Dialect::Openai | Dialect::Vertex => header("authorization").strip_prefix("Bearer ").unwrap_or(""),
+            Dialect::Anthropic => header("x-api-key"),
+            Dialect::AzureOpenai => header("api-key"),
+            Dialect::Gemini => header("x-goog-api-key"),
+            Dialect::Bedrock => "",
+        };
+        !key.is_empty()
+            && self
+                .cfg
+                .api_key
+                .as_deref()
+                .is_none_or(|k| k.split(',').any(|k| k == key))
+    }
+
     fn reject(&self, status: u16, message: &str, openai_code: Option<&str>) -> Box<Response<Body>> {
         Box::new(self.error(status, message, openai_code))
     }
@@ -222,7 +301,20 @@ impl State {
                     &json!({"error": {"message": message, "type": kind, "param": null, "code": openai_code}}),
                 )
             }
-            Dialect::Gemini => {
+            Dialect::Bedrock => {
+                let kind = match status {
+                    400 => "ValidationException",
+                    401 | 403 => "AccessDeniedException",
+                    404 => "ResourceNotFoundException",
+                    408 => "ModelTimeoutException",
+                    424 => "ModelErrorException",
+                    429 => "ThrottlingException",
+                    503 | 529 => "ServiceUnavailableException",
+                    _ => "InternalServerException",
+                };
+                bedrock_error(status, kind, message)
+            }
+            Dialect::Gemini | Dialect::Vertex => {
                 let status_name = match status {
                     400 => "INVALID_ARGUMENT",
                     401 => "UNAUTHENTICATED",
@@ -264,6 +356,16 @@ impl State {
     }
 }
 
+/// A Bedrock error: the type travels in `x-amzn-ErrorType`, the body has `message`.
+fn bedrock_error(status: u16, kind: &str, message: &str) -> Response<Body> {
+    let mut r = json_response(status, &json!({ "message": message }));
+    r.headers_mut().insert(
+        "x-amzn-errortype",
+        header_value(&format!("{kind}:http://internal.amazon.com/coral/com.amazon.bedrock/")),
+    );
+    r
+}
+
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let method = req.method().to_string();
     let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
@@ -290,26 +392,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
                 | (Dialect::AzureOpenai, "/openai/models")
         );
         if is_models {
-            let header = |n: &str| {
-                headers
-                    .iter()
-                    .find(|(k, _)| k == n)
-                    .map(|(_, v)| v.as_str())
-                    .unwrap_or("")
-            };
-            let key = match state.cfg.dialect {
-                Dialect::Openai => header("authorization").strip_prefix("Bearer ").unwrap_or(""),
-                Dialect::Anthropic => header("x-api-key"),
-                Dialect::AzureOpenai => header("api-key"),
-                Dialect::Gemini => header("x-goog-api-key"),
-            };
-            if key.is_empty()
-                || state
-                    .cfg
-                    .api_key
-                    .as_deref()
-                    .is_some_and(|k| !k.split(',').any(|k| k == key))
-            {
+            if !state.credential_ok(&headers) {
                 return state.error(401, "invalid credentials", None);
             }
             let ids: Vec<Value> = state
@@ -336,6 +419,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         });
     }
     let header = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+    if let Some(model) = embeddings_model(state.cfg.dialect, &path) {
+        let b = parse_behaviour(header("x-mock").unwrap_or(""), &state.cfg.name);
+        return embeddings(&state, &method, model, &headers, &body, b.status);
+    }
     let mut b = parse_behaviour(header("x-mock").unwrap_or(""), &state.cfg.name);
     if b.status.is_none() && state.cfg.fail_rate > 0.0 && state.random() < state.cfg.fail_rate {
         b.status = Some(state.cfg.fail_status);
@@ -349,7 +436,8 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let checked = match state.cfg.dialect {
         Dialect::Openai | Dialect::AzureOpenai => check_openai(&state, &method, &path, header, &raw, &body),
         Dialect::Anthropic => check_anthropic(&state, &method, &path, header, &raw, &body),
-        Dialect::Gemini => check_gemini(&state, &method, &path, header, &body),
+        Dialect::Gemini | Dialect::Vertex => check_gemini(&state, &method, &path, header, &body),
+        Dialect::Bedrock => check_bedrock(&state, &method, &path, &headers, &raw, &body),
     };
     let req = match checked {
         Ok(r) => r,
@@ -371,8 +459,12 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     if let Some(kind) = &b.error {
         // The providers' own error answers for these cases.
         let anthropic = state.cfg.dialect == Dialect::Anthropic;
-        let gemini = state.cfg.dialect == Dialect::Gemini;
+        let gemini = matches!(state.cfg.dialect, Dialect::Gemini | Dialect::Vertex);
+        let bedrock = state.cfg.dialect == Dialect::Bedrock;
         return match kind.as_str() {
+            "model_gone" if bedrock => bedrock_error(400, "ValidationException", "The provided model identifier is invalid."),
+            "invalid_key" if bedrock => bedrock_error(403, "UnrecognizedClientException", "The security token included in the request is invalid."),
+            "content_policy" if bedrock => state.error(400, "The request was blocked by content filtering policy.", None),
             "model_gone" if gemini => state.error(404, &format!("models/{} is not found for API version v1beta, or is not supported for generateContent.", req.model), None),
             "invalid_key" if gemini => state.error(400, "API key not valid. Please pass a valid API key.", None),
             "content_policy" if anthropic => state.error(400, "Output blocked by content filtering policy", None),
@@ -393,7 +485,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         };
     }
     let n = state.seq.fetch_add(1, Ordering::Relaxed);
-    let reply = format!("Hello from {} ({}).", state.cfg.name, req.model);
+    let reply = Reply::to(&req, &state.cfg.name, n);
     if b.malformed {
         return if req.stream {
             full(200, "text/event-stream", "data: {\"choices\": [ {\"delta\"\n\n")
@@ -404,31 +496,154 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let mut events = match state.cfg.dialect {
         Dialect::Openai | Dialect::AzureOpenai => openai_reply(&req, &reply, n),
         Dialect::Anthropic => anthropic_reply(&req, &reply, n),
-        Dialect::Gemini => gemini_reply(&req, &reply, n),
+        Dialect::Gemini | Dialect::Vertex => gemini_reply(&req, &reply, n),
+        Dialect::Bedrock => bedrock_reply(&req, &reply),
     };
     if b.finish.as_deref() == Some("content_filter") && !req.stream {
-        events[0] = events[0]
+        events[0] = String::from_utf8_lossy(&events[0])
             .replace("\"finish_reason\":\"stop\"", "\"finish_reason\":\"content_filter\"")
             .replace("\"stop_reason\":\"end_turn\"", "\"stop_reason\":\"refusal\"")
-            .replace("\"finishReason\":\"STOP\"", "\"finishReason\":\"SAFETY\"");
+            .replace("\"finishReason\":\"STOP\"", "\"finishReason\":\"SAFETY\"")
+            .replace("\"stopReason\":\"end_turn\"", "\"stopReason\":\"content_filtered\"")
+            .into_bytes();
     }
     if !req.stream {
         let body = events.into_iter().next().unwrap_or_default();
         if let Some(k) = b.reset_after {
             let cut = body.len().min(k.max(1));
-            return stream_response("application/json", vec![body[..cut].to_string()], 0, Some(1));
+            return stream_response("application/json", vec![body[..cut].to_vec()], 0, Some(1));
         }
         return full(200, "application/json", body);
     }
     if let Some(n) = b.end_after {
         events.truncate(n);
     }
-    stream_response("text/event-stream", events, b.chunk_delay_ms, b.reset_after)
+    let content_type = match state.cfg.dialect {
+        Dialect::Bedrock => "application/vnd.amazon.eventstream",
+        _ => "text/event-stream",
+    };
+    stream_response(content_type, events, b.chunk_delay_ms, b.reset_after)
+}
+
+/// The model of an embeddings call in the mock's dialect, if `path` is one.
+fn embeddings_model(dialect: Dialect, path: &str) -> Option<String> {
+    let (p, query) = path.split_once('?').unwrap_or((path, ""));
+    match dialect {
+        Dialect::Openai => (p == "/v1/embeddings").then(String::new),
+        Dialect::AzureOpenai => p
+            .strip_prefix("/openai/deployments/")
+            .and_then(|r| r.strip_suffix("/embeddings"))
+            .filter(|_| query.contains("api-version="))
+            .map(str::to_string),
+        Dialect::Gemini => p
+            .strip_prefix("/v1beta/models/")
+            .and_then(|r| r.strip_suffix(":batchEmbedContents"))
+            .map(str::to_string),
+        _ => None,
+    }
+}
+
+/// A deterministic embedding of `text`: values k/256, exact in f32 and JSON, the
+/// same from every dialect so a test can compare what the gateway returned.
+pub fn mock_embedding(text: &str, dimensions: usize) -> Vec<f64> {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in text.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
+    }
+    (0..dimensions)
+        .map(|i| {
+            h = h.rotate_left(7).wrapping_mul(0x9E3779B97F4A7C15) ^ i as u64;
+            f64::from((h >> 56) as u8) / 256.0
+        })
+        .collect()
+}
+
+/// Embeddings: OpenAI and Azure (`input`, `dimensions`, `encoding_format` float)
+/// or Gemini's `batchEmbedContents`.
+fn embeddings(
+    state: &State,
+    method: &str,
+    path_model: String,
+    headers: &[(String, String)],
+    body: &Value,
+    fail: Option<u16>,
+) -> Response<Body> {
+    if method != "POST" || !state.credential_ok(headers) {
+        return state.error(401, "invalid credentials", None);
+    }
+    if let Some(status) = fail.filter(|s| *s >= 300) {
+        return state.error(
+            status,
+            &format!("{} is failing on purpose (mock status {status})", state.cfg.name),
+            None,
+        );
+    }
+    let bad = |m: &str| state.error(400, m, None);
+    if state.cfg.dialect == Dialect::Gemini {
+        let Some(requests) = body.get("requests").and_then(Value::as_array) else {
+            return bad("* BatchEmbedContentsRequest.requests: requests is required");
+        };
+        let mut out = Vec::new();
+        for r in requests {
+            if r.get("model").and_then(Value::as_str) != Some(&format!("models/{path_model}")) {
+                return bad("* BatchEmbedContentsRequest.requests[0].model: model must match the parent model");
+            }
+            let text = r.pointer("/content/parts/0/text").and_then(Value::as_str).unwrap_or("");
+            let dims = r.get("outputDimensionality").and_then(Value::as_u64).unwrap_or(8) as usize;
+            out.push(json!({ "values": mock_embedding(text, dims) }));
+        }
+        return json_response(200, &json!({ "embeddings": out }));
+    }
+    let model = match state.cfg.dialect {
+        Dialect::AzureOpenai => path_model,
+        _ => match body.get("model").and_then(Value::as_str) {
+            Some(m) => m.to_string(),
+            None => return bad("you must provide a model parameter"),
+        },
+    };
+    let base64 = match body.get("encoding_format").and_then(Value::as_str) {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return bad(&format!(
+                "'{other}' is not one of ['float', 'base64'] - 'encoding_format'"
+            ));
+        }
+    };
+    let inputs: Vec<String> = match body.get("input") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+            .collect(),
+        _ => return bad("'input' is a required property"),
+    };
+    let dims = body.get("dimensions").and_then(Value::as_u64).unwrap_or(8) as usize;
+    let tokens: u64 = inputs.iter().map(|i| i.split_whitespace().count() as u64).sum();
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let v = mock_embedding(t, dims);
+            let embedding = if base64 {
+                let bytes: Vec<u8> = v.iter().flat_map(|x| (*x as f32).to_le_bytes()).collect();
+                json!(switchyard_core::dialect::base64(&bytes))
+            } else {
+                json!(v)
+            };
+            json!({"object": "embedding", "index": i, "embedding": embedding})
+        })
+        .collect();
+    json_response(
+        200,
+        &json!({"object": "list", "data": data, "model": model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}),
+    )
 }
 
 fn stream_response(
     content_type: &str,
-    chunks: Vec<String>,
+    chunks: Vec<Vec<u8>>,
     delay_ms: u64,
     reset_after: Option<usize>,
 ) -> Response<Body> {
@@ -470,12 +685,53 @@ fn admin(state: &State, method: &str) -> Response<Body> {
     }
 }
 
-/// What a valid request asked for.
+/// What a valid request asked for, whatever its dialect.
+#[derive(Debug, Default)]
 struct ChatRequest {
     model: String,
     stream: bool,
     include_usage: bool,
     input_tokens: u64,
+    /// The system prompt, where the dialect carries it.
+    system: Option<String>,
+    /// User messages that carry text (tool results are not turns).
+    user_turns: usize,
+    /// Names of the tools offered.
+    tools: Vec<String>,
+    /// The tool result the last message carries.
+    tool_result: Option<String>,
+    /// JSON output was asked for the dialect's way (OpenAI `response_format`,
+    /// Gemini `responseMimeType`, an instruction in Anthropic's/Bedrock's system).
+    json: bool,
+}
+
+/// Texts of `v` at `key` when it is a string or an array of blocks with `text`.
+fn texts(v: Option<&Value>) -> Option<String> {
+    let s = match v? {
+        Value::String(s) => s.clone(),
+        Value::Array(blocks) => blocks
+            .iter()
+            .filter_map(|b| b.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n\n"),
+        _ => return None,
+    };
+    (!s.is_empty()).then_some(s)
+}
+
+/// Names at `pointer` of each element of array `v`.
+fn names(v: Option<&Value>, pointer: &str) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.pointer(pointer).and_then(Value::as_str))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The instruction Switchyard adds for providers without a JSON mode.
+fn asks_for_json(system: &Option<String>) -> bool {
+    system.as_deref().is_some_and(|s| s.contains("single JSON object"))
 }
 
 fn words(v: &Value) -> u64 {
@@ -629,6 +885,12 @@ fn check_openai<'a>(
         }
     }
     let stream = obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let role = |m: &Value| m.get("role").and_then(Value::as_str).unwrap_or("").to_string();
+    let system: Vec<String> = messages
+        .iter()
+        .filter(|m| ["system", "developer"].contains(&role(m).as_str()))
+        .filter_map(|m| texts(m.get("content")))
+        .collect();
     Ok(ChatRequest {
         model: model.to_string(),
         stream,
@@ -638,6 +900,17 @@ fn check_openai<'a>(
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
         input_tokens: words(&Value::Array(messages.clone())),
+        system: (!system.is_empty()).then(|| system.join("\n\n")),
+        user_turns: messages.iter().filter(|m| role(m) == "user").count(),
+        tools: names(obj.get("tools"), "/function/name"),
+        tool_result: messages
+            .last()
+            .filter(|m| role(m) == "tool")
+            .and_then(|m| texts(m.get("content"))),
+        json: body
+            .pointer("/response_format/type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| t.starts_with("json")),
     })
 }
 
@@ -721,11 +994,34 @@ fn check_anthropic<'a>(
     if !state.cfg.models.is_empty() && !state.cfg.models.iter().any(|m| m == model) {
         return Err(state.reject(404, &format!("model: {model}"), None));
     }
+    let blocks = |m: &Value, kind: &str| -> Vec<Value> {
+        m.get("content")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|b| b.get("type").and_then(Value::as_str) == Some(kind))
+            .cloned()
+            .collect()
+    };
+    let is_user = |m: &&Value| m.get("role").and_then(Value::as_str) == Some("user");
+    let system = texts(obj.get("system"));
     Ok(ChatRequest {
         model: model.to_string(),
         stream: obj.get("stream").and_then(Value::as_bool).unwrap_or(false),
         include_usage: true,
         input_tokens: words(&Value::Array(messages.clone())) + obj.get("system").map(words).unwrap_or(0),
+        json: asks_for_json(&system),
+        system,
+        user_turns: messages
+            .iter()
+            .filter(is_user)
+            .filter(|m| m.get("content").is_some_and(Value::is_string) || !blocks(m, "text").is_empty())
+            .count(),
+        tools: names(obj.get("tools"), "/name"),
+        tool_result: messages
+            .last()
+            .and_then(|m| blocks(m, "tool_result").into_iter().next())
+            .and_then(|b| texts(b.get("content"))),
     })
 }
 
@@ -736,34 +1032,123 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
+/// What the mock answers, before it is put in a dialect.
+enum Reply {
+    /// A text answer.
+    Text(String),
+    /// A call of the first tool offered.
+    Tool { id: String, name: String, args: String },
+}
+
+/// The arguments of every tool call the mock makes.
+pub const TOOL_ARGS: &str = r#"{"location":"Paris"}"#;
+
+impl Reply {
+    /// The mock's answer to `req`: a tool call when tools are offered and no tool
+    /// result came back yet; otherwise a text that shows what the mock understood
+    /// (system prompt, user turns, tool result), as JSON when JSON was asked for.
+    fn to(req: &ChatRequest, name: &str, n: u64) -> Reply {
+        if let Some(tool) = req.tools.first().filter(|_| req.tool_result.is_none()) {
+            return Reply::Tool {
+                id: format!("call_mock{n}"),
+                name: tool.clone(),
+                args: TOOL_ARGS.to_string(),
+            };
+        }
+        let mut text = format!("Hello from {name} ({}).", req.model);
+        if let Some(s) = &req.system {
+            text.push_str(&format!(" [system: {s}]"));
+        }
+        if req.user_turns > 1 {
+            text.push_str(&format!(" [turns: {}]", req.user_turns));
+        }
+        if let Some(r) = &req.tool_result {
+            text.push_str(&format!(" [tool result: {r}]"));
+        }
+        if req.json {
+            text = json!({ "reply": text }).to_string();
+        }
+        Reply::Text(text)
+    }
+
+    fn out_tokens(&self) -> u64 {
+        match self {
+            Reply::Text(t) => t.split_whitespace().count() as u64,
+            Reply::Tool { .. } => 5,
+        }
+    }
+
+    /// The text in streamed pieces (word by word).
+    fn pieces(text: &str) -> Vec<String> {
+        text.split(' ')
+            .enumerate()
+            .map(|(i, w)| if i == 0 { w.to_string() } else { format!(" {w}") })
+            .collect()
+    }
+
+    /// Tool-call arguments in two streamed pieces.
+    fn arg_pieces(args: &str) -> [&str; 2] {
+        let cut = args.len() / 2;
+        [&args[..cut], &args[cut..]]
+    }
+}
+
 /// Reply as a list of wire chunks (one element for JSON).
-fn openai_reply(req: &ChatRequest, reply: &str, n: u64) -> Vec<String> {
+fn openai_reply(req: &ChatRequest, reply: &Reply, n: u64) -> Vec<Vec<u8>> {
     let id = format!("chatcmpl-mock{n}");
-    let out_tokens = reply.split_whitespace().count() as u64;
+    let out_tokens = reply.out_tokens();
     let usage = json!({"prompt_tokens": req.input_tokens, "completion_tokens": out_tokens, "total_tokens": req.input_tokens + out_tokens});
+    let finish = match reply {
+        Reply::Text(_) => "stop",
+        Reply::Tool { .. } => "tool_calls",
+    };
     if !req.stream {
-        return vec![json!({
-            "id": id, "object": "chat.completion", "created": now(), "model": req.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply, "refusal": null}, "logprobs": null, "finish_reason": "stop"}],
-            "usage": usage,
-        }).to_string()];
+        let message = match reply {
+            Reply::Text(t) => json!({"role": "assistant", "content": t, "refusal": null}),
+            Reply::Tool { id, name, args } => json!({"role": "assistant", "content": null, "refusal": null,
+                "tool_calls": [{"id": id, "type": "function", "function": {"name": name, "arguments": args}}]}),
+        };
+        return vec![
+            json!({
+                "id": id, "object": "chat.completion", "created": now(), "model": req.model,
+                "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
+                "usage": usage,
+            })
+            .to_string()
+            .into_bytes(),
+        ];
     }
     let chunk = |delta: Value, finish: Value| {
         let c = json!({"id": id, "object": "chat.completion.chunk", "created": now(), "model": req.model,
             "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
-        format!("data: {c}\n\n")
+        format!("data: {c}\n\n").into_bytes()
     };
     let mut out = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
-    for (i, w) in reply.split(' ').enumerate() {
-        let piece = if i == 0 { w.to_string() } else { format!(" {w}") };
-        out.push(chunk(json!({"content": piece}), Value::Null));
+    match reply {
+        Reply::Text(t) => {
+            for piece in Reply::pieces(t) {
+                out.push(chunk(json!({ "content": piece }), Value::Null));
+            }
+        }
+        Reply::Tool { id, name, args } => {
+            out.push(chunk(
+                json!({"tool_calls": [{"index": 0, "id": id, "type": "function", "function": {"name": name, "arguments": ""}}]}),
+                Value::Null,
+            ));
+            for piece in Reply::arg_pieces(args) {
+                out.push(chunk(
+                    json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}),
+                    Value::Null,
+                ));
+            }
+        }
     }
-    out.push(chunk(json!({}), json!("stop")));
+    out.push(chunk(json!({}), json!(finish)));
     if req.include_usage {
         let c = json!({"id": id, "object": "chat.completion.chunk", "created": now(), "model": req.model, "choices": [], "usage": usage});
-        out.push(format!("data: {c}\n\n"));
+        out.push(format!("data: {c}\n\n").into_bytes());
     }
-    out.push("data: [DONE]\n\n".to_string());
+    out.push(b"data: [DONE]\n\n".to_vec());
     out
 }
 
@@ -784,8 +1169,10 @@ fn check_gemini<'a>(
     header: impl Fn(&str) -> Option<&'a str>,
     body: &Value,
 ) -> Result<ChatRequest, Box<Response<Body>>> {
+    let vertex = state.cfg.dialect == Dialect::Vertex;
     let (p, query) = path.split_once('?').unwrap_or((path, ""));
-    let rest = p.strip_prefix("/v1beta/models/").unwrap_or("");
+    let prefix = format!("{}/models/", state.cfg.dialect.base_path());
+    let rest = p.strip_prefix(prefix.as_str()).unwrap_or("");
     let (model, stream) = match rest.rsplit_once(':') {
         Some((m, "generateContent")) => (m, false),
         Some((m, "streamGenerateContent")) => (m, true),
@@ -801,19 +1188,37 @@ fn check_gemini<'a>(
             None,
         ));
     }
-    let key = header("x-goog-api-key").unwrap_or("");
+    if vertex {
+        let token = header("authorization")
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let known = state
+            .cfg
+            .api_key
+            .as_deref()
+            .is_none_or(|k| k.split(',').any(|k| k == token));
+        if token.is_empty() || !known || header("x-goog-api-key").is_some() {
+            return Err(state.reject(401, "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.", None));
+        }
+    }
+    let key = if vertex {
+        "vertex"
+    } else {
+        header("x-goog-api-key").unwrap_or("")
+    };
     if key.is_empty() {
         return Err(state.reject(403, "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.", None));
     }
-    if state
-        .cfg
-        .api_key
-        .as_deref()
-        .is_some_and(|k| !k.split(',').any(|k| k == key))
+    if !vertex
+        && state
+            .cfg
+            .api_key
+            .as_deref()
+            .is_some_and(|k| !k.split(',').any(|k| k == key))
     {
         return Err(state.reject(400, "API key not valid. Please pass a valid API key.", None));
     }
-    if header("authorization").is_some() {
+    if !vertex && header("authorization").is_some() {
         return Err(state.reject(
             401,
             "Stricter than the real API: another provider's credential arrived.",
@@ -861,79 +1266,449 @@ fn check_gemini<'a>(
             .unwrap_or(0)
     };
     let input = contents.iter().map(words_in).sum::<u64>() + obj.get("systemInstruction").map(words_in).unwrap_or(0);
+    let parts = |c: &Value| c.get("parts").and_then(Value::as_array).cloned().unwrap_or_default();
+    let is_user = |c: &&Value| c.get("role").and_then(Value::as_str).unwrap_or("user") == "user";
     Ok(ChatRequest {
         model: model.to_string(),
         stream,
         include_usage: true,
         input_tokens: input,
+        system: texts(body.pointer("/systemInstruction/parts")),
+        user_turns: contents
+            .iter()
+            .filter(is_user)
+            .filter(|c| parts(c).iter().any(|p| p.get("text").is_some()))
+            .count(),
+        tools: names(body.pointer("/tools/0/functionDeclarations"), "/name"),
+        tool_result: contents.last().and_then(|c| {
+            parts(c).iter().find_map(|p| {
+                p.pointer("/functionResponse/response/content").map(|r| match r {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+            })
+        }),
+        json: body
+            .pointer("/generationConfig/responseMimeType")
+            .and_then(Value::as_str)
+            == Some("application/json"),
     })
 }
 
-fn gemini_reply(req: &ChatRequest, reply: &str, n: u64) -> Vec<String> {
-    let out_tokens = reply.split_whitespace().count() as u64;
-    let usage = json!({"promptTokenCount": req.input_tokens, "candidatesTokenCount": out_tokens, "totalTokenCount": req.input_tokens + out_tokens});
-    if !req.stream {
-        return vec![json!({
-            "candidates": [{"content": {"parts": [{"text": reply}], "role": "model"}, "finishReason": "STOP", "index": 0}],
-            "usageMetadata": usage, "modelVersion": req.model, "responseId": format!("mock-{n}"),
-        }).to_string()];
-    }
-    let words: Vec<&str> = reply.split(' ').collect();
-    words
-        .iter()
-        .enumerate()
-        .map(|(i, w)| {
-            let piece = if i == 0 { w.to_string() } else { format!(" {w}") };
-            let mut ev = json!({"candidates": [{"content": {"parts": [{"text": piece}], "role": "model"}, "index": 0}],
-                "modelVersion": req.model, "responseId": format!("mock-{n}")});
-            if i + 1 == words.len() {
-                ev["candidates"][0]["finishReason"] = json!("STOP");
-                ev["usageMetadata"] = usage.clone();
+const BEDROCK_FIELDS: &[&str] = &[
+    "messages",
+    "system",
+    "inferenceConfig",
+    "toolConfig",
+    "guardrailConfig",
+    "additionalModelRequestFields",
+    "additionalModelResponseFieldPaths",
+    "promptVariables",
+    "requestMetadata",
+    "performanceConfig",
+];
+
+const BEDROCK_BLOCKS: &[&str] = &[
+    "text",
+    "image",
+    "document",
+    "video",
+    "toolUse",
+    "toolResult",
+    "guardrailContent",
+    "reasoningContent",
+    "cachePoint",
+];
+
+/// `%XX` sequences decoded.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match (b[i], s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
             }
-            format!("data: {ev}\r\n\r\n")
-        })
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Checks a Bedrock request's credentials: a Bedrock API key as bearer token, or a
+/// SigV4 signature, recomputed from what arrived (signed headers, path, body)
+/// with the secret the mock was given (`--api-key ACCESS_KEY_ID/SECRET`).
+fn check_sigv4(
+    state: &State,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    raw: &[u8],
+) -> Result<(), String> {
+    let header = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+    let auth = header("authorization").ok_or("Missing Authentication Token")?;
+    let keys: Vec<&str> = state
+        .cfg
+        .api_key
+        .as_deref()
+        .map(|k| k.split(',').collect())
+        .unwrap_or_default();
+    if let Some(token) = auth.strip_prefix("Bearer ") {
+        return if keys.is_empty() || keys.contains(&token) {
+            Ok(())
+        } else {
+            Err("Invalid API Key format: Must start with pre-defined prefix".into())
+        };
+    }
+    let fields = auth
+        .strip_prefix("AWS4-HMAC-SHA256 ")
+        .ok_or("Authorization header requires 'Credential' parameter.")?;
+    let field = |name: &str| {
+        fields
+            .split(", ")
+            .find_map(|f| f.strip_prefix(name).and_then(|r| r.strip_prefix('=')))
+            .ok_or(format!("Authorization header requires '{name}' parameter."))
+    };
+    let (credential, signed, signature) = (field("Credential")?, field("SignedHeaders")?, field("Signature")?);
+    let scope: Vec<&str> = credential.split('/').collect();
+    let date = header("x-amz-date")
+        .ok_or("Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.")?;
+    if scope.len() != 5 || scope[4] != "aws4_request" || scope[3] != "bedrock" || !date.starts_with(scope[1]) {
+        return Err(format!("Credential should be scoped correctly: {credential}"));
+    }
+    if scope[2] != "us-east-1" {
+        return Err(format!(
+            "Credential should be scoped to a valid region, not '{}'.",
+            scope[2]
+        ));
+    }
+    let secret = keys
+        .iter()
+        .filter_map(|k| k.split_once('/'))
+        .find(|(id, _)| *id == scope[0])
+        .map(|(_, s)| s);
+    let secret = match (secret, keys.is_empty()) {
+        (Some(s), _) => s,
+        (None, true) => return Ok(()),
+        (None, false) => return Err("The security token included in the request is invalid.".into()),
+    };
+    let signed_headers: Vec<(&str, &str)> = signed.split(';').map(|n| (n, header(n).unwrap_or(""))).collect();
+    let request = switchyard_core::sigv4::Request {
+        method,
+        path,
+        headers: &signed_headers,
+        body: raw,
+    };
+    let credentials = switchyard_core::sigv4::Credentials {
+        access_key_id: scope[0],
+        secret_access_key: secret,
+        session_token: header("x-amz-security-token"),
+    };
+    let expected = switchyard_core::sigv4::authorization(&request, &credentials, scope[2], scope[3], date);
+    if !expected.ends_with(&format!("Signature={signature}")) || !signed.split(';').any(|h| h == "host") {
+        return Err(format!(
+            "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.\n\nThe Canonical String for this request should have been\n'{}'",
+            switchyard_core::sigv4::canonical_request(&request)
+        ));
+    }
+    Ok(())
+}
+
+fn check_bedrock(
+    state: &State,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    raw: &[u8],
+    body: &Value,
+) -> Result<ChatRequest, Box<Response<Body>>> {
+    let reject = |status: u16, kind: &str, message: &str| Box::new(bedrock_error(status, kind, message));
+    let rest = path.strip_prefix("/model/").unwrap_or("");
+    let (model, stream) = match rest.split_once('/') {
+        Some((m, "converse")) => (percent_decode(m), false),
+        Some((m, "converse-stream")) => (percent_decode(m), true),
+        _ => return Err(reject(404, "UnknownOperationException", "")),
+    };
+    if method != "POST" {
+        return Err(reject(404, "UnknownOperationException", ""));
+    }
+    if let Err(message) = check_sigv4(state, method, path, headers, raw) {
+        let kind = if message.contains("signature") {
+            "InvalidSignatureException"
+        } else {
+            "UnrecognizedClientException"
+        };
+        return Err(reject(403, kind, &message));
+    }
+    let Some(obj) = body.as_object() else {
+        return Err(reject(
+            400,
+            "ValidationException",
+            "Malformed input request, please reformat your input and try again.",
+        ));
+    };
+    if let Some(k) = unknown_param(obj, BEDROCK_FIELDS) {
+        return Err(reject(
+            400,
+            "ValidationException",
+            &format!(
+                "Malformed input request: extraneous key [{k}] is not permitted, please reformat your input and try again."
+            ),
+        ));
+    }
+    let Some(messages) = obj.get("messages").and_then(Value::as_array).filter(|m| !m.is_empty()) else {
+        return Err(reject(
+            400,
+            "ValidationException",
+            "A conversation must start with a user message. Try again with a conversation that starts with a user message.",
+        ));
+    };
+    let mut uses_tools = false;
+    let mut last_role = "";
+    for (i, m) in messages.iter().enumerate() {
+        let role = m.get("role").and_then(Value::as_str).unwrap_or("");
+        if role != "user" && role != "assistant" {
+            return Err(reject(
+                400,
+                "ValidationException",
+                &format!(
+                    "1 validation error detected: Value '{role}' at 'messages.{}.member.role' failed to satisfy constraint: Member must satisfy enum value set: [user, assistant]",
+                    i + 1
+                ),
+            ));
+        }
+        if (i == 0 && role != "user") || role == last_role {
+            return Err(reject(
+                400,
+                "ValidationException",
+                "A conversation must alternate between user and assistant roles. Make sure the conversation alternates between user and assistant roles and try again.",
+            ));
+        }
+        last_role = role;
+        let Some(blocks) = m.get("content").and_then(Value::as_array).filter(|c| !c.is_empty()) else {
+            return Err(reject(
+                400,
+                "ValidationException",
+                &format!(
+                    "The content field in the Message object at messages.{i} is empty. Add a ContentBlock object to the content field and try again."
+                ),
+            ));
+        };
+        for b in blocks {
+            let keys: Vec<&String> = b.as_object().map(|o| o.keys().collect()).unwrap_or_default();
+            if keys.len() != 1 || !BEDROCK_BLOCKS.contains(&keys[0].as_str()) {
+                return Err(reject(
+                    400,
+                    "ValidationException",
+                    &format!(
+                        "Malformed input request: messages.{i}.content: a ContentBlock has exactly one of {BEDROCK_BLOCKS:?}, got {keys:?}"
+                    ),
+                ));
+            }
+            uses_tools |= keys[0] == "toolUse" || keys[0] == "toolResult";
+        }
+    }
+    if uses_tools && obj.get("toolConfig").is_none() {
+        return Err(reject(
+            400,
+            "ValidationException",
+            "The toolConfig field must be defined when using toolUse and toolResult content blocks.",
+        ));
+    }
+    if !state.cfg.models.is_empty() && !state.cfg.models.contains(&model) {
+        return Err(reject(
+            400,
+            "ValidationException",
+            "The provided model identifier is invalid.",
+        ));
+    }
+    let system = texts(obj.get("system"));
+    let blocks_of = |m: &Value, kind: &str| -> Vec<Value> {
+        m.get("content")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|b| b.get(kind))
+            .cloned()
+            .collect()
+    };
+    Ok(ChatRequest {
+        model,
+        stream,
+        include_usage: true,
+        input_tokens: words(&Value::Array(messages.clone())) + obj.get("system").map(words).unwrap_or(0),
+        json: asks_for_json(&system),
+        system,
+        user_turns: messages
+            .iter()
+            .filter(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+            .filter(|m| !blocks_of(m, "text").is_empty())
+            .count(),
+        tools: names(body.pointer("/toolConfig/tools"), "/toolSpec/name"),
+        tool_result: messages
+            .last()
+            .and_then(|m| blocks_of(m, "toolResult").into_iter().next())
+            .and_then(|r| texts(r.get("content"))),
+    })
+}
+
+fn gemini_reply(req: &ChatRequest, reply: &Reply, n: u64) -> Vec<Vec<u8>> {
+    let out_tokens = reply.out_tokens();
+    let usage = json!({"promptTokenCount": req.input_tokens, "candidatesTokenCount": out_tokens, "totalTokenCount": req.input_tokens + out_tokens});
+    let event = |parts: Value, last: bool| {
+        let mut ev = json!({"candidates": [{"content": {"parts": parts, "role": "model"}, "index": 0}],
+            "modelVersion": req.model, "responseId": format!("mock-{n}")});
+        if last {
+            ev["candidates"][0]["finishReason"] = json!("STOP");
+            ev["usageMetadata"] = usage.clone();
+        }
+        ev
+    };
+    let pieces: Vec<Value> = match reply {
+        Reply::Text(t) if req.stream => Reply::pieces(t).into_iter().map(|p| json!([{ "text": p }])).collect(),
+        Reply::Text(t) => vec![json!([{ "text": t }])],
+        Reply::Tool { name, args, .. } => {
+            let args: Value = serde_json::from_str(args).unwrap_or(Value::Null);
+            vec![json!([{"functionCall": {"name": name, "args": args}}])]
+        }
+    };
+    if !req.stream {
+        let parts = pieces.into_iter().next().unwrap_or(Value::Null);
+        return vec![event(parts, true).to_string().into_bytes()];
+    }
+    let last = pieces.len() - 1;
+    pieces
+        .into_iter()
+        .enumerate()
+        .map(|(i, parts)| format!("data: {}\r\n\r\n", event(parts, i == last)).into_bytes())
         .collect()
 }
 
-fn anthropic_reply(req: &ChatRequest, reply: &str, n: u64) -> Vec<String> {
+fn anthropic_reply(req: &ChatRequest, reply: &Reply, n: u64) -> Vec<Vec<u8>> {
     let id = format!("msg_mock{n}");
-    let out_tokens = reply.split_whitespace().count() as u64;
+    let out_tokens = reply.out_tokens();
+    let stop = match reply {
+        Reply::Text(_) => "end_turn",
+        Reply::Tool { .. } => "tool_use",
+    };
     if !req.stream {
+        let content = match reply {
+            Reply::Text(t) => json!([{"type": "text", "text": t}]),
+            Reply::Tool { id, name, args } => json!([{"type": "tool_use", "id": id, "name": name,
+                "input": serde_json::from_str::<Value>(args).unwrap_or(Value::Null)}]),
+        };
         return vec![
             json!({
                 "id": id, "type": "message", "role": "assistant", "model": req.model,
-                "content": [{"type": "text", "text": reply}],
-                "stop_reason": "end_turn", "stop_sequence": null,
+                "content": content, "stop_reason": stop, "stop_sequence": null,
                 "usage": {"input_tokens": req.input_tokens, "output_tokens": out_tokens},
             })
-            .to_string(),
+            .to_string()
+            .into_bytes(),
         ];
     }
-    let ev = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
-    let mut out = vec![
-        ev(
-            "message_start",
-            json!({"type": "message_start", "message": {"id": id, "type": "message", "role": "assistant", "model": req.model, "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": req.input_tokens, "output_tokens": 1}}}),
-        ),
-        ev(
-            "content_block_start",
-            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
-        ),
-        ev("ping", json!({"type": "ping"})),
-    ];
-    for (i, w) in reply.split(' ').enumerate() {
-        let piece = if i == 0 { w.to_string() } else { format!(" {w}") };
-        out.push(ev(
-            "content_block_delta",
-            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}),
-        ));
+    let ev = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n").into_bytes();
+    let mut out = vec![ev(
+        "message_start",
+        json!({"type": "message_start", "message": {"id": id, "type": "message", "role": "assistant", "model": req.model, "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": req.input_tokens, "output_tokens": 1}}}),
+    )];
+    match reply {
+        Reply::Text(t) => {
+            out.push(ev(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            ));
+            out.push(ev("ping", json!({"type": "ping"})));
+            for piece in Reply::pieces(t) {
+                out.push(ev(
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}),
+                ));
+            }
+        }
+        Reply::Tool { id, name, args } => {
+            out.push(ev(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}),
+            ));
+            for piece in Reply::arg_pieces(args) {
+                out.push(ev(
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": piece}}),
+                ));
+            }
+        }
     }
     out.push(ev(
         "content_block_stop",
         json!({"type": "content_block_stop", "index": 0}),
     ));
-    out.push(ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": out_tokens}})));
+    out.push(ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": out_tokens}})));
     out.push(ev("message_stop", json!({"type": "message_stop"})));
+    out
+}
+
+fn bedrock_reply(req: &ChatRequest, reply: &Reply) -> Vec<Vec<u8>> {
+    let out_tokens = reply.out_tokens();
+    let usage = json!({"inputTokens": req.input_tokens, "outputTokens": out_tokens, "totalTokens": req.input_tokens + out_tokens});
+    let stop = match reply {
+        Reply::Text(_) => "end_turn",
+        Reply::Tool { .. } => "tool_use",
+    };
+    if !req.stream {
+        let content = match reply {
+            Reply::Text(t) => json!([{ "text": t }]),
+            Reply::Tool { id, name, args } => json!([{"toolUse": {"toolUseId": id, "name": name,
+                "input": serde_json::from_str::<Value>(args).unwrap_or(Value::Null)}}]),
+        };
+        return vec![
+            json!({"output": {"message": {"role": "assistant", "content": content}}, "stopReason": stop,
+                "usage": usage, "metrics": {"latencyMs": 12}})
+            .to_string()
+            .into_bytes(),
+        ];
+    }
+    let ev = |kind: &str, payload: Value| {
+        switchyard_core::eventstream::encode(
+            &[
+                (":event-type", kind),
+                (":content-type", "application/json"),
+                (":message-type", "event"),
+            ],
+            payload.to_string().as_bytes(),
+        )
+    };
+    let mut out = vec![ev("messageStart", json!({"role": "assistant"}))];
+    match reply {
+        Reply::Text(t) => {
+            for piece in Reply::pieces(t) {
+                out.push(ev(
+                    "contentBlockDelta",
+                    json!({"contentBlockIndex": 0, "delta": {"text": piece}}),
+                ));
+            }
+        }
+        Reply::Tool { id, name, args } => {
+            out.push(ev(
+                "contentBlockStart",
+                json!({"contentBlockIndex": 0, "start": {"toolUse": {"toolUseId": id, "name": name}}}),
+            ));
+            for piece in Reply::arg_pieces(args) {
+                out.push(ev(
+                    "contentBlockDelta",
+                    json!({"contentBlockIndex": 0, "delta": {"toolUse": {"input": piece}}}),
+                ));
+            }
+        }
+    }
+    out.push(ev("contentBlockStop", json!({"contentBlockIndex": 0})));
+    out.push(ev("messageStop", json!({ "stopReason": stop })));
+    out.push(ev("metadata", json!({"usage": usage, "metrics": {"latencyMs": 12}})));
     out
 }
 

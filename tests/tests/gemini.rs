@@ -41,8 +41,9 @@ async fn gemini_both_ways_streaming_and_errors() {
         .iter()
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
         .collect();
-    assert_eq!(content, "Hello from ge (gemini-2.0-flash).");
-    assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"], 4);
+    // The system prompt reached Gemini's systemInstruction (the mock echoes it).
+    assert_eq!(content, "Hello from ge (gemini-2.0-flash). [system: Be brief.]");
+    assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"], 7);
     let req = &ge.requests().await[0];
     assert_eq!(
         req["path"],

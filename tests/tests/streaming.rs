@@ -59,7 +59,7 @@ async fn openai_primary_fails_anthropic_streams_openai_chunks_with_usage() {
         .iter()
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
         .collect();
-    assert_eq!(content, "Hello from an (claude-haiku).");
+    assert_eq!(content, "Hello from an (claude-haiku). [system: You are terse.]");
     let finish: Vec<&Value> = chunks
         .iter()
         .map(|c| &c["choices"][0]["finish_reason"])
@@ -67,9 +67,9 @@ async fn openai_primary_fails_anthropic_streams_openai_chunks_with_usage() {
         .collect();
     assert_eq!(finish, vec![&json!("stop")]);
     let usage = &chunks.last().unwrap()["usage"];
-    assert_eq!(usage["completion_tokens"], 4, "{text}");
+    assert_eq!(usage["completion_tokens"], 8, "{text}");
     assert_eq!(usage["prompt_tokens"], 8, "system (3 words) + user (5 words): {text}");
-    assert_eq!(usage["total_tokens"], 12);
+    assert_eq!(usage["total_tokens"], 16);
 
     // The Anthropic mock received a real Messages request.
     let reqs = b.requests().await;

@@ -108,6 +108,7 @@ pub fn filter_config(cfg: &Config, role: Role) -> FilterConfig {
                             Vec::new()
                         },
                         key_count: p.api_keys.len().max(1),
+                        aws: p.aws.clone().filter(|_| role == Role::Adapter),
                     },
                 )
             })
@@ -576,6 +577,8 @@ pub fn fleet_cluster(addr: std::net::SocketAddr) -> cluster::Cluster {
             api_keys: Vec::new(),
             connect_timeout_ms: 1000,
             api_version: None,
+            aws: None,
+            credentials_refresh_s: None,
         },
         None,
     );

@@ -157,12 +157,22 @@ async fn watch_file(
     let mut serial = 1;
     let mut last_text = std::fs::read(&path).ok();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut refreshed = tokio::time::Instant::now();
     loop {
         tick.tick().await;
         let text = std::fs::read(&path).ok();
-        if text.is_none() || text == last_text {
+        // Credentials that expire (tokens from a command, rotated key files) are
+        // re-resolved on their provider's interval even when the file is unchanged.
+        let refresh_due = current
+            .providers
+            .iter()
+            .filter_map(|p| p.credentials_refresh_s)
+            .min()
+            .is_some_and(|s| refreshed.elapsed() >= Duration::from_secs(s));
+        if text.is_none() || (text == last_text && !refresh_due) {
             continue;
         }
+        refreshed = tokio::time::Instant::now();
         last_text = text;
         match config::load(&path).map(|mut c| {
             c.fleet_addr = Some(fleet_addr);

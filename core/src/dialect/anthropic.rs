@@ -32,25 +32,14 @@ pub fn request(req: &Value, model: &str) -> Result<Value, TranslateError> {
             .ok_or_else(|| invalid(format!("messages[{i}].role is missing")))?;
         match role {
             "system" | "developer" => system.push(super::content_text(m.get("content"))),
-            "user" => push_blocks(&mut out_msgs, "user", content_blocks(m.get("content"))?),
+            "user" => super::push_merged(&mut out_msgs, "user", content_blocks(m.get("content"))?),
             "assistant" => {
                 let mut blocks = content_blocks(m.get("content"))?;
-                if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
-                    for c in calls {
-                        let args = c
-                            .pointer("/function/arguments")
-                            .and_then(Value::as_str)
-                            .unwrap_or("{}");
-                        let input: Value = serde_json::from_str(args).unwrap_or_else(|_| json!({}));
-                        blocks.push(json!({
-                            "type": "tool_use",
-                            "id": c.get("id").cloned().unwrap_or(Value::Null),
-                            "name": c.pointer("/function/name").cloned().unwrap_or(Value::Null),
-                            "input": input,
-                        }));
-                    }
+                for (id, name, input) in super::tool_calls(m) {
+                    blocks
+                        .push(json!({"type": "tool_use", "id": id, "name": name, "input": input}));
                 }
-                push_blocks(&mut out_msgs, "assistant", blocks)
+                super::push_merged(&mut out_msgs, "assistant", blocks)
             }
             "tool" => {
                 let block = json!({
@@ -58,7 +47,7 @@ pub fn request(req: &Value, model: &str) -> Result<Value, TranslateError> {
                     "tool_use_id": m.get("tool_call_id").cloned().unwrap_or(Value::Null),
                     "content": super::content_text(m.get("content")),
                 });
-                push_blocks(&mut out_msgs, "user", vec![block])
+                super::push_merged(&mut out_msgs, "user", vec![block])
             }
             other => {
                 return Err(invalid(format!(
@@ -67,9 +56,10 @@ pub fn request(req: &Value, model: &str) -> Result<Value, TranslateError> {
             }
         }
     }
-    let max_tokens = req
-        .get("max_completion_tokens")
-        .or_else(|| req.get("max_tokens"))
+    if let Some(instruction) = super::json_mode_instruction(req) {
+        system.push(instruction);
+    }
+    let max_tokens = super::max_tokens(req)
         .and_then(Value::as_u64)
         .unwrap_or(DEFAULT_MAX_TOKENS);
     let mut out = Map::new();
@@ -84,14 +74,8 @@ pub fn request(req: &Value, model: &str) -> Result<Value, TranslateError> {
             out.insert(key.into(), v.clone());
         }
     }
-    match req.get("stop") {
-        Some(Value::String(s)) => {
-            out.insert("stop_sequences".into(), json!([s]));
-        }
-        Some(Value::Array(a)) => {
-            out.insert("stop_sequences".into(), Value::Array(a.clone()));
-        }
-        _ => {}
+    if let Some(stop) = super::stop_sequences(req) {
+        out.insert("stop_sequences".into(), stop);
     }
     if let Some(tools) = req.get("tools").and_then(Value::as_array) {
         let tools: Vec<Value> = tools
@@ -125,18 +109,6 @@ pub fn request(req: &Value, model: &str) -> Result<Value, TranslateError> {
         out.insert("metadata".into(), json!({ "user_id": user }));
     }
     Ok(Value::Object(out))
-}
-
-/// Consecutive messages of one role are merged: Anthropic wants them alternating.
-fn push_blocks(out: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
-    if let Some(last) = out.last_mut()
-        && last.get("role").and_then(Value::as_str) == Some(role)
-        && let Some(Value::Array(existing)) = last.get_mut("content")
-    {
-        existing.extend(blocks);
-        return;
-    }
-    out.push(json!({ "role": role, "content": blocks }));
 }
 
 fn content_blocks(content: Option<&Value>) -> Result<Vec<Value>, TranslateError> {

@@ -45,6 +45,20 @@ fn parts(content: Option<&Value>) -> Result<Vec<Value>, TranslateError> {
     }
 }
 
+/// The function name of the earlier assistant tool call that tool message `m`
+/// answers (OpenAI tool messages carry only the call's id; Gemini wants the name).
+fn called_name<'a>(earlier: &'a [Value], m: &Value) -> Option<&'a str> {
+    let id = m.get("tool_call_id")?;
+    earlier
+        .iter()
+        .rev()
+        .filter_map(|e| e.get("tool_calls").and_then(Value::as_array))
+        .flatten()
+        .find(|c| c.get("id") == Some(id))
+        .and_then(|c| c.pointer("/function/name"))
+        .and_then(Value::as_str)
+}
+
 /// Translates an OpenAI chat-completions request into a Gemini request (the model
 /// travels in the path).
 pub fn request(req: &Value) -> Result<Value, TranslateError> {
@@ -69,7 +83,7 @@ pub fn request(req: &Value) -> Result<Value, TranslateError> {
             "tool" => (
                 "user",
                 vec![json!({"functionResponse": {
-                    "name": m.get("name").cloned().unwrap_or(json!("tool")),
+                    "name": m.get("name").and_then(Value::as_str).or_else(|| called_name(&messages[..i], m)).unwrap_or("tool"),
                     "response": {"content": super::content_text(m.get("content"))},
                 }})],
             ),
@@ -79,17 +93,8 @@ pub fn request(req: &Value) -> Result<Value, TranslateError> {
                 )));
             }
         };
-        if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
-            for c in calls {
-                let args = c
-                    .pointer("/function/arguments")
-                    .and_then(Value::as_str)
-                    .unwrap_or("{}");
-                p.push(json!({"functionCall": {
-                    "name": c.pointer("/function/name").cloned().unwrap_or(Value::Null),
-                    "args": serde_json::from_str::<Value>(args).unwrap_or_else(|_| json!({})),
-                }}));
-            }
+        for (_, name, args) in super::tool_calls(m) {
+            p.push(json!({"functionCall": {"name": name, "args": args}}));
         }
         match contents.last_mut() {
             Some(last) if last.get("role").and_then(Value::as_str) == Some(role) => {
@@ -118,21 +123,11 @@ pub fn request(req: &Value) -> Result<Value, TranslateError> {
             generation.insert(to.into(), v.clone());
         }
     }
-    if let Some(v) = req
-        .get("max_completion_tokens")
-        .or_else(|| req.get("max_tokens"))
-        .filter(|v| !v.is_null())
-    {
+    if let Some(v) = super::max_tokens(req) {
         generation.insert("maxOutputTokens".into(), v.clone());
     }
-    match req.get("stop") {
-        Some(Value::String(s)) => {
-            generation.insert("stopSequences".into(), json!([s]));
-        }
-        Some(Value::Array(a)) => {
-            generation.insert("stopSequences".into(), Value::Array(a.clone()));
-        }
-        _ => {}
+    if let Some(stop) = super::stop_sequences(req) {
+        generation.insert("stopSequences".into(), stop);
     }
     if req
         .pointer("/response_format/type")
@@ -159,6 +154,77 @@ pub fn request(req: &Value) -> Result<Value, TranslateError> {
         out.insert("tools".into(), json!([{"functionDeclarations": decls}]));
     }
     Ok(Value::Object(out))
+}
+
+// === embeddings ===
+
+/// Translates an OpenAI embeddings request into `batchEmbedContents` (one request
+/// per input text). Token-id inputs have no Gemini equivalent.
+pub fn embeddings_request(req: &Value, model: &str) -> Result<Value, TranslateError> {
+    let texts: Vec<&str> = match req.get("input") {
+        Some(Value::String(s)) => vec![s.as_str()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| {
+                i.as_str()
+                    .ok_or_else(|| invalid("Gemini embeds text only, not token ids"))
+            })
+            .collect::<Result<_, _>>()?,
+        _ => return Err(invalid("`input` must be a string or an array of strings")),
+    };
+    let dimensions = req.get("dimensions").filter(|d| d.is_u64());
+    let requests: Vec<Value> = texts
+        .into_iter()
+        .map(|t| {
+            let mut r =
+                json!({"model": format!("models/{model}"), "content": {"parts": [{"text": t}]}});
+            if let Some(d) = dimensions {
+                r["outputDimensionality"] = d.clone();
+            }
+            r
+        })
+        .collect();
+    Ok(json!({ "requests": requests }))
+}
+
+/// Translates a `batchEmbedContents` answer into an OpenAI embeddings list;
+/// `base64` encodes each vector as little-endian f32s, as OpenAI does for
+/// `encoding_format: base64`. Gemini reports no token usage: it is zero.
+pub fn embeddings_response(
+    body: &[u8],
+    model: &str,
+    base64: bool,
+) -> Result<Vec<u8>, TranslateError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| invalid(format!("provider sent invalid JSON: {e}")))?;
+    let embeddings = v
+        .get("embeddings")
+        .and_then(Value::as_array)
+        .ok_or_else(|| invalid("provider answer has no `embeddings`"))?;
+    let data: Vec<Value> = embeddings
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let values = e
+                .get("values")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let embedding = if base64 {
+                let bytes: Vec<u8> = values
+                    .iter()
+                    .flat_map(|x| (x.as_f64().unwrap_or(0.0) as f32).to_le_bytes())
+                    .collect();
+                json!(super::base64(&bytes))
+            } else {
+                Value::Array(values)
+            };
+            json!({"object": "embedding", "index": i, "embedding": embedding})
+        })
+        .collect();
+    let out = json!({"object": "list", "data": data, "model": model,
+        "usage": {"prompt_tokens": 0, "total_tokens": 0}});
+    Ok(out.to_string().into_bytes())
 }
 
 /// Maps Gemini's `finishReason` to OpenAI's `finish_reason`.
@@ -345,6 +411,25 @@ mod tests {
             out["generationConfig"]["responseMimeType"],
             "application/json"
         );
+    }
+
+    #[test]
+    fn embeddings_both_ways() {
+        let req = json!({"model": "e", "input": ["a", "b"], "dimensions": 3});
+        let out = embeddings_request(&req, "text-embedding-004").unwrap();
+        assert_eq!(out["requests"][1]["model"], "models/text-embedding-004");
+        assert_eq!(out["requests"][1]["content"]["parts"][0]["text"], "b");
+        assert_eq!(out["requests"][0]["outputDimensionality"], 3);
+        assert!(embeddings_request(&json!({"input": [1, 2]}), "m").is_err());
+        let body = br#"{"embeddings":[{"values":[1.0,-2.5]},{"values":[0.5]}]}"#;
+        let v: Value =
+            serde_json::from_slice(&embeddings_response(body, "m", false).unwrap()).unwrap();
+        assert_eq!(v["data"][0]["embedding"], json!([1.0, -2.5]));
+        assert_eq!(v["data"][1]["index"], 1);
+        let v: Value =
+            serde_json::from_slice(&embeddings_response(body, "m", true).unwrap()).unwrap();
+        // 1.0f32 = 00 00 80 3f, -2.5f32 = 00 00 20 c0 (little-endian).
+        assert_eq!(v["data"][0]["embedding"], "AACAPwAAIMA=");
     }
 
     #[test]

@@ -2,12 +2,14 @@
 //! provider's request, and how each provider's answer becomes OpenAI's.
 
 pub mod anthropic;
+pub mod bedrock;
 pub mod gemini;
 pub mod openai;
 
 use serde_json::Value;
 
 use crate::config::Dialect;
+use crate::request::Endpoint;
 
 /// Request fields that steer the gateway and must never reach a provider.
 pub const GATEWAY_FIELDS: &[&str] = &["fallbacks"];
@@ -21,6 +23,8 @@ pub struct PreparedRequest {
     pub stream: bool,
     /// The client asked for a final usage chunk (`stream_options.include_usage`).
     pub include_usage: bool,
+    /// Embeddings: the client asked for base64 vectors (`encoding_format`).
+    pub base64: bool,
 }
 
 /// Why a request could not be put into a provider's dialect.
@@ -44,6 +48,74 @@ pub(crate) fn content_text(content: Option<&Value>) -> String {
     }
 }
 
+/// Appends a message, merged into the previous one when it has the same role
+/// (Anthropic and Bedrock want the roles alternating).
+pub(crate) fn push_merged(out: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
+    if let Some(last) = out.last_mut()
+        && last.get("role").and_then(Value::as_str) == Some(role)
+        && let Some(Value::Array(existing)) = last.get_mut("content")
+    {
+        existing.extend(blocks);
+        return;
+    }
+    out.push(serde_json::json!({ "role": role, "content": blocks }));
+}
+
+/// The tool calls of an OpenAI assistant message as `(id, name, arguments)`, the
+/// arguments parsed (`{}` when they are not JSON).
+pub(crate) fn tool_calls(m: &Value) -> impl Iterator<Item = (Value, Value, Value)> + '_ {
+    m.get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            let args = c
+                .pointer("/function/arguments")
+                .and_then(Value::as_str)
+                .unwrap_or("{}");
+            (
+                c.get("id").cloned().unwrap_or(Value::Null),
+                c.pointer("/function/name").cloned().unwrap_or(Value::Null),
+                serde_json::from_str(args).unwrap_or_else(|_| serde_json::json!({})),
+            )
+        })
+}
+
+/// `max_completion_tokens`, else `max_tokens`.
+pub(crate) fn max_tokens(req: &Value) -> Option<&Value> {
+    req.get("max_completion_tokens")
+        .or_else(|| req.get("max_tokens"))
+        .filter(|v| !v.is_null())
+}
+
+/// `stop` as an array of sequences.
+pub(crate) fn stop_sequences(req: &Value) -> Option<Value> {
+    match req.get("stop") {
+        Some(Value::String(s)) => Some(serde_json::json!([s])),
+        Some(a @ Value::Array(_)) => Some(a.clone()),
+        _ => None,
+    }
+}
+
+/// For providers without a JSON mode (Anthropic, Bedrock): the instruction that
+/// asks for one, when the request's `response_format` wants JSON.
+pub(crate) fn json_mode_instruction(req: &Value) -> Option<String> {
+    let format = req.get("response_format")?;
+    match format.get("type").and_then(Value::as_str)? {
+        "json_object" => Some("Respond with a single JSON object and nothing else.".to_string()),
+        "json_schema" => {
+            let schema = format
+                .pointer("/json_schema/schema")
+                .cloned()
+                .unwrap_or(Value::Null);
+            Some(format!(
+                "Respond with a single JSON object that matches this JSON schema, and nothing else: {schema}"
+            ))
+        }
+        _ => None,
+    }
+}
+
 /// `error.message` of a provider's error body: OpenAI, Azure, Anthropic and Gemini
 /// all put it there.
 pub fn error_message(body: &[u8]) -> Option<String> {
@@ -64,6 +136,28 @@ pub(crate) fn error_kind_and_message(
     let e = v.get("error")?;
     let field = |k: &str, d: &str| e.get(k).and_then(Value::as_str).unwrap_or(d).to_string();
     Some((field(kind_key, default), field("message", "")))
+}
+
+/// Standard base64 (with padding), for embeddings asked as `encoding_format: base64`.
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// One OpenAI chat-completion chunk as an SSE event (for translated streams).
@@ -102,16 +196,28 @@ pub const AZURE_API_VERSION: &str = "2024-10-21";
 /// The request path for `model` at a provider of `dialect` under `base_path`.
 pub fn path(
     dialect: Dialect,
+    endpoint: Endpoint,
     base_path: &str,
     model: &str,
     api_version: Option<&str>,
     stream: bool,
 ) -> String {
+    if endpoint == Endpoint::Embeddings {
+        return match dialect {
+            Dialect::AzureOpenai => format!(
+                "{base_path}/openai/deployments/{model}/embeddings?api-version={}",
+                api_version.unwrap_or(AZURE_API_VERSION)
+            ),
+            Dialect::Gemini => format!("{base_path}/models/{model}:batchEmbedContents"),
+            _ => format!("{base_path}/embeddings"),
+        };
+    }
     match dialect {
-        Dialect::Gemini if stream => {
+        Dialect::Gemini | Dialect::Vertex if stream => {
             format!("{base_path}/models/{model}:streamGenerateContent?alt=sse")
         }
-        Dialect::Gemini => format!("{base_path}/models/{model}:generateContent"),
+        Dialect::Gemini | Dialect::Vertex => format!("{base_path}/models/{model}:generateContent"),
+        Dialect::Bedrock => bedrock::path(base_path, model, stream),
         Dialect::Openai => format!("{base_path}/chat/completions"),
         Dialect::Anthropic => format!("{base_path}/messages"),
         Dialect::AzureOpenai => format!(
@@ -121,16 +227,41 @@ pub fn path(
     }
 }
 
-/// The path of a provider's model list: a cheap, free request for health checks.
-pub fn health_path(dialect: Dialect, base_path: &str, api_version: Option<&str>) -> String {
-    match dialect {
-        Dialect::Openai | Dialect::Anthropic | Dialect::Gemini => format!("{base_path}/models"),
-        Dialect::AzureOpenai => {
-            format!(
-                "{base_path}/openai/models?api-version={}",
-                api_version.unwrap_or(AZURE_API_VERSION)
-            )
+/// The headers that carry credential `key` to a provider of `dialect` (Bedrock's
+/// SigV4 signature is added by the adapter once the body is known).
+pub fn auth_headers(dialect: Dialect, key: Option<&str>) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if let Some(k) = key {
+        match dialect {
+            // Vertex takes an OAuth access token; Bedrock an API key, as bearer tokens.
+            Dialect::Openai | Dialect::Vertex | Dialect::Bedrock => {
+                out.push(("authorization", format!("Bearer {k}")))
+            }
+            Dialect::Anthropic => out.push(("x-api-key", k.to_string())),
+            Dialect::AzureOpenai => out.push(("api-key", k.to_string())),
+            Dialect::Gemini => out.push(("x-goog-api-key", k.to_string())),
         }
+    }
+    if dialect == Dialect::Anthropic {
+        out.push(("anthropic-version", anthropic::API_VERSION.to_string()));
+    }
+    out
+}
+
+/// The path of a provider's model list: a cheap, free request for health checks.
+/// `None` where the inference endpoint has no such list (Bedrock's is on another
+/// host; Vertex's publisher-model list is outside the project path): those
+/// providers rely on passive signals and circuit breakers.
+pub fn health_path(dialect: Dialect, base_path: &str, api_version: Option<&str>) -> Option<String> {
+    match dialect {
+        Dialect::Openai | Dialect::Anthropic | Dialect::Gemini => {
+            Some(format!("{base_path}/models"))
+        }
+        Dialect::AzureOpenai => Some(format!(
+            "{base_path}/openai/models?api-version={}",
+            api_version.unwrap_or(AZURE_API_VERSION)
+        )),
+        Dialect::Bedrock | Dialect::Vertex => None,
     }
 }
 
@@ -140,11 +271,38 @@ pub fn health_path(dialect: Dialect, base_path: &str, api_version: Option<&str>)
 /// gateway-only fields.
 pub fn prepare_request(
     dialect: Dialect,
+    endpoint: Endpoint,
     body: &[u8],
     model: &str,
 ) -> Result<PreparedRequest, TranslateError> {
     let members: Members<'_> = serde_json::from_slice(body)
         .map_err(|e| TranslateError::Invalid(format!("request body: {e}")))?;
+    if endpoint == Endpoint::Embeddings {
+        let base64 = members
+            .get("encoding_format")
+            .is_some_and(|f| f.get() == "\"base64\"");
+        let body = match dialect {
+            Dialect::Gemini => {
+                let request: Value = serde_json::from_slice(body)
+                    .map_err(|e| TranslateError::Invalid(format!("request body: {e}")))?;
+                serde_json::to_vec(&gemini::embeddings_request(&request, model)?)
+                    .map_err(|e| TranslateError::Invalid(e.to_string()))?
+            }
+            d if d.embeds() => openai::request_bytes(&members, model)?,
+            d => {
+                return Err(TranslateError::Invalid(format!(
+                    "{} providers have no embeddings API",
+                    d.as_str()
+                )));
+            }
+        };
+        return Ok(PreparedRequest {
+            body,
+            stream: false,
+            include_usage: false,
+            base64,
+        });
+    }
     let stream = members.get("stream").is_some_and(|v| v.get() == "true");
     let include_usage = stream
         && members
@@ -153,10 +311,16 @@ pub fn prepare_request(
             .is_some_and(|o| o.include_usage == Some(true));
     let body = match dialect {
         Dialect::Openai | Dialect::AzureOpenai => openai::request_bytes(&members, model)?,
-        Dialect::Gemini => {
+        Dialect::Gemini | Dialect::Vertex => {
             let request: Value = serde_json::from_slice(body)
                 .map_err(|e| TranslateError::Invalid(format!("request body: {e}")))?;
             serde_json::to_vec(&gemini::request(&request)?)
+                .map_err(|e| TranslateError::Invalid(e.to_string()))?
+        }
+        Dialect::Bedrock => {
+            let request: Value = serde_json::from_slice(body)
+                .map_err(|e| TranslateError::Invalid(format!("request body: {e}")))?;
+            serde_json::to_vec(&bedrock::request(&request)?)
                 .map_err(|e| TranslateError::Invalid(e.to_string()))?
         }
         Dialect::Anthropic => {
@@ -170,6 +334,7 @@ pub fn prepare_request(
         body,
         stream,
         include_usage,
+        base64: false,
     })
 }
 

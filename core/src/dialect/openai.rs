@@ -54,14 +54,20 @@ mod tests {
     #[test]
     fn raw_rewrite_keeps_everything_else_byte_for_byte() {
         let body = br#"{"model":"chat","messages":[{"role":"user","content":"h\u00e9 \"q\""}],"fallbacks":["a/b"],"temperature":0.20}"#;
-        let p = crate::dialect::prepare_request(crate::config::Dialect::Openai, body, "gpt-4o")
-            .unwrap();
+        let p = crate::dialect::prepare_request(
+            crate::config::Dialect::Openai,
+            crate::request::Endpoint::Chat,
+            body,
+            "gpt-4o",
+        )
+        .unwrap();
         assert_eq!(
             std::str::from_utf8(&p.body).unwrap(),
             r#"{"model":"gpt-4o","messages":[{"role":"user","content":"h\u00e9 \"q\""}],"temperature":0.20}"#
         );
         let p = crate::dialect::prepare_request(
             crate::config::Dialect::Openai,
+            crate::request::Endpoint::Chat,
             br#"{"stream":true,"stream_options":{"include_usage":true},"messages":[]}"#,
             "m",
         )
@@ -70,7 +76,13 @@ mod tests {
         let v: Value = serde_json::from_slice(&p.body).unwrap();
         assert_eq!(v["model"], "m");
         assert!(
-            crate::dialect::prepare_request(crate::config::Dialect::Openai, b"[1]", "m").is_err()
+            crate::dialect::prepare_request(
+                crate::config::Dialect::Openai,
+                crate::request::Endpoint::Chat,
+                b"[1]",
+                "m"
+            )
+            .is_err()
         );
     }
 }

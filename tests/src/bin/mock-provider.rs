@@ -1,5 +1,5 @@
-//! `mock-provider`: a simulated LLM provider speaking OpenAI or Anthropic.
-//! Usage: `mock-provider --name NAME --dialect openai|anthropic [--addr 127.0.0.1:0]
+//! `mock-provider`: a simulated LLM provider speaking one provider's dialect.
+//! Usage: `mock-provider --name NAME --dialect openai|anthropic|azure_openai|gemini|vertex|bedrock [--addr 127.0.0.1:0]
 //! [--api-key KEY] [--models a,b] [--fail-rate 0.3] [--fail-status 503]`.
 //! Prints `mock-provider NAME listening on ADDR` once bound.
 
@@ -8,7 +8,7 @@ use switchyard_tests::mock::{Dialect, MockConfig};
 fn usage(msg: &str) -> ! {
     eprintln!("mock-provider: {msg}");
     eprintln!(
-        "usage: mock-provider --name NAME --dialect openai|anthropic [--addr 127.0.0.1:0] [--api-key KEY] [--models a,b] [--fail-rate F] [--fail-status S]"
+        "usage: mock-provider --name NAME --dialect openai|anthropic|azure_openai|gemini|vertex|bedrock [--addr 127.0.0.1:0] [--api-key KEY] [--models a,b] [--fail-rate F] [--fail-status S]"
     );
     std::process::exit(2)
 }
@@ -23,13 +23,8 @@ async fn main() {
         match flag.as_str() {
             "--name" => cfg.name = value(),
             "--dialect" => {
-                cfg.dialect = match value().as_str() {
-                    "openai" => Dialect::Openai,
-                    "anthropic" => Dialect::Anthropic,
-                    "azure_openai" => Dialect::AzureOpenai,
-                    "gemini" => Dialect::Gemini,
-                    other => usage(&format!("unknown dialect {other}")),
-                }
+                let name = value();
+                cfg.dialect = Dialect::parse(&name).unwrap_or_else(|| usage(&format!("unknown dialect {name}")))
             }
             "--addr" => addr = value(),
             "--api-key" => cfg.api_key = Some(value()),
