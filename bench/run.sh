@@ -2,8 +2,10 @@
 # make bench: bare Envoy vs Switchyard, same machine, same run, one Envoy worker each.
 #   - latency: wrk, 1 connection, p50 / p99
 #   - throughput: wrk, 16 connections, requests/s
-# Scenarios: bare Envoy proxy; Switchyard (no failures); Switchyard with the primary
-# refusing connections (fail-over on every request).
+# Scenarios: bare Envoy proxy; the floor (bare Envoy plus two proxy-wasm filters
+# that do nothing, where the planner and adapter sit); Switchyard (no failures);
+# Switchyard with the primary refusing connections (fail-over on every request);
+# Switchyard with the primary's circuit open.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${BENCH_SECONDS:-10}
@@ -19,13 +21,15 @@ up() { for _ in $(seq 1 100); do curl -fs -m 2 -o /dev/null "$1" && return 0; sl
 
 $ENVOY -c bench/upstream.envoy.yaml --concurrency 1 --base-id 4301 > "$OUT/upstream.log" 2>&1 & pids+=($!)
 $ENVOY -c bench/bare.envoy.yaml --concurrency 1 --base-id 4302 > "$OUT/bare.log" 2>&1 & pids+=($!)
+bash deploy/local/build-wasm.sh switchyard-bench-noop >&2
+$ENVOY -c bench/floor.envoy.yaml --concurrency 1 --base-id 4305 > "$OUT/floor.log" 2>&1 & pids+=($!)
 target/debug/switchyard serve --config bench/switchyard.yaml --xds-addr 127.0.0.1:18210 --status-addr 127.0.0.1:18211 > "$OUT/switchyard.log" 2>&1 & pids+=($!)
 target/debug/switchyard bootstrap --node bench --xds 127.0.0.1:18210 --admin 127.0.0.1:18293 > "$OUT/bootstrap.yaml"
 $ENVOY -c "$OUT/bootstrap.yaml" --concurrency 1 --base-id 4303 > "$OUT/gateway.log" 2>&1 & pids+=($!)
 target/debug/switchyard serve --config bench/switchyard-breaker.yaml --xds-addr 127.0.0.1:18220 --status-addr 127.0.0.1:18221 > "$OUT/switchyard-breaker.log" 2>&1 & pids+=($!)
 target/debug/switchyard bootstrap --node bench-breaker --xds 127.0.0.1:18220 --admin 127.0.0.1:18294 > "$OUT/bootstrap-breaker.yaml"
 $ENVOY -c "$OUT/bootstrap-breaker.yaml" --concurrency 1 --base-id 4304 > "$OUT/gateway-breaker.log" 2>&1 & pids+=($!)
-up http://127.0.0.1:18291/ready; up http://127.0.0.1:18292/ready; up http://127.0.0.1:18293/ready
+up http://127.0.0.1:18291/ready; up http://127.0.0.1:18292/ready; up http://127.0.0.1:18293/ready; up http://127.0.0.1:18295/ready
 # The gateway's listener arrives over xDS after Envoy is ready: wait for it to answer.
 for _ in $(seq 1 100); do
   curl -s -m 2 -o /dev/null http://127.0.0.1:18203/ 2>/dev/null && curl -s -m 2 -o /dev/null http://127.0.0.1:18223/ 2>/dev/null && break
@@ -64,17 +68,24 @@ measure() { # name url model
 # Rounds interleave the scenarios so that drift on a shared machine hits all of
 # them alike; each figure reported is the median over the rounds.
 : > "$OUT/rounds.txt"
+# BENCH_ONLY="bare floor switchyard" runs a subset (bare always runs: it is the base).
+ONLY=${BENCH_ONLY:-bare floor switchyard failover open-circuit}
+want() { [ "$1" = bare ] || [[ " $ONLY " == *" $1 "* ]]; }
 for r in $(seq 1 "$ROUNDS"); do
   echo "bench: round $r/$ROUNDS" >&2
-  {
-    measure bare http://127.0.0.1:18202/v1/chat/completions chat
-    measure switchyard http://127.0.0.1:18203/v1/chat/completions chat
-    measure failover http://127.0.0.1:18203/v1/chat/completions failover
-    measure open-circuit http://127.0.0.1:18223/v1/chat/completions open
-  } >> "$OUT/rounds.txt"
+  while read -r name port model; do
+    if want "$name"; then measure "$name" "http://127.0.0.1:$port/v1/chat/completions" "$model" < /dev/null; fi
+  done >> "$OUT/rounds.txt" <<'SCENARIOS'
+bare 18202 chat
+floor 18204 chat
+switchyard 18203 chat
+failover 18203 failover
+open-circuit 18223 open
+SCENARIOS
 done
 median() { sort -n | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
-for s in bare switchyard failover open-circuit; do
+for s in bare floor switchyard failover open-circuit; do
+  want "$s" || continue
   echo "$s $(awk -v s=$s '$1==s{print $2}' "$OUT/rounds.txt" | median) $(awk -v s=$s '$1==s{print $3}' "$OUT/rounds.txt" | median) $(awk -v s=$s '$1==s{print $4}' "$OUT/rounds.txt" | median)"
 done > "$OUT/results.txt"
 
