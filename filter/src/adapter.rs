@@ -74,6 +74,15 @@ impl Translator {
             Translator::Bedrock(t) => t.is_done(),
         }
     }
+
+    /// What closes the stream once the provider's stream has ended (Gemini marks
+    /// its end only by ending).
+    fn finish(&mut self) -> Vec<u8> {
+        match self {
+            Translator::Gemini(t) => t.finish(),
+            Translator::Anthropic(_) | Translator::Bedrock(_) => Vec::new(),
+        }
+    }
 }
 
 /// Per-attempt adapter state.
@@ -395,8 +404,11 @@ impl HttpContext for Adapter {
             ResponseMode::Stream(t) => {
                 let chunk = host::body(BufferType::HttpResponseBody, body_size);
                 let mut out = t.feed(&chunk);
-                if end_of_stream && !t.is_done() {
-                    out.extend_from_slice(&truncated(&self.request_id));
+                if end_of_stream {
+                    out.extend(t.finish());
+                    if !t.is_done() {
+                        out.extend_from_slice(&truncated(&self.request_id));
+                    }
                 }
                 host::replace_body(BufferType::HttpResponseBody, body_size, &out);
                 self.watch_usage(&out, end_of_stream);

@@ -161,10 +161,6 @@ pub fn finish_reason(stop_reason: Option<&str>) -> Option<&'static str> {
     })
 }
 
-fn usage(input: u64, output: u64) -> Value {
-    json!({"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output})
-}
-
 /// Translates a Messages response body into a chat-completion body.
 pub fn response(body: &[u8], created: u64) -> Result<Vec<u8>, TranslateError> {
     let v: Value = serde_json::from_slice(body)
@@ -213,7 +209,7 @@ pub fn response(body: &[u8], created: u64) -> Result<Vec<u8>, TranslateError> {
             "message": message,
             "finish_reason": finish_reason(v.get("stop_reason").and_then(Value::as_str)),
         }],
-        "usage": usage(input, output),
+        "usage": super::usage(input, output),
     });
     Ok(out.to_string().into_bytes())
 }
@@ -354,7 +350,7 @@ impl StreamTranslator {
                 "message_stop" => {
                     let usage = self
                         .include_usage
-                        .then(|| usage(self.input_tokens, self.output_tokens));
+                        .then(|| super::usage(self.input_tokens, self.output_tokens));
                     out.push_str(&super::stream_end(
                         &self.id,
                         self.created,

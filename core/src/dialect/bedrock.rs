@@ -184,8 +184,7 @@ pub fn finish_reason(stop_reason: &str) -> &'static str {
 
 fn usage(u: &Value) -> Value {
     let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
-    json!({"prompt_tokens": n("inputTokens"), "completion_tokens": n("outputTokens"),
-           "total_tokens": n("inputTokens") + n("outputTokens")})
+    super::usage(n("inputTokens"), n("outputTokens"))
 }
 
 /// Translates a Converse answer into a chat completion; `id` names it (Converse
@@ -333,7 +332,7 @@ impl StreamTranslator {
         let mut out = self.chunk(json!({}), Some(self.finish.unwrap_or("stop")));
         let usage = self
             .include_usage
-            .then(|| usage.unwrap_or_else(|| json!({})));
+            .then(|| usage.unwrap_or_else(|| super::usage(0, 0)));
         out.push_str(&super::stream_end(
             &self.id,
             self.created,

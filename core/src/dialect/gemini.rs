@@ -237,17 +237,15 @@ pub fn finish_reason(reason: &str, has_calls: bool) -> &'static str {
     }
 }
 
+/// OpenAI usage from `usageMetadata`. Thinking tokens are billed as output, and
+/// OpenAI counts reasoning tokens in `completion_tokens`: they are added in.
 fn usage(v: &Value) -> Option<Value> {
     let u = v.get("usageMetadata")?;
-    let p = u
-        .get("promptTokenCount")
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
-    let c = u
-        .get("candidatesTokenCount")
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
-    Some(json!({"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}))
+    let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
+    Some(super::usage(
+        n("promptTokenCount"),
+        n("candidatesTokenCount") + n("thoughtsTokenCount"),
+    ))
 }
 
 /// Text and tool calls of the first candidate.
@@ -260,6 +258,8 @@ fn candidate(v: &Value) -> (String, Vec<Value>, Option<&str>) {
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
+        // Thought summaries (`includeThoughts`) are not part of the answer.
+        .filter(|p| p.get("thought") != Some(&Value::Bool(true)))
     {
         if let Some(t) = part.get("text").and_then(Value::as_str) {
             text.push_str(t);
@@ -299,7 +299,7 @@ pub fn response(body: &[u8], created: u64, model: &str) -> Result<Vec<u8>, Trans
         "created": created,
         "model": v.get("modelVersion").and_then(Value::as_str).unwrap_or(model),
         "choices": [{"index": 0, "message": message, "finish_reason": finish_reason(finish.unwrap_or("STOP"), has_calls)}],
-        "usage": usage(&v).unwrap_or_else(|| json!({"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0})),
+        "usage": usage(&v).unwrap_or_else(|| super::usage(0, 0)),
     });
     Ok(out.to_string().into_bytes())
 }
@@ -319,7 +319,10 @@ pub struct StreamTranslator {
     started: bool,
     usage: Option<Value>,
     calls: usize,
-    done: bool,
+    /// The finish reason seen (some models send one on every chunk: the stream is
+    /// only over when the provider ends it, see [`StreamTranslator::finish`]).
+    finish: Option<&'static str>,
+    ended: bool,
 }
 
 impl StreamTranslator {
@@ -333,13 +336,35 @@ impl StreamTranslator {
             started: false,
             usage: None,
             calls: 0,
-            done: false,
+            finish: None,
+            ended: false,
         }
     }
 
     /// A finish reason was seen: the answer is complete.
     pub fn is_done(&self) -> bool {
-        self.done
+        self.finish.is_some()
+    }
+
+    /// The end of the translated stream, once the provider's stream has ended: the
+    /// finish chunk, the usage chunk if asked for, `[DONE]`. Nothing when no finish
+    /// reason was seen (the caller reports the truncation) or when already sent.
+    pub fn finish(&mut self) -> Vec<u8> {
+        let Some(finish) = self.finish.filter(|_| !self.ended) else {
+            return Vec::new();
+        };
+        self.ended = true;
+        let mut out = self.chunk(json!({}), Some(finish));
+        let usage = self
+            .include_usage
+            .then(|| self.usage.clone().unwrap_or_else(|| super::usage(0, 0)));
+        out.push_str(&super::stream_end(
+            "gemini",
+            self.created,
+            &self.model,
+            usage,
+        ));
+        out.into_bytes()
     }
 
     fn chunk(&self, delta: Value, finish: Option<&str>) -> String {
@@ -374,17 +399,7 @@ impl StreamTranslator {
                 out.push_str(&self.chunk(json!({"tool_calls": [c]}), None));
             }
             if let Some(f) = finish {
-                out.push_str(&self.chunk(json!({}), Some(finish_reason(f, self.calls > 0))));
-                let usage = self
-                    .include_usage
-                    .then(|| self.usage.clone().unwrap_or(json!({})));
-                out.push_str(&super::stream_end(
-                    "gemini",
-                    self.created,
-                    &self.model,
-                    usage,
-                ));
-                self.done = true;
+                self.finish = Some(finish_reason(f, self.calls > 0));
             }
         }
         out.into_bytes()
@@ -443,8 +458,10 @@ mod tests {
             "data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\"lo\"}]},\"finishReason\":\"STOP\"}],\"usageMetadata\":{\"promptTokenCount\":2,\"candidatesTokenCount\":2}}\r\n\r\n",
         );
         let mut t = StreamTranslator::new(true, 1, "gemini-x");
-        let text = String::from_utf8(t.feed(stream.as_bytes())).unwrap();
+        let mut text = String::from_utf8(t.feed(stream.as_bytes())).unwrap();
         assert!(t.is_done());
+        text.push_str(&String::from_utf8(t.finish()).unwrap());
+        assert!(t.finish().is_empty(), "the end is sent once");
         let datas: Vec<&str> = text
             .split("\n\n")
             .filter(|s| !s.is_empty())

@@ -160,6 +160,11 @@ pub fn base64(bytes: &[u8]) -> String {
     out
 }
 
+/// An OpenAI `usage` object.
+pub(crate) fn usage(prompt: u64, completion: u64) -> Value {
+    serde_json::json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
+}
+
 /// One OpenAI chat-completion chunk as an SSE event (for translated streams).
 pub fn chunk_event(
     id: &str,
