@@ -19,22 +19,6 @@ use switchyard_core::{error, sigv4, wire};
 
 use crate::{circuit, cooldown, host, ledger};
 
-/// Client headers that must never reach a provider. (`content-length` and
-/// `accept-encoding` are replaced, not removed.)
-const CLIENT_ONLY_HEADERS: &[&str] = &[
-    "authorization",
-    "x-api-key",
-    "api-key",
-    "cookie",
-    "anthropic-version",
-    "openai-organization",
-    "openai-project",
-    "x-goog-api-key",
-    "x-amz-date",
-    "x-amz-security-token",
-    "x-amz-content-sha256",
-];
-
 /// What the response side does with the body.
 #[derive(Debug)]
 enum ResponseMode {
@@ -150,21 +134,28 @@ impl Adapter {
         Action::Pause
     }
 
-    fn rewrite_headers(&self, headers: &host::Headers, target: &Target, provider: &Provider) {
-        // Only what is there is removed: one host call per header present, not per
-        // header that might be.
-        for h in CLIENT_ONLY_HEADERS.iter().filter(|h| headers.has(h)) {
-            host::set_request_header(h, None);
-        }
-        // `:path` is set with the body (Gemini's depends on `stream`).
-        host::set_request_header(":authority", Some(&provider.authority));
-        host::set_request_header("content-type", Some("application/json"));
-        host::set_request_header("accept-encoding", Some("identity"));
+    /// Sets this attempt's headers. The planner already removed the client's
+    /// credentials and normalised `content-type` and `accept-encoding`; what is left
+    /// to remove is what earlier attempts of this request set for their providers
+    /// (all attempts share one header map) and this one does not replace.
+    fn rewrite_headers(&self, target: &Target, provider: &Provider, earlier: &[Dialect]) {
         let key = self
             .key
             .and_then(|i| provider.api_keys.get(i))
             .map(String::as_str);
-        for (name, value) in dialect::auth_headers(provider.dialect, key) {
+        let auth = dialect::auth_headers(provider.dialect, key);
+        let mut stale: Vec<&str> = Vec::new();
+        for name in earlier.iter().flat_map(|d| attempt_header_names(*d)) {
+            if !stale.contains(&name) && !auth.iter().any(|(n, _)| *n == name) {
+                stale.push(name);
+            }
+        }
+        for name in stale {
+            host::set_request_header(name, None);
+        }
+        // `:path` is set with the body (Gemini's depends on `stream`).
+        host::set_request_header(":authority", Some(&provider.authority));
+        for (name, value) in auth {
             host::set_request_header(name, Some(&value));
         }
         log::debug!(
@@ -181,13 +172,14 @@ impl Context for Adapter {}
 
 impl HttpContext for Adapter {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let headers = host::Headers::request();
-        self.request_id = headers.get("x-request-id").unwrap_or_default().to_string();
-        self.attempt = headers
-            .get("x-envoy-attempt-count")
+        // Two targeted reads rather than the whole map: host calls are what an
+        // attempt costs.
+        self.request_id = host::request_header("x-request-id").unwrap_or_default();
+        self.attempt = host::request_header("x-envoy-attempt-count")
             .and_then(|a| a.parse::<usize>().ok())
             .filter(|a| *a >= 1)
             .unwrap_or(1);
+        let now = host::now_ms();
         // The router hands every attempt the same header map, so the plan cannot
         // travel in a header the adapter strips; it comes from the ledger.
         let Some(target) = ledger::target(&self.request_id, self.attempt) else {
@@ -210,21 +202,27 @@ impl HttpContext for Adapter {
             && let Some(prev) = ledger::attempt(&self.request_id, self.attempt - 1)
             && prev.status.is_none()
         {
-            circuit::record(settings, &prev.target, false, host::now_ms());
+            circuit::record(settings, &prev.target, false, now);
         }
         // Each attempt on a provider uses a key this request has not tried yet.
         let used = ledger::keys_used(&self.request_id, &target.provider);
-        self.key = cooldown::pick_key(
-            &target.provider,
-            provider.api_keys.len(),
-            &used,
-            host::now_ms(),
-        );
+        self.key = cooldown::pick_key(&target.provider, provider.api_keys.len(), &used, now);
         let reported_key = self.key.filter(|_| provider.api_keys.len() > 1);
+        let (endpoint, earlier) = ledger::read(&self.request_id, |e| {
+            let earlier: Vec<Dialect> = e
+                .attempts
+                .iter()
+                .take(self.attempt - 1)
+                .filter_map(|a| self.cfg.providers.get(&a.target.provider))
+                .map(|p| p.dialect)
+                .collect();
+            (e.endpoint, earlier)
+        })
+        .unwrap_or_default();
+        self.endpoint = endpoint;
         ledger::start_attempt(&self.request_id, self.attempt, &target, reported_key);
-        self.endpoint = ledger::read(&self.request_id, |e| e.endpoint).unwrap_or_default();
-        self.started_ms = host::now_ms();
-        self.rewrite_headers(&headers, &target, &provider);
+        self.started_ms = now;
+        self.rewrite_headers(&target, &provider, &earlier);
         self.target = Some((target, provider));
         // Hold the headers until the body is rewritten, so content-length can be set
         // (allow_on_headers_stop_iteration makes this a plain StopIteration).
@@ -605,6 +603,19 @@ fn content_filtered(body: &[u8]) -> bool {
         .and_then(Value::as_str)
         .is_some_and(|r| bedrock::finish_reason(r) == "content_filter");
     openai || gemini || bedrock || v.get("stop_reason").and_then(Value::as_str) == Some("refusal")
+}
+
+/// Every header an attempt to a provider of `dialect` may set besides `:authority`,
+/// `:path`, `content-length` (credentials, versions, SigV4's).
+fn attempt_header_names(dialect: Dialect) -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = dialect::auth_headers(dialect, Some(""))
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    if dialect == Dialect::Bedrock {
+        names.extend(["x-amz-date", "x-amz-security-token"]);
+    }
+    names
 }
 
 /// The id of a completion translated from a provider whose answers carry none.

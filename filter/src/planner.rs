@@ -295,6 +295,22 @@ impl Planner {
     }
 }
 
+/// Client headers that must never reach a provider: credentials and the provider
+/// headers the adapter sets itself.
+const CLIENT_ONLY_HEADERS: &[&str] = &[
+    "authorization",
+    "x-api-key",
+    "api-key",
+    "cookie",
+    "anthropic-version",
+    "openai-organization",
+    "openai-project",
+    "x-goog-api-key",
+    "x-amz-date",
+    "x-amz-security-token",
+    "x-amz-content-sha256",
+];
+
 /// Router headers a client could send that only the planner may set.
 const ROUTER_OVERRIDES: &[&str] = &[
     "x-envoy-upstream-rq-timeout-ms",
@@ -388,6 +404,20 @@ impl HttpContext for Planner {
             && len > self.cfg.max_request_bytes
         {
             return self.too_large();
+        }
+        // Once for every attempt (they share this header map): the client's
+        // credentials never reach a provider, and providers get plain JSON bodies.
+        for h in CLIENT_ONLY_HEADERS.iter().filter(|h| headers.has(h)) {
+            host::set_request_header(h, None);
+        }
+        if headers.get("content-type") != Some("application/json") {
+            host::set_request_header("content-type", Some("application/json"));
+        }
+        if headers
+            .get("accept-encoding")
+            .is_some_and(|e| e != "identity")
+        {
+            host::set_request_header("accept-encoding", Some("identity"));
         }
         // Held (StopIteration, allowed by the plugin config) until the body is planned.
         Action::Pause

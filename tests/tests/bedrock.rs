@@ -76,6 +76,13 @@ async fn signed_requests_and_cross_dialect_failover() {
         streamed_content(&r.text().await.unwrap()),
         "Hello from oa (gpt-4o-mini)."
     );
+    // The Bedrock attempt's SigV4 headers did not follow the request to OpenAI.
+    let req = oa.requests().await.pop().unwrap();
+    assert!(recorded_header(&req, "x-amz-date").is_empty(), "{req}");
+    assert_eq!(
+        recorded_header(&req, "authorization"),
+        vec!["Bearer key-oa".to_string()]
+    );
 
     // A streamed answer the provider cuts short ends with an error event, not silence.
     let r = gw.chat(&body, &[("x-mock", "br:end_after=3")]).await;
