@@ -101,3 +101,23 @@ awk -v dur="$DUR" -v rounds="$ROUNDS" '
     for (i = 1; i <= NR; i++)
       printf "| %s | %.0f us | %.0f us | %+.0f us | %+.0f us | %.0f | %.0f %% |\n", name[i], p50[i], p99[i], p50[i]-b50, p99[i]-b99, rps[i], 100*rps[i]/brps
   }' "$OUT/results.txt" | tee "$OUT/results.md"
+
+# BENCH_PROFILE=1: where a request's time goes inside the filter. A third gateway
+# runs the filter built with the `profile` feature (filter/src/profile.rs) under
+# 16 connections; its log reports each callback's average wall time per request,
+# host calls included.
+if [ "${BENCH_PROFILE:-0}" = 1 ]; then
+  bash deploy/local/build-wasm.sh switchyard-filter profile >&2
+  sed -e "s|port: 18203|port: 18233|" \
+      -e "s|wasm: ../target/wasm32-wasip1/wasm-release/switchyard_filter.wasm|wasm: $PWD/target/wasm32-wasip1/wasm-release/switchyard_filter-profile.wasm|" \
+      bench/switchyard.yaml > "$OUT/switchyard-profile.yaml"
+  target/debug/switchyard serve --config "$OUT/switchyard-profile.yaml" --xds-addr 127.0.0.1:18230 --status-addr 127.0.0.1:18231 > "$OUT/switchyard-profile.log" 2>&1 & pids+=($!)
+  target/debug/switchyard bootstrap --node bench-profile --xds 127.0.0.1:18230 --admin 127.0.0.1:18296 > "$OUT/bootstrap-profile.yaml"
+  $ENVOY -c "$OUT/bootstrap-profile.yaml" --concurrency 1 --base-id 4306 > "$OUT/gateway-profile.log" 2>&1 & pids+=($!)
+  up http://127.0.0.1:18296/ready
+  for _ in $(seq 1 100); do curl -s -m 2 -o /dev/null http://127.0.0.1:18233/ 2>/dev/null && break; sleep 0.1; done
+  wrk -t2 -c16 -d"${DUR}s" -s "$(body_for chat)" http://127.0.0.1:18233/v1/chat/completions > "$OUT/profile-c16.txt"
+  echo
+  echo "Filter profile (switchyard scenario, 16 connections, average microseconds per request):"
+  grep -o 'switchyard profile.*' "$OUT/gateway-profile.log" | tail -n 1 | tee "$OUT/profile.txt"
+fi

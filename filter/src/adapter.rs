@@ -172,6 +172,7 @@ impl Context for Adapter {}
 
 impl HttpContext for Adapter {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        profile_span!("adapter.request_headers");
         // Two targeted reads rather than the whole map: host calls are what an
         // attempt costs.
         self.request_id = host::request_header("x-request-id").unwrap_or_default();
@@ -230,6 +231,7 @@ impl HttpContext for Adapter {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        profile_span!("adapter.request_body");
         if !end_of_stream {
             return Action::Pause;
         }
@@ -268,6 +270,7 @@ impl HttpContext for Adapter {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        profile_span!("adapter.response_headers");
         let Some((target, provider)) = &self.target else {
             return Action::Continue;
         };
@@ -367,6 +370,7 @@ impl HttpContext for Adapter {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        profile_span!("adapter.response_body");
         if self.hold_for_content_check {
             if !end_of_stream {
                 return Action::Pause;

@@ -10,6 +10,14 @@
 //! Both roles run in the same VM (same `vm_id` and code), so they share the
 //! per-worker [`ledger`] of attempts.
 
+/// Times the rest of the block as callback `$name` (feature `profile` only).
+macro_rules! profile_span {
+    ($name:expr) => {
+        #[cfg(feature = "profile")]
+        let _span = crate::profile::Span::new($name);
+    };
+}
+
 pub mod adapter;
 pub mod circuit;
 pub mod cooldown;
@@ -19,6 +27,8 @@ pub mod health;
 pub mod host;
 pub mod ledger;
 pub mod planner;
+#[cfg(feature = "profile")]
+pub mod profile;
 
 use std::rc::Rc;
 

@@ -360,6 +360,7 @@ impl Context for Planner {}
 
 impl HttpContext for Planner {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        profile_span!("planner.request_headers");
         let headers = host::Headers::request();
         self.request_id = headers.get("x-request-id").unwrap_or_default().to_string();
         for h in [
@@ -424,6 +425,7 @@ impl HttpContext for Planner {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        profile_span!("planner.request_body");
         if self.replied {
             return Action::Pause;
         }
@@ -442,6 +444,7 @@ impl HttpContext for Planner {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        profile_span!("planner.response_headers");
         if !self.planned {
             return Action::Continue;
         }
@@ -468,6 +471,7 @@ impl HttpContext for Planner {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        profile_span!("planner.response_body");
         let Some(status) = self.rewriting else {
             return Action::Continue;
         };
@@ -481,6 +485,7 @@ impl HttpContext for Planner {
     }
 
     fn on_log(&mut self) {
+        profile_span!("planner.log");
         // The last attempt's "no answer" has no later attempt to report it.
         if self.planned
             && let Some(settings) = &self.cfg.circuit_breaker
@@ -494,6 +499,8 @@ impl HttpContext for Planner {
         {
             circuit::record(settings, &target, false, host::now_ms());
         }
+        #[cfg(feature = "profile")]
+        crate::profile::request_done();
         if self.planned {
             if !self.cfg.prices.is_empty() {
                 ledger::read(&self.request_id, |e| {
