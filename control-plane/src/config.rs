@@ -169,6 +169,16 @@ struct RawProvider {
     /// short-lived tokens); 300 s by default when a credential is a `command`.
     #[serde(default)]
     credentials_refresh_s: Option<u64>,
+    /// OpenAI `OpenAI-Organization` header (only for `dialect: openai`).
+    #[serde(default)]
+    organization: Option<String>,
+    /// OpenAI `OpenAI-Project` header (only for `dialect: openai`).
+    #[serde(default)]
+    project: Option<String>,
+    /// More headers sent with every request to this provider (e.g. OpenRouter's
+    /// `HTTP-Referer` and `X-Title`).
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -296,6 +306,9 @@ pub struct Provider {
     pub aws: Option<switchyard_core::config::AwsAuth>,
     /// How often credentials are re-resolved.
     pub credentials_refresh_s: Option<u64>,
+    /// Headers sent with every request (lower-case names), organization and
+    /// project included.
+    pub headers: Vec<(String, String)>,
 }
 
 impl fmt::Debug for Provider {
@@ -546,6 +559,43 @@ pub fn parse(
         if credentials_refresh_s == Some(0) {
             problems.push(format!("{at}.credentials_refresh_s: expected > 0"));
         }
+        if (p.organization.is_some() || p.project.is_some()) && p.dialect != Dialect::Openai {
+            problems.push(format!(
+                "{at}: `organization` and `project` are only meaningful with `dialect: openai`"
+            ));
+        }
+        let mut headers: Vec<(String, String)> = Vec::new();
+        for (name, value) in p
+            .organization
+            .iter()
+            .map(|o| ("openai-organization", o))
+            .chain(p.project.iter().map(|v| ("openai-project", v)))
+            .chain(p.headers.iter().map(|(k, v)| (k.as_str(), v)))
+        {
+            let lower = name.to_ascii_lowercase();
+            let reserved = lower.starts_with(':')
+                || [
+                    "host",
+                    "content-length",
+                    "content-type",
+                    "transfer-encoding",
+                    "connection",
+                ]
+                .contains(&lower.as_str())
+                || lower.starts_with("x-envoy-")
+                || lower.starts_with("x-switchyard-");
+            let token = !lower.is_empty()
+                && lower
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            if reserved || !token || value.contains(['\r', '\n']) {
+                problems.push(format!(
+                    "{at}.headers: `{name}` cannot be set by configuration"
+                ));
+                continue;
+            }
+            headers.push((lower, value.clone()));
+        }
         if p.api_version.is_some() && p.dialect != Dialect::AzureOpenai {
             problems.push(format!(
                 "{at}.api_version: only meaningful with `dialect: azure_openai`"
@@ -566,6 +616,7 @@ pub fn parse(
             api_version: p.api_version.clone(),
             aws,
             credentials_refresh_s,
+            headers,
         });
     }
 
@@ -967,6 +1018,19 @@ routes:
             e.contains("providers[1].api_key: a vertex provider needs an OAuth access token"),
             "{e}"
         );
+        let e = error_of(&text.replace(
+            "dialect: vertex",
+            "dialect: vertex\n    organization: org-1\n    headers: { \":path\": /x, x-ok: y }",
+        ));
+        assert!(
+            e.contains("providers[1]: `organization` and `project` are only meaningful"),
+            "{e}"
+        );
+        assert!(
+            e.contains("providers[1].headers: `:path` cannot be set by configuration"),
+            "{e}"
+        );
+        assert!(!e.contains("x-ok"), "{e}");
         let e = error_of(&text.replace("dialect: bedrock", "dialect: openai"));
         assert!(
             e.contains("providers[0].aws: only meaningful with `dialect: bedrock`"),

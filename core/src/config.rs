@@ -94,6 +94,10 @@ pub struct Provider {
     /// AWS SigV4 signing (Bedrock without an API key); only in the adapter's config.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aws: Option<AwsAuth>,
+    /// Headers sent with every request (OpenAI organization/project, others the
+    /// configuration names); only in the adapter's config.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<(String, String)>,
 }
 
 /// What SigV4 signing needs.

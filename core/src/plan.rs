@@ -203,6 +203,7 @@ mod tests {
             api_keys: Vec::new(),
             key_count: 1,
             aws: None,
+            headers: Vec::new(),
         };
         let mut providers = BTreeMap::new();
         providers.insert("a".to_string(), p("ca"));

@@ -138,15 +138,22 @@ impl Adapter {
     /// credentials and normalised `content-type` and `accept-encoding`; what is left
     /// to remove is what earlier attempts of this request set for their providers
     /// (all attempts share one header map) and this one does not replace.
-    fn rewrite_headers(&self, target: &Target, provider: &Provider, earlier: &[Dialect]) {
+    fn rewrite_headers(&self, target: &Target, provider: &Provider, earlier: &[String]) {
         let key = self
             .key
             .and_then(|i| provider.api_keys.get(i))
             .map(String::as_str);
         let auth = dialect::auth_headers(provider.dialect, key);
+        let sets = |name: &str| {
+            auth.iter().any(|(n, _)| *n == name) || provider.headers.iter().any(|(n, _)| n == name)
+        };
         let mut stale: Vec<&str> = Vec::new();
-        for name in earlier.iter().flat_map(|d| attempt_header_names(*d)) {
-            if !stale.contains(&name) && !auth.iter().any(|(n, _)| *n == name) {
+        for name in earlier
+            .iter()
+            .filter_map(|p| self.cfg.providers.get(p))
+            .flat_map(attempt_header_names)
+        {
+            if !stale.contains(&name) && !sets(name) {
                 stale.push(name);
             }
         }
@@ -157,6 +164,9 @@ impl Adapter {
         host::set_request_header(":authority", Some(&provider.authority));
         for (name, value) in auth {
             host::set_request_header(name, Some(&value));
+        }
+        for (name, value) in &provider.headers {
+            host::set_request_header(name, Some(value));
         }
         log::debug!(
             "switchyard adapter [{}]: attempt {} -> {} ({})",
@@ -210,13 +220,12 @@ impl HttpContext for Adapter {
         self.key = cooldown::pick_key(&target.provider, provider.api_keys.len(), &used, now);
         let reported_key = self.key.filter(|_| provider.api_keys.len() > 1);
         let (endpoint, earlier) = ledger::read(&self.request_id, |e| {
-            let earlier: Vec<Dialect> = e
-                .attempts
-                .iter()
-                .take(self.attempt - 1)
-                .filter_map(|a| self.cfg.providers.get(&a.target.provider))
-                .map(|p| p.dialect)
-                .collect();
+            let mut earlier: Vec<String> = Vec::new();
+            for a in e.attempts.iter().take(self.attempt - 1) {
+                if !earlier.contains(&a.target.provider) {
+                    earlier.push(a.target.provider.clone());
+                }
+            }
             (e.endpoint, earlier)
         })
         .unwrap_or_default();
@@ -609,16 +618,17 @@ fn content_filtered(body: &[u8]) -> bool {
     openai || gemini || bedrock || v.get("stop_reason").and_then(Value::as_str) == Some("refusal")
 }
 
-/// Every header an attempt to a provider of `dialect` may set besides `:authority`,
-/// `:path`, `content-length` (credentials, versions, SigV4's).
-fn attempt_header_names(dialect: Dialect) -> Vec<&'static str> {
-    let mut names: Vec<&'static str> = dialect::auth_headers(dialect, Some(""))
+/// Every header an attempt to `provider` may set besides `:authority`, `:path`,
+/// `content-length` (credentials, versions, SigV4's, configured headers).
+fn attempt_header_names(provider: &Provider) -> Vec<&str> {
+    let mut names: Vec<&str> = dialect::auth_headers(provider.dialect, Some(""))
         .into_iter()
         .map(|(n, _)| n)
         .collect();
-    if dialect == Dialect::Bedrock {
+    if provider.dialect == Dialect::Bedrock {
         names.extend(["x-amz-date", "x-amz-security-token"]);
     }
+    names.extend(provider.headers.iter().map(|(n, _)| n.as_str()));
     names
 }
 

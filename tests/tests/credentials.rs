@@ -15,6 +15,10 @@ async fn keys_are_injected_per_attempt_and_client_auth_is_dropped() {
     let gw = Gateway::builder()
         .provider(&a)
         .provider(&b)
+        .credentials(
+            "a",
+            "api_key: { value: key-a }, organization: org-1, project: proj-1, headers: { X-Title: Switchyard }",
+        )
         .route("chat", &["a/gpt", "b/claude"])
         .start(&paths, &dir)
         .await;
@@ -24,6 +28,7 @@ async fn keys_are_injected_per_attempt_and_client_auth_is_dropped() {
         ("x-api-key", "client-x-api-key"),
         ("api-key", "client-azure-key"),
         ("cookie", "session=client"),
+        ("openai-organization", "client-org"),
         ("x-mock", "a:status=503"),
     ];
     let r = gw.chat(&chat_body("chat"), &client_headers).await;
@@ -42,6 +47,11 @@ async fn keys_are_injected_per_attempt_and_client_auth_is_dropped() {
     assert!(recorded_header(ra, "x-api-key").is_empty());
     assert!(recorded_header(ra, "api-key").is_empty());
     assert!(recorded_header(ra, "cookie").is_empty());
+    // Configured organization, project and extra headers; the client's own
+    // organization header is not forwarded.
+    assert_eq!(recorded_header(ra, "openai-organization"), vec!["org-1"]);
+    assert_eq!(recorded_header(ra, "openai-project"), vec!["proj-1"]);
+    assert_eq!(recorded_header(ra, "x-title"), vec!["Switchyard"]);
 
     // The second attempt shares the router's header map with the first: nothing of
     // attempt 1's credentials may survive into attempt 2.
@@ -49,6 +59,12 @@ async fn keys_are_injected_per_attempt_and_client_auth_is_dropped() {
     assert_eq!(recorded_header(rb, "x-api-key"), vec!["key-b"]);
     assert_eq!(recorded_header(rb, "anthropic-version"), vec!["2023-06-01"]);
     assert!(recorded_header(rb, "authorization").is_empty(), "{rb}");
+    for h in ["openai-organization", "openai-project", "x-title"] {
+        assert!(
+            recorded_header(rb, h).is_empty(),
+            "{h} of attempt 1 reached attempt 2: {rb}"
+        );
+    }
     assert_eq!(rb["path"], "/v1/messages");
     let raw = rb.to_string();
     assert!(

@@ -109,6 +109,11 @@ pub fn filter_config(cfg: &Config, role: Role) -> FilterConfig {
                         },
                         key_count: p.api_keys.len().max(1),
                         aws: p.aws.clone().filter(|_| role == Role::Adapter),
+                        headers: if role == Role::Adapter {
+                            p.headers.clone()
+                        } else {
+                            Vec::new()
+                        },
                     },
                 )
             })
@@ -579,6 +584,7 @@ pub fn fleet_cluster(addr: std::net::SocketAddr) -> cluster::Cluster {
             api_version: None,
             aws: None,
             credentials_refresh_s: None,
+            headers: Vec::new(),
         },
         None,
     );
