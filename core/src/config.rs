@@ -58,10 +58,7 @@ impl Dialect {
 
     /// Whether the provider has an embeddings API the gateway translates to.
     pub fn embeds(self) -> bool {
-        matches!(
-            self,
-            Dialect::Openai | Dialect::AzureOpenai | Dialect::Gemini
-        )
+        !matches!(self, Dialect::Anthropic)
     }
 
     /// Whether requests and answers are in OpenAI's chat-completions format.

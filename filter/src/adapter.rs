@@ -124,6 +124,14 @@ impl Adapter {
 
     fn fail(&self, status: u32, code: &str, message: &str) -> Action {
         log::error!("switchyard adapter [{}]: {message}", self.request_id);
+        // The attempt ends here, answered by the gateway: the ledger says why, so the
+        // client's error reports it (not as an unreachable provider) and no circuit
+        // counts it.
+        ledger::record_status(&self.request_id, self.attempt, status as u16);
+        if let Some(class) = FailureClass::from_status(status as u16) {
+            ledger::record_class(&self.request_id, self.attempt, class);
+        }
+        ledger::record_message(&self.request_id, self.attempt, message.to_string());
         let body = error::body(
             message,
             error::type_for_status(status as u16),
@@ -332,7 +340,11 @@ impl HttpContext for Adapter {
             && self.attempt < targets
             && filter_falls_over;
         self.mode = match dialect {
-            Dialect::Gemini if self.endpoint == Endpoint::Embeddings => ResponseMode::Json,
+            Dialect::Gemini | Dialect::Vertex | Dialect::Bedrock
+                if self.endpoint == Endpoint::Embeddings =>
+            {
+                ResponseMode::Json
+            }
             _ if self.endpoint == Endpoint::Embeddings => ResponseMode::Pass,
             d if d.speaks_openai() && self.stream => ResponseMode::PassStream(DoneWatch::default()),
             Dialect::Openai | Dialect::AzureOpenai => ResponseMode::Pass,
@@ -436,6 +448,12 @@ impl HttpContext for Adapter {
                     .map(|(t, _)| t.model.as_str())
                     .unwrap_or("");
                 let translated = match self.target.as_ref().map(|(_, p)| p.dialect) {
+                    Some(Dialect::Vertex) if self.endpoint == Endpoint::Embeddings => {
+                        gemini::vertex_embeddings_response(&body, model, self.base64)
+                    }
+                    Some(Dialect::Bedrock) if self.endpoint == Endpoint::Embeddings => {
+                        bedrock::embeddings_response(&body, model, self.base64)
+                    }
                     _ if self.endpoint == Endpoint::Embeddings => {
                         gemini::embeddings_response(&body, model, self.base64)
                     }

@@ -128,7 +128,7 @@ impl Planner {
                     });
                     if p.is_empty() {
                         let msg = format!(
-                            "No target of `{}` offers embeddings (OpenAI, Azure OpenAI and Gemini providers do).",
+                            "No target of `{}` offers embeddings (every dialect but Anthropic does).",
                             req.model
                         );
                         return Err(self.reject(400, "embeddings_not_supported", &msg));

@@ -421,7 +421,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let header = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
     if let Some(model) = embeddings_model(state.cfg.dialect, &path) {
         let b = parse_behaviour(header("x-mock").unwrap_or(""), &state.cfg.name);
-        return embeddings(&state, &method, model, &headers, &body, b.status);
+        return embeddings(&state, &method, &path, &raw, model, &headers, &body, b.status);
     }
     let mut b = parse_behaviour(header("x-mock").unwrap_or(""), &state.cfg.name);
     if b.status.is_none() && state.cfg.fail_rate > 0.0 && state.random() < state.cfg.fail_rate {
@@ -539,7 +539,16 @@ fn embeddings_model(dialect: Dialect, path: &str) -> Option<String> {
             .strip_prefix("/v1beta/models/")
             .and_then(|r| r.strip_suffix(":batchEmbedContents"))
             .map(str::to_string),
-        _ => None,
+        Dialect::Vertex => p
+            .strip_prefix(VERTEX_BASE)
+            .and_then(|r| r.strip_prefix("/models/"))
+            .and_then(|r| r.strip_suffix(":predict"))
+            .map(str::to_string),
+        Dialect::Bedrock => p
+            .strip_prefix("/model/")
+            .and_then(|r| r.strip_suffix("/invoke"))
+            .map(percent_decode),
+        Dialect::Anthropic => None,
     }
 }
 
@@ -558,17 +567,25 @@ pub fn mock_embedding(text: &str, dimensions: usize) -> Vec<f64> {
         .collect()
 }
 
-/// Embeddings: OpenAI and Azure (`input`, `dimensions`, `encoding_format` float)
-/// or Gemini's `batchEmbedContents`.
+/// Embeddings: OpenAI and Azure (`input`, `dimensions`, `encoding_format`),
+/// Gemini's `batchEmbedContents`, Vertex AI's `:predict`, Bedrock's InvokeModel of
+/// Titan (`inputText`) or Cohere Embed (`texts`).
+#[allow(clippy::too_many_arguments)] // the request's parts, as `handle` has them
 fn embeddings(
     state: &State,
     method: &str,
+    path: &str,
+    raw: &[u8],
     path_model: String,
     headers: &[(String, String)],
     body: &Value,
     fail: Option<u16>,
 ) -> Response<Body> {
-    if method != "POST" || !state.credential_ok(headers) {
+    if state.cfg.dialect == Dialect::Bedrock {
+        if let Err(message) = check_sigv4(state, method, path, headers, raw) {
+            return bedrock_error(403, "InvalidSignatureException", &message);
+        }
+    } else if method != "POST" || !state.credential_ok(headers) {
         return state.error(401, "invalid credentials", None);
     }
     if let Some(status) = fail.filter(|s| *s >= 300) {
@@ -579,6 +596,58 @@ fn embeddings(
         );
     }
     let bad = |m: &str| state.error(400, m, None);
+    if state.cfg.dialect == Dialect::Vertex {
+        let Some(instances) = body.get("instances").and_then(Value::as_array) else {
+            return bad("Invalid JSON payload received. Missing `instances`.");
+        };
+        let dims = body
+            .pointer("/parameters/outputDimensionality")
+            .and_then(Value::as_u64)
+            .unwrap_or(8) as usize;
+        let predictions: Vec<Value> = instances
+            .iter()
+            .map(|i| {
+                let text = i.get("content").and_then(Value::as_str).unwrap_or("");
+                json!({"embeddings": {"statistics": {"truncated": false, "token_count": text.split_whitespace().count()},
+                    "values": mock_embedding(text, dims)}})
+            })
+            .collect();
+        return json_response(200, &json!({ "predictions": predictions }));
+    }
+    if state.cfg.dialect == Dialect::Bedrock {
+        let reject = |m: &str| bedrock_error(400, "ValidationException", m);
+        if path_model.contains("cohere.embed") {
+            let Some(texts) = body.get("texts").and_then(Value::as_array) else {
+                return reject(
+                    "Malformed input request: #: required key [texts] not found, please reformat your input and try again.",
+                );
+            };
+            let texts: Vec<&str> = texts.iter().filter_map(Value::as_str).collect();
+            let vectors: Vec<Vec<f64>> = texts.iter().map(|t| mock_embedding(t, 8)).collect();
+            return json_response(
+                200,
+                &json!({"id": "mock", "embeddings": vectors, "texts": texts, "response_type": "embeddings_floats"}),
+            );
+        }
+        if let Some(k) = body
+            .as_object()
+            .and_then(|o| unknown_param(o, &["inputText", "dimensions", "normalize", "embeddingTypes"]))
+        {
+            return reject(&format!(
+                "Malformed input request: extraneous key [{k}] is not permitted, please reformat your input and try again."
+            ));
+        }
+        let Some(text) = body.get("inputText").and_then(Value::as_str) else {
+            return reject(
+                "Malformed input request: #: required key [inputText] not found, please reformat your input and try again.",
+            );
+        };
+        let dims = body.get("dimensions").and_then(Value::as_u64).unwrap_or(8) as usize;
+        return json_response(
+            200,
+            &json!({"embedding": mock_embedding(text, dims), "inputTextTokenCount": text.split_whitespace().count()}),
+        );
+    }
     if state.cfg.dialect == Dialect::Gemini {
         let Some(requests) = body.get("requests").and_then(Value::as_array) else {
             return bad("* BatchEmbedContentsRequest.requests: requests is required");

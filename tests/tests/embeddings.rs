@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use serde_json::{Value, json};
-use switchyard_tests::harness::{Dialect, Gateway, Mock, Paths, Scratch, served};
+use switchyard_tests::harness::{Dialect, Gateway, Mock, Paths, Scratch, recorded_header, served};
 use switchyard_tests::mock::mock_embedding;
 
 async fn embed(gw: &Gateway, body: Value, headers: &[(&str, &str)]) -> reqwest::Response {
@@ -19,7 +19,7 @@ async fn embed(gw: &Gateway, body: Value, headers: &[(&str, &str)]) -> reqwest::
 fn vectors(v: &Value) -> Vec<Vec<f64>> {
     v["data"]
         .as_array()
-        .unwrap()
+        .unwrap_or_else(|| panic!("not an embeddings list: {v}"))
         .iter()
         .enumerate()
         .map(|(i, d)| {
@@ -43,11 +43,23 @@ async fn embeddings_fail_over_across_dialects() {
     let az = Mock::start(&paths, &dir.0, "az", Dialect::AzureOpenai, &[]);
     let ge = Mock::start(&paths, &dir.0, "ge", Dialect::Gemini, &[]);
     let an = Mock::start(&paths, &dir.0, "an", Dialect::Anthropic, &[]);
+    let vx = Mock::start(&paths, &dir.0, "vx", Dialect::Vertex, &[]);
+    let br = Mock::start(&paths, &dir.0, "br", Dialect::Bedrock, &[]);
     let gw = Gateway::builder()
         .provider(&oa)
         .provider(&az)
         .provider(&ge)
         .provider(&an)
+        .provider(&vx)
+        .provider(&br)
+        .route(
+            "embed-more",
+            &[
+                "vx/text-embedding-005",
+                "br/cohere.embed-english-v3",
+                "br/amazon.titan-embed-text-v2:0",
+            ],
+        )
         .route(
             "embed",
             &[
@@ -116,6 +128,49 @@ async fn embeddings_fail_over_across_dialects() {
         "{req}"
     );
     assert!(an.requests().await.is_empty(), "anthropic got an embeddings call");
+
+    // Vertex AI's `:predict`, then Bedrock's InvokeModel (signed): Cohere takes the
+    // batch, Titan one text per request.
+    let r = embed(&gw, json!({"model": "embed-more", "input": inputs}), &[]).await;
+    assert_eq!(served(&r), ("vx".into(), "1".into()));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(vectors(&v), expected);
+    assert_eq!(v["usage"]["prompt_tokens"], 4);
+    let r = embed(
+        &gw,
+        json!({"model": "embed-more", "input": inputs}),
+        &[("x-mock", "vx:status=503")],
+    )
+    .await;
+    assert_eq!(served(&r), ("br".into(), "2".into()));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(vectors(&v), expected);
+    let req = br.requests().await.pop().unwrap();
+    assert_eq!(req["path"], "/model/cohere.embed-english-v3/invoke");
+    assert!(recorded_header(&req, "authorization")[0].starts_with("AWS4-HMAC-SHA256 "));
+    let titan = "br/amazon.titan-embed-text-v2:0";
+    let r = embed(
+        &gw,
+        json!({"model": titan, "input": "hello world", "dimensions": 4}),
+        &[],
+    )
+    .await;
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(vectors(&v), vec![mock_embedding("hello world", 4)]);
+    assert_eq!(v["usage"]["prompt_tokens"], 2);
+    assert_eq!(
+        br.requests().await.pop().unwrap()["path"],
+        "/model/amazon.titan-embed-text-v2%3A0/invoke"
+    );
+    // Titan takes one text: a batch is refused before it is sent.
+    let sent = br.requests().await.len();
+    let r = embed(&gw, json!({"model": titan, "input": inputs}), &[]).await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "bad_request", "{v}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("embeds one input per request"), "{msg}");
+    assert_eq!(br.requests().await.len(), sent);
 
     // A route with no embeddings provider, and bad input: OpenAI-shaped errors.
     let r = embed(&gw, json!({"model": "chat-only", "input": "x"}), &[]).await;

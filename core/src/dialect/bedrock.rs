@@ -30,6 +30,65 @@ pub fn path(base_path: &str, model: &str, stream: bool) -> String {
     )
 }
 
+/// The path of an InvokeModel call (embedding models).
+pub fn invoke_path(base_path: &str, model: &str) -> String {
+    format!(
+        "{base_path}/model/{}/invoke",
+        crate::sigv4::encode_segment(model)
+    )
+}
+
+// === embeddings ===
+
+/// Translates an OpenAI embeddings request into the InvokeModel body of a Bedrock
+/// embedding model: Cohere Embed takes a batch (`texts`), Amazon Titan one text
+/// per call (`inputText`).
+pub fn embeddings_request(req: &Value, model: &str) -> Result<Value, TranslateError> {
+    let texts = super::embedding_texts(req, "Bedrock")?;
+    if model.contains("cohere.embed") {
+        return Ok(json!({"texts": texts, "input_type": "search_document"}));
+    }
+    let [text] = texts.as_slice() else {
+        return Err(invalid(format!(
+            "{model} embeds one input per request, not {}",
+            texts.len()
+        )));
+    };
+    let mut out = json!({ "inputText": text });
+    if let Some(d) = req.get("dimensions").filter(|d| d.is_u64()) {
+        out["dimensions"] = d.clone();
+    }
+    Ok(out)
+}
+
+/// Translates a Bedrock embedding model's answer (Titan's `embedding` with
+/// `inputTextTokenCount`, or Cohere's `embeddings`) into an OpenAI embeddings list.
+pub fn embeddings_response(
+    body: &[u8],
+    model: &str,
+    base64: bool,
+) -> Result<Vec<u8>, TranslateError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| invalid(format!("provider sent invalid JSON: {e}")))?;
+    let vectors: Vec<Vec<Value>> = match (v.get("embedding"), v.get("embeddings")) {
+        (Some(Value::Array(one)), _) => vec![one.clone()],
+        (_, Some(Value::Array(many))) => many
+            .iter()
+            .map(|e| e.as_array().cloned().unwrap_or_default())
+            .collect(),
+        _ => {
+            return Err(invalid(
+                "provider answer has no `embedding` or `embeddings`",
+            ));
+        }
+    };
+    let tokens = v
+        .get("inputTextTokenCount")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    Ok(super::embeddings_list(vectors, model, tokens, base64))
+}
+
 // === request ===
 
 fn image_block(url: &str) -> Result<Value, TranslateError> {
@@ -521,6 +580,35 @@ mod tests {
             classify(403, "UnrecognizedClientException", ""),
             Some(FailureClass::Auth)
         );
+    }
+
+    #[test]
+    fn embeddings_titan_and_cohere() {
+        let one = json!({"model": "e", "input": "hello", "dimensions": 256});
+        assert_eq!(
+            embeddings_request(&one, "amazon.titan-embed-text-v2:0").unwrap(),
+            json!({"inputText": "hello", "dimensions": 256})
+        );
+        let two = json!({"model": "e", "input": ["a", "b"]});
+        assert!(embeddings_request(&two, "amazon.titan-embed-text-v2:0").is_err());
+        assert_eq!(
+            embeddings_request(&two, "cohere.embed-english-v3").unwrap(),
+            json!({"texts": ["a", "b"], "input_type": "search_document"})
+        );
+        assert_eq!(
+            invoke_path("", "amazon.titan-embed-text-v2:0"),
+            "/model/amazon.titan-embed-text-v2%3A0/invoke"
+        );
+        let titan = br#"{"embedding":[0.5,-0.25],"inputTextTokenCount":3}"#;
+        let v: Value =
+            serde_json::from_slice(&embeddings_response(titan, "t", false).unwrap()).unwrap();
+        assert_eq!(v["data"][0]["embedding"], json!([0.5, -0.25]));
+        assert_eq!(v["usage"]["prompt_tokens"], 3);
+        let cohere = br#"{"id":"x","embeddings":[[0.5],[0.25]],"texts":["a","b"],"response_type":"embeddings_floats"}"#;
+        let v: Value =
+            serde_json::from_slice(&embeddings_response(cohere, "c", false).unwrap()).unwrap();
+        assert_eq!(v["data"][1]["embedding"], json!([0.25]));
+        assert_eq!(v["data"][1]["index"], 1);
     }
 
     fn event(kind: &str, payload: Value) -> Vec<u8> {

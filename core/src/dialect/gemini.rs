@@ -161,17 +161,7 @@ pub fn request(req: &Value) -> Result<Value, TranslateError> {
 /// Translates an OpenAI embeddings request into `batchEmbedContents` (one request
 /// per input text). Token-id inputs have no Gemini equivalent.
 pub fn embeddings_request(req: &Value, model: &str) -> Result<Value, TranslateError> {
-    let texts: Vec<&str> = match req.get("input") {
-        Some(Value::String(s)) => vec![s.as_str()],
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|i| {
-                i.as_str()
-                    .ok_or_else(|| invalid("Gemini embeds text only, not token ids"))
-            })
-            .collect::<Result<_, _>>()?,
-        _ => return Err(invalid("`input` must be a string or an array of strings")),
-    };
+    let texts = super::embedding_texts(req, "Gemini")?;
     let dimensions = req.get("dimensions").filter(|d| d.is_u64());
     let requests: Vec<Value> = texts
         .into_iter()
@@ -201,30 +191,62 @@ pub fn embeddings_response(
         .get("embeddings")
         .and_then(Value::as_array)
         .ok_or_else(|| invalid("provider answer has no `embeddings`"))?;
-    let data: Vec<Value> = embeddings
+    let vectors = embeddings
         .iter()
-        .enumerate()
-        .map(|(i, e)| {
-            let values = e
-                .get("values")
+        .map(|e| {
+            e.get("values")
                 .and_then(Value::as_array)
                 .cloned()
-                .unwrap_or_default();
-            let embedding = if base64 {
-                let bytes: Vec<u8> = values
-                    .iter()
-                    .flat_map(|x| (x.as_f64().unwrap_or(0.0) as f32).to_le_bytes())
-                    .collect();
-                json!(super::base64(&bytes))
-            } else {
-                Value::Array(values)
-            };
-            json!({"object": "embedding", "index": i, "embedding": embedding})
+                .unwrap_or_default()
         })
         .collect();
-    let out = json!({"object": "list", "data": data, "model": model,
-        "usage": {"prompt_tokens": 0, "total_tokens": 0}});
-    Ok(out.to_string().into_bytes())
+    Ok(super::embeddings_list(vectors, model, 0, base64))
+}
+
+/// Translates an OpenAI embeddings request into Vertex AI's `:predict` for text
+/// embedding models (one instance per input text).
+pub fn vertex_embeddings_request(req: &Value, _model: &str) -> Result<Value, TranslateError> {
+    let instances: Vec<Value> = super::embedding_texts(req, "Vertex AI")?
+        .into_iter()
+        .map(|t| json!({ "content": t }))
+        .collect();
+    let mut out = json!({ "instances": instances });
+    if let Some(d) = req.get("dimensions").filter(|d| d.is_u64()) {
+        out["parameters"] = json!({ "outputDimensionality": d });
+    }
+    Ok(out)
+}
+
+/// Translates a Vertex AI `:predict` embeddings answer (`predictions[].embeddings
+/// .values`, token counts in `statistics`) into an OpenAI embeddings list.
+pub fn vertex_embeddings_response(
+    body: &[u8],
+    model: &str,
+    base64: bool,
+) -> Result<Vec<u8>, TranslateError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| invalid(format!("provider sent invalid JSON: {e}")))?;
+    let predictions = v
+        .get("predictions")
+        .and_then(Value::as_array)
+        .ok_or_else(|| invalid("provider answer has no `predictions`"))?;
+    let tokens = predictions
+        .iter()
+        .filter_map(|p| {
+            p.pointer("/embeddings/statistics/token_count")
+                .and_then(Value::as_f64)
+        })
+        .sum::<f64>() as u64;
+    let vectors = predictions
+        .iter()
+        .map(|p| {
+            p.pointer("/embeddings/values")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect();
+    Ok(super::embeddings_list(vectors, model, tokens, base64))
 }
 
 /// Maps Gemini's `finishReason` to OpenAI's `finish_reason`.
@@ -445,6 +467,20 @@ mod tests {
             serde_json::from_slice(&embeddings_response(body, "m", true).unwrap()).unwrap();
         // 1.0f32 = 00 00 80 3f, -2.5f32 = 00 00 20 c0 (little-endian).
         assert_eq!(v["data"][0]["embedding"], "AACAPwAAIMA=");
+    }
+
+    #[test]
+    fn vertex_embeddings() {
+        let req = json!({"model": "e", "input": ["a", "b"], "dimensions": 3});
+        assert_eq!(
+            vertex_embeddings_request(&req, "text-embedding-005").unwrap(),
+            json!({"instances": [{"content": "a"}, {"content": "b"}], "parameters": {"outputDimensionality": 3}})
+        );
+        let body = br#"{"predictions":[{"embeddings":{"statistics":{"truncated":false,"token_count":6},"values":[0.5,0.25]}},{"embeddings":{"statistics":{"truncated":false,"token_count":2},"values":[1.0,0.0]}}]}"#;
+        let v: Value =
+            serde_json::from_slice(&vertex_embeddings_response(body, "m", false).unwrap()).unwrap();
+        assert_eq!(v["data"][1]["embedding"], json!([1.0, 0.0]));
+        assert_eq!(v["usage"]["prompt_tokens"], 8);
     }
 
     #[test]

@@ -165,6 +165,58 @@ pub(crate) fn usage(prompt: u64, completion: u64) -> Value {
     serde_json::json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
 }
 
+/// The texts of an embeddings request's `input` (token-id inputs have no
+/// equivalent outside OpenAI's API).
+pub(crate) fn embedding_texts<'a>(
+    req: &'a Value,
+    provider: &str,
+) -> Result<Vec<&'a str>, TranslateError> {
+    match req.get("input") {
+        Some(Value::String(s)) => Ok(vec![s.as_str()]),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| {
+                i.as_str().ok_or_else(|| {
+                    TranslateError::Invalid(format!("{provider} embeds text only, not token ids"))
+                })
+            })
+            .collect(),
+        _ => Err(TranslateError::Invalid(
+            "`input` must be a string or an array of strings".to_string(),
+        )),
+    }
+}
+
+/// An OpenAI embeddings list from vectors; `base64` encodes each as little-endian
+/// f32s, as OpenAI does for `encoding_format: base64`.
+pub(crate) fn embeddings_list(
+    vectors: Vec<Vec<Value>>,
+    model: &str,
+    prompt_tokens: u64,
+    base64: bool,
+) -> Vec<u8> {
+    let data: Vec<Value> = vectors
+        .into_iter()
+        .enumerate()
+        .map(|(i, values)| {
+            let embedding = if base64 {
+                let bytes: Vec<u8> = values
+                    .iter()
+                    .flat_map(|x| (x.as_f64().unwrap_or(0.0) as f32).to_le_bytes())
+                    .collect();
+                Value::String(self::base64(&bytes))
+            } else {
+                Value::Array(values)
+            };
+            serde_json::json!({"object": "embedding", "index": i, "embedding": embedding})
+        })
+        .collect();
+    serde_json::json!({"object": "list", "data": data, "model": model,
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}})
+    .to_string()
+    .into_bytes()
+}
+
 /// One OpenAI chat-completion chunk as an SSE event (for translated streams).
 pub fn chunk_event(
     id: &str,
@@ -214,7 +266,9 @@ pub fn path(
                 api_version.unwrap_or(AZURE_API_VERSION)
             ),
             Dialect::Gemini => format!("{base_path}/models/{model}:batchEmbedContents"),
-            _ => format!("{base_path}/embeddings"),
+            Dialect::Vertex => format!("{base_path}/models/{model}:predict"),
+            Dialect::Bedrock => bedrock::invoke_path(base_path, model),
+            Dialect::Openai | Dialect::Anthropic => format!("{base_path}/embeddings"),
         };
     }
     match dialect {
@@ -286,19 +340,21 @@ pub fn prepare_request(
         let base64 = members
             .get("encoding_format")
             .is_some_and(|f| f.get() == "\"base64\"");
+        let translated = |f: fn(&Value, &str) -> Result<Value, TranslateError>| {
+            let request: Value = serde_json::from_slice(body)
+                .map_err(|e| TranslateError::Invalid(format!("request body: {e}")))?;
+            serde_json::to_vec(&f(&request, model)?)
+                .map_err(|e| TranslateError::Invalid(e.to_string()))
+        };
         let body = match dialect {
-            Dialect::Gemini => {
-                let request: Value = serde_json::from_slice(body)
-                    .map_err(|e| TranslateError::Invalid(format!("request body: {e}")))?;
-                serde_json::to_vec(&gemini::embeddings_request(&request, model)?)
-                    .map_err(|e| TranslateError::Invalid(e.to_string()))?
-            }
-            d if d.embeds() => openai::request_bytes(&members, model)?,
-            d => {
-                return Err(TranslateError::Invalid(format!(
-                    "{} providers have no embeddings API",
-                    d.as_str()
-                )));
+            Dialect::Gemini => translated(gemini::embeddings_request)?,
+            Dialect::Vertex => translated(gemini::vertex_embeddings_request)?,
+            Dialect::Bedrock => translated(bedrock::embeddings_request)?,
+            Dialect::Openai | Dialect::AzureOpenai => openai::request_bytes(&members, model)?,
+            Dialect::Anthropic => {
+                return Err(TranslateError::Invalid(
+                    "Anthropic has no embeddings API".to_string(),
+                ));
             }
         };
         return Ok(PreparedRequest {
