@@ -182,18 +182,12 @@ pub fn request(req: &Value) -> Result<Value, TranslateError> {
     if !system.is_empty() {
         out.insert("system".into(), Value::Array(system));
     }
-    let mut inference = Map::new();
-    for (from, to) in [("temperature", "temperature"), ("top_p", "topP")] {
-        if let Some(v) = req.get(from).filter(|v| !v.is_null()) {
-            inference.insert(to.into(), v.clone());
-        }
-    }
-    if let Some(v) = super::max_tokens(req) {
-        inference.insert("maxTokens".into(), v.clone());
-    }
-    if let Some(stop) = super::stop_sequences(req) {
-        inference.insert("stopSequences".into(), stop);
-    }
+    let inference = super::sampling(
+        req,
+        &[("temperature", "temperature"), ("top_p", "topP")],
+        "maxTokens",
+        "stopSequences",
+    );
     if !inference.is_empty() {
         out.insert("inferenceConfig".into(), Value::Object(inference));
     }

@@ -113,22 +113,16 @@ pub fn request(req: &Value) -> Result<Value, TranslateError> {
             json!({"parts": [{"text": system.join("\n\n")}]}),
         );
     }
-    let mut generation = Map::new();
-    for (from, to) in [
-        ("temperature", "temperature"),
-        ("top_p", "topP"),
-        ("seed", "seed"),
-    ] {
-        if let Some(v) = req.get(from).filter(|v| !v.is_null()) {
-            generation.insert(to.into(), v.clone());
-        }
-    }
-    if let Some(v) = super::max_tokens(req) {
-        generation.insert("maxOutputTokens".into(), v.clone());
-    }
-    if let Some(stop) = super::stop_sequences(req) {
-        generation.insert("stopSequences".into(), stop);
-    }
+    let mut generation = super::sampling(
+        req,
+        &[
+            ("temperature", "temperature"),
+            ("top_p", "topP"),
+            ("seed", "seed"),
+        ],
+        "maxOutputTokens",
+        "stopSequences",
+    );
     if req
         .pointer("/response_format/type")
         .and_then(Value::as_str)
@@ -185,13 +179,7 @@ pub fn embeddings_response(
     model: &str,
     base64: bool,
 ) -> Result<Vec<u8>, TranslateError> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| invalid(format!("provider sent invalid JSON: {e}")))?;
-    let embeddings = v
-        .get("embeddings")
-        .and_then(Value::as_array)
-        .ok_or_else(|| invalid("provider answer has no `embeddings`"))?;
-    let vectors = embeddings
+    let vectors = super::answer_list(body, "embeddings")?
         .iter()
         .map(|e| {
             e.get("values")
@@ -224,12 +212,7 @@ pub fn vertex_embeddings_response(
     model: &str,
     base64: bool,
 ) -> Result<Vec<u8>, TranslateError> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| invalid(format!("provider sent invalid JSON: {e}")))?;
-    let predictions = v
-        .get("predictions")
-        .and_then(Value::as_array)
-        .ok_or_else(|| invalid("provider answer has no `predictions`"))?;
+    let predictions = super::answer_list(body, "predictions")?;
     let tokens = predictions
         .iter()
         .filter_map(|p| {

@@ -81,6 +81,42 @@ pub(crate) fn tool_calls(m: &Value) -> impl Iterator<Item = (Value, Value, Value
         })
 }
 
+/// The sampling settings of `req` under the provider's names: `top_p`, the other
+/// plain settings `renames` lists, the token limit as `max_key` and `stop` (always
+/// an array) as `stop_key`. Gemini's `generationConfig`, Bedrock's `inferenceConfig`.
+pub(crate) fn sampling(
+    req: &Value,
+    renames: &[(&str, &str)],
+    max_key: &str,
+    stop_key: &str,
+) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    for (from, to) in renames {
+        if let Some(v) = req.get(*from).filter(|v| !v.is_null()) {
+            out.insert((*to).into(), v.clone());
+        }
+    }
+    if let Some(v) = max_tokens(req) {
+        out.insert(max_key.into(), v.clone());
+    }
+    if let Some(stop) = stop_sequences(req) {
+        out.insert(stop_key.into(), stop);
+    }
+    out
+}
+
+/// The parsed answer of a provider and its array member `key`.
+pub(crate) fn answer_list(body: &[u8], key: &str) -> Result<Vec<Value>, TranslateError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| TranslateError::Invalid(format!("provider sent invalid JSON: {e}")))?;
+    match v.get(key) {
+        Some(Value::Array(items)) => Ok(items.clone()),
+        _ => Err(TranslateError::Invalid(format!(
+            "provider answer has no `{key}`"
+        ))),
+    }
+}
+
 /// `max_completion_tokens`, else `max_tokens`.
 pub(crate) fn max_tokens(req: &Value) -> Option<&Value> {
     req.get("max_completion_tokens")
