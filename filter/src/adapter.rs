@@ -123,22 +123,30 @@ impl Adapter {
     }
 
     fn fail(&self, status: u32, code: &str, message: &str) -> Action {
-        log::error!("switchyard adapter [{}]: {message}", self.request_id);
-        // The attempt ends here, answered by the gateway: the ledger says why, so the
-        // client's error reports it (not as an unreachable provider) and no circuit
-        // counts it.
-        ledger::record_status(&self.request_id, self.attempt, status as u16);
-        if let Some(class) = FailureClass::from_status(status as u16) {
-            ledger::record_class(&self.request_id, self.attempt, class);
-        }
+        let class = FailureClass::from_status(status as u16).unwrap_or(FailureClass::ServerError);
+        self.fail_as(class, status as u16, code, message)
+    }
+
+    /// Ends the attempt with a gateway answer: the ledger records `status`, `class`
+    /// and why, so the client's error reports it (not as an unreachable provider)
+    /// and no circuit counts it. The answer carries the class's canonical status,
+    /// as provider answers do for the router.
+    fn fail_as(&self, class: FailureClass, status: u16, code: &str, message: &str) -> Action {
+        log::warn!("switchyard adapter [{}]: {message}", self.request_id);
+        ledger::record_status(&self.request_id, self.attempt, status);
+        ledger::record_class(&self.request_id, self.attempt, class);
         ledger::record_message(&self.request_id, self.attempt, message.to_string());
         let body = error::body(
             message,
-            error::type_for_status(status as u16),
+            error::type_for_status(status),
             code,
             &self.request_id,
         );
-        host::send_json(status, &self.request_id, &body);
+        host::send_json(
+            u32::from(class.canonical_status(status)),
+            &self.request_id,
+            &body,
+        );
         Action::Pause
     }
 
@@ -281,7 +289,15 @@ impl HttpContext for Adapter {
             }
             Err(e) => {
                 let msg = format!("The request cannot be sent to {target}: {e}");
-                self.fail(400, "unsupported_for_provider", &msg)
+                // Like a model without the feature: this target cannot serve the
+                // request, another might (Envoy does not retry an upstream filter's
+                // local reply today: see docs/architecture.md).
+                self.fail_as(
+                    FailureClass::ModelUnavailable,
+                    400,
+                    "unsupported_for_provider",
+                    &msg,
+                )
             }
         }
     }

@@ -167,10 +167,24 @@ async fn embeddings_fail_over_across_dialects() {
     let r = embed(&gw, json!({"model": titan, "input": inputs}), &[]).await;
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.unwrap();
-    assert_eq!(v["error"]["code"], "bad_request", "{v}");
+    assert_eq!(v["error"]["code"], "model_unavailable", "{v}");
     let msg = v["error"]["message"].as_str().unwrap();
     assert!(msg.contains("embeds one input per request"), "{msg}");
     assert_eq!(br.requests().await.len(), sent);
+    // The adapter's answer carries model_unavailable's canonical status (404, which
+    // this policy falls over on), but Envoy does not retry a local reply from the
+    // router's upstream filter: the request ends with this attempt
+    // (docs/architecture.md). If Envoy starts retrying it, this fails and the
+    // request falls over, as intended.
+    let r = embed(
+        &gw,
+        json!({"model": titan, "input": inputs, "fallbacks": ["oa/text-embedding-3-small"]}),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["attempts"].as_array().unwrap().len(), 1, "{v}");
 
     // A route with no embeddings provider, and bad input: OpenAI-shaped errors.
     let r = embed(&gw, json!({"model": "chat-only", "input": "x"}), &[]).await;
