@@ -134,6 +134,19 @@ impl Planner {
                         return Err(self.reject(400, "embeddings_not_supported", &msg));
                     }
                 }
+                if p.len() > 1 && self.needs_translation_check(body) {
+                    let mut refusal = None;
+                    p.retain(|t| match self.untranslatable(body, t) {
+                        Some(why) => {
+                            refusal.get_or_insert(why);
+                            false
+                        }
+                        None => true,
+                    });
+                    if let (true, Some(why)) = (p.is_empty(), refusal) {
+                        return Err(self.reject(400, "unsupported_for_provider", &why));
+                    }
+                }
                 let p = self.steer(p, host::now_ms());
                 let p = plan::expand(&self.cfg, p, policy.attempts_per_target);
                 // Hedging walks the route's composite cluster, attempt k -> target k:
@@ -162,6 +175,31 @@ impl Planner {
                 Err(self.reject(400, "over_price_ceiling", &e.to_string()))
             }
         }
+    }
+
+    /// Whether some target might not be able to take this request: embeddings
+    /// (Titan takes one text, token ids are OpenAI's), or chat content beyond text
+    /// (images by URL, audio, files). A byte scan, so plain chat costs nothing.
+    fn needs_translation_check(&self, body: &[u8]) -> bool {
+        const KEYS: [&[u8]; 3] = [b"image_url\"", b"input_audio\"", b"file\""];
+        self.endpoint == Endpoint::Embeddings
+            || body
+                .iter()
+                .enumerate()
+                .any(|(i, b)| *b == b'"' && KEYS.iter().any(|k| body[i + 1..].starts_with(k)))
+    }
+
+    /// Why target `t` cannot take this request, if it cannot: its adapter's
+    /// translation is tried here, so the plan leaves it out rather than ending on
+    /// it (Envoy does not retry the adapter's local reply).
+    fn untranslatable(&self, body: &[u8], t: &plan::Target) -> Option<String> {
+        let provider = self.cfg.providers.get(&t.provider)?;
+        if provider.dialect.speaks_openai() {
+            return None;
+        }
+        switchyard_core::dialect::prepare_request(provider.dialect, self.endpoint, body, &t.model)
+            .err()
+            .map(|e| format!("The request cannot be sent to {t}: {e}"))
     }
 
     /// Moves targets that should not be tried first behind the others, keeping

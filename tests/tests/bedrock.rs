@@ -84,6 +84,24 @@ async fn signed_requests_and_cross_dialect_failover() {
         vec!["Bearer key-oa".to_string()]
     );
 
+    // Bedrock takes images only as bytes: with an image URL the planner leaves it out
+    // of the plan and the next target serves.
+    let image = json!({"model": "b2o", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}]});
+    let r = gw.chat(&image, &[]).await;
+    assert_eq!(served(&r), ("oa".into(), "1".into()));
+    // What the planner does not look for fails in the adapter, whose local reply
+    // Envoy does not retry even with a retriable status and a target left: the
+    // request ends with that attempt (docs/architecture.md, Envoy behaviours).
+    let legacy = json!({"model": "b2o", "messages": [{"role": "user", "content": "hi"},
+        {"role": "function", "name": "f", "content": "{}"}]});
+    let r = gw.chat(&legacy, &[]).await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "model_unavailable", "{v}");
+    assert_eq!(v["error"]["attempts"].as_array().unwrap().len(), 1, "{v}");
+
     // A streamed answer the provider cuts short ends with an error event, not silence.
     let r = gw.chat(&body, &[("x-mock", "br:end_after=3")]).await;
     let text = r.text().await.unwrap();
