@@ -806,11 +806,7 @@ fn resolve_secret(
                 ));
                 return None;
             };
-            match std::process::Command::new(program)
-                .args(args)
-                .current_dir(base)
-                .output()
-            {
+            match run_command(program, args, base) {
                 Ok(out)
                     if out.status.success()
                         && !String::from_utf8_lossy(&out.stdout).trim().is_empty() =>
@@ -865,6 +861,39 @@ fn resolve_secret(
             None
         }
     }
+}
+
+/// How long a credential command may run before it is killed.
+const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Runs a credential command with a time limit: a hung `gcloud` must not hold a
+/// reload forever.
+fn run_command(
+    program: &str,
+    args: &[String],
+    dir: &Path,
+) -> std::io::Result<std::process::Output> {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let deadline = std::time::Instant::now() + COMMAND_TIMEOUT;
+    while child.try_wait()?.is_none() {
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {} s", COMMAND_TIMEOUT.as_secs()),
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.wait_with_output()
 }
 
 /// The region of a `bedrock-runtime.<region>.amazonaws.com` host.
@@ -1006,6 +1035,11 @@ routes:
         let e = error_of(&text.replace("bedrock-runtime.eu-west-3.amazonaws.com", "10.0.0.1:8080"));
         assert!(
             e.contains("providers[0].aws.region: expected a region"),
+            "{e}"
+        );
+        let e = error_of(&text.replace("[echo, ya29.token]", "[no-such-program-here]"));
+        assert!(
+            e.contains("providers[1].api_key.command: cannot run `no-such-program-here`"),
             "{e}"
         );
         let e = error_of(&text.replace("[echo, ya29.token]", "[false]"));

@@ -174,7 +174,17 @@ async fn watch_file(
         }
         refreshed = tokio::time::Instant::now();
         last_text = text;
-        match config::load(&path).map(|mut c| {
+        // Loading may run credential commands: off the async workers.
+        let load_path = path.clone();
+        let loaded = tokio::task::spawn_blocking(move || config::load(&load_path))
+            .await
+            .unwrap_or_else(|e| {
+                Err(ConfigError::Invalid {
+                    file: path.display().to_string(),
+                    problems: vec![format!("loading stopped: {e}")],
+                })
+            });
+        match loaded.map(|mut c| {
             c.fleet_addr = Some(fleet_addr);
             c
         }) {
