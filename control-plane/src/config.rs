@@ -524,16 +524,19 @@ pub fn parse(
                 };
                 let access_key_id = secret(&a.access_key_id, "access_key_id");
                 let secret_access_key = secret(&a.secret_access_key, "secret_access_key");
-                let session_token = a.session_token.as_ref().map(|s| secret(s, "session_token"));
-                match (region, access_key_id, secret_access_key, session_token) {
-                    (Some(region), Some(access_key_id), Some(secret_access_key), token)
-                        if token.as_ref().is_none_or(Option::is_some) =>
-                    {
+                let session_token = a
+                    .session_token
+                    .as_ref()
+                    .and_then(|s| secret(s, "session_token"));
+                // A secret that did not resolve is already a problem: the config is
+                // rejected, whatever is built here.
+                match (region, access_key_id, secret_access_key) {
+                    (Some(region), Some(access_key_id), Some(secret_access_key)) => {
                         Some(switchyard_core::config::AwsAuth {
                             region,
                             access_key_id,
                             secret_access_key,
-                            session_token: token.flatten(),
+                            session_token,
                         })
                     }
                     _ => None,

@@ -463,26 +463,27 @@ impl HttpContext for Adapter {
                     .as_ref()
                     .map(|(t, _)| t.model.as_str())
                     .unwrap_or("");
-                let translated = match self.target.as_ref().map(|(_, p)| p.dialect) {
-                    Some(Dialect::Vertex) if self.endpoint == Endpoint::Embeddings => {
+                let dialect = self.target.as_ref().map(|(_, p)| p.dialect);
+                let translated = match (self.endpoint, dialect) {
+                    (Endpoint::Embeddings, Some(Dialect::Vertex)) => {
                         gemini::vertex_embeddings_response(&body, model, self.base64)
                     }
-                    Some(Dialect::Bedrock) if self.endpoint == Endpoint::Embeddings => {
+                    (Endpoint::Embeddings, Some(Dialect::Bedrock)) => {
                         bedrock::embeddings_response(&body, model, self.base64)
                     }
-                    _ if self.endpoint == Endpoint::Embeddings => {
+                    (Endpoint::Embeddings, _) => {
                         gemini::embeddings_response(&body, model, self.base64)
                     }
-                    Some(Dialect::Gemini | Dialect::Vertex) => {
+                    (Endpoint::Chat, Some(Dialect::Gemini | Dialect::Vertex)) => {
                         gemini::response(&body, host::unix_now(), model)
                     }
-                    Some(Dialect::Bedrock) => bedrock::response(
+                    (Endpoint::Chat, Some(Dialect::Bedrock)) => bedrock::response(
                         &body,
                         host::unix_now(),
                         model,
                         &completion_id(&self.request_id),
                     ),
-                    _ => anthropic::response(&body, host::unix_now()),
+                    (Endpoint::Chat, _) => anthropic::response(&body, host::unix_now()),
                 };
                 match translated {
                     Ok(out) => {

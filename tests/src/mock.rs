@@ -259,6 +259,19 @@ impl State {
         (x.wrapping_mul(0x2545F4914F6CDD1D) >> 11) as f64 / (1u64 << 53) as f64
     }
 
+    /// Whether `key` is one the instance accepts (any, when it was given none).
+    fn knows(&self, key: &str) -> bool {
+        self.cfg
+            .api_key
+            .as_deref()
+            .is_none_or(|k| k.split(',').any(|k| k == key))
+    }
+
+    /// Whether the instance serves `model` (every model, when it was given none).
+    fn serves(&self, model: &str) -> bool {
+        self.cfg.models.is_empty() || self.cfg.models.iter().any(|m| m == model)
+    }
+
     /// Whether the request carries an accepted credential in the dialect's header
     /// (model lists and embeddings; chat requests check more, per dialect).
     fn credential_ok(&self, headers: &[(String, String)]) -> bool {
@@ -276,12 +289,7 @@ impl State {
             Dialect::Gemini => header("x-goog-api-key"),
             Dialect::Bedrock => "",
         };
-        !key.is_empty()
-            && self
-                .cfg
-                .api_key
-                .as_deref()
-                .is_none_or(|k| k.split(',').any(|k| k == key))
+        !key.is_empty() && self.knows(key)
     }
 
     fn reject(&self, status: u16, message: &str, openai_code: Option<&str>) -> Box<Response<Body>> {
@@ -872,13 +880,7 @@ fn check_openai<'a>(
             return Err(state.reject(404, "Resource not found", None));
         }
         let key = header("api-key").unwrap_or("");
-        if key.is_empty()
-            || state
-                .cfg
-                .api_key
-                .as_deref()
-                .is_some_and(|k| !k.split(',').any(|k| k == key))
-        {
+        if key.is_empty() || !state.knows(key) {
             return Err(state.reject(401, "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource.", None));
         }
         if header("authorization").is_some() {
@@ -905,13 +907,7 @@ fn check_openai<'a>(
     if key.is_empty() {
         return Err(state.reject(401, "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).", None));
     }
-    if !azure
-        && state
-            .cfg
-            .api_key
-            .as_deref()
-            .is_some_and(|k| !k.split(',').any(|k| k == key))
-    {
+    if !azure && !state.knows(key) {
         return Err(state.reject(401, "Incorrect API key provided.", Some("invalid_api_key")));
     }
     if serde_json::from_slice::<Value>(raw).is_err() {
@@ -929,7 +925,7 @@ fn check_openai<'a>(
         (None, Some(m)) => m,
         (None, None) => return Err(state.reject(400, "you must provide a model parameter", None)),
     };
-    if !state.cfg.models.is_empty() && !state.cfg.models.iter().any(|m| m == model) {
+    if !state.serves(model) {
         return Err(if azure {
             state.reject(404, "The API deployment for this resource does not exist. If you created the deployment within the last 5 minutes, please wait a moment and try again.", Some("DeploymentNotFound"))
         } else {
@@ -1017,12 +1013,7 @@ fn check_anthropic<'a>(
     if key.is_empty() {
         return Err(state.reject(401, "x-api-key header is required", None));
     }
-    if state
-        .cfg
-        .api_key
-        .as_deref()
-        .is_some_and(|k| !k.split(',').any(|k| k == key))
-    {
+    if !state.knows(key) {
         return Err(state.reject(401, "invalid x-api-key", None));
     }
     if header("anthropic-version").is_none() {
@@ -1060,7 +1051,7 @@ fn check_anthropic<'a>(
             ));
         }
     }
-    if !state.cfg.models.is_empty() && !state.cfg.models.iter().any(|m| m == model) {
+    if !state.serves(model) {
         return Err(state.reject(404, &format!("model: {model}"), None));
     }
     let blocks = |m: &Value, kind: &str| -> Vec<Value> {
@@ -1261,11 +1252,7 @@ fn check_gemini<'a>(
         let token = header("authorization")
             .and_then(|a| a.strip_prefix("Bearer "))
             .unwrap_or("");
-        let known = state
-            .cfg
-            .api_key
-            .as_deref()
-            .is_none_or(|k| k.split(',').any(|k| k == token));
+        let known = state.knows(token);
         if token.is_empty() || !known || header("x-goog-api-key").is_some() {
             return Err(state.reject(401, "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.", None));
         }
@@ -1278,13 +1265,7 @@ fn check_gemini<'a>(
     if key.is_empty() {
         return Err(state.reject(403, "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.", None));
     }
-    if !vertex
-        && state
-            .cfg
-            .api_key
-            .as_deref()
-            .is_some_and(|k| !k.split(',').any(|k| k == key))
-    {
+    if !vertex && !state.knows(key) {
         return Err(state.reject(400, "API key not valid. Please pass a valid API key.", None));
     }
     if !vertex && header("authorization").is_some() {
@@ -1321,7 +1302,7 @@ fn check_gemini<'a>(
             ));
         }
     }
-    if !state.cfg.models.is_empty() && !state.cfg.models.iter().any(|m| m == model) {
+    if !state.serves(model) {
         return Err(state.reject(
             404,
             &format!("models/{model} is not found for API version v1beta, or is not supported for generateContent."),
@@ -1589,7 +1570,7 @@ fn check_bedrock(
             "The toolConfig field must be defined when using toolUse and toolResult content blocks.",
         ));
     }
-    if !state.cfg.models.is_empty() && !state.cfg.models.contains(&model) {
+    if !state.serves(&model) {
         return Err(reject(
             400,
             "ValidationException",

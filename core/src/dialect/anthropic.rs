@@ -77,15 +77,14 @@ pub fn request(req: &Value, model: &str) -> Result<Value, TranslateError> {
     if let Some(stop) = super::stop_sequences(req) {
         out.insert("stop_sequences".into(), stop);
     }
-    if let Some(tools) = req.get("tools").and_then(Value::as_array) {
+    if let Some(tools) = super::function_tools(req) {
         let tools: Vec<Value> = tools
-            .iter()
-            .filter_map(|t| t.get("function"))
+            .into_iter()
             .map(|f| {
                 json!({
-                    "name": f.get("name").cloned().unwrap_or(Value::Null),
-                    "description": f.get("description").cloned().unwrap_or(json!("")),
-                    "input_schema": f.get("parameters").cloned().unwrap_or_else(|| json!({"type":"object"})),
+                    "name": f.name,
+                    "description": f.description.unwrap_or(json!("")),
+                    "input_schema": f.parameters,
                 })
             })
             .collect();
@@ -450,23 +449,8 @@ mod tests {
             let mut out = t.feed(&stream[..cut]);
             out.extend(t.feed(&stream[cut..]));
             assert!(t.is_done());
-            let text = String::from_utf8(out).unwrap();
-            let datas: Vec<&str> = text
-                .split("\n\n")
-                .filter(|s| !s.is_empty())
-                .map(|s| s.trim_start_matches("data: "))
-                .collect();
-            assert_eq!(*datas.last().unwrap(), "[DONE]");
-            let chunks: Vec<Value> = datas[..datas.len() - 1]
-                .iter()
-                .map(|d| serde_json::from_str(d).unwrap())
-                .collect();
-            let content: String = chunks
-                .iter()
-                .filter_map(|c| c.pointer("/choices/0/delta/content"))
-                .filter_map(Value::as_str)
-                .collect();
-            assert_eq!(content, "Hello");
+            let chunks = crate::dialect::stream_test::chunks(&String::from_utf8(out).unwrap());
+            assert_eq!(crate::dialect::stream_test::content(&chunks), "Hello");
             assert_eq!(
                 chunks[chunks.len() - 2]["choices"][0]["finish_reason"],
                 "stop"

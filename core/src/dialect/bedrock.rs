@@ -191,17 +191,13 @@ pub fn request(req: &Value) -> Result<Value, TranslateError> {
     if !inference.is_empty() {
         out.insert("inferenceConfig".into(), Value::Object(inference));
     }
-    if let Some(tools) = req.get("tools").and_then(Value::as_array) {
+    if let Some(tools) = super::function_tools(req) {
         let specs: Vec<Value> = tools
-            .iter()
-            .filter_map(|t| t.get("function"))
+            .into_iter()
             .map(|f| {
-                let mut spec = json!({
-                    "name": f.get("name").cloned().unwrap_or(Value::Null),
-                    "inputSchema": {"json": f.get("parameters").cloned().unwrap_or_else(|| json!({"type": "object"}))},
-                });
-                if let Some(d) = f.get("description").filter(|d| d.is_string()) {
-                    spec["description"] = d.clone();
+                let mut spec = json!({"name": f.name, "inputSchema": {"json": f.parameters}});
+                if let Some(d) = f.description.filter(Value::is_string) {
+                    spec["description"] = d;
                 }
                 json!({ "toolSpec": spec })
             })
@@ -653,24 +649,8 @@ mod tests {
         }
         assert!(t.is_done());
         let text = String::from_utf8(text).unwrap();
-        let datas: Vec<&str> = text
-            .split("\n\n")
-            .filter(|s| !s.is_empty())
-            .map(|s| &s[6..])
-            .collect();
-        assert_eq!(*datas.last().unwrap(), "[DONE]");
-        let chunks: Vec<Value> = datas[..datas.len() - 1]
-            .iter()
-            .map(|d| serde_json::from_str(d).unwrap())
-            .collect();
-        let content: String = chunks
-            .iter()
-            .filter_map(|c| {
-                c.pointer("/choices/0/delta/content")
-                    .and_then(Value::as_str)
-            })
-            .collect();
-        assert_eq!(content, "Hello");
+        let chunks = crate::dialect::stream_test::chunks(&text);
+        assert_eq!(crate::dialect::stream_test::content(&chunks), "Hello");
         let args: String = chunks
             .iter()
             .filter_map(|c| {

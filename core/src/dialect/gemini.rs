@@ -133,15 +133,14 @@ pub fn request(req: &Value) -> Result<Value, TranslateError> {
     if !generation.is_empty() {
         out.insert("generationConfig".into(), Value::Object(generation));
     }
-    if let Some(tools) = req.get("tools").and_then(Value::as_array) {
+    if let Some(tools) = super::function_tools(req) {
         let decls: Vec<Value> = tools
-            .iter()
-            .filter_map(|t| t.get("function"))
+            .into_iter()
             .map(|f| {
                 json!({
-                    "name": f.get("name").cloned().unwrap_or(Value::Null),
-                    "description": f.get("description").cloned().unwrap_or(json!("")),
-                    "parameters": f.get("parameters").cloned().unwrap_or_else(|| json!({"type": "object"})),
+                    "name": f.name,
+                    "description": f.description.unwrap_or(json!("")),
+                    "parameters": f.parameters,
                 })
             })
             .collect();
@@ -481,22 +480,8 @@ mod tests {
         assert!(t.is_done());
         text.push_str(&String::from_utf8(t.finish()).unwrap());
         assert!(t.finish().is_empty(), "the end is sent once");
-        let datas: Vec<&str> = text
-            .split("\n\n")
-            .filter(|s| !s.is_empty())
-            .map(|s| s.trim_start_matches("data: "))
-            .collect();
-        assert_eq!(*datas.last().unwrap(), "[DONE]");
-        let chunks: Vec<Value> = datas[..datas.len() - 1]
-            .iter()
-            .map(|d| serde_json::from_str(d).unwrap())
-            .collect();
-        let content: String = chunks
-            .iter()
-            .filter_map(|c| c.pointer("/choices/0/delta/content"))
-            .filter_map(Value::as_str)
-            .collect();
-        assert_eq!(content, "Hello");
+        let chunks = crate::dialect::stream_test::chunks(&text);
+        assert_eq!(crate::dialect::stream_test::content(&chunks), "Hello");
         assert_eq!(chunks.last().unwrap()["usage"]["total_tokens"], 4);
     }
 }

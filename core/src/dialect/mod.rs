@@ -117,6 +117,35 @@ pub(crate) fn answer_list(body: &[u8], key: &str) -> Result<Vec<Value>, Translat
     }
 }
 
+/// An OpenAI function tool of a request, before it takes a provider's shape.
+pub(crate) struct FunctionTool {
+    /// `function.name`.
+    pub name: Value,
+    /// `function.description`, when given.
+    pub description: Option<Value>,
+    /// `function.parameters` (a JSON schema), `{"type":"object"}` when absent.
+    pub parameters: Value,
+}
+
+/// The function tools of `req` (`tools[].function`); `None` without `tools`.
+pub(crate) fn function_tools(req: &Value) -> Option<Vec<FunctionTool>> {
+    let tools = req.get("tools").and_then(Value::as_array)?;
+    Some(
+        tools
+            .iter()
+            .filter_map(|t| t.get("function"))
+            .map(|f| FunctionTool {
+                name: f.get("name").cloned().unwrap_or(Value::Null),
+                description: f.get("description").cloned(),
+                parameters: f
+                    .get("parameters")
+                    .cloned()
+                    .unwrap_or_else(|| serde_json::json!({"type": "object"})),
+            })
+            .collect(),
+    )
+}
+
 /// `max_completion_tokens`, else `max_tokens`.
 pub(crate) fn max_tokens(req: &Value) -> Option<&Value> {
     req.get("max_completion_tokens")
@@ -471,5 +500,36 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for Members<'a> {
             }
         }
         d.deserialize_map(Visitor)
+    }
+}
+
+/// Reading translated streams in the dialects' unit tests.
+#[cfg(test)]
+pub(crate) mod stream_test {
+    use serde_json::Value;
+
+    /// The chunks of a translated OpenAI stream, which must end with `[DONE]`.
+    pub fn chunks(text: &str) -> Vec<Value> {
+        let datas: Vec<&str> = text
+            .split("\n\n")
+            .filter(|s| !s.is_empty())
+            .map(|s| s.trim_start_matches("data: "))
+            .collect();
+        assert_eq!(datas.last(), Some(&"[DONE]"), "{text}");
+        datas[..datas.len() - 1]
+            .iter()
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect()
+    }
+
+    /// The answer text the chunks carry.
+    pub fn content(chunks: &[Value]) -> String {
+        chunks
+            .iter()
+            .filter_map(|c| {
+                c.pointer("/choices/0/delta/content")
+                    .and_then(Value::as_str)
+            })
+            .collect()
     }
 }
