@@ -43,6 +43,10 @@ struct RawConfig {
     /// Effective weights from fleet-wide error rate and latency (off when absent).
     #[serde(default)]
     adaptive_weights: Option<switchyard_core::fleet::AdaptiveWeights>,
+    /// Client request headers forwarded to every provider (beyond content
+    /// negotiation, user agent and request id).
+    #[serde(default)]
+    forward_headers: Vec<String>,
     providers: Vec<RawProvider>,
     #[serde(default)]
     routes: Vec<RawRoute>,
@@ -179,6 +183,10 @@ struct RawProvider {
     /// `HTTP-Referer` and `X-Title`).
     #[serde(default)]
     headers: BTreeMap<String, String>,
+    /// Client request headers forwarded to this provider only (e.g.
+    /// `anthropic-beta`).
+    #[serde(default)]
+    forward_headers: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -279,6 +287,8 @@ pub struct Config {
     /// Where filters reach the control plane's fleet exchange (set by `serve`,
     /// not by the file).
     pub fleet_addr: Option<std::net::SocketAddr>,
+    /// Client request headers forwarded to every provider (lower-case).
+    pub forward_headers: Vec<String>,
 }
 
 /// A validated provider.
@@ -309,6 +319,8 @@ pub struct Provider {
     /// Headers sent with every request (lower-case names), organization and
     /// project included.
     pub headers: Vec<(String, String)>,
+    /// Client request headers forwarded to this provider only (lower-case).
+    pub forward_headers: Vec<String>,
 }
 
 impl fmt::Debug for Provider {
@@ -576,29 +588,23 @@ pub fn parse(
             .chain(p.headers.iter().map(|(k, v)| (k.as_str(), v)))
         {
             let lower = name.to_ascii_lowercase();
-            let reserved = lower.starts_with(':')
-                || [
-                    "host",
-                    "content-length",
-                    "content-type",
-                    "transfer-encoding",
-                    "connection",
-                ]
-                .contains(&lower.as_str())
-                || lower.starts_with("x-envoy-")
-                || lower.starts_with("x-switchyard-");
-            let token = !lower.is_empty()
-                && lower
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-            if reserved || !token || value.contains(['\r', '\n']) {
+            if let Some(why) = switchyard_core::headers::reserved(&lower) {
                 problems.push(format!(
-                    "{at}.headers: `{name}` cannot be set by configuration"
+                    "{at}.headers: `{name}` cannot be set by configuration ({why})"
                 ));
+                continue;
+            }
+            if value.contains(['\r', '\n']) {
+                problems.push(format!("{at}.headers.{name}: expected one line"));
                 continue;
             }
             headers.push((lower, value.clone()));
         }
+        let forward_headers = check_forward_headers(
+            &p.forward_headers,
+            &format!("{at}.forward_headers"),
+            &mut problems,
+        );
         if p.api_version.is_some() && p.dialect != Dialect::AzureOpenai {
             problems.push(format!(
                 "{at}.api_version: only meaningful with `dialect: azure_openai`"
@@ -620,6 +626,7 @@ pub fn parse(
             aws,
             credentials_refresh_s,
             headers,
+            forward_headers,
         });
     }
 
@@ -647,7 +654,16 @@ pub fn parse(
         let mut chain = Vec::new();
         for (j, t) in r.chain.iter().enumerate() {
             match Target::parse(t) {
-                Some(target) if names.contains(&target.provider) => chain.push(target),
+                Some(target) if names.contains(&target.provider) => {
+                    let dialect = providers
+                        .iter()
+                        .find(|p: &&Provider| p.name == target.provider)
+                        .map(|p| p.dialect);
+                    if let Some(Err(e)) = dialect.map(|d| d.check_model(&target.model)) {
+                        problems.push(format!("{at}.chain[{j}]: `{t}`: {e}"));
+                    }
+                    chain.push(target)
+                }
                 Some(target) => problems.push(format!(
                     "{at}.chain[{j}]: unknown provider `{}`",
                     target.provider
@@ -688,6 +704,8 @@ pub fn parse(
     }
 
     check_policy(&raw.policy, "policy", &mut problems);
+    let forward_headers =
+        check_forward_headers(&raw.forward_headers, "forward_headers", &mut problems);
     if let Some(hc) = &raw.health_check
         && (hc.interval_ms == 0
             || hc.timeout_ms == 0
@@ -762,7 +780,24 @@ pub fn parse(
         health_check: raw.health_check.clone(),
         adaptive_weights: raw.adaptive_weights.clone(),
         fleet_addr: None,
+        forward_headers,
     })
+}
+
+/// Lower-cased header names a config forwards from clients; reserved names are
+/// problems.
+fn check_forward_headers(names: &[String], at: &str, problems: &mut Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for name in names {
+        let lower = name.to_ascii_lowercase();
+        match switchyard_core::headers::reserved(&lower) {
+            Some(why) => problems.push(format!("{at}: `{name}` cannot be forwarded ({why})")),
+            None if switchyard_core::headers::ALWAYS_FORWARDED.contains(&lower.as_str()) => {}
+            None if !out.contains(&lower) => out.push(lower),
+            None => {}
+        }
+    }
+    out
 }
 
 fn check_policy(p: &Policy, at: &str, problems: &mut Vec<String>) {

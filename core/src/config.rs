@@ -65,7 +65,49 @@ impl Dialect {
     pub fn speaks_openai(self) -> bool {
         matches!(self, Dialect::Openai | Dialect::AzureOpenai)
     }
+
+    /// Checks a model id (or Azure deployment name) against the characters this
+    /// provider's ids are made of. Ids reach the provider inside a URL path for
+    /// Azure, Gemini, Vertex and Bedrock (encoded as one segment) and inside JSON
+    /// for the others; an allow-list keeps a client-chosen name from being anything
+    /// but a name (`..`, `?`, `#`, `%`, spaces and controls are never accepted).
+    pub fn check_model(self, model: &str) -> Result<(), String> {
+        let (extra, allowed): (&[u8], &str) = match self {
+            // `org/model` (OpenAI-compatible hosts), `ft:…:…`, `llama3:8b`.
+            Dialect::Openai => (b"-._:/@+", "letters, digits and `-._:/@+`"),
+            Dialect::AzureOpenai => (b"-._", "letters, digits and `-._`"),
+            Dialect::Anthropic => (b"-._:@", "letters, digits and `-._:@`"),
+            Dialect::Gemini | Dialect::Vertex => (b"-._@", "letters, digits and `-._@`"),
+            // Model ids, inference profiles and ARNs (`arn:aws:bedrock:…:…/…`).
+            Dialect::Bedrock => (b"-._:/", "letters, digits and `-._:/`"),
+        };
+        if model.is_empty() || model.len() > MAX_MODEL_LEN {
+            return Err(format!(
+                "a {} model id has 1 to {MAX_MODEL_LEN} characters",
+                self.as_str()
+            ));
+        }
+        if !model
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
+        {
+            return Err(format!("a {} model id is made of {allowed}", self.as_str()));
+        }
+        if model
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..")
+        {
+            return Err(format!(
+                "a {} model id has no empty, `.` or `..` path segments",
+                self.as_str()
+            ));
+        }
+        Ok(())
+    }
 }
+
+/// Longest model id accepted.
+pub const MAX_MODEL_LEN: usize = 256;
 
 /// One provider as the filter sees it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -95,6 +137,10 @@ pub struct Provider {
     /// configuration names); only in the adapter's config.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<(String, String)>,
+    /// Client request headers (lower-case names) forwarded to this provider only,
+    /// e.g. `anthropic-beta` for an Anthropic provider.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forward_headers: Vec<String>,
 }
 
 /// What SigV4 signing needs.
@@ -148,6 +194,10 @@ pub struct FilterConfig {
     /// Exchange of outcomes and fleet state with the control plane (planner only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fleet: Option<crate::fleet::Link>,
+    /// Client request headers (lower-case names) forwarded to every provider,
+    /// beyond the few every request keeps (see [`crate::headers`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forward_headers: Vec<String>,
 }
 
 /// A model alias: its chain of targets and its fail-over policy.
@@ -267,6 +317,14 @@ pub enum ConfigError {
 }
 
 impl FilterConfig {
+    /// Whether `t` is a target of a configured route. Only those targets keep
+    /// shared state (circuits, cool-downs, fleet counters): a `provider/model` a
+    /// client names directly can be anything, so its outcomes must neither grow
+    /// state nor move traffic for everyone else.
+    pub fn is_configured(&self, t: &Target) -> bool {
+        self.routes.values().any(|r| r.chain.contains(t))
+    }
+
     /// Parses and checks a config; the filter keeps its last good config when this fails.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
         let cfg: FilterConfig = serde_json::from_slice(bytes)?;

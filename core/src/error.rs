@@ -3,18 +3,6 @@
 
 use serde::Serialize;
 
-/// Where a failure came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Origin {
-    /// The client's request was wrong; retrying elsewhere cannot help.
-    Client,
-    /// The gateway itself (config, limits).
-    Gateway,
-    /// A provider (its answer, or no answer).
-    Provider,
-}
-
 /// One attempt as reported in an error that lists every attempt.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct AttemptReport {

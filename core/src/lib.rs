@@ -12,6 +12,7 @@ pub mod error;
 pub mod eventstream;
 pub mod failure;
 pub mod fleet;
+pub mod headers;
 pub mod plan;
 pub mod policy;
 pub mod request;

@@ -28,7 +28,7 @@ impl Target {
     /// Parses `provider/model` (the model may itself contain `/`).
     pub fn parse(s: &str) -> Option<Target> {
         let (provider, model) = s.split_once('/')?;
-        if provider.is_empty() || model.is_empty() || !is_header_safe(s) {
+        if provider.is_empty() || model.is_empty() {
             return None;
         }
         Some(Target {
@@ -36,12 +36,6 @@ impl Target {
             model: model.to_string(),
         })
     }
-}
-
-/// A plan travels in a header, comma separated: targets must not contain commas,
-/// whitespace or control characters.
-fn is_header_safe(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_graphic() && b != b',')
 }
 
 /// Why no plan could be made; each becomes a 400 for the client.
@@ -57,6 +51,15 @@ pub enum PlanError {
         index: usize,
         /// The offending value.
         value: String,
+    },
+    /// A `provider/model` the request names has a model id the provider's dialect
+    /// does not allow.
+    #[error("`{value}` is not a valid model for its provider: {reason}")]
+    InvalidModel {
+        /// The offending `provider/model`.
+        value: String,
+        /// What the id must look like.
+        reason: String,
     },
     /// Every target of the plan is priced above the route's ceiling (or unpriced).
     #[error("no target of `{0}` is within its price ceiling")]
@@ -97,20 +100,23 @@ pub fn plan_with(
             let t = Target::parse(model)
                 .filter(|t| cfg.providers.contains_key(&t.provider))
                 .ok_or_else(|| PlanError::UnknownModel(model.to_string()))?;
+            check_direct(cfg, &t)?;
             vec![t]
         }
     };
     for (index, f) in fallbacks.iter().enumerate() {
         let extra: Vec<Target> = match cfg.routes.get(*f) {
             Some(route) => route.ordered_with(draw, factor),
-            None => vec![
-                Target::parse(f)
+            None => {
+                let t = Target::parse(f)
                     .filter(|t| cfg.providers.contains_key(&t.provider))
                     .ok_or_else(|| PlanError::BadFallback {
                         index,
                         value: (*f).to_string(),
-                    })?,
-            ],
+                    })?;
+                check_direct(cfg, &t)?;
+                vec![t]
+            }
         };
         for t in extra {
             if !out.contains(&t) {
@@ -136,6 +142,19 @@ pub fn plan_with(
         });
     }
     Ok(out)
+}
+
+/// A target the request names itself must have a model id its provider allows.
+fn check_direct(cfg: &FilterConfig, t: &Target) -> Result<(), PlanError> {
+    let Some(p) = cfg.providers.get(&t.provider) else {
+        return Err(PlanError::UnknownModel(t.to_string()));
+    };
+    p.dialect
+        .check_model(&t.model)
+        .map_err(|reason| PlanError::InvalidModel {
+            value: t.to_string(),
+            reason,
+        })
 }
 
 /// Gives targets more than one slot: `attempts_per_target`, or one per key of the
@@ -168,30 +187,19 @@ pub fn policy<'a>(cfg: &'a FilterConfig, model: &str) -> &'a Policy {
         .unwrap_or(&cfg.default_policy)
 }
 
-/// Serialises a plan for logs (`provider/model` entries, comma separated).
-pub fn encode(plan: &[Target]) -> String {
-    let mut s = String::new();
-    for (i, t) in plan.iter().enumerate() {
-        if i > 0 {
-            s.push(',');
-        }
-        s.push_str(&t.provider);
-        s.push('/');
-        s.push_str(&t.model);
-    }
-    s
-}
-
-/// Reads a plan back from the `x-sy-plan` header.
-pub fn decode(s: &str) -> Vec<Target> {
-    s.split(',').filter_map(Target::parse).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{Dialect, Provider, Role};
     use std::collections::BTreeMap;
+
+    /// A plan as `provider/model` entries, comma separated.
+    fn encode(plan: &[Target]) -> String {
+        plan.iter()
+            .map(Target::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
 
     fn cfg() -> FilterConfig {
         let p = |c: &str| Provider {
@@ -204,6 +212,7 @@ mod tests {
             key_count: 1,
             aws: None,
             headers: Vec::new(),
+            forward_headers: Vec::new(),
         };
         let mut providers = BTreeMap::new();
         providers.insert("a".to_string(), p("ca"));
@@ -239,6 +248,7 @@ mod tests {
             health_check: None,
             circuit_breaker: None,
             fleet: None,
+            forward_headers: Vec::new(),
         }
     }
 
@@ -353,7 +363,6 @@ mod tests {
         let p = plan(&cfg(), "b/org/model-x", &[], 0.0).unwrap();
         assert_eq!(p[0].provider, "b");
         assert_eq!(p[0].model, "org/model-x");
-        assert_eq!(decode(&encode(&p)), p);
     }
 
     #[test]
@@ -373,7 +382,14 @@ mod tests {
             plan(&cfg(), "chat", &["a/x", "a/y"], 0.0),
             Err(PlanError::TooLong { len: 4, max: 3 })
         ));
-        assert!(Target::parse("a/has,comma").is_none());
-        assert!(Target::parse("a/has space").is_none());
+        assert!(Target::parse("/m").is_none() && Target::parse("a/").is_none());
+        assert!(matches!(
+            plan(&cfg(), "a/has space", &[], 0.0),
+            Err(PlanError::InvalidModel { .. })
+        ));
+        assert!(matches!(
+            plan(&cfg(), "a/x", &["b/../../files?x="], 0.0),
+            Err(PlanError::InvalidModel { .. })
+        ));
     }
 }

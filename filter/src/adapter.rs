@@ -178,12 +178,21 @@ impl Adapter {
         }
         // `:path` is set with the body (Gemini's depends on `stream`).
         host::set_request_header(":authority", Some(&provider.authority));
-        for (name, value) in auth {
-            host::set_request_header(name, Some(&value));
+        for (name, value) in &auth {
+            host::set_request_header(name, Some(value));
         }
         for (name, value) in &provider.headers {
             host::set_request_header(name, Some(value));
         }
+        ledger::read(&self.request_id, |e| {
+            for (name, value) in e
+                .client_headers
+                .iter()
+                .filter(|(n, _)| provider.forward_headers.contains(n) && !sets(n))
+            {
+                host::set_request_header(name, Some(value));
+            }
+        });
         log::debug!(
             "switchyard adapter [{}]: attempt {} -> {} ({})",
             self.request_id,
@@ -223,13 +232,31 @@ impl HttpContext for Adapter {
                 &format!("provider `{}` is not configured", target.provider),
             );
         };
+        // Fail closed: the credentials of this target go only into an attempt that
+        // Envoy is sending to this target's cluster.
+        let cluster = host::property(&["xds", "cluster_name"])
+            .map(|c| String::from_utf8_lossy(&c).into_owned())
+            .unwrap_or_default();
+        let hedge = ledger::read(&self.request_id, |e| e.hedge_cluster.clone()).flatten();
+        if cluster != provider.cluster && hedge.as_deref() != Some(cluster.as_str()) {
+            let msg = format!(
+                "attempt {} of request {:?} runs in cluster `{cluster}`, not in `{}` of its target {target}: refused",
+                self.attempt, self.request_id, provider.cluster
+            );
+            return self.fail(500, "gateway_error", &msg);
+        }
         // The previous attempt got no answer at all (refused, reset, timed out):
         // that counts against its circuit.
         if let Some(settings) = &self.cfg.circuit_breaker
-            && let Some(prev) = ledger::attempt(&self.request_id, self.attempt - 1)
-            && prev.status.is_none()
+            && let Some(prev) = ledger::read(&self.request_id, |e| {
+                e.attempts
+                    .get(self.attempt.wrapping_sub(2))
+                    .filter(|a| a.status.is_none() && ledger::no_answer_counts(&self.cfg, e, a))
+                    .map(|a| a.target.clone())
+            })
+            .flatten()
         {
-            circuit::record(settings, &prev.target, false, now);
+            circuit::record(settings, &prev, false, now);
         }
         // Each attempt on a provider uses a key this request has not tried yet.
         let used = ledger::keys_used(&self.request_id, &target.provider);
@@ -336,7 +363,9 @@ impl HttpContext for Adapter {
             host::set_response_header("content-length", None);
             return Action::Pause;
         }
-        if let Some(settings) = &self.cfg.circuit_breaker {
+        if let Some(settings) = &self.cfg.circuit_breaker
+            && self.cfg.is_configured(target)
+        {
             let now = host::now_ms();
             circuit::record(settings, target, true, now);
             crate::fleet::record_latency(target, now.saturating_sub(self.started_ms));
@@ -560,7 +589,13 @@ impl Adapter {
         if let Some(m) = message {
             ledger::record_message(&self.request_id, self.attempt, m);
         }
-        if let Some((target, provider)) = &self.target {
+        // Only configured targets keep shared state: what a client's own
+        // `provider/model` does says nothing to every other client.
+        if let Some((target, provider)) = self
+            .target
+            .as_ref()
+            .filter(|(t, _)| self.cfg.is_configured(t))
+        {
             let keys = provider.api_keys.len();
             let now = host::now_ms();
             match class {
@@ -664,6 +699,7 @@ fn attempt_header_names(provider: &Provider) -> Vec<&str> {
         names.extend(["x-amz-date", "x-amz-security-token"]);
     }
     names.extend(provider.headers.iter().map(|(n, _)| n.as_str()));
+    names.extend(provider.forward_headers.iter().map(String::as_str));
     names
 }
 

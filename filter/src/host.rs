@@ -7,35 +7,38 @@
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType};
 
-/// All request headers in one host call (lower-case names, values lossily
-/// decoded): one crossing instead of one per header read.
+/// All request headers in one host call (lower-case names, values as sent): one
+/// crossing instead of one per header read.
 #[derive(Debug, Default)]
-pub struct Headers(Vec<(String, String)>);
+pub struct Headers(pub Vec<(String, Vec<u8>)>);
 
 impl Headers {
     /// The current request headers.
     pub fn request() -> Headers {
-        let pairs = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
-        Headers(
-            pairs
-                .into_iter()
-                .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
-                .collect(),
-        )
+        Headers(hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default())
     }
 
-    /// The first value of `name`.
-    pub fn get(&self, name: &str) -> Option<&str> {
+    /// The first value of `name`, lossily decoded.
+    pub fn get(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
         self.0
             .iter()
             .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| String::from_utf8_lossy(v))
     }
 
     /// Whether `name` is present.
     pub fn has(&self, name: &str) -> bool {
         self.0.iter().any(|(k, _)| k == name)
     }
+}
+
+/// Replaces the whole request header map in one host call.
+pub fn replace_request_headers(pairs: &[(String, Vec<u8>)]) -> bool {
+    let pairs: Vec<(&str, &[u8])> = pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_slice()))
+        .collect();
+    hostcalls::set_map_bytes(MapType::HttpRequestHeaders, pairs).is_ok()
 }
 
 /// A request header, lossily decoded.

@@ -45,6 +45,13 @@ pub struct Entry {
     pub request_bytes: usize,
     /// The endpoint the request is for.
     pub endpoint: Endpoint,
+    /// The composite cluster a hedged request walks.
+    pub hedge_cluster: Option<String>,
+    /// Client headers forwarded only to providers that list them (set per attempt).
+    pub client_headers: Vec<(String, String)>,
+    /// The client tightened the time limits: an attempt that got no answer in time
+    /// says nothing about the provider, so it counts against no circuit.
+    pub client_limits: bool,
 }
 
 impl Entry {
@@ -82,29 +89,28 @@ impl Entry {
     }
 }
 
+/// Whether an attempt of `entry` that got no answer (refused, reset, no headers in
+/// time) counts against its target's circuit: only for configured targets, when
+/// the client did not tighten the time limits (its own limit is not the provider's
+/// failure) and the request was not hedged (the losing side is reset on purpose).
+pub fn no_answer_counts(
+    cfg: &switchyard_core::config::FilterConfig,
+    entry: &Entry,
+    attempt: &Attempt,
+) -> bool {
+    !entry.client_limits
+        && entry.policy.hedge_after_ms.is_none()
+        && cfg.is_configured(&attempt.target)
+}
+
 thread_local! {
     static LEDGER: RefCell<HashMap<String, Entry>> = RefCell::new(HashMap::new());
 }
 
 /// Opens the entry for a planned request.
-pub fn open(
-    request_id: &str,
-    plan: Vec<Target>,
-    policy: Policy,
-    request_bytes: usize,
-    endpoint: Endpoint,
-) {
+pub fn open(request_id: &str, entry: Entry) {
     LEDGER.with(|l| {
-        l.borrow_mut().insert(
-            request_id.to_string(),
-            Entry {
-                plan,
-                policy,
-                attempts: Vec::new(),
-                request_bytes,
-                endpoint,
-            },
-        );
+        l.borrow_mut().insert(request_id.to_string(), entry);
     });
 }
 
@@ -148,15 +154,6 @@ pub fn keys_used(request_id: &str, provider: &str) -> Vec<usize> {
                 .filter_map(|a| a.key)
                 .collect()
         })
-    })
-}
-
-/// A copy of attempt `n` (1-based).
-pub fn attempt(request_id: &str, n: usize) -> Option<Attempt> {
-    LEDGER.with(|l| {
-        l.borrow()
-            .get(request_id)
-            .and_then(|e| n.checked_sub(1).and_then(|i| e.attempts.get(i)).cloned())
     })
 }
 
@@ -263,10 +260,13 @@ mod tests {
     fn attempts_are_recorded_and_reported() {
         open(
             "r1",
-            vec![t("a/m1"), t("b/m2"), t("c/m3")],
-            Policy::default(),
-            100,
-            Endpoint::Chat,
+            Entry {
+                plan: vec![t("a/m1"), t("b/m2"), t("c/m3")],
+                policy: Policy::default(),
+                request_bytes: 100,
+                endpoint: Endpoint::Chat,
+                ..Entry::default()
+            },
         );
         assert_eq!(target("r1", 2), Some(t("b/m2")));
         assert_eq!(target("r1", 4), None);

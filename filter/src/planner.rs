@@ -14,6 +14,7 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType};
 use serde_json::Value;
 use switchyard_core::config::FilterConfig;
+use switchyard_core::headers::{self, Disposition};
 use switchyard_core::policy::{self, Policy};
 use switchyard_core::request::Endpoint;
 use switchyard_core::{error, plan, request, wire};
@@ -34,8 +35,10 @@ pub struct Planner {
     replied: bool,
     /// The client's policy-tightening headers (removed from the request).
     tighten: Vec<(&'static str, String)>,
-    /// The client sent router headers that only the planner may set.
-    client_overrides: bool,
+    /// Client headers forwarded only to the providers that list them.
+    client_headers: Vec<(String, String)>,
+    /// The client tightened the route's time limits.
+    client_limits: bool,
     /// The composite cluster of a hedged request.
     hedge: Option<String>,
     /// Size of the request body.
@@ -54,7 +57,8 @@ impl Planner {
             rewriting: None,
             replied: false,
             tighten: Vec::new(),
-            client_overrides: false,
+            client_headers: Vec::new(),
+            client_limits: false,
             hedge: None,
             request_bytes: 0,
             endpoint: Endpoint::Chat,
@@ -99,7 +103,8 @@ impl Planner {
             Err(e) => return Err(self.reject(400, e.code, &e.message)),
         };
         let tighten = &self.tighten;
-        let policy = plan::policy(&self.cfg, &req.model).tightened(|h| {
+        let base = plan::policy(&self.cfg, &req.model);
+        let policy = base.tightened(|h| {
             tighten
                 .iter()
                 .find(|(k, _)| *k == h)
@@ -109,6 +114,8 @@ impl Planner {
             Ok(p) => p,
             Err(e) => return Err(self.reject(400, "invalid_policy_header", &e.to_string())),
         };
+        self.client_limits = policy.first_byte_timeout_ms != base.first_byte_timeout_ms
+            || policy.deadline_ms != base.deadline_ms;
         let fallbacks: Vec<&str> = req.fallbacks.iter().map(|f| f.as_ref()).collect();
         match plan::plan_with(
             &self.cfg,
@@ -170,6 +177,9 @@ impl Planner {
             }
             Err(e @ plan::PlanError::TooLong { .. }) => {
                 Err(self.reject(400, "plan_too_long", &e.to_string()))
+            }
+            Err(e @ plan::PlanError::InvalidModel { .. }) => {
+                Err(self.reject(400, "invalid_model", &e.to_string()))
             }
             Err(e @ plan::PlanError::OverCeiling(_)) => {
                 Err(self.reject(400, "over_price_ceiling", &e.to_string()))
@@ -245,12 +255,7 @@ impl Planner {
                 .unwrap_or("");
             ok &= host::set_filter_state(&format!("{}{}", wire::SLOT_STATE_PREFIX, i + 1), cluster);
         }
-        set_router_knobs(
-            plan.len(),
-            &policy,
-            self.client_overrides,
-            self.hedge.is_some(),
-        );
+        set_router_knobs(plan.len(), &policy, self.hedge.is_some());
         if let Some(chain) = &self.hedge {
             ok &= host::set_filter_state(wire::CHAIN_STATE, chain);
         }
@@ -272,10 +277,16 @@ impl Planner {
         }
         ledger::open(
             &self.request_id,
-            plan,
-            policy,
-            self.request_bytes,
-            self.endpoint,
+            ledger::Entry {
+                plan,
+                policy,
+                request_bytes: self.request_bytes,
+                endpoint: self.endpoint,
+                hedge_cluster: self.hedge.clone(),
+                client_headers: std::mem::take(&mut self.client_headers),
+                client_limits: self.client_limits,
+                ..ledger::Entry::default()
+            },
         );
         self.planned = true;
         Action::Continue
@@ -333,40 +344,10 @@ impl Planner {
     }
 }
 
-/// Client headers that must never reach a provider: credentials and the provider
-/// headers the adapter sets itself.
-const CLIENT_ONLY_HEADERS: &[&str] = &[
-    "authorization",
-    "x-api-key",
-    "api-key",
-    "cookie",
-    "anthropic-version",
-    "openai-organization",
-    "openai-project",
-    "x-goog-api-key",
-    "x-amz-date",
-    "x-amz-security-token",
-    "x-amz-content-sha256",
-];
-
-/// Router headers a client could send that only the planner may set.
-const ROUTER_OVERRIDES: &[&str] = &[
-    "x-envoy-upstream-rq-timeout-ms",
-    "x-envoy-upstream-rq-per-try-timeout-ms",
-    "x-envoy-hedge-on-per-try-timeout",
-    "x-envoy-retry-grpc-on",
-    "x-envoy-upstream-rq-timeout-alt-response",
-];
-
 /// Sets the router's per-request knobs on the held request headers: retries bounded
-/// by the plan, retried conditions from the policy, and its time limits. Client
-/// values of router headers only the planner may set are removed.
-fn set_router_knobs(targets: usize, policy: &Policy, client_overrides: bool, hedge: bool) {
-    if client_overrides {
-        for h in ROUTER_OVERRIDES {
-            host::set_request_header(h, None);
-        }
-    }
+/// by the plan, retried conditions from the policy, and its time limits. (Every
+/// client `x-envoy-*` header was removed with the request headers.)
+fn set_router_knobs(targets: usize, policy: &Policy, hedge: bool) {
     host::set_request_header("x-envoy-max-retries", Some(&(targets - 1).to_string()));
     host::set_request_header("x-envoy-retry-on", Some(policy.retry_on()));
     host::set_request_header(
@@ -400,18 +381,16 @@ impl HttpContext for Planner {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         profile_span!("planner.request_headers");
         let headers = host::Headers::request();
-        self.request_id = headers.get("x-request-id").unwrap_or_default().to_string();
+        self.request_id = headers.get("x-request-id").unwrap_or_default().into_owned();
         for h in [
             policy::header::FAIL_OVER_ON,
             policy::header::FIRST_BYTE_TIMEOUT_MS,
             policy::header::DEADLINE_MS,
         ] {
             if let Some(v) = headers.get(h) {
-                self.tighten.push((h, v.to_string()));
-                host::set_request_header(h, None);
+                self.tighten.push((h, v.into_owned()));
             }
         }
-        self.client_overrides = ROUTER_OVERRIDES.iter().any(|h| headers.has(h));
         let method = headers.get(":method").unwrap_or_default();
         let path = headers.get(":path").unwrap_or_default();
         let path = path.split('?').next().unwrap_or("");
@@ -444,20 +423,7 @@ impl HttpContext for Planner {
         {
             return self.too_large();
         }
-        // Once for every attempt (they share this header map): the client's
-        // credentials never reach a provider, and providers get plain JSON bodies.
-        for h in CLIENT_ONLY_HEADERS.iter().filter(|h| headers.has(h)) {
-            host::set_request_header(h, None);
-        }
-        if headers.get("content-type") != Some("application/json") {
-            host::set_request_header("content-type", Some("application/json"));
-        }
-        if headers
-            .get("accept-encoding")
-            .is_some_and(|e| e != "identity")
-        {
-            host::set_request_header("accept-encoding", Some("identity"));
-        }
+        self.filter_headers(headers);
         // Held (StopIteration, allowed by the plugin config) until the body is planned.
         Action::Pause
     }
@@ -530,7 +496,7 @@ impl HttpContext for Planner {
             && let Some(target) = ledger::read(&self.request_id, |e| {
                 e.attempts
                     .last()
-                    .filter(|a| a.status.is_none())
+                    .filter(|a| a.status.is_none() && ledger::no_answer_counts(&self.cfg, e, a))
                     .map(|a| a.target.clone())
             })
             .flatten()
@@ -551,6 +517,54 @@ impl HttpContext for Planner {
 }
 
 impl Planner {
+    /// Keeps only the client headers the allow-list forwards ([`headers`]): every
+    /// other one — credentials, `x-envoy-*` (which would steer the router),
+    /// `x-switchyard-*`, anything unknown — is gone before the request is planned,
+    /// for every attempt (they share this header map). Headers forwarded to some
+    /// providers only are kept aside for their attempts. Providers get plain JSON
+    /// bodies: `content-type` and `accept-encoding` are normalised in the same call.
+    fn filter_headers(&mut self, headers: host::Headers) {
+        let per_provider: Vec<&str> = self
+            .cfg
+            .providers
+            .values()
+            .flat_map(|p| p.forward_headers.iter().map(String::as_str))
+            .collect();
+        let mut kept = Vec::with_capacity(headers.0.len());
+        let mut changed = false;
+        for (name, value) in headers.0 {
+            match headers::disposition(&name, &self.cfg.forward_headers, &per_provider) {
+                Disposition::Keep => match name.as_str() {
+                    "content-type" if value != b"application/json" => changed = true,
+                    "accept-encoding" if value != b"identity" => changed = true,
+                    _ => kept.push((name, value)),
+                },
+                Disposition::PerProvider => {
+                    changed = true;
+                    self.client_headers
+                        .push((name, String::from_utf8_lossy(&value).into_owned()));
+                }
+                Disposition::Drop => changed = true,
+            }
+        }
+        if !kept.iter().any(|(n, _)| n == "content-type") {
+            kept.push(("content-type".into(), b"application/json".to_vec()));
+            changed = true;
+        }
+        if !kept.iter().any(|(n, _)| n == "accept-encoding") {
+            kept.push(("accept-encoding".into(), b"identity".to_vec()));
+            changed = true;
+        }
+        if changed {
+            let _ = &kept;
+            for (n, _) in host::Headers::request().0 {
+                if !kept.iter().any(|(k, _)| *k == n) {
+                    host::set_request_header(&n, None);
+                }
+            }
+        }
+    }
+
     fn too_large(&mut self) -> Action {
         let msg = format!(
             "The request body exceeds the gateway's limit of {} bytes.",

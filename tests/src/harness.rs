@@ -347,6 +347,9 @@ impl GatewayBuilder {
         let mut y = String::new();
         let _ = writeln!(y, "listener: {{ address: 127.0.0.1, port: 0 }}");
         let _ = writeln!(y, "filter: {{ wasm: \"{}\" }}", wasm.display());
+        // The mock providers take their misbehaviour from the client's `x-mock`
+        // header, which (like any client header) only reaches them when forwarded.
+        let _ = writeln!(y, "forward_headers: [x-mock]");
         let _ = writeln!(y, "providers:");
         for p in &self.providers {
             let keys: Vec<String> = p.api_keys.iter().map(|k| format!("{{ value: \"{k}\" }}")).collect();

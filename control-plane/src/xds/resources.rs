@@ -114,6 +114,7 @@ pub fn filter_config(cfg: &Config, role: Role) -> FilterConfig {
                         } else {
                             Vec::new()
                         },
+                        forward_headers: p.forward_headers.clone(),
                     },
                 )
             })
@@ -131,6 +132,7 @@ pub fn filter_config(cfg: &Config, role: Role) -> FilterConfig {
                 interval_ms: FLEET_INTERVAL_MS,
             }
         }),
+        forward_headers: cfg.forward_headers.clone(),
     }
 }
 
@@ -212,6 +214,15 @@ pub fn listener(cfg: &Config) -> listener::Listener {
         )),
         http_filters,
         always_set_request_id_in_response: true,
+        // No client is trusted as internal (Envoy strips `x-envoy-*` from external
+        // requests; the planner removes every header outside its allow-list anyway),
+        // but a client's own `x-request-id` is kept for correlation.
+        use_remote_address: Some(envoy_types::pb::google::protobuf::BoolValue { value: true }),
+        internal_address_config: Some(hcm::http_connection_manager::InternalAddressConfig {
+            unix_sockets: false,
+            cidr_ranges: Vec::new(),
+        }),
+        preserve_external_request_id: true,
         ..Default::default()
     };
     listener::Listener {
@@ -585,6 +596,7 @@ pub fn fleet_cluster(addr: std::net::SocketAddr) -> cluster::Cluster {
             aws: None,
             credentials_refresh_s: None,
             headers: Vec::new(),
+            forward_headers: Vec::new(),
         },
         None,
     );

@@ -324,6 +324,10 @@ pub fn path(
     api_version: Option<&str>,
     stream: bool,
 ) -> String {
+    // The model is one path segment wherever it is in the path: whatever it holds,
+    // it cannot reach another endpoint of the provider.
+    let raw = model;
+    let model = &crate::sigv4::encode_segment(model);
     if endpoint == Endpoint::Embeddings {
         return match dialect {
             Dialect::AzureOpenai => format!(
@@ -332,7 +336,7 @@ pub fn path(
             ),
             Dialect::Gemini => format!("{base_path}/models/{model}:batchEmbedContents"),
             Dialect::Vertex => format!("{base_path}/models/{model}:predict"),
-            Dialect::Bedrock => bedrock::invoke_path(base_path, model),
+            Dialect::Bedrock => bedrock::invoke_path(base_path, raw),
             Dialect::Openai | Dialect::Anthropic => format!("{base_path}/embeddings"),
         };
     }
@@ -341,7 +345,7 @@ pub fn path(
             format!("{base_path}/models/{model}:streamGenerateContent?alt=sse")
         }
         Dialect::Gemini | Dialect::Vertex => format!("{base_path}/models/{model}:generateContent"),
-        Dialect::Bedrock => bedrock::path(base_path, model, stream),
+        Dialect::Bedrock => bedrock::path(base_path, raw, stream),
         Dialect::Openai => format!("{base_path}/chat/completions"),
         Dialect::Anthropic => format!("{base_path}/messages"),
         Dialect::AzureOpenai => format!(
