@@ -29,7 +29,7 @@ unit: ## Unit tests only (no Envoy)
 lint: ## rustfmt and clippy, warnings are errors
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	cargo clippy -p switchyard-filter --all-targets --features profile -- -D warnings
+	cargo clippy -p switchyard-wasm --all-targets --features profile -- -D warnings
 
 demo-check: build ## Start the README's demo, send 20 requests through it, stop
 	@bash deploy/local/run.sh --check

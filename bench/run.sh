@@ -107,7 +107,7 @@ awk -v dur="$DUR" -v rounds="$ROUNDS" '
 # 16 connections; its log reports each callback's average wall time per request,
 # host calls included.
 if [ "${BENCH_PROFILE:-0}" = 1 ]; then
-  bash deploy/local/build-wasm.sh switchyard-filter profile >&2
+  bash deploy/local/build-wasm.sh switchyard-wasm profile >&2
   sed -e "s|port: 18203|port: 18233|" \
       -e "s|wasm: ../target/wasm32-wasip1/wasm-release/switchyard_filter.wasm|wasm: $PWD/target/wasm32-wasip1/wasm-release/switchyard_filter-profile.wasm|" \
       bench/switchyard.yaml > "$OUT/switchyard-profile.yaml"

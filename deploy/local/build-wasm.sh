@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# Builds the proxy-wasm filter to target/wasm32-wasip1/wasm-release/switchyard_filter.wasm
-# with the toolchain `setup.sh` chose (rustup target, or Debian's rustc-web with
-# -Zbuild-std when rustup cannot add wasm32-wasip1).
+# Builds the proxy-wasm filter (package switchyard-wasm) to
+# target/wasm32-wasip1/wasm-release/switchyard_filter.wasm with the toolchain
+# `setup.sh` chose (rustup target, or Debian's rustc-web with -Zbuild-std when rustup
+# cannot add wasm32-wasip1).
 #   build-wasm.sh [PACKAGE [FEATURE]]: another package built the same way (bench:
 #   switchyard-bench-noop), or a variant with a cargo feature (bench: profile),
-#   written to <package>-<feature>.wasm from its own target dir.
+#   written to <name>-<feature>.wasm from its own target dir.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-PKG=${1:-switchyard-filter}
+PKG=${1:-switchyard-wasm}
 FEATURE=${2:-}
 NAME=$(echo "$PKG" | tr - _)
-OUT=target/wasm32-wasip1/wasm-release/$NAME${FEATURE:+-$FEATURE}.wasm
+# The filter keeps the artifact name deployments know it by.
+ARTIFACT=$NAME
+[ "$PKG" = switchyard-wasm ] && ARTIFACT=switchyard_filter
+OUT=target/wasm32-wasip1/wasm-release/$ARTIFACT${FEATURE:+-$FEATURE}.wasm
 KIND=$(cat .switchyard/wasm-toolchain 2>/dev/null || echo rustup)
 FLAGS=(--quiet -p "$PKG" --target wasm32-wasip1 --profile wasm-release)
 [ -n "$FEATURE" ] && FLAGS+=(--features "$FEATURE")

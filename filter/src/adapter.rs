@@ -4,10 +4,8 @@
 //! provider (path, authority, credentials, body) and translates the answer back to
 //! OpenAI's format.
 
-use std::rc::Rc;
+use std::sync::Arc;
 
-use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, BufferType};
 use serde_json::Value;
 use switchyard_core::config::{AwsAuth, Dialect, FilterConfig, Provider};
 use switchyard_core::cost::UsageTail;
@@ -17,7 +15,8 @@ use switchyard_core::plan::Target;
 use switchyard_core::request::Endpoint;
 use switchyard_core::{error, sigv4, wire};
 
-use crate::{circuit, cooldown, host, ledger};
+use crate::host::{self, Action, Body, Host, Map};
+use crate::{circuit, cooldown, ledger};
 
 /// What the response side does with the body.
 #[derive(Debug)]
@@ -71,7 +70,7 @@ impl Translator {
 
 /// Per-attempt adapter state.
 pub struct Adapter {
-    cfg: Rc<FilterConfig>,
+    cfg: Arc<FilterConfig>,
     request_id: String,
     attempt: usize,
     target: Option<(Target, Provider)>,
@@ -101,7 +100,7 @@ pub struct Adapter {
 
 impl Adapter {
     /// An adapter for one attempt.
-    pub fn new(cfg: Rc<FilterConfig>) -> Self {
+    pub fn new(cfg: Arc<FilterConfig>) -> Self {
         Adapter {
             cfg,
             request_id: String::new(),
@@ -122,16 +121,23 @@ impl Adapter {
         }
     }
 
-    fn fail(&self, status: u32, code: &str, message: &str) -> Action {
-        let class = FailureClass::from_status(status as u16).unwrap_or(FailureClass::ServerError);
-        self.fail_as(class, status as u16, code, message)
+    fn fail(&self, envoy: &impl Host, status: u16, code: &str, message: &str) -> Action {
+        let class = FailureClass::from_status(status).unwrap_or(FailureClass::ServerError);
+        self.fail_as(envoy, class, status, code, message)
     }
 
     /// Ends the attempt with a gateway answer: the ledger records `status`, `class`
     /// and why, so the client's error reports it (not as an unreachable provider)
     /// and no circuit counts it. The answer carries the class's canonical status,
     /// as provider answers do for the router.
-    fn fail_as(&self, class: FailureClass, status: u16, code: &str, message: &str) -> Action {
+    fn fail_as(
+        &self,
+        envoy: &impl Host,
+        class: FailureClass,
+        status: u16,
+        code: &str,
+        message: &str,
+    ) -> Action {
         log::warn!("switchyard adapter [{}]: {message}", self.request_id);
         ledger::record_status(&self.request_id, self.attempt, status);
         ledger::record_class(&self.request_id, self.attempt, class);
@@ -143,7 +149,8 @@ impl Adapter {
             &self.request_id,
         );
         host::send_json(
-            u32::from(class.canonical_status(status)),
+            envoy,
+            class.canonical_status(status),
             &self.request_id,
             &body,
         );
@@ -154,7 +161,13 @@ impl Adapter {
     /// credentials and normalised `content-type` and `accept-encoding`; what is left
     /// to remove is what earlier attempts of this request set for their providers
     /// (all attempts share one header map) and this one does not replace.
-    fn rewrite_headers(&self, target: &Target, provider: &Provider, earlier: &[String]) {
+    fn rewrite_headers(
+        &self,
+        envoy: &impl Host,
+        target: &Target,
+        provider: &Provider,
+        earlier: &[String],
+    ) {
         let key = self
             .key
             .and_then(|i| provider.api_keys.get(i))
@@ -174,15 +187,15 @@ impl Adapter {
             }
         }
         for name in stale {
-            host::set_request_header(name, None);
+            envoy.set_header(Map::Request, name, None);
         }
         // `:path` is set with the body (Gemini's depends on `stream`).
-        host::set_request_header(":authority", Some(&provider.authority));
+        envoy.set_header(Map::Request, ":authority", Some(&provider.authority));
         for (name, value) in &auth {
-            host::set_request_header(name, Some(value));
+            envoy.set_header(Map::Request, name, Some(value));
         }
         for (name, value) in &provider.headers {
-            host::set_request_header(name, Some(value));
+            envoy.set_header(Map::Request, name, Some(value));
         }
         ledger::read(&self.request_id, |e| {
             for (name, value) in e
@@ -190,7 +203,7 @@ impl Adapter {
                 .iter()
                 .filter(|(n, _)| provider.forward_headers.contains(n) && !sets(n))
             {
-                host::set_request_header(name, Some(value));
+                envoy.set_header(Map::Request, name, Some(value));
             }
         });
         log::debug!(
@@ -203,19 +216,22 @@ impl Adapter {
     }
 }
 
-impl Context for Adapter {}
-
-impl HttpContext for Adapter {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        profile_span!("adapter.request_headers");
+impl Adapter {
+    /// Request headers of one attempt: finds its target and key, checks the
+    /// cluster, sets the provider's headers and holds them until the body is
+    /// rewritten.
+    pub fn on_request_headers(&mut self, envoy: &impl Host) -> Action {
         // Two targeted reads rather than the whole map: host calls are what an
         // attempt costs.
-        self.request_id = host::request_header("x-request-id").unwrap_or_default();
-        self.attempt = host::request_header("x-envoy-attempt-count")
+        self.request_id = envoy
+            .header(Map::Request, "x-request-id")
+            .unwrap_or_default();
+        self.attempt = envoy
+            .header(Map::Request, "x-envoy-attempt-count")
             .and_then(|a| a.parse::<usize>().ok())
             .filter(|a| *a >= 1)
             .unwrap_or(1);
-        let now = host::now_ms();
+        let now = envoy.now_ms();
         // The router hands every attempt the same header map, so the plan cannot
         // travel in a header the adapter strips; it comes from the ledger.
         let Some(target) = ledger::target(&self.request_id, self.attempt) else {
@@ -223,10 +239,11 @@ impl HttpContext for Adapter {
                 "attempt {} of request {:?} has no target in its plan",
                 self.attempt, self.request_id
             );
-            return self.fail(500, "gateway_error", &msg);
+            return self.fail(envoy, 500, "gateway_error", &msg);
         };
         let Some(provider) = self.cfg.providers.get(&target.provider).cloned() else {
             return self.fail(
+                envoy,
                 500,
                 "gateway_error",
                 &format!("provider `{}` is not configured", target.provider),
@@ -234,16 +251,14 @@ impl HttpContext for Adapter {
         };
         // Fail closed: the credentials of this target go only into an attempt that
         // Envoy is sending to this target's cluster.
-        let cluster = host::property(&["xds", "cluster_name"])
-            .map(|c| String::from_utf8_lossy(&c).into_owned())
-            .unwrap_or_default();
+        let cluster = envoy.upstream_cluster().unwrap_or_default();
         let hedge = ledger::read(&self.request_id, |e| e.hedge_cluster.clone()).flatten();
         if cluster != provider.cluster && hedge.as_deref() != Some(cluster.as_str()) {
             let msg = format!(
                 "attempt {} of request {:?} runs in cluster `{cluster}`, not in `{}` of its target {target}: refused",
                 self.attempt, self.request_id, provider.cluster
             );
-            return self.fail(500, "gateway_error", &msg);
+            return self.fail(envoy, 500, "gateway_error", &msg);
         }
         // The previous attempt got no answer at all (refused, reset, timed out):
         // that counts against its circuit.
@@ -256,11 +271,11 @@ impl HttpContext for Adapter {
             })
             .flatten()
         {
-            circuit::record(settings, &prev, false, now);
+            circuit::record(envoy, settings, &prev, false, now);
         }
         // Each attempt on a provider uses a key this request has not tried yet.
         let used = ledger::keys_used(&self.request_id, &target.provider);
-        self.key = cooldown::pick_key(&target.provider, provider.api_keys.len(), &used, now);
+        self.key = cooldown::pick_key(envoy, &target.provider, provider.api_keys.len(), &used, now);
         let reported_key = self.key.filter(|_| provider.api_keys.len() > 1);
         let (endpoint, earlier) = ledger::read(&self.request_id, |e| {
             let mut earlier: Vec<String> = Vec::new();
@@ -275,28 +290,29 @@ impl HttpContext for Adapter {
         self.endpoint = endpoint;
         ledger::start_attempt(&self.request_id, self.attempt, &target, reported_key);
         self.started_ms = now;
-        self.rewrite_headers(&target, &provider, &earlier);
+        self.rewrite_headers(envoy, &target, &provider, &earlier);
         self.target = Some((target, provider));
         // Hold the headers until the body is rewritten, so content-length can be set
         // (allow_on_headers_stop_iteration makes this a plain StopIteration).
         Action::Pause
     }
 
-    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        profile_span!("adapter.request_body");
+    /// Request body of one attempt: rewritten for the target's dialect (and
+    /// signed, for Bedrock), with the exact `content-length`.
+    pub fn on_request_body(&mut self, envoy: &impl Host, end_of_stream: bool) -> Action {
         if !end_of_stream {
             return Action::Pause;
         }
         let Some((target, provider)) = &self.target else {
             return Action::Continue;
         };
-        let body = host::body(BufferType::HttpRequestBody, body_size);
+        let body = envoy.body(Body::Request);
         match dialect::prepare_request(provider.dialect, self.endpoint, &body, &target.model) {
             Ok(prepared) => {
                 self.stream = prepared.stream;
                 self.include_usage = prepared.include_usage;
                 self.base64 = prepared.base64;
-                host::replace_body(BufferType::HttpRequestBody, body_size, &prepared.body);
+                envoy.replace_body(Body::Request, &prepared.body);
                 let path = dialect::path(
                     provider.dialect,
                     self.endpoint,
@@ -305,12 +321,16 @@ impl HttpContext for Adapter {
                     provider.api_version.as_deref(),
                     prepared.stream,
                 );
-                host::set_request_header(":path", Some(&path));
+                envoy.set_header(Map::Request, ":path", Some(&path));
                 // The headers are still held (see on_http_request_headers): send an
                 // exact length rather than a chunked body.
-                host::set_request_header("content-length", Some(&prepared.body.len().to_string()));
+                envoy.set_header(
+                    Map::Request,
+                    "content-length",
+                    Some(&prepared.body.len().to_string()),
+                );
                 if let Some(aws) = &provider.aws {
-                    sign_aws(aws, &provider.authority, &path, &prepared.body);
+                    sign_aws(envoy, aws, &provider.authority, &path, &prepared.body);
                 }
                 Action::Continue
             }
@@ -320,6 +340,7 @@ impl HttpContext for Adapter {
                 // request, another might (Envoy does not retry an upstream filter's
                 // local reply today: see docs/architecture.md).
                 self.fail_as(
+                    envoy,
                     FailureClass::ModelUnavailable,
                     400,
                     "unsupported_for_provider",
@@ -329,46 +350,51 @@ impl HttpContext for Adapter {
         }
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        profile_span!("adapter.response_headers");
+    /// Response headers of one attempt: records the status; an error is held
+    /// until its body classifies it; a success picks how its body is translated.
+    pub fn on_response_headers(&mut self, envoy: &impl Host, end_of_stream: bool) -> Action {
         let Some((target, provider)) = &self.target else {
             return Action::Continue;
         };
-        let status = host::response_header(":status")
+        let status = envoy
+            .header(Map::Response, ":status")
             .and_then(|s| s.parse::<u16>().ok())
             .unwrap_or(0);
         self.status = status;
         if status == 429 {
-            self.reset_after_ms = cooldown_ms(host::now_ms());
+            self.reset_after_ms = switchyard_core::cooldown::from_headers(
+                |name| envoy.header(Map::Response, name),
+                envoy.now_ms(),
+            );
         }
         ledger::record_status(&self.request_id, self.attempt, status);
-        host::set_response_header(wire::PROVIDER_HEADER, Some(&target.provider));
-        host::set_response_header(wire::MODEL_HEADER, Some(&target.model));
+        envoy.set_header(Map::Response, wire::PROVIDER_HEADER, Some(&target.provider));
+        envoy.set_header(Map::Response, wire::MODEL_HEADER, Some(&target.model));
         let n = self.attempt.to_string();
-        host::set_response_header(wire::ATTEMPTS_HEADER, Some(&n));
-        host::set_response_header(wire::CHAIN_POSITION_HEADER, Some(&n));
+        envoy.set_header(Map::Response, wire::ATTEMPTS_HEADER, Some(&n));
+        envoy.set_header(Map::Response, wire::CHAIN_POSITION_HEADER, Some(&n));
         let dialect = provider.dialect;
         if !(200..300).contains(&status) {
             if end_of_stream {
                 // No body to read: the status alone classifies it.
-                self.settle(FailureClass::from_status(status), None);
+                self.settle(envoy, FailureClass::from_status(status), None);
                 return Action::Continue;
             }
             // Hold the headers until the body says which failure this is: the
             // router's retry decision is made on the (possibly canonical) status.
             self.mode = ResponseMode::Error;
             if dialect == Dialect::Bedrock {
-                self.aws_error_type = host::response_header("x-amzn-errortype");
+                self.aws_error_type = envoy.header(Map::Response, "x-amzn-errortype");
             }
-            host::set_response_header("content-length", None);
+            envoy.set_header(Map::Response, "content-length", None);
             return Action::Pause;
         }
         if let Some(settings) = &self.cfg.circuit_breaker
             && self.cfg.is_configured(target)
         {
-            let now = host::now_ms();
-            circuit::record(settings, target, true, now);
-            crate::fleet::record_latency(target, now.saturating_sub(self.started_ms));
+            let now = envoy.now_ms();
+            circuit::record(envoy, settings, target, true, now);
+            crate::fleet::record_latency(envoy, target, now.saturating_sub(self.started_ms));
         }
         let (filter_falls_over, targets) = ledger::read(&self.request_id, |e| {
             (
@@ -395,23 +421,23 @@ impl HttpContext for Adapter {
             Dialect::Openai | Dialect::AzureOpenai => ResponseMode::Pass,
             Dialect::Anthropic if self.stream => {
                 ResponseMode::Stream(Translator::Anthropic(Box::new(
-                    anthropic::StreamTranslator::new(self.include_usage, host::unix_now()),
+                    anthropic::StreamTranslator::new(self.include_usage, host::unix_now(envoy)),
                 )))
             }
             Dialect::Gemini | Dialect::Vertex if self.stream => {
                 ResponseMode::Stream(Translator::Gemini(Box::new(gemini::StreamTranslator::new(
                     self.include_usage,
-                    host::unix_now(),
+                    host::unix_now(envoy),
                     &target.model,
                 ))))
             }
             Dialect::Bedrock if self.stream => {
                 // The binary event stream becomes OpenAI's SSE.
-                host::set_response_header("content-type", Some("text/event-stream"));
+                envoy.set_header(Map::Response, "content-type", Some("text/event-stream"));
                 ResponseMode::Stream(Translator::Bedrock(Box::new(
                     bedrock::StreamTranslator::new(
                         self.include_usage,
-                        host::unix_now(),
+                        host::unix_now(envoy),
                         &target.model,
                         &completion_id(&self.request_id),
                         &self.request_id,
@@ -423,7 +449,7 @@ impl HttpContext for Adapter {
             }
         };
         if !matches!(self.mode, ResponseMode::Pass) {
-            host::set_response_header("content-length", None);
+            envoy.set_header(Map::Response, "content-length", None);
         }
         if !self.cfg.prices.is_empty() {
             self.usage = Some(UsageTail::default());
@@ -435,34 +461,34 @@ impl HttpContext for Adapter {
         }
     }
 
-    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        profile_span!("adapter.response_body");
+    /// Response body of one attempt: checked, translated, watched for usage.
+    pub fn on_response_body(&mut self, envoy: &impl Host, end_of_stream: bool) -> Action {
         if self.hold_for_content_check {
             if !end_of_stream {
                 return Action::Pause;
             }
-            let body = host::body(BufferType::HttpResponseBody, body_size);
+            let body = envoy.body(Body::Response);
             if content_filtered(&body) {
                 let message = "the provider's answer was stopped by its content filter".to_string();
-                self.settle(Some(FailureClass::ContentFilter), Some(message));
+                self.settle(envoy, Some(FailureClass::ContentFilter), Some(message));
                 return Action::Continue;
             }
         }
         match &mut self.mode {
             ResponseMode::Pass => {
                 if self.usage.is_some() {
-                    let chunk = host::body(BufferType::HttpResponseBody, body_size);
+                    let chunk = envoy.body(Body::Response);
                     self.watch_usage(&chunk, end_of_stream);
                 }
                 Action::Continue
             }
             ResponseMode::PassStream(watch) => {
-                let chunk = host::body(BufferType::HttpResponseBody, body_size);
+                let chunk = envoy.body(Body::Response);
                 watch.feed(&chunk);
                 if end_of_stream && !watch.done {
                     let mut out = chunk;
                     out.extend_from_slice(&truncated(&self.request_id));
-                    host::replace_body(BufferType::HttpResponseBody, body_size, &out);
+                    envoy.replace_body(Body::Response, &out);
                     self.watch_usage(&out, end_of_stream);
                 } else {
                     self.watch_usage(&chunk, end_of_stream);
@@ -470,7 +496,7 @@ impl HttpContext for Adapter {
                 Action::Continue
             }
             ResponseMode::Stream(t) => {
-                let chunk = host::body(BufferType::HttpResponseBody, body_size);
+                let chunk = envoy.body(Body::Response);
                 let mut out = t.feed(&chunk);
                 if end_of_stream {
                     out.extend(t.finish());
@@ -478,7 +504,7 @@ impl HttpContext for Adapter {
                         out.extend_from_slice(&truncated(&self.request_id));
                     }
                 }
-                host::replace_body(BufferType::HttpResponseBody, body_size, &out);
+                envoy.replace_body(Body::Response, &out);
                 self.watch_usage(&out, end_of_stream);
                 Action::Continue
             }
@@ -486,7 +512,7 @@ impl HttpContext for Adapter {
                 if !end_of_stream {
                     return Action::Pause;
                 }
-                let body = host::body(BufferType::HttpResponseBody, body_size);
+                let body = envoy.body(Body::Response);
                 let model = self
                     .target
                     .as_ref()
@@ -504,19 +530,19 @@ impl HttpContext for Adapter {
                         gemini::embeddings_response(&body, model, self.base64)
                     }
                     (Endpoint::Chat, Some(Dialect::Gemini | Dialect::Vertex)) => {
-                        gemini::response(&body, host::unix_now(), model)
+                        gemini::response(&body, host::unix_now(envoy), model)
                     }
                     (Endpoint::Chat, Some(Dialect::Bedrock)) => bedrock::response(
                         &body,
-                        host::unix_now(),
+                        host::unix_now(envoy),
                         model,
                         &completion_id(&self.request_id),
                     ),
-                    (Endpoint::Chat, _) => anthropic::response(&body, host::unix_now()),
+                    (Endpoint::Chat, _) => anthropic::response(&body, host::unix_now(envoy)),
                 };
                 match translated {
                     Ok(out) => {
-                        host::replace_body(BufferType::HttpResponseBody, body_size, &out);
+                        envoy.replace_body(Body::Response, &out);
                         self.watch_usage(&out, end_of_stream);
                     }
                     Err(e) => {
@@ -527,7 +553,7 @@ impl HttpContext for Adapter {
                             "bad_provider_response",
                             &self.request_id,
                         );
-                        host::replace_body(BufferType::HttpResponseBody, body_size, &out);
+                        envoy.replace_body(Body::Response, &out);
                     }
                 }
                 Action::Continue
@@ -536,7 +562,7 @@ impl HttpContext for Adapter {
                 if !end_of_stream {
                     return Action::Pause;
                 }
-                let body = host::body(BufferType::HttpResponseBody, body_size);
+                let body = envoy.body(Body::Response);
                 let dialect = self
                     .target
                     .as_ref()
@@ -545,7 +571,7 @@ impl HttpContext for Adapter {
                 if dialect == Dialect::Bedrock {
                     let (kind, m) = bedrock::error_details(self.aws_error_type.as_deref(), &body);
                     let class = bedrock::classify(self.status, &kind, &m);
-                    self.settle(class, Some(format!("{kind}: {m}")));
+                    self.settle(envoy, class, Some(format!("{kind}: {m}")));
                     return Action::Continue;
                 }
                 let message = match dialect {
@@ -559,7 +585,11 @@ impl HttpContext for Adapter {
                         dialect::error_message(&body)
                     }
                 };
-                self.settle(FailureClass::classify(dialect, self.status, &body), message);
+                self.settle(
+                    envoy,
+                    FailureClass::classify(dialect, self.status, &body),
+                    message,
+                );
                 Action::Continue
             }
         }
@@ -581,7 +611,7 @@ impl Adapter {
 
     /// Records the attempt's failure and shows the router the class's canonical
     /// status (headers are still held), so the retry decision follows the class.
-    fn settle(&self, class: Option<FailureClass>, message: Option<String>) {
+    fn settle(&self, envoy: &impl Host, class: Option<FailureClass>, message: Option<String>) {
         let Some(class) = class else {
             return;
         };
@@ -597,26 +627,33 @@ impl Adapter {
             .filter(|(t, _)| self.cfg.is_configured(t))
         {
             let keys = provider.api_keys.len();
-            let now = host::now_ms();
+            let now = envoy.now_ms();
             match class {
                 // With several keys, a rate limit or a rejection is the key's, not the
                 // provider's: only that key is set aside.
                 FailureClass::RateLimited => match (self.reset_after_ms, self.key, keys) {
-                    (Some(ms), Some(k), 2..) => cooldown::cool_key(&target.provider, k, now + ms),
-                    (Some(ms), _, _) => cooldown::cool_target(target, now + ms),
+                    (Some(ms), Some(k), 2..) => {
+                        cooldown::cool_key(envoy, &target.provider, k, now + ms)
+                    }
+                    (Some(ms), _, _) => cooldown::cool_target(envoy, target, now + ms),
                     _ => {}
                 },
                 FailureClass::Auth => match (self.key, keys) {
-                    (Some(k), 2..) => {
-                        cooldown::cool_key(&target.provider, k, now + cooldown::AUTH_COOLDOWN_MS)
-                    }
-                    _ => {
-                        cooldown::cool_provider(&target.provider, now + cooldown::AUTH_COOLDOWN_MS)
-                    }
+                    (Some(k), 2..) => cooldown::cool_key(
+                        envoy,
+                        &target.provider,
+                        k,
+                        now + cooldown::AUTH_COOLDOWN_MS,
+                    ),
+                    _ => cooldown::cool_provider(
+                        envoy,
+                        &target.provider,
+                        now + cooldown::AUTH_COOLDOWN_MS,
+                    ),
                 },
                 FailureClass::ServerError | FailureClass::Unreachable => {
                     if let Some(settings) = &self.cfg.circuit_breaker {
-                        circuit::record(settings, target, false, now);
+                        circuit::record(envoy, settings, target, false, now);
                     }
                 }
                 _ => {}
@@ -624,14 +661,9 @@ impl Adapter {
         }
         let canonical = class.canonical_status(self.status);
         if canonical != self.status {
-            host::set_response_header(":status", Some(&canonical.to_string()));
+            envoy.set_header(Map::Response, ":status", Some(&canonical.to_string()));
         }
     }
-}
-
-/// The provider's rate-limit reset time, from the response headers.
-fn cooldown_ms(now_ms: u64) -> Option<u64> {
-    switchyard_core::cooldown::from_headers(host::response_header, now_ms)
 }
 
 /// The events that end a stream the provider closed before its last event.
@@ -710,8 +742,8 @@ fn completion_id(request_id: &str) -> String {
 
 /// Signs the attempt with AWS SigV4 (the headers are still held, so they can be
 /// set now that the body is final).
-fn sign_aws(aws: &AwsAuth, authority: &str, path: &str, body: &[u8]) {
-    let date = sigv4::amz_date(host::unix_now());
+fn sign_aws(envoy: &impl Host, aws: &AwsAuth, authority: &str, path: &str, body: &[u8]) {
+    let date = sigv4::amz_date(host::unix_now(envoy));
     let mut headers = vec![
         ("host", authority),
         ("content-type", "application/json"),
@@ -734,7 +766,7 @@ fn sign_aws(aws: &AwsAuth, authority: &str, path: &str, body: &[u8]) {
     let authorization =
         sigv4::authorization(&request, &credentials, &aws.region, bedrock::SERVICE, &date);
     for (name, value) in headers.iter().skip(2) {
-        host::set_request_header(name, Some(value));
+        envoy.set_header(Map::Request, name, Some(value));
     }
-    host::set_request_header("authorization", Some(&authorization));
+    envoy.set_header(Map::Request, "authorization", Some(&authorization));
 }

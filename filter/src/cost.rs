@@ -1,39 +1,14 @@
 //! Cost accounting when prices are configured: at the end of each request, every
 //! attempt a provider may bill is charged at its target's price and counted in
-//! Envoy stats (`wasmcustom.switchyard_cost_micros_total`, per target
-//! `wasmcustom.switchyard_target_cost_micros.<provider>.<model>`, token totals, and
+//! Envoy stats (`switchyard_cost_micros_total`, per target
+//! `switchyard_target_cost_micros.<provider>.<model>`, token totals, and
 //! the part that was estimated). Rules are in `switchyard_core::cost`.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::MetricType;
 use switchyard_core::config::FilterConfig;
 use switchyard_core::cost::{self, Usage};
 
+use crate::host::Host;
 use crate::ledger::{Attempt, Entry};
-
-thread_local! {
-    static METRICS: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
-}
-
-fn add(name: &str, value: u64) {
-    if value == 0 {
-        return;
-    }
-    let id = METRICS.with(|m| {
-        if let Some(id) = m.borrow().get(name) {
-            return Some(*id);
-        }
-        let id = hostcalls::define_metric(MetricType::Counter, name).ok()?;
-        m.borrow_mut().insert(name.to_string(), id);
-        Some(id)
-    });
-    if let Some(id) = id {
-        let _ = hostcalls::increment_metric(id, value as i64);
-    }
-}
 
 /// The usage an attempt is charged for, and whether it is an estimate. Attempts that
 /// got an error status are not billed by providers; an attempt with no answer is
@@ -54,7 +29,12 @@ fn billed(attempt: &Attempt, entry: &Entry) -> Option<(Usage, bool)> {
 }
 
 /// Charges every billable attempt of a finished request.
-pub fn account(cfg: &FilterConfig, request_id: &str, entry: &Entry) {
+pub fn account(host: &impl Host, cfg: &FilterConfig, request_id: &str, entry: &Entry) {
+    let add = |name: &str, value: u64| {
+        if value > 0 {
+            host.count(name, value);
+        }
+    };
     let mut total = 0;
     for attempt in &entry.attempts {
         let Some((usage, estimated)) = billed(attempt, entry) else {

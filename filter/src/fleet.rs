@@ -1,12 +1,13 @@
-//! The filter's side of the fleet exchange: outcome counters per target in shared
-//! data (every worker adds to them), taken and sent to the control plane by the
-//! planner's root context on a timer; the answer (targets open fleet-wide) is
-//! written to shared data for the planner of every worker.
+//! The filter's side of the fleet exchange: outcome counters per target in the
+//! shared state (every worker adds to them), taken and sent to the control plane
+//! by the planner's background task on a timer; the answer (targets open
+//! fleet-wide, effective weights) is written to shared state for the planner of
+//! every worker.
 
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::Status;
 use switchyard_core::fleet::{Outcome, State};
 use switchyard_core::plan::Target;
+
+use crate::host::{self, Host};
 
 const INDEX: &str = "sy:rep:index";
 
@@ -18,99 +19,94 @@ fn open_key(target: &str) -> String {
     format!("sy:fleet:{target}")
 }
 
-fn read(key: &str) -> (String, Option<u32>) {
-    match hostcalls::get_shared_data(key) {
-        Ok((Some(v), cas)) => (String::from_utf8_lossy(&v).into_owned(), cas),
-        Ok((None, cas)) => (String::new(), cas),
-        Err(_) => (String::new(), None),
-    }
+fn weight_key(target: &str) -> String {
+    format!("sy:w:{target}")
 }
 
-/// Compare-and-swap update of a text value; gives up after a few conflicts.
-fn update(key: &str, f: impl Fn(&str) -> Option<String>) {
-    for _ in 0..8 {
-        let (current, cas) = read(key);
-        let Some(next) = f(&current) else { return };
-        match hostcalls::set_shared_data(key, Some(next.as_bytes()), cas) {
-            Err(Status::CasMismatch) => continue,
-            _ => return,
-        }
-    }
+/// The targets that have counters (configured targets only: see the adapter).
+fn index(host: &impl Host) -> String {
+    host::shared_text(host, INDEX)
+}
+
+/// `(ok, failed, latency_ms_sum)` of a counter value.
+fn counts(v: &[u8]) -> (u64, u64, u64) {
+    let v = std::str::from_utf8(v).unwrap_or_default();
+    let mut it = v.split(',').map(|n| n.parse::<u64>().unwrap_or(0));
+    (
+        it.next().unwrap_or(0),
+        it.next().unwrap_or(0),
+        it.next().unwrap_or(0),
+    )
 }
 
 /// Counts one attempt's outcome for the next report.
-pub fn record(t: &Target, ok: bool) {
+pub fn record(host: &impl Host, t: &Target, ok: bool) {
     let name = t.to_string();
-    update(INDEX, |index| {
+    host::shared_update(host, INDEX, |index| {
+        let index = std::str::from_utf8(index).unwrap_or_default();
         if index.split(',').any(|n| n == name) {
             None
         } else if index.is_empty() {
-            Some(name.clone())
+            Some(name.clone().into_bytes())
         } else {
-            Some(format!("{index},{name}"))
+            Some(format!("{index},{name}").into_bytes())
         }
     });
-    add(&name, u64::from(ok), u64::from(!ok), 0);
+    add(host, &name, u64::from(ok), u64::from(!ok), 0);
 }
 
 /// Counts a successful attempt's time to response headers.
-pub fn record_latency(t: &Target, ms: u64) {
-    add(&t.to_string(), 0, 0, ms);
+pub fn record_latency(host: &impl Host, t: &Target, ms: u64) {
+    add(host, &t.to_string(), 0, 0, ms);
 }
 
 /// Puts counts that could not be reported back, for the next report.
-pub fn restore(o: &Outcome) {
-    add(&o.target, o.ok, o.failed, o.latency_ms_sum);
+pub fn restore(host: &impl Host, o: &Outcome) {
+    add(host, &o.target, o.ok, o.failed, o.latency_ms_sum);
 }
 
-fn add(name: &str, ok: u64, failed: u64, latency_ms: u64) {
-    update(&counter_key(name), |v| {
-        let mut it = v.split(',').map(|n| n.parse::<u64>().unwrap_or(0));
-        let (o, f, l) = (
-            it.next().unwrap_or(0),
-            it.next().unwrap_or(0),
-            it.next().unwrap_or(0),
-        );
-        Some(format!("{},{},{}", o + ok, f + failed, l + latency_ms))
+fn add(host: &impl Host, name: &str, ok: u64, failed: u64, latency_ms: u64) {
+    host::shared_update(host, &counter_key(name), |v| {
+        let (o, f, l) = counts(v);
+        Some(
+            format!(
+                "{},{},{}",
+                o.saturating_add(ok),
+                f.saturating_add(failed),
+                l.saturating_add(latency_ms)
+            )
+            .into_bytes(),
+        )
     });
 }
 
 /// Takes (and zeroes) every target's counters since the last report.
-pub fn take() -> Vec<Outcome> {
-    let (index, _) = read(INDEX);
+pub fn take(host: &impl Host) -> Vec<Outcome> {
     let mut out = Vec::new();
-    for target in index.split(',').filter(|t| !t.is_empty()) {
-        let key = counter_key(target);
-        for _ in 0..8 {
-            let (v, cas) = read(&key);
-            let mut it = v.split(',').map(|n| n.parse::<u64>().unwrap_or(0));
-            let (ok, failed, latency_ms_sum) = (
-                it.next().unwrap_or(0),
-                it.next().unwrap_or(0),
-                it.next().unwrap_or(0),
-            );
-            if ok == 0 && failed == 0 {
-                break;
-            }
-            match hostcalls::set_shared_data(&key, Some(b"0,0,0"), cas) {
-                Err(Status::CasMismatch) => continue,
-                Ok(()) => out.push(Outcome {
-                    target: target.to_string(),
-                    ok,
-                    failed,
-                    latency_ms_sum,
-                }),
-                Err(_) => {}
-            }
-            break;
+    for target in index(host).split(',').filter(|t| !t.is_empty()) {
+        let taken = std::cell::Cell::new((0, 0, 0));
+        host::shared_update(host, &counter_key(target), |v| {
+            let c = counts(v);
+            taken.set(c);
+            (c.0 != 0 || c.1 != 0).then(|| b"0,0,0".to_vec())
+        });
+        let (ok, failed, latency_ms_sum) = taken.get();
+        if ok != 0 || failed != 0 {
+            out.push(Outcome {
+                target: target.to_string(),
+                ok,
+                failed,
+                latency_ms_sum,
+            });
         }
     }
     out
 }
 
-/// Stores the control plane's answer: open targets get their time, others 0.
-pub fn apply(state: &State) {
-    let (index, _) = read(INDEX);
+/// Stores the control plane's answer: open targets get their time, others 0;
+/// effective weight factors (1 for targets not listed).
+pub fn apply(host: &impl Host, state: &State) {
+    let index = index(host);
     let mut names: Vec<&str> = index.split(',').filter(|t| !t.is_empty()).collect();
     for o in &state.open {
         if !names.contains(&o.target.as_str()) {
@@ -123,34 +119,28 @@ pub fn apply(state: &State) {
             .iter()
             .find(|o| o.target == name)
             .map_or(0, |o| o.until_ms);
-        let key = open_key(name);
-        let (current, _) = read(&key);
-        if current != until.to_string() && !(current.is_empty() && until == 0) {
-            let _ = hostcalls::set_shared_data(&key, Some(until.to_string().as_bytes()), None);
-        }
-    }
-}
-
-/// Stores the effective weight factors (1 for targets not listed).
-pub fn apply_weights(state: &State) {
-    let (index, _) = read(INDEX);
-    for name in index.split(',').filter(|t| !t.is_empty()) {
+        set_if_changed(host, &open_key(name), until.to_string(), "0");
         let factor = state
             .weights
             .iter()
             .find(|w| w.target == name)
             .map_or(1.0, |w| w.factor);
-        let key = format!("sy:w:{name}");
-        if read(&key).0.parse::<f64>().unwrap_or(1.0) != factor {
-            let _ = hostcalls::set_shared_data(&key, Some(factor.to_string().as_bytes()), None);
-        }
+        set_if_changed(host, &weight_key(name), factor.to_string(), "1");
+    }
+}
+
+/// Writes `value` unless it is there already (or the key is unset and `value` is
+/// what unset means).
+fn set_if_changed(host: &impl Host, key: &str, value: String, unset: &str) {
+    let current = host::shared_text(host, key);
+    if current != value && !(current.is_empty() && value == unset) {
+        host.shared_set(key, value.as_bytes(), None);
     }
 }
 
 /// `t`'s effective weight factor (1 when the fleet has not lowered it).
-pub fn weight_factor(t: &Target) -> f64 {
-    read(&format!("sy:w:{t}"))
-        .0
+pub fn weight_factor(host: &impl Host, t: &Target) -> f64 {
+    host::shared_text(host, &weight_key(&t.to_string()))
         .parse::<f64>()
         .ok()
         .filter(|f| f.is_finite() && *f >= 0.0)
@@ -158,9 +148,8 @@ pub fn weight_factor(t: &Target) -> f64 {
 }
 
 /// Whether the fleet has set `t` aside at `now_ms`.
-pub fn is_open(t: &Target, now_ms: u64) -> bool {
-    read(&open_key(&t.to_string()))
-        .0
+pub fn is_open(host: &impl Host, t: &Target, now_ms: u64) -> bool {
+    host::shared_text(host, &open_key(&t.to_string()))
         .parse::<u64>()
         .is_ok_and(|until| until > now_ms)
 }

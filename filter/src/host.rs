@@ -1,121 +1,158 @@
-//! Host calls that cannot panic on hostile input.
+//! The seam between Switchyard's filter logic and the Envoy it runs in.
 //!
-//! The SDK's convenience methods unwrap: a non-UTF-8 header value or a missing
-//! property would abort the VM, turning every later request into a 503. Everything
-//! the filter reads from the host goes through here.
+//! Planner, adapter and the background tasks talk to Envoy only through
+//! [`Host`]; two implementations exist — proxy-wasm (`filter/wasm`, sandboxed,
+//! portable to Istio) and a native dynamic module (`filter/native`, fast) — plus an
+//! in-memory one for unit tests ([`crate::testing`]). A host handle given to a
+//! callback is only meant for that callback.
 
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, MapType};
+/// Which header map of the current stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Map {
+    /// The request headers (shared by every attempt of a request).
+    Request,
+    /// The response headers of the current answer.
+    Response,
+}
 
-/// All request headers in one host call (lower-case names, values as sent): one
-/// crossing instead of one per header read.
-#[derive(Debug, Default)]
-pub struct Headers(pub Vec<(String, Vec<u8>)>);
+/// Which body of the current stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Body {
+    /// The request body.
+    Request,
+    /// The response body.
+    Response,
+}
 
-impl Headers {
-    /// The current request headers.
-    pub fn request() -> Headers {
-        Headers(hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default())
+/// What a filter callback tells Envoy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Go on to the next filter.
+    Continue,
+    /// Hold: headers until the body callbacks resume them (a plain
+    /// `StopIteration`, body callbacks keep arriving), bodies buffered until the
+    /// end of the stream.
+    Pause,
+}
+
+/// Outcome of a compare-and-swap write of shared state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cas {
+    /// Written.
+    Done,
+    /// Someone wrote in between: read again.
+    Conflict,
+    /// The host refused.
+    Failed,
+}
+
+/// Envoy, as the filter logic sees it.
+pub trait Host {
+    // === the current stream ===
+
+    /// The first value of header `name` (lower-case), lossily decoded.
+    fn header(&self, map: Map, name: &str) -> Option<String>;
+    /// Every header, lower-case names, values as sent.
+    fn headers(&self, map: Map) -> Vec<(String, Vec<u8>)>;
+    /// Sets (or with `None` removes) header `name`.
+    fn set_header(&self, map: Map, name: &str, value: Option<&str>);
+    /// Replaces the whole map.
+    fn replace_headers(&self, map: Map, pairs: &[(String, Vec<u8>)]);
+    /// The body bytes this callback sees: the current chunk, or the whole body
+    /// when the filter held it until the end of the stream.
+    fn body(&self, which: Body) -> Vec<u8>;
+    /// Replaces what [`Host::body`] returned.
+    fn replace_body(&self, which: Body, bytes: &[u8]);
+    /// Sets filter state `key` (a string) that the route's matcher can read.
+    fn set_filter_state(&self, key: &str, value: &str) -> bool;
+    /// The cluster the current upstream attempt runs in.
+    fn upstream_cluster(&self) -> Option<String>;
+    /// Envoy's response code details (why a request ended without an answer).
+    fn response_code_details(&self) -> Option<String>;
+    /// Makes the router resolve the route again (after filter state changed).
+    fn clear_route_cache(&self) -> bool;
+    /// Answers the stream locally.
+    fn send_response(&self, status: u16, headers: &[(&str, &str)], body: &[u8]);
+
+    // === the process ===
+
+    /// Envoy's node id.
+    fn node_id(&self) -> String;
+    /// Wall-clock milliseconds since the Unix epoch.
+    fn now_ms(&self) -> u64;
+    /// A value of the state all workers share, with its compare-and-swap token.
+    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
+    /// Writes a shared value; with `cas`, only if nobody wrote since it was read.
+    fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Cas;
+    /// Adds `delta` to counter `name` (an Envoy stat).
+    fn count(&self, name: &str, delta: u64);
+    /// Starts an HTTP call to `cluster`; its answer comes back to the background
+    /// task that made it. `None` when it could not be started.
+    fn http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        timeout_ms: u64,
+    ) -> Option<u32>;
+}
+
+// === derived helpers (every host gets them) ===
+
+/// Seconds since the Unix epoch, for OpenAI's `created` fields.
+pub fn unix_now(host: &impl Host) -> u64 {
+    host.now_ms() / 1000
+}
+
+/// Sends a JSON local reply carrying the request id.
+pub fn send_json(host: &impl Host, status: u16, request_id: &str, body: &[u8]) {
+    let mut headers = vec![("content-type", "application/json")];
+    if !request_id.is_empty() {
+        headers.push(("x-request-id", request_id));
     }
+    host.send_response(status, &headers, body);
+}
 
-    /// The first value of `name`, lossily decoded.
-    pub fn get(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| String::from_utf8_lossy(v))
+/// Applies `f` to a shared value atomically: compare-and-swap, retried a few
+/// times. `f` gets the current bytes (empty when unset) and returns the new ones,
+/// or `None` to leave the value as it is. Returns whether the value is now `f`'s.
+pub fn shared_update(host: &impl Host, key: &str, f: impl Fn(&[u8]) -> Option<Vec<u8>>) -> bool {
+    for _ in 0..8 {
+        let (current, cas) = host.shared_get(key);
+        let Some(next) = f(current.as_deref().unwrap_or_default()) else {
+            return true;
+        };
+        match host.shared_set(key, &next, cas) {
+            Cas::Done => return true,
+            Cas::Conflict => continue,
+            Cas::Failed => return false,
+        }
     }
-
-    /// Whether `name` is present.
-    pub fn has(&self, name: &str) -> bool {
-        self.0.iter().any(|(k, _)| k == name)
-    }
+    false
 }
 
-/// Replaces the whole request header map in one host call.
-pub fn replace_request_headers(pairs: &[(String, Vec<u8>)]) -> bool {
-    let pairs: Vec<(&str, &[u8])> = pairs
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_slice()))
-        .collect();
-    hostcalls::set_map_bytes(MapType::HttpRequestHeaders, pairs).is_ok()
-}
-
-/// A request header, lossily decoded.
-pub fn request_header(name: &str) -> Option<String> {
-    header(MapType::HttpRequestHeaders, name)
-}
-
-/// A response header, lossily decoded.
-pub fn response_header(name: &str) -> Option<String> {
-    header(MapType::HttpResponseHeaders, name)
-}
-
-fn header(map: MapType, name: &str) -> Option<String> {
-    match hostcalls::get_map_value_bytes(map, name) {
-        Ok(Some(v)) => Some(String::from_utf8_lossy(&v).into_owned()),
-        _ => None,
-    }
-}
-
-/// Sets (or with `None` removes) a request header. Only valid before the header
-/// phase returned `Continue`.
-pub fn set_request_header(name: &str, value: Option<&str>) {
-    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
-}
-
-/// Sets (or with `None` removes) a response header. Only valid in the response
-/// header phase.
-pub fn set_response_header(name: &str, value: Option<&str>) {
-    let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value);
-}
-
-/// `size` bytes of a body buffer from offset 0.
-pub fn body(kind: BufferType, size: usize) -> Vec<u8> {
-    hostcalls::get_buffer(kind, 0, size)
-        .ok()
-        .flatten()
+/// A shared value as text (empty when unset or not UTF-8).
+pub fn shared_text(host: &impl Host, key: &str) -> String {
+    host.shared_get(key)
+        .0
+        .and_then(|v| String::from_utf8(v).ok())
         .unwrap_or_default()
-}
-
-/// Replaces the first `size` bytes of a body buffer with `value`.
-pub fn replace_body(kind: BufferType, size: usize, value: &[u8]) {
-    let _ = hostcalls::set_buffer(kind, 0, size, value);
-}
-
-/// A property (attribute) of the stream; `None` when absent or unreadable.
-pub fn property(path: &[&str]) -> Option<Vec<u8>> {
-    hostcalls::get_property(path.to_vec()).ok().flatten()
-}
-
-/// Writes filter state `wasm.<key>` that Envoy filters after this one can read.
-pub fn set_filter_state(key: &str, value: &str) -> bool {
-    hostcalls::set_property(vec![key], Some(value.as_bytes())).is_ok()
-}
-
-/// The plugin configuration bytes.
-pub fn plugin_configuration() -> Option<Vec<u8>> {
-    hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
-        .ok()
-        .flatten()
 }
 
 thread_local! {
     static RNG: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
-/// A uniform draw in [0, 1) (xorshift64*, seeded from the host clock on first use;
-/// for spreading load, not for secrets).
-pub fn random_unit() -> f64 {
+/// A uniform draw in [0, 1) (xorshift64*, per worker, seeded from the clock on
+/// first use; for spreading load, not for secrets).
+pub fn random_unit(host: &impl Host) -> f64 {
     RNG.with(|r| {
         let mut x = r.get();
         if x == 0 {
-            x = hostcalls::get_current_time()
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0x9E37_79B9_7F4A_7C15)
-                | 1;
+            // The clock, and this worker's slot address so that workers started in
+            // the same millisecond draw differently.
+            let slot = std::ptr::from_ref(r) as usize as u64;
+            x = (host.now_ms() ^ slot.rotate_left(17)).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         }
         x ^= x >> 12;
         x ^= x << 25;
@@ -123,31 +160,4 @@ pub fn random_unit() -> f64 {
         r.set(x);
         (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
     })
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// Seconds since the Unix epoch, for OpenAI's `created` fields.
-pub fn unix_now() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// Sends a JSON local reply carrying the request id.
-pub fn send_json(status: u32, request_id: &str, body: &[u8]) {
-    let mut headers = vec![("content-type", "application/json")];
-    if !request_id.is_empty() {
-        headers.push(("x-request-id", request_id));
-    }
-    let _ = hostcalls::send_http_response(status, headers, Some(body));
 }

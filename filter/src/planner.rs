@@ -8,10 +8,8 @@
 //! router's per-request knobs (`x-envoy-max-retries`) on the still-held headers.
 //! Response: a final failure becomes one OpenAI error listing every attempt.
 
-use std::rc::Rc;
+use std::sync::Arc;
 
-use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, BufferType};
 use serde_json::Value;
 use switchyard_core::config::FilterConfig;
 use switchyard_core::headers::{self, Disposition};
@@ -19,13 +17,14 @@ use switchyard_core::policy::{self, Policy};
 use switchyard_core::request::Endpoint;
 use switchyard_core::{error, plan, request, wire};
 
-use crate::{circuit, cooldown, cost, fleet, health, host, ledger};
+use crate::host::{self, Action, Body, Host, Map};
+use crate::{circuit, cooldown, cost, fleet, health, ledger};
 
 const MODELS_PATH: &str = "/v1/models";
 
 /// Per-request planner state.
 pub struct Planner {
-    cfg: Rc<FilterConfig>,
+    cfg: Arc<FilterConfig>,
     request_id: String,
     /// The request was planned and entered in the ledger.
     planned: bool,
@@ -49,7 +48,7 @@ pub struct Planner {
 
 impl Planner {
     /// A planner for one request.
-    pub fn new(cfg: Rc<FilterConfig>) -> Self {
+    pub fn new(cfg: Arc<FilterConfig>) -> Self {
         Planner {
             cfg,
             request_id: String::new(),
@@ -65,9 +64,10 @@ impl Planner {
         }
     }
 
-    fn reject(&mut self, status: u32, code: &str, message: &str) -> Action {
-        let kind = error::type_for_status(status as u16);
+    fn reject(&mut self, envoy: &impl Host, status: u16, code: &str, message: &str) -> Action {
+        let kind = error::type_for_status(status);
         host::send_json(
+            envoy,
             status,
             &self.request_id,
             &error::body(message, kind, code, &self.request_id),
@@ -76,7 +76,7 @@ impl Planner {
         Action::Pause
     }
 
-    fn models(&mut self) -> Action {
+    fn models(&mut self, envoy: &impl Host) -> Action {
         let mut ids: Vec<String> = self.cfg.routes.keys().cloned().collect();
         for route in self.cfg.routes.values() {
             for t in &route.chain {
@@ -91,16 +91,20 @@ impl Planner {
             .map(|id| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "switchyard"}))
             .collect();
         let body = serde_json::json!({"object": "list", "data": data}).to_string();
-        host::send_json(200, &self.request_id, body.as_bytes());
+        host::send_json(envoy, 200, &self.request_id, body.as_bytes());
         self.replied = true;
         Action::Pause
     }
 
     /// Validates the body and returns the plan, or the rejection already sent.
-    fn plan_body(&mut self, body: &[u8]) -> Result<(Vec<plan::Target>, Policy), Action> {
+    fn plan_body(
+        &mut self,
+        envoy: &impl Host,
+        body: &[u8],
+    ) -> Result<(Vec<plan::Target>, Policy), Action> {
         let req = match request::inspect(body, self.endpoint) {
             Ok(r) => r,
-            Err(e) => return Err(self.reject(400, e.code, &e.message)),
+            Err(e) => return Err(self.reject(envoy, 400, e.code, &e.message)),
         };
         let tighten = &self.tighten;
         let base = plan::policy(&self.cfg, &req.model);
@@ -112,7 +116,7 @@ impl Planner {
         });
         let policy = match policy {
             Ok(p) => p,
-            Err(e) => return Err(self.reject(400, "invalid_policy_header", &e.to_string())),
+            Err(e) => return Err(self.reject(envoy, 400, "invalid_policy_header", &e.to_string())),
         };
         self.client_limits = policy.first_byte_timeout_ms != base.first_byte_timeout_ms
             || policy.deadline_ms != base.deadline_ms;
@@ -121,8 +125,8 @@ impl Planner {
             &self.cfg,
             &req.model,
             &fallbacks,
-            host::random_unit(),
-            fleet::weight_factor,
+            host::random_unit(envoy),
+            |t| fleet::weight_factor(envoy, t),
         ) {
             Ok(mut p) => {
                 if self.endpoint == Endpoint::Embeddings {
@@ -138,7 +142,7 @@ impl Planner {
                             "No target of `{}` offers embeddings (every dialect but Anthropic does).",
                             req.model
                         );
-                        return Err(self.reject(400, "embeddings_not_supported", &msg));
+                        return Err(self.reject(envoy, 400, "embeddings_not_supported", &msg));
                     }
                 }
                 if p.len() > 1 && self.needs_translation_check(body) {
@@ -151,10 +155,10 @@ impl Planner {
                         None => true,
                     });
                     if let (true, Some(why)) = (p.is_empty(), refusal) {
-                        return Err(self.reject(400, "unsupported_for_provider", &why));
+                        return Err(self.reject(envoy, 400, "unsupported_for_provider", &why));
                     }
                 }
-                let p = self.steer(p, host::now_ms());
+                let p = self.steer(envoy, p, envoy.now_ms());
                 let p = plan::expand(&self.cfg, p, policy.attempts_per_target);
                 // Hedging walks the route's composite cluster, attempt k -> target k:
                 // only possible when this request's plan is the route's chain as is.
@@ -170,19 +174,19 @@ impl Planner {
                 Ok((p, policy))
             }
             Err(e @ plan::PlanError::UnknownModel(_)) => {
-                Err(self.reject(404, "model_not_found", &e.to_string()))
+                Err(self.reject(envoy, 404, "model_not_found", &e.to_string()))
             }
             Err(e @ plan::PlanError::BadFallback { .. }) => {
-                Err(self.reject(400, "invalid_fallback", &e.to_string()))
+                Err(self.reject(envoy, 400, "invalid_fallback", &e.to_string()))
             }
             Err(e @ plan::PlanError::TooLong { .. }) => {
-                Err(self.reject(400, "plan_too_long", &e.to_string()))
+                Err(self.reject(envoy, 400, "plan_too_long", &e.to_string()))
             }
             Err(e @ plan::PlanError::InvalidModel { .. }) => {
-                Err(self.reject(400, "invalid_model", &e.to_string()))
+                Err(self.reject(envoy, 400, "invalid_model", &e.to_string()))
             }
             Err(e @ plan::PlanError::OverCeiling(_)) => {
-                Err(self.reject(400, "over_price_ceiling", &e.to_string()))
+                Err(self.reject(envoy, 400, "over_price_ceiling", &e.to_string()))
             }
         }
     }
@@ -217,17 +221,17 @@ impl Planner {
     /// targets whose circuit is open, here or fleet-wide, and targets of providers
     /// failing their health checks. When every target is held back the plan is
     /// unchanged: trying beats failing without trying.
-    fn steer(&self, plan: Vec<plan::Target>, now: u64) -> Vec<plan::Target> {
+    fn steer(&self, envoy: &impl Host, plan: Vec<plan::Target>, now: u64) -> Vec<plan::Target> {
         if plan.len() < 2 {
             return plan;
         }
         let breaker = self.cfg.circuit_breaker.as_ref();
         let (ready, back): (Vec<plan::Target>, Vec<plan::Target>) =
             plan.into_iter().partition(|t| {
-                !cooldown::is_cooling(t, now)
-                    && !fleet::is_open(t, now)
-                    && !health::is_down(&t.provider)
-                    && breaker.is_none_or(|s| circuit::admit(s, t, now))
+                !cooldown::is_cooling(envoy, t, now)
+                    && !fleet::is_open(envoy, t, now)
+                    && !health::is_down(envoy, &t.provider)
+                    && breaker.is_none_or(|s| circuit::admit(envoy, s, t, now))
             });
         if ready.is_empty() {
             return back;
@@ -237,13 +241,13 @@ impl Planner {
         out
     }
 
-    fn publish(&mut self, plan: Vec<plan::Target>, policy: Policy) -> Action {
+    fn publish(&mut self, envoy: &impl Host, plan: Vec<plan::Target>, policy: Policy) -> Action {
         // The ledger is keyed by x-request-id, which a client may choose: a request
         // whose id is empty or already in flight on this worker gets a unique one
         // (set on the held headers, so the adapter and the response carry it).
         if self.request_id.is_empty() || ledger::contains(&self.request_id) {
             self.request_id = ledger::unique_id(&self.request_id);
-            host::set_request_header("x-request-id", Some(&self.request_id));
+            envoy.set_header(Map::Request, "x-request-id", Some(&self.request_id));
         }
         let mut ok = true;
         for (i, t) in plan.iter().enumerate() {
@@ -253,14 +257,15 @@ impl Planner {
                 .get(&t.provider)
                 .map(|p| p.cluster.as_str())
                 .unwrap_or("");
-            ok &= host::set_filter_state(&format!("{}{}", wire::SLOT_STATE_PREFIX, i + 1), cluster);
+            ok &= envoy.set_filter_state(&format!("{}{}", wire::SLOT_STATE_PREFIX, i + 1), cluster);
         }
-        set_router_knobs(plan.len(), &policy, self.hedge.is_some());
+        set_router_knobs(envoy, plan.len(), &policy, self.hedge.is_some());
         if let Some(chain) = &self.hedge {
-            ok &= host::set_filter_state(wire::CHAIN_STATE, chain);
+            ok &= envoy.set_filter_state(wire::CHAIN_STATE, chain);
         }
         if !ok {
             return self.reject(
+                envoy,
                 500,
                 "gateway_error",
                 "The gateway could not record the request's plan.",
@@ -268,8 +273,9 @@ impl Planner {
         }
         // The connection manager resolved the route when the headers arrived, before
         // the plan existed: make the router resolve it again so the matcher sees the slots.
-        if proxy_wasm::hostcalls::call_foreign_function("clear_route_cache", None).is_err() {
+        if !envoy.clear_route_cache() {
             return self.reject(
+                envoy,
                 500,
                 "gateway_error",
                 "The gateway could not refresh the route for the plan.",
@@ -292,10 +298,9 @@ impl Planner {
         Action::Continue
     }
 
-    fn failure_body(&self, status: u16, provider_body: &[u8]) -> Vec<u8> {
+    fn failure_body(&self, envoy: &impl Host, status: u16, provider_body: &[u8]) -> Vec<u8> {
         let entry = ledger::get(&self.request_id).unwrap_or_default();
-        let detail = host::property(&["response", "code_details"])
-            .map(|d| String::from_utf8_lossy(&d).into_owned());
+        let detail = envoy.response_code_details();
         let mut reports = entry.reports(detail.as_deref());
         // The final attempt's body reached us: use its message if the adapter did not.
         if let Some(last) = reports.last_mut()
@@ -347,10 +352,15 @@ impl Planner {
 /// Sets the router's per-request knobs on the held request headers: retries bounded
 /// by the plan, retried conditions from the policy, and its time limits. (Every
 /// client `x-envoy-*` header was removed with the request headers.)
-fn set_router_knobs(targets: usize, policy: &Policy, hedge: bool) {
-    host::set_request_header("x-envoy-max-retries", Some(&(targets - 1).to_string()));
-    host::set_request_header("x-envoy-retry-on", Some(policy.retry_on()));
-    host::set_request_header(
+fn set_router_knobs(envoy: &impl Host, targets: usize, policy: &Policy, hedge: bool) {
+    envoy.set_header(
+        Map::Request,
+        "x-envoy-max-retries",
+        Some(&(targets - 1).to_string()),
+    );
+    envoy.set_header(Map::Request, "x-envoy-retry-on", Some(policy.retry_on()));
+    envoy.set_header(
+        Map::Request,
         "x-envoy-retriable-status-codes",
         Some(&policy.retriable_status_codes()),
     );
@@ -362,25 +372,33 @@ fn set_router_knobs(targets: usize, policy: &Policy, hedge: bool) {
         policy.first_byte_timeout_ms
     };
     if let Some(ms) = per_try {
-        host::set_request_header(
+        envoy.set_header(
+            Map::Request,
             "x-envoy-upstream-rq-per-try-timeout-ms",
             Some(&ms.to_string()),
         );
     }
     if hedge {
-        host::set_request_header("x-envoy-hedge-on-per-try-timeout", Some("true"));
+        envoy.set_header(
+            Map::Request,
+            "x-envoy-hedge-on-per-try-timeout",
+            Some("true"),
+        );
     }
     if let Some(ms) = policy.deadline_ms {
-        host::set_request_header("x-envoy-upstream-rq-timeout-ms", Some(&ms.to_string()));
+        envoy.set_header(
+            Map::Request,
+            "x-envoy-upstream-rq-timeout-ms",
+            Some(&ms.to_string()),
+        );
     }
 }
 
-impl Context for Planner {}
-
-impl HttpContext for Planner {
-    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        profile_span!("planner.request_headers");
-        let headers = host::Headers::request();
+impl Planner {
+    /// Request headers: checks method, path and declared size, keeps the allowed
+    /// headers, and holds them until the body is planned.
+    pub fn on_request_headers(&mut self, envoy: &impl Host, end_of_stream: bool) -> Action {
+        let headers = Headers(envoy.headers(Map::Request));
         self.request_id = headers.get("x-request-id").unwrap_or_default().into_owned();
         for h in [
             policy::header::FAIL_OVER_ON,
@@ -395,7 +413,7 @@ impl HttpContext for Planner {
         let path = headers.get(":path").unwrap_or_default();
         let path = path.split('?').next().unwrap_or("");
         if path == MODELS_PATH && method == "GET" {
-            return self.models();
+            return self.models(envoy);
         }
         let Some(endpoint) = Endpoint::from_path(path) else {
             let msg = format!(
@@ -403,56 +421,64 @@ impl HttpContext for Planner {
                 Endpoint::Chat.path(),
                 Endpoint::Embeddings.path()
             );
-            return self.reject(404, "unsupported_endpoint", &msg);
+            return self.reject(envoy, 404, "unsupported_endpoint", &msg);
         };
         self.endpoint = endpoint;
         if method != "POST" {
             return self.reject(
+                envoy,
                 405,
                 "method_not_allowed",
                 &format!("{path} accepts POST only."),
             );
         }
         if end_of_stream {
-            return self.reject(400, "missing_body", "The request has no body.");
+            return self.reject(envoy, 400, "missing_body", "The request has no body.");
         }
         if let Some(len) = headers
             .get("content-length")
             .and_then(|l| l.parse::<usize>().ok())
             && len > self.cfg.max_request_bytes
         {
-            return self.too_large();
+            return self.too_large(envoy);
         }
-        self.filter_headers(headers);
+        self.filter_headers(envoy, headers);
         // Held (StopIteration, allowed by the plugin config) until the body is planned.
         Action::Pause
     }
 
-    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        profile_span!("planner.request_body");
+    /// Request body: once complete, validates it and plans.
+    pub fn on_request_body(
+        &mut self,
+        envoy: &impl Host,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Action {
         if self.replied {
             return Action::Pause;
         }
         if body_size > self.cfg.max_request_bytes {
-            return self.too_large();
+            return self.too_large(envoy);
         }
         if !end_of_stream {
             return Action::Pause;
         }
-        let body = host::body(BufferType::HttpRequestBody, body_size);
+        let body = envoy.body(Body::Request);
         self.request_bytes = body.len();
-        match self.plan_body(&body) {
-            Ok((plan, policy)) => self.publish(plan, policy),
+        match self.plan_body(envoy, &body) {
+            Ok((plan, policy)) => self.publish(envoy, plan, policy),
             Err(action) => action,
         }
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        profile_span!("planner.response_headers");
+    /// Response headers: a final failure gets the provider's own status and a
+    /// JSON body listing the attempts (written in the body callback).
+    pub fn on_response_headers(&mut self, envoy: &impl Host) -> Action {
         if !self.planned {
             return Action::Continue;
         }
-        let status = host::response_header(":status")
+        let status = envoy
+            .header(Map::Response, ":status")
             .and_then(|s| s.parse::<u16>().ok())
             .unwrap_or(0);
         if status >= 400 {
@@ -464,32 +490,33 @@ impl HttpContext for Planner {
             .flatten()
             .unwrap_or(status);
             if original != status && original >= 400 {
-                host::set_response_header(":status", Some(&original.to_string()));
+                envoy.set_header(Map::Response, ":status", Some(&original.to_string()));
             }
             let status = original;
             self.rewriting = Some(status);
-            host::set_response_header("content-length", None);
-            host::set_response_header("content-type", Some("application/json"));
+            envoy.set_header(Map::Response, "content-length", None);
+            envoy.set_header(Map::Response, "content-type", Some("application/json"));
         }
         Action::Continue
     }
 
-    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        profile_span!("planner.response_body");
+    /// Response body: the final failure's body is replaced once complete.
+    pub fn on_response_body(&mut self, envoy: &impl Host, end_of_stream: bool) -> Action {
         let Some(status) = self.rewriting else {
             return Action::Continue;
         };
         if !end_of_stream {
             return Action::Pause;
         }
-        let original = host::body(BufferType::HttpResponseBody, body_size);
-        let body = self.failure_body(status, &original);
-        host::replace_body(BufferType::HttpResponseBody, body_size, &body);
+        let original = envoy.body(Body::Response);
+        let body = self.failure_body(envoy, status, &original);
+        envoy.replace_body(Body::Response, &body);
         Action::Continue
     }
 
-    fn on_log(&mut self) {
-        profile_span!("planner.log");
+    /// The stream is over: the last attempt's outcome and the request's cost are
+    /// accounted, and the ledger entry is removed.
+    pub fn on_done(&mut self, envoy: &impl Host) {
         // The last attempt's "no answer" has no later attempt to report it.
         if self.planned
             && let Some(settings) = &self.cfg.circuit_breaker
@@ -501,14 +528,12 @@ impl HttpContext for Planner {
             })
             .flatten()
         {
-            circuit::record(settings, &target, false, host::now_ms());
+            circuit::record(envoy, settings, &target, false, envoy.now_ms());
         }
-        #[cfg(feature = "profile")]
-        crate::profile::request_done();
         if self.planned {
             if !self.cfg.prices.is_empty() {
                 ledger::read(&self.request_id, |e| {
-                    cost::account(&self.cfg, &self.request_id, e)
+                    cost::account(envoy, &self.cfg, &self.request_id, e)
                 });
             }
             ledger::close(&self.request_id);
@@ -523,7 +548,7 @@ impl Planner {
     /// for every attempt (they share this header map). Headers forwarded to some
     /// providers only are kept aside for their attempts. Providers get plain JSON
     /// bodies: `content-type` and `accept-encoding` are normalised in the same call.
-    fn filter_headers(&mut self, headers: host::Headers) {
+    fn filter_headers(&mut self, envoy: &impl Host, headers: Headers) {
         let per_provider: Vec<&str> = self
             .cfg
             .providers
@@ -556,20 +581,28 @@ impl Planner {
             changed = true;
         }
         if changed {
-            let _ = &kept;
-            for (n, _) in host::Headers::request().0 {
-                if !kept.iter().any(|(k, _)| *k == n) {
-                    host::set_request_header(&n, None);
-                }
-            }
+            envoy.replace_headers(Map::Request, &kept);
         }
     }
 
-    fn too_large(&mut self) -> Action {
+    fn too_large(&mut self, envoy: &impl Host) -> Action {
         let msg = format!(
             "The request body exceeds the gateway's limit of {} bytes.",
             self.cfg.max_request_bytes
         );
-        self.reject(413, "request_too_large", &msg)
+        self.reject(envoy, 413, "request_too_large", &msg)
+    }
+}
+
+/// Request headers read in one host call (lower-case names, values as sent).
+struct Headers(Vec<(String, Vec<u8>)>);
+
+impl Headers {
+    /// The first value of `name`, lossily decoded.
+    fn get(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v))
     }
 }

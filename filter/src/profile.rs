@@ -1,9 +1,10 @@
-//! Time spent in each filter callback, for `BENCH_PROFILE=1 make bench` (cargo
-//! feature `profile`; without it the `profile_span!` calls compile to nothing).
+//! Time spent in each filter callback, for `BENCH_PROFILE=1 make bench` (the host
+//! crates' cargo feature `profile` wraps every callback in a [`Span`]; without it
+//! nothing here runs).
 //!
 //! Each callback's wall time (host calls included) is summed per worker and, every
 //! `EVERY` requests, logged as one warning line of averages in microseconds. The
-//! two clock reads per span are part of what is measured (about 0.2 µs each).
+//! two clock reads per span are part of what is measured.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -18,27 +19,20 @@ thread_local! {
     static TOTALS: RefCell<Totals> = const { RefCell::new((BTreeMap::new(), 0)) };
 }
 
-fn now_ns() -> u64 {
-    proxy_wasm::hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
-
-/// Times the rest of the enclosing block as callback `name`.
-pub struct Span(&'static str, u64);
+/// Times the rest of the enclosing block as callback `name`; `now_ns` is the
+/// host's clock.
+pub struct Span(&'static str, u64, fn() -> u64);
 
 impl Span {
     /// Starts timing.
-    pub fn new(name: &'static str) -> Span {
-        Span(name, now_ns())
+    pub fn new(name: &'static str, now_ns: fn() -> u64) -> Span {
+        Span(name, now_ns(), now_ns)
     }
 }
 
 impl Drop for Span {
     fn drop(&mut self) {
-        let spent = now_ns().saturating_sub(self.1);
+        let spent = (self.2)().saturating_sub(self.1);
         TOTALS.with(|t| {
             let mut t = t.borrow_mut();
             let e = t.0.entry(self.0).or_insert((0, 0));

@@ -1,0 +1,147 @@
+//! Work a filter configuration does off the request path, on a timer: the
+//! planner's fleet exchange with the control plane and the adapter's active
+//! health checks. The host calls [`Background::tick`] every
+//! [`Background::tick_ms`] and hands back the answers of the HTTP calls it made.
+
+use std::sync::Arc;
+
+use switchyard_core::config::{FilterConfig, Role};
+use switchyard_core::fleet::{EXCHANGE_PATH, Outcome, Report, State};
+
+use crate::host::Host;
+use crate::{fleet, health};
+
+/// The background state of one filter configuration.
+#[derive(Debug)]
+pub struct Background {
+    cfg: Arc<FilterConfig>,
+    /// An exchange is in flight (its token).
+    exchange: Option<u32>,
+    /// Outcomes taken for the exchange in flight, restored if it fails.
+    in_flight: Vec<Outcome>,
+    /// Health checks in flight: token → provider.
+    checks: Vec<(u32, String)>,
+}
+
+impl Background {
+    /// Background work for `cfg`.
+    pub fn new(cfg: Arc<FilterConfig>) -> Self {
+        Background {
+            cfg,
+            exchange: None,
+            in_flight: Vec::new(),
+            checks: Vec::new(),
+        }
+    }
+
+    /// How often [`Background::tick`] should run; `None` when there is nothing to do.
+    pub fn tick_ms(&self) -> Option<u64> {
+        match self.cfg.role {
+            Role::Planner => self.cfg.fleet.as_ref().map(|l| l.interval_ms.max(50)),
+            Role::Adapter => self
+                .cfg
+                .health_check
+                .as_ref()
+                .map(|hc| (hc.interval_ms / 4).clamp(50, 1000)),
+        }
+    }
+
+    /// One timer tick.
+    pub fn tick(&mut self, envoy: &impl Host) {
+        if self.cfg.role == Role::Planner {
+            self.exchange(envoy);
+        }
+        if let Some(hc) = self
+            .cfg
+            .health_check
+            .as_ref()
+            .filter(|_| self.cfg.role == Role::Adapter)
+        {
+            let now = envoy.now_ms();
+            for (name, p) in &self.cfg.providers {
+                if health::claim(envoy, name, hc, now)
+                    && let Some(token) = health::check(envoy, name, p, hc)
+                {
+                    self.checks.push((token, name.clone()));
+                }
+            }
+        }
+    }
+
+    /// Sends this Envoy's outcomes since the last report; the answer is the
+    /// fleet's state.
+    fn exchange(&mut self, envoy: &impl Host) {
+        let Some(link) = &self.cfg.fleet else {
+            return;
+        };
+        if self.exchange.is_some() {
+            return;
+        }
+        let outcomes = fleet::take(envoy);
+        let body = serde_json::to_vec(&Report {
+            node: envoy.node_id(),
+            outcomes: outcomes.clone(),
+        })
+        .unwrap_or_default();
+        let headers = [
+            (":method", "POST"),
+            (":path", EXCHANGE_PATH),
+            (":authority", "switchyard"),
+            ("content-type", "application/json"),
+        ];
+        match envoy.http_call(
+            &link.cluster,
+            &headers,
+            Some(&body),
+            link.interval_ms.max(100) * 4,
+        ) {
+            Some(token) => {
+                self.exchange = Some(token);
+                self.in_flight = outcomes;
+            }
+            None => restore(envoy, &outcomes),
+        }
+    }
+
+    /// The answer of an HTTP call this task made: `status` is `None` when the
+    /// call failed without one.
+    pub fn on_http_response(
+        &mut self,
+        envoy: &impl Host,
+        token: u32,
+        status: Option<u16>,
+        body: &[u8],
+    ) {
+        if let Some(i) = self.checks.iter().position(|(t, _)| *t == token) {
+            let (_, provider) = self.checks.swap_remove(i);
+            let passed = status.is_some_and(|s| (200..300).contains(&s));
+            if let Some(hc) = &self.cfg.health_check {
+                health::record(envoy, &provider, hc, passed);
+            }
+            return;
+        }
+        if self.exchange != Some(token) {
+            return;
+        }
+        self.exchange = None;
+        match (status, serde_json::from_slice::<State>(body)) {
+            (Some(200), Ok(state)) => {
+                self.in_flight.clear();
+                fleet::apply(envoy, &state);
+            }
+            _ => {
+                // The control plane is away: keep the counts for the next try and
+                // keep serving with the last fleet state.
+                let lost = std::mem::take(&mut self.in_flight);
+                restore(envoy, &lost);
+            }
+        }
+    }
+}
+
+/// Puts outcomes that could not be reported back into the counters.
+fn restore(envoy: &impl Host, outcomes: &[Outcome]) {
+    for o in outcomes {
+        fleet::restore(envoy, o);
+    }
+}
