@@ -10,8 +10,38 @@ use switchyard_core::config::{Dialect, Price, Route};
 use switchyard_core::plan::Target;
 use switchyard_core::policy::Policy;
 
-/// Default path of the built filter, relative to the working directory.
+/// Default path of the built proxy-wasm filter, relative to the working directory.
 pub const DEFAULT_WASM: &str = "target/wasm32-wasip1/wasm-release/switchyard_filter.wasm";
+/// Default path of the built native module, relative to the working directory.
+pub const DEFAULT_MODULE: &str = "target/release/libswitchyard_native.so";
+
+/// Which build of the filter the fleet's Envoys load.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FilterBuild {
+    /// The proxy-wasm module (`filter: { wasm: PATH }`): sandboxed, runs in any
+    /// Envoy with V8 and in Istio's `WasmPlugin`.
+    Wasm(PathBuf),
+    /// The native dynamic module (`filter: { module: PATH }`): in-process, several
+    /// times cheaper per host call; needs Envoy 1.40 (its ABI `v0.2.0`).
+    Native(PathBuf),
+}
+
+impl FilterBuild {
+    /// The file Envoy loads.
+    pub fn path(&self) -> &Path {
+        match self {
+            FilterBuild::Wasm(p) | FilterBuild::Native(p) => p,
+        }
+    }
+
+    /// The name under which route matchers read filter state `key` set by the filter.
+    pub fn state_key(&self, key: &str) -> String {
+        match self {
+            FilterBuild::Wasm(_) => format!("wasm.{key}"),
+            FilterBuild::Native(_) => key.to_string(),
+        }
+    }
+}
 
 // === raw ===
 
@@ -82,6 +112,8 @@ fn default_port() -> u16 {
 struct RawFilter {
     #[serde(default)]
     wasm: Option<PathBuf>,
+    #[serde(default)]
+    module: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -256,8 +288,8 @@ pub struct Config {
     pub listener_address: String,
     /// Listener port (0 = ephemeral).
     pub listener_port: u16,
-    /// Absolute path of the filter's `.wasm` on the Envoy hosts.
-    pub wasm_path: PathBuf,
+    /// The filter build the Envoys load (absolute path on the Envoy hosts).
+    pub filter: FilterBuild,
     /// Largest request body accepted.
     pub max_request_bytes: usize,
     /// Most targets in one plan.
@@ -745,16 +777,29 @@ pub fn parse(
             problems,
         });
     }
-    let wasm = raw
-        .filter
-        .wasm
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_WASM));
-    let wasm_path = if wasm.is_relative() {
-        base.join(wasm)
-    } else {
-        wasm
+    let absolute = |p: PathBuf| {
+        let p = if p.is_relative() { base.join(p) } else { p };
+        std::path::absolute(&p).unwrap_or(p)
     };
-    let wasm_path = std::path::absolute(&wasm_path).unwrap_or(wasm_path);
+    let filter = match (raw.filter.wasm, raw.filter.module) {
+        (Some(w), None) => FilterBuild::Wasm(absolute(w)),
+        (None, Some(m)) => FilterBuild::Native(absolute(m)),
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::Invalid {
+                file: file.to_string(),
+                problems: vec!["filter: expected `wasm` or `module`, not both".to_string()],
+            });
+        }
+        // Unspecified: the faster build when it was built, else the portable one.
+        (None, None) => {
+            let module = absolute(PathBuf::from(DEFAULT_MODULE));
+            if module.exists() {
+                FilterBuild::Native(module)
+            } else {
+                FilterBuild::Wasm(absolute(PathBuf::from(DEFAULT_WASM)))
+            }
+        }
+    };
     let version = raw
         .version
         .unwrap_or_else(|| format!("{:016x}", fnv1a(text.as_bytes())));
@@ -762,7 +807,7 @@ pub fn parse(
         version,
         listener_address: raw.listener.address,
         listener_port: raw.listener.port,
-        wasm_path,
+        filter,
         max_request_bytes: raw.limits.max_request_bytes,
         stream_idle_timeout_ms: raw.limits.stream_idle_timeout_ms,
         max_attempts: raw.limits.max_attempts,
@@ -1031,7 +1076,7 @@ routes:
         assert_eq!(c.providers[1].authority(), "127.0.0.1:9000");
         assert_eq!(c.providers[1].base_path, "/v1");
         assert_eq!(c.routes["chat"].chain.len(), 2);
-        assert!(c.wasm_path.starts_with("/etc/sy"));
+        assert!(c.filter.path().starts_with("/etc/sy"));
         assert!(
             !format!("{:?}", c.providers[0]).contains("sk-test"),
             "secrets never in Debug"

@@ -7,7 +7,7 @@ use std::cell::Cell;
 use switchyard_core::circuit::{Settings, State, Transition};
 use switchyard_core::plan::Target;
 
-use crate::host::{self, Host};
+use crate::host::{self, Counter, Host};
 
 fn key(t: &Target) -> String {
     format!("sy:cb:{}/{}", t.provider, t.model)
@@ -15,12 +15,12 @@ fn key(t: &Target) -> String {
 
 /// Envoy stats `switchyard_circuit_{opened,half_opened,closed}_total`.
 fn count(host: &impl Host, t: Transition) {
-    let name = match t {
-        Transition::Opened => "switchyard_circuit_opened_total",
-        Transition::HalfOpened => "switchyard_circuit_half_opened_total",
-        Transition::Closed => "switchyard_circuit_closed_total",
+    let counter = match t {
+        Transition::Opened => Counter::CircuitOpened,
+        Transition::HalfOpened => Counter::CircuitHalfOpened,
+        Transition::Closed => Counter::CircuitClosed,
     };
-    host.count(name, 1);
+    host.count(counter, &[], 1);
 }
 
 /// Applies `f` to the target's state atomically; returns `f`'s result.

@@ -7,7 +7,7 @@
 use switchyard_core::config::FilterConfig;
 use switchyard_core::cost::{self, Usage};
 
-use crate::host::Host;
+use crate::host::{Counter, Host};
 use crate::ledger::{Attempt, Entry};
 
 /// The usage an attempt is charged for, and whether it is an estimate. Attempts that
@@ -30,9 +30,9 @@ fn billed(attempt: &Attempt, entry: &Entry) -> Option<(Usage, bool)> {
 
 /// Charges every billable attempt of a finished request.
 pub fn account(host: &impl Host, cfg: &FilterConfig, request_id: &str, entry: &Entry) {
-    let add = |name: &str, value: u64| {
+    let add = |counter: Counter, labels: &[&str], value: u64| {
         if value > 0 {
-            host.count(name, value);
+            host.count(counter, labels, value);
         }
     };
     let mut total = 0;
@@ -45,20 +45,15 @@ pub fn account(host: &impl Host, cfg: &FilterConfig, request_id: &str, entry: &E
         };
         let micros = cost::micros(price, usage);
         total += micros;
-        add("switchyard_cost_micros_total", micros);
+        add(Counter::CostMicros, &[], micros);
         if estimated {
-            add("switchyard_cost_estimated_micros_total", micros);
+            add(Counter::CostEstimatedMicros, &[], micros);
         }
-        add("switchyard_prompt_tokens_total", usage.prompt_tokens);
+        add(Counter::PromptTokens, &[], usage.prompt_tokens);
+        add(Counter::CompletionTokens, &[], usage.completion_tokens);
         add(
-            "switchyard_completion_tokens_total",
-            usage.completion_tokens,
-        );
-        add(
-            &format!(
-                "switchyard_target_cost_micros.{}.{}",
-                attempt.target.provider, attempt.target.model
-            ),
+            Counter::TargetCostMicros,
+            &[&attempt.target.provider, &attempt.target.model],
             micros,
         );
     }

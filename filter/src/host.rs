@@ -6,6 +6,8 @@
 //! in-memory one for unit tests ([`crate::testing`]). A host handle given to a
 //! callback is only meant for that callback.
 
+pub use crate::metrics::Counter;
+
 /// Which header map of the current stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Map {
@@ -84,8 +86,9 @@ pub trait Host {
     fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
     /// Writes a shared value; with `cas`, only if nobody wrote since it was read.
     fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Cas;
-    /// Adds `delta` to counter `name` (an Envoy stat).
-    fn count(&self, name: &str, delta: u64);
+    /// Adds `delta` to a counter; `labels` are its label values, in the order of
+    /// [`Counter::labels`].
+    fn count(&self, counter: Counter, labels: &[&str], delta: u64);
     /// Starts an HTTP call to `cluster`; its answer comes back to the background
     /// task that made it. `None` when it could not be started.
     fn http_call(

@@ -20,6 +20,7 @@ pub mod fleet;
 pub mod health;
 pub mod host;
 pub mod ledger;
+pub mod metrics;
 pub mod planner;
 pub mod profile;
 #[cfg(test)]

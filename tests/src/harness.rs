@@ -29,8 +29,41 @@ pub struct Paths {
     pub mock_provider: PathBuf,
     /// Envoy 1.40 (the project's virtualenv, or `ENVOY_BIN`).
     pub envoy: PathBuf,
-    /// The built filter.
+    /// The built proxy-wasm filter.
     pub wasm: PathBuf,
+    /// The built native module.
+    pub native: PathBuf,
+    /// Which of the two the gateways of this test run load (`SWITCHYARD_HOST`).
+    pub host: FilterHost,
+}
+
+/// Which build of the filter a test run exercises: `SWITCHYARD_HOST=wasm` (the
+/// default) or `SWITCHYARD_HOST=native`; `make test` runs the suite with both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FilterHost {
+    /// The proxy-wasm module on V8.
+    Wasm,
+    /// The native dynamic module.
+    Native,
+}
+
+impl FilterHost {
+    /// The host named by `SWITCHYARD_HOST`.
+    pub fn from_env() -> FilterHost {
+        match std::env::var("SWITCHYARD_HOST").as_deref() {
+            Ok("native") => FilterHost::Native,
+            Ok("wasm") | Err(_) => FilterHost::Wasm,
+            Ok(other) => panic!("SWITCHYARD_HOST={other}: expected wasm or native"),
+        }
+    }
+
+    /// The prefix Envoy gives the filter's own stats.
+    pub fn stat_prefix(self) -> &'static str {
+        match self {
+            FilterHost::Wasm => "wasmcustom.",
+            FilterHost::Native => "switchyard.",
+        }
+    }
 }
 
 impl Paths {
@@ -49,6 +82,10 @@ impl Paths {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| root.join("target"));
         let paths = Paths {
+            host: FilterHost::from_env(),
+            native: std::env::var_os("SWITCHYARD_NATIVE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| target.join("release/libswitchyard_native.so")),
             switchyard: bin_dir.join("switchyard"),
             mock_provider: bin_dir.join("mock-provider"),
             envoy: std::env::var_os("ENVOY_BIN")
@@ -62,7 +99,7 @@ impl Paths {
             ("switchyard", &paths.switchyard),
             ("mock-provider", &paths.mock_provider),
             ("envoy", &paths.envoy),
-            ("filter", &paths.wasm),
+            ("filter", &paths.filter().to_path_buf()),
         ] {
             assert!(
                 p.exists(),
@@ -71,6 +108,25 @@ impl Paths {
             );
         }
         paths
+    }
+}
+
+impl Paths {
+    /// The filter build this run exercises.
+    pub fn filter(&self) -> &Path {
+        match self.host {
+            FilterHost::Wasm => &self.wasm,
+            FilterHost::Native => &self.native,
+        }
+    }
+
+    /// The `filter:` line of a gateway config for this run's build.
+    pub fn filter_yaml(&self) -> String {
+        let key = match self.host {
+            FilterHost::Wasm => "wasm",
+            FilterHost::Native => "module",
+        };
+        format!("filter: {{ {key}: \"{}\" }}", self.filter().display())
     }
 }
 
@@ -343,10 +399,10 @@ impl GatewayBuilder {
     }
 
     /// The config file text.
-    pub fn config_text(&self, wasm: &Path) -> String {
+    pub fn config_text(&self, paths: &Paths) -> String {
         let mut y = String::new();
         let _ = writeln!(y, "listener: {{ address: 127.0.0.1, port: 0 }}");
-        let _ = writeln!(y, "filter: {{ wasm: \"{}\" }}", wasm.display());
+        let _ = writeln!(y, "{}", paths.filter_yaml());
         // The mock providers take their misbehaviour from the client's `x-mock`
         // header, which (like any client header) only reaches them when forwarded.
         let _ = writeln!(y, "forward_headers: [x-mock]");
@@ -384,7 +440,7 @@ impl GatewayBuilder {
     pub async fn start(self, paths: &Paths, scratch: &Scratch) -> Gateway {
         let dir = &scratch.0;
         let config = dir.join("switchyard.yaml");
-        std::fs::write(&config, self.config_text(&paths.wasm)).expect("write config");
+        std::fs::write(&config, self.config_text(paths)).expect("write config");
         let mut cp = Proc::spawn(
             "switchyard",
             dir,
@@ -409,6 +465,12 @@ impl GatewayBuilder {
         let node = format!("test-envoy-{n}");
         let envoy = start_envoy(paths, dir, &node, xds, n, self.workers.max(1), self.delta);
         let mut gw = Gateway {
+            host: paths.host,
+            filter_file: paths
+                .filter()
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             url: String::new(),
             admin: String::new(),
             config,
@@ -463,6 +525,10 @@ fn start_envoy(paths: &Paths, dir: &Path, node: &str, xds: SocketAddr, n: u32, w
 /// A running gateway.
 #[derive(Debug)]
 pub struct Gateway {
+    /// The filter build it runs.
+    pub host: FilterHost,
+    /// The file name of that build (to break a config on purpose).
+    pub filter_file: String,
     /// `http://127.0.0.1:PORT` of the first Envoy's listener.
     pub url: String,
     /// `http://127.0.0.1:PORT` of the first Envoy's admin.
@@ -576,6 +642,11 @@ impl Gateway {
             .ok()?;
         text.lines()
             .find_map(|l| l.strip_prefix(&format!("{name}: ")).and_then(|v| v.trim().parse().ok()))
+    }
+
+    /// A counter of the filter's own (`switchyard_…`), whichever host emits it.
+    pub async fn filter_stat(&self, name: &str) -> Option<u64> {
+        self.stat(&format!("{}{name}", self.host.stat_prefix())).await
     }
 
     /// POSTs a chat-completions body (with optional extra headers).

@@ -53,7 +53,7 @@ async fn hanging_provider_is_cut_out_then_probed_back_in() {
         );
     }
     assert_eq!(a.requests().await.len(), 3);
-    assert_eq!(gw.stat("wasmcustom.switchyard_circuit_opened_total").await, Some(1));
+    assert_eq!(gw.filter_stat("switchyard_circuit_opened_total").await, Some(1));
 
     // After the cool-down (and the fleet-wide state, up to one 250 ms report
     // later) one probe goes to a; a has recovered, the circuit
@@ -65,11 +65,8 @@ async fn hanging_provider_is_cut_out_then_probed_back_in() {
         let r = gw.chat(&chat_body("chat"), &[]).await;
         assert_eq!(served(&r), ("a".into(), "1".into()));
     }
-    assert_eq!(
-        gw.stat("wasmcustom.switchyard_circuit_half_opened_total").await,
-        Some(1)
-    );
-    assert_eq!(gw.stat("wasmcustom.switchyard_circuit_closed_total").await, Some(1));
+    assert_eq!(gw.filter_stat("switchyard_circuit_half_opened_total").await, Some(1));
+    assert_eq!(gw.filter_stat("switchyard_circuit_closed_total").await, Some(1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,7 +113,7 @@ async fn a_failed_probe_reopens_for_longer() {
         ("a".into(), "1".into()),
         "probe succeeds"
     );
-    assert_eq!(gw.stat("wasmcustom.switchyard_circuit_opened_total").await, Some(2));
+    assert_eq!(gw.filter_stat("switchyard_circuit_opened_total").await, Some(2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

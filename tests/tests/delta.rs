@@ -87,6 +87,6 @@ async fn delta_xds_serves_updates_and_removals() {
     assert_eq!(gw.stat("cluster_manager.cluster_modified").await.unwrap_or(0), 0);
 
     // A NACK is reported over delta too.
-    std::fs::write(&gw.config, config.replace("switchyard_filter.wasm", "missing.wasm")).unwrap();
+    std::fs::write(&gw.config, config.replace(&gw.filter_file, "missing_filter")).unwrap();
     wait_until("a NACK", || async { gw.cp.output().contains("NACK") }).await;
 }

@@ -57,9 +57,9 @@ async fn slow_primary_is_hedged() {
     let prompt_estimate = serde_json::to_vec(&chat_body("hedged")).unwrap().len().div_ceil(4) as u64;
     let a_cost = 5 * prompt_estimate * 2;
     let gw = &gw;
-    let stat = |name: &'static str| async move { gw.stat(&format!("wasmcustom.{name}")).await.unwrap_or(0) };
-    assert_eq!(stat("switchyard_target_cost_micros.b.m-b").await, b_cost);
-    assert_eq!(stat("switchyard_target_cost_micros.a.m-a").await, a_cost);
+    let stat = |name: &'static str| async move { gw.filter_stat(name).await.unwrap_or(0) };
+    assert_eq!(stat("switchyard_target_cost_micros.provider.b.model.m-b").await, b_cost);
+    assert_eq!(stat("switchyard_target_cost_micros.provider.a.model.m-a").await, a_cost);
     assert_eq!(stat("switchyard_cost_micros_total").await, a_cost + b_cost);
     assert_eq!(stat("switchyard_cost_estimated_micros_total").await, a_cost);
 

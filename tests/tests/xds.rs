@@ -117,7 +117,7 @@ async fn nack_is_logged_and_hot_reload_keeps_serving() {
     // control plane logs Envoy's reason, and the old config keeps serving.
     let good = std::fs::read_to_string(&gw.config).unwrap();
     let broken = good
-        .replace("switchyard_filter.wasm", "missing_filter.wasm")
+        .replace(&gw.filter_file, "missing_filter")
         .replace("[a/gpt]", "[b/claude]");
     std::fs::write(&gw.config, &broken).unwrap();
     wait_until("a NACK in the control plane log", Duration::from_secs(15), || async {
@@ -127,7 +127,7 @@ async fn nack_is_logged_and_hot_reload_keeps_serving() {
     let log = gw.cp.output();
     let nack = log.lines().find(|l| l.contains("NACK")).unwrap();
     assert!(
-        nack.contains("missing_filter.wasm") || nack.contains("Wasm"),
+        nack.contains("missing_filter") || nack.contains("Wasm") || nack.contains("dynamic module"),
         "NACK without Envoy's reason: {nack}"
     );
     assert_eq!(served_by(&gw.chat(&chat_body("chat"), &[]).await), "a");

@@ -25,7 +25,7 @@ use prost::{Message, Name};
 use switchyard_core::config::{FilterConfig, Provider as FilterProvider, Role};
 use switchyard_core::wire;
 
-use crate::config::{Config, Provider};
+use crate::config::{Config, FilterBuild, Provider};
 
 /// Name of the generated listener.
 pub const LISTENER_NAME: &str = "switchyard";
@@ -38,6 +38,8 @@ pub const FLEET_INTERVAL_MS: u64 = 250;
 pub const ROUTE_NAME: &str = "switchyard";
 /// `vm_id` shared by planner and adapter (they must share one VM per worker).
 pub const VM_ID: &str = "switchyard";
+/// Prefix of the native module's stats (`switchyard.<name>`).
+pub const NATIVE_METRICS_NAMESPACE: &str = "switchyard";
 /// CA bundle used to verify providers' certificates.
 pub const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
@@ -136,8 +138,46 @@ pub fn filter_config(cfg: &Config, role: Role) -> FilterConfig {
     }
 }
 
-fn wasm_filter(cfg: &Config, role: Role) -> hcm::HttpFilter {
+/// The Switchyard filter for `role`, in the build the config names.
+fn switchyard_filter(cfg: &Config, role: Role) -> hcm::HttpFilter {
     let json = serde_json::to_string(&filter_config(cfg, role)).unwrap_or_default();
+    match &cfg.filter {
+        FilterBuild::Wasm(path) => wasm_filter(path, role, json),
+        FilterBuild::Native(path) => native_filter(path, json),
+    }
+}
+
+/// The native dynamic module (`envoy.filters.http.dynamic_modules`). One `.so`
+/// for both roles (the JSON config says which); never unloaded, so the state all
+/// workers share survives config changes.
+fn native_filter(path: &std::path::Path, json: String) -> hcm::HttpFilter {
+    let module = envoy_types::pb::envoy::extensions::dynamic_modules::v3::DynamicModuleConfig {
+        do_not_close: true,
+        metrics_namespace: NATIVE_METRICS_NAMESPACE.to_string(),
+        module: Some(core::AsyncDataSource {
+            specifier: Some(core::async_data_source::Specifier::Local(
+                core::DataSource {
+                    specifier: Some(core::data_source::Specifier::Filename(
+                        path.display().to_string(),
+                    )),
+                    ..Default::default()
+                },
+            )),
+        }),
+        ..Default::default()
+    };
+    http_filter(
+        "envoy.filters.http.dynamic_modules",
+        &envoy_types::pb::envoy::extensions::filters::http::dynamic_modules::v3::DynamicModuleFilter {
+            dynamic_module_config: Some(module),
+            filter_name: "switchyard".to_string(),
+            filter_config: Some(any(&StringValue { value: json })),
+            ..Default::default()
+        },
+    )
+}
+
+fn wasm_filter(path: &std::path::Path, role: Role, json: String) -> hcm::HttpFilter {
     let role_name = match role {
         Role::Planner => "planner",
         Role::Adapter => "adapter",
@@ -156,7 +196,7 @@ fn wasm_filter(cfg: &Config, role: Role) -> hcm::HttpFilter {
                 specifier: Some(core::async_data_source::Specifier::Local(
                     core::DataSource {
                         specifier: Some(core::data_source::Specifier::Filename(
-                            cfg.wasm_path.display().to_string(),
+                            path.display().to_string(),
                         )),
                         ..Default::default()
                     },
@@ -189,12 +229,12 @@ fn http_filter<M: Message + Name>(name: &str, m: &M) -> hcm::HttpFilter {
 /// itself: no buffer or header_mutation filter is needed.
 pub fn listener(cfg: &Config) -> listener::Listener {
     let http_filters = vec![
-        wasm_filter(cfg, Role::Planner),
+        switchyard_filter(cfg, Role::Planner),
         http_filter(
             "envoy.filters.http.router",
             &router::Router {
                 upstream_http_filters: vec![
-                    wasm_filter(cfg, Role::Adapter),
+                    switchyard_filter(cfg, Role::Adapter),
                     http_filter(
                         "envoy.filters.http.upstream_codec",
                         &upstream_codec::UpstreamCodec::default(),
@@ -311,7 +351,9 @@ fn slot_matcher(cfg: &Config, k: usize) -> xds_matcher::Matcher {
         .map(|p| (cluster_name(p), cluster_action(&cluster_name(p))))
         .collect();
     let input = inputs::FilterStateInput {
-        key: format!("wasm.{}{k}", wire::SLOT_STATE_PREFIX),
+        key: cfg
+            .filter
+            .state_key(&format!("{}{k}", wire::SLOT_STATE_PREFIX)),
         ..Default::default()
     };
     exact_tree(&format!("slot{k}"), &input, map)
@@ -355,7 +397,7 @@ pub fn cluster_matcher(cfg: &Config) -> xds_matcher::Matcher {
         return attempt_matcher(cfg);
     }
     let input = inputs::FilterStateInput {
-        key: format!("wasm.{}", wire::CHAIN_STATE),
+        key: cfg.filter.state_key(wire::CHAIN_STATE),
         ..Default::default()
     };
     let mut m = exact_tree("chain", &input, chains);

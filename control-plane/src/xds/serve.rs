@@ -54,7 +54,7 @@ fn describe(cfg: &Config) -> String {
         cfg.listener_port,
         providers.join(", "),
         cfg.routes.keys().cloned().collect::<Vec<_>>().join(", "),
-        cfg.wasm_path.display()
+        cfg.filter.path().display()
     )
 }
 
@@ -66,10 +66,10 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     let cfg = load(config_path.as_deref())?;
     tracing::info!("{}", describe(&cfg));
-    if !cfg.wasm_path.exists() {
+    if !cfg.filter.path().exists() {
         tracing::warn!(
             "filter {} does not exist yet: Envoy will reject the listener until it does (run `make build`)",
-            cfg.wasm_path.display()
+            cfg.filter.path().display()
         );
     }
     // The status/fleet endpoint is bound first: its address goes into the config

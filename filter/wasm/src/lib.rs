@@ -22,7 +22,8 @@ use proxy_wasm::types::{
 use switchyard_core::config::{FilterConfig, Role};
 use switchyard_filter::adapter::Adapter;
 use switchyard_filter::background::Background;
-use switchyard_filter::host::{Action, Body, Cas, Host, Map};
+use switchyard_filter::host::{Action, Body, Cas, Counter, Host, Map};
+use switchyard_filter::metrics;
 use switchyard_filter::planner::Planner;
 
 proxy_wasm::main! {{
@@ -141,13 +142,14 @@ impl Host for WasmHost {
         }
     }
 
-    fn count(&self, name: &str, delta: u64) {
+    fn count(&self, counter: Counter, labels: &[&str], delta: u64) {
+        let name = metrics::flat_name(counter, labels);
         let id = METRICS.with(|m| {
-            if let Some(id) = m.borrow().get(name) {
+            if let Some(id) = m.borrow().get(&name) {
                 return Some(*id);
             }
-            let id = hostcalls::define_metric(MetricType::Counter, name).ok()?;
-            m.borrow_mut().insert(name.to_string(), id);
+            let id = hostcalls::define_metric(MetricType::Counter, &name).ok()?;
+            m.borrow_mut().insert(name, id);
             Some(id)
         });
         if let Some(id) = id {

@@ -1,0 +1,453 @@
+//! `switchyard`: the planner and the adapter (chosen by the `role` of the JSON
+//! filter config the control plane sends), with the native [`Host`] of the filter
+//! logic.
+//!
+//! State all workers share is plain process memory ([`crate::store`]); the ledger,
+//! as in proxy-wasm, is per worker thread (a stream and its attempts stay on one
+//! worker). Metrics are defined when the config is created (the ABI refuses later
+//! definitions). Background work (fleet exchange, health checks) runs on Envoy's
+//! main thread, woken by a [`Ticker`].
+#![forbid(unsafe_code)]
+
+use std::cell::RefCell;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use switchyard_core::config::{FilterConfig as Config, Role};
+use switchyard_filter::adapter::Adapter;
+use switchyard_filter::background::Background;
+use switchyard_filter::host::{Action, Body, Cas, Counter, Host, Map};
+use switchyard_filter::planner::Planner;
+
+use crate::api::{
+    self, Attribute, BodyKind, BodyStatus, CalloutResponse, CalloutResult, ConfigHandle, Filter,
+    FilterConfig, HeaderMap, HeadersStatus, Stream,
+};
+use crate::store;
+use crate::ticker::Ticker;
+
+/// The counters of one config, defined at its creation.
+struct Metrics(Vec<(Counter, api::Counter)>);
+
+impl Metrics {
+    fn define(handle: &mut ConfigHandle<'_>) -> Metrics {
+        let mut out = Vec::new();
+        for c in Counter::ALL {
+            match handle.define_counter(c.name(), c.labels()) {
+                Ok(id) => out.push((c, id)),
+                Err(e) => log::warn!("switchyard: counter {} not defined: {e:?}", c.name()),
+            }
+        }
+        Metrics(out)
+    }
+
+    fn get(&self, c: Counter) -> Option<api::Counter> {
+        self.0.iter().find(|(k, _)| *k == c).map(|(_, id)| *id)
+    }
+}
+
+/// One `switchyard` filter entry (planner or adapter).
+pub struct SwitchyardConfig {
+    cfg: Arc<Config>,
+    metrics: Arc<Metrics>,
+    background: Mutex<Background>,
+    /// Wakes [`FilterConfig::on_scheduled`] for the background work; dropped (and
+    /// joined) with the config.
+    _ticker: Option<Ticker>,
+}
+
+const TICK: u64 = 1;
+
+impl SwitchyardConfig {
+    /// Parses the control plane's JSON config; an error rejects the Envoy config.
+    pub fn new(bytes: &[u8], handle: &mut ConfigHandle<'_>) -> Result<Self, String> {
+        crate::logger::install();
+        let cfg = Config::from_json(bytes).map_err(|e| format!("rejected config: {e}"))?;
+        log::info!(
+            "switchyard {:?}: config version {} ({} providers, {} routes)",
+            cfg.role,
+            cfg.version,
+            cfg.providers.len(),
+            cfg.routes.len()
+        );
+        let cfg = Arc::new(cfg);
+        let metrics = Arc::new(Metrics::define(handle));
+        let background = Background::new(cfg.clone());
+        let ticker = match (background.tick_ms(), handle.scheduler()) {
+            (Some(ms), Some(scheduler)) => Some(
+                Ticker::start(scheduler, Duration::from_millis(ms), TICK)
+                    .map_err(|e| e.to_string())?,
+            ),
+            _ => None,
+        };
+        Ok(SwitchyardConfig {
+            cfg,
+            metrics,
+            background: Mutex::new(background),
+            _ticker: ticker,
+        })
+    }
+}
+
+impl FilterConfig for SwitchyardConfig {
+    fn new_filter(&self) -> Box<dyn Filter> {
+        let part = match self.cfg.role {
+            Role::Planner => Part::Planner(Planner::new(self.cfg.clone())),
+            Role::Adapter => Part::Adapter(Box::new(Adapter::new(self.cfg.clone()))),
+        };
+        Box::new(Switchyard {
+            part,
+            metrics: self.metrics.clone(),
+        })
+    }
+
+    fn on_scheduled(&self, config: &mut ConfigHandle<'_>, _event_id: u64) {
+        let host = ConfigHost {
+            handle: RefCell::new(config),
+            metrics: &self.metrics,
+        };
+        if let Ok(mut b) = self.background.lock() {
+            b.tick(&host);
+        }
+    }
+
+    fn on_http_callout_done(
+        &self,
+        config: &mut ConfigHandle<'_>,
+        callout_id: u64,
+        _result: CalloutResult,
+        response: Option<&CalloutResponse<'_>>,
+    ) {
+        let status = response
+            .and_then(|r| r.status())
+            .and_then(|s| u16::try_from(s).ok());
+        let body = response.map(|r| r.body_bytes()).unwrap_or_default();
+        let host = ConfigHost {
+            handle: RefCell::new(config),
+            metrics: &self.metrics,
+        };
+        if let Ok(mut b) = self.background.lock() {
+            b.on_http_response(
+                &host,
+                u32::try_from(callout_id).unwrap_or(u32::MAX),
+                status,
+                &body,
+            );
+        }
+    }
+}
+
+/// The filter logic of one stream (planner) or one attempt (adapter).
+enum Part {
+    Planner(Planner),
+    Adapter(Box<Adapter>),
+}
+
+struct Switchyard {
+    part: Part,
+    metrics: Arc<Metrics>,
+}
+
+fn headers_status(a: Action) -> HeadersStatus {
+    match a {
+        Action::Continue => HeadersStatus::Continue,
+        Action::Pause => HeadersStatus::StopIteration,
+    }
+}
+
+fn body_status(a: Action) -> BodyStatus {
+    match a {
+        Action::Continue => BodyStatus::Continue,
+        Action::Pause => BodyStatus::StopIterationAndBuffer,
+    }
+}
+
+impl Filter for Switchyard {
+    fn on_request_headers(&mut self, s: &mut Stream<'_>, end_of_stream: bool) -> HeadersStatus {
+        let host = StreamHost {
+            s: RefCell::new(s),
+            metrics: &self.metrics,
+        };
+        headers_status(match &mut self.part {
+            Part::Planner(p) => p.on_request_headers(&host, end_of_stream),
+            Part::Adapter(a) => a.on_request_headers(&host),
+        })
+    }
+
+    fn on_request_body(&mut self, s: &mut Stream<'_>, end_of_stream: bool) -> BodyStatus {
+        let size = whole_size(s, BodyKind::BufferedRequest, BodyKind::ReceivedRequest);
+        let host = StreamHost {
+            s: RefCell::new(s),
+            metrics: &self.metrics,
+        };
+        body_status(match &mut self.part {
+            Part::Planner(p) => p.on_request_body(&host, size, end_of_stream),
+            Part::Adapter(a) => a.on_request_body(&host, end_of_stream),
+        })
+    }
+
+    fn on_response_headers(&mut self, s: &mut Stream<'_>, end_of_stream: bool) -> HeadersStatus {
+        let host = StreamHost {
+            s: RefCell::new(s),
+            metrics: &self.metrics,
+        };
+        headers_status(match &mut self.part {
+            Part::Planner(p) => p.on_response_headers(&host),
+            Part::Adapter(a) => a.on_response_headers(&host, end_of_stream),
+        })
+    }
+
+    fn on_response_body(&mut self, s: &mut Stream<'_>, end_of_stream: bool) -> BodyStatus {
+        let host = StreamHost {
+            s: RefCell::new(s),
+            metrics: &self.metrics,
+        };
+        body_status(match &mut self.part {
+            Part::Planner(p) => p.on_response_body(&host, end_of_stream),
+            Part::Adapter(a) => a.on_response_body(&host, end_of_stream),
+        })
+    }
+
+    fn on_stream_complete(&mut self, s: &mut Stream<'_>) {
+        let metrics = self.metrics.clone();
+        let host = StreamHost {
+            s: RefCell::new(s),
+            metrics: &metrics,
+        };
+        if let Part::Planner(p) = &mut self.part {
+            p.on_done(&host);
+        }
+    }
+}
+
+/// The size of a body as the filter logic sees it: what was buffered plus the
+/// current chunk (or only the buffer, when the chunk is the buffer).
+fn whole_size(s: &Stream<'_>, buffered: BodyKind, received: BodyKind) -> usize {
+    let same = match buffered {
+        BodyKind::BufferedRequest => s.received_is_buffered_request_body(),
+        _ => s.received_is_buffered_response_body(),
+    };
+    if same {
+        s.body_size(buffered)
+    } else {
+        s.body_size(buffered) + s.body_size(received)
+    }
+}
+
+// === impl Host for a stream ===
+
+struct StreamHost<'a, 'b, 'm> {
+    s: RefCell<&'a mut Stream<'b>>,
+    metrics: &'m Metrics,
+}
+
+fn header_map(map: Map) -> HeaderMap {
+    match map {
+        Map::Request => HeaderMap::RequestHeaders,
+        Map::Response => HeaderMap::ResponseHeaders,
+    }
+}
+
+fn lossy(v: &[u8]) -> String {
+    String::from_utf8_lossy(v).into_owned()
+}
+
+impl Host for StreamHost<'_, '_, '_> {
+    fn header(&self, map: Map, name: &str) -> Option<String> {
+        self.s.borrow().header(header_map(map), name).map(lossy)
+    }
+
+    fn headers(&self, map: Map) -> Vec<(String, Vec<u8>)> {
+        self.s
+            .borrow()
+            .headers(header_map(map))
+            .into_iter()
+            .map(|(k, v)| (lossy(k), v.to_vec()))
+            .collect()
+    }
+
+    fn set_header(&self, map: Map, name: &str, value: Option<&str>) {
+        let mut s = self.s.borrow_mut();
+        match value {
+            Some(v) => s.set_header(header_map(map), name, v.as_bytes()),
+            None => s.remove_header(header_map(map), name),
+        };
+    }
+
+    fn replace_headers(&self, map: Map, pairs: &[(String, Vec<u8>)]) {
+        let mut s = self.s.borrow_mut();
+        let m = header_map(map);
+        let present: Vec<String> = s.headers(m).into_iter().map(|(k, _)| lossy(k)).collect();
+        for name in present
+            .iter()
+            .filter(|n| !pairs.iter().any(|(k, _)| k == *n))
+        {
+            s.remove_header(m, name);
+        }
+        for (name, value) in pairs {
+            if s.header(m, name) != Some(value.as_slice()) {
+                s.set_header(m, name, value);
+            }
+        }
+    }
+
+    fn body(&self, which: Body) -> Vec<u8> {
+        let s = self.s.borrow();
+        match which {
+            Body::Request => s.request_body(),
+            Body::Response => s.response_body(),
+        }
+    }
+
+    fn replace_body(&self, which: Body, bytes: &[u8]) {
+        let mut s = self.s.borrow_mut();
+        match which {
+            Body::Request => s.replace_request_body(bytes),
+            Body::Response => s.replace_response_body(bytes),
+        };
+    }
+
+    fn set_filter_state(&self, key: &str, value: &str) -> bool {
+        // Readable by Envoy's matchers under the bare key.
+        self.s.borrow_mut().set_filter_state(key, value.as_bytes())
+    }
+
+    fn upstream_cluster(&self) -> Option<String> {
+        self.s.borrow().cluster_name().map(lossy)
+    }
+
+    fn response_code_details(&self) -> Option<String> {
+        self.s
+            .borrow()
+            .attribute_string(Attribute::RESPONSE_CODE_DETAILS)
+            .map(lossy)
+    }
+
+    fn clear_route_cache(&self) -> bool {
+        self.s.borrow_mut().clear_route_cache();
+        true
+    }
+
+    fn send_response(&self, status: u16, headers: &[(&str, &str)], body: &[u8]) {
+        let headers: Vec<(&str, &[u8])> = headers.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
+        self.s
+            .borrow_mut()
+            .send_response(u32::from(status), &headers, body, "switchyard");
+    }
+
+    fn node_id(&self) -> String {
+        String::new()
+    }
+
+    fn now_ms(&self) -> u64 {
+        now_ms()
+    }
+
+    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        store::get(key)
+    }
+
+    fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Cas {
+        store::set(key, value, cas)
+    }
+
+    fn count(&self, counter: Counter, labels: &[&str], delta: u64) {
+        if let Some(id) = self.metrics.get(counter) {
+            let _ = self.s.borrow().increment_counter(id, labels, delta);
+        }
+    }
+
+    fn http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        timeout_ms: u64,
+    ) -> Option<u32> {
+        let headers: Vec<(&str, &[u8])> = headers.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
+        self.s
+            .borrow_mut()
+            .http_callout(cluster, &headers, body.unwrap_or_default(), timeout_ms)
+            .ok()
+            .and_then(|id| u32::try_from(id).ok())
+    }
+}
+
+// === impl Host for the config (background work, main thread) ===
+
+struct ConfigHost<'a, 'b, 'm> {
+    handle: RefCell<&'a mut ConfigHandle<'b>>,
+    metrics: &'m Metrics,
+}
+
+impl Host for ConfigHost<'_, '_, '_> {
+    fn header(&self, _map: Map, _name: &str) -> Option<String> {
+        None
+    }
+    fn headers(&self, _map: Map) -> Vec<(String, Vec<u8>)> {
+        Vec::new()
+    }
+    fn set_header(&self, _map: Map, _name: &str, _value: Option<&str>) {}
+    fn replace_headers(&self, _map: Map, _pairs: &[(String, Vec<u8>)]) {}
+    fn body(&self, _which: Body) -> Vec<u8> {
+        Vec::new()
+    }
+    fn replace_body(&self, _which: Body, _bytes: &[u8]) {}
+    fn set_filter_state(&self, _key: &str, _value: &str) -> bool {
+        false
+    }
+    fn upstream_cluster(&self) -> Option<String> {
+        None
+    }
+    fn response_code_details(&self) -> Option<String> {
+        None
+    }
+    fn clear_route_cache(&self) -> bool {
+        false
+    }
+    fn send_response(&self, _status: u16, _headers: &[(&str, &str)], _body: &[u8]) {}
+
+    fn node_id(&self) -> String {
+        String::new()
+    }
+
+    fn now_ms(&self) -> u64 {
+        now_ms()
+    }
+
+    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        store::get(key)
+    }
+
+    fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Cas {
+        store::set(key, value, cas)
+    }
+
+    fn count(&self, counter: Counter, labels: &[&str], delta: u64) {
+        if let Some(id) = self.metrics.get(counter) {
+            let _ = self.handle.borrow().increment_counter(id, labels, delta);
+        }
+    }
+
+    fn http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        timeout_ms: u64,
+    ) -> Option<u32> {
+        let headers: Vec<(&str, &[u8])> = headers.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
+        self.handle
+            .borrow_mut()
+            .http_callout(cluster, &headers, body.unwrap_or_default(), timeout_ms)
+            .ok()
+            .and_then(|id| u32::try_from(id).ok())
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
