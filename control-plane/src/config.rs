@@ -127,6 +127,25 @@ struct RawLimits {
     /// before the answer started, reset after. None: Envoy's 5-minute stream idle.
     #[serde(default)]
     stream_idle_timeout_ms: Option<u64>,
+    /// A request's headers must arrive within this time of their first byte.
+    #[serde(default = "default_request_headers_timeout_ms")]
+    request_headers_timeout_ms: u64,
+    /// A request (headers and body) must arrive within this time; answers are
+    /// not limited by it.
+    #[serde(default = "default_request_timeout_ms")]
+    request_timeout_ms: u64,
+    /// A client connection with no request in flight for this long is closed.
+    #[serde(default = "default_connection_idle_timeout_ms")]
+    connection_idle_timeout_ms: u64,
+    /// Client connections one Envoy holds at once (bootstrap: Envoy's global
+    /// downstream connection monitor); more are closed on accept.
+    #[serde(default = "default_max_connections")]
+    max_connections: u64,
+    /// Envoy's heap (bootstrap: fixed heap monitor of the overload manager):
+    /// near it, the streams holding the most memory are reset, then new
+    /// requests are refused.
+    #[serde(default = "default_max_heap_bytes")]
+    max_heap_bytes: u64,
 }
 
 impl Default for RawLimits {
@@ -135,6 +154,11 @@ impl Default for RawLimits {
             max_request_bytes: default_max_request_bytes(),
             max_attempts: default_max_attempts(),
             stream_idle_timeout_ms: None,
+            request_headers_timeout_ms: default_request_headers_timeout_ms(),
+            request_timeout_ms: default_request_timeout_ms(),
+            connection_idle_timeout_ms: default_connection_idle_timeout_ms(),
+            max_connections: default_max_connections(),
+            max_heap_bytes: default_max_heap_bytes(),
         }
     }
 }
@@ -144,6 +168,93 @@ fn default_max_request_bytes() -> usize {
 }
 fn default_max_attempts() -> usize {
     4
+}
+fn default_request_headers_timeout_ms() -> u64 {
+    10_000
+}
+// A 10 MiB body takes 17 s at 5 Mbit/s.
+fn default_request_timeout_ms() -> u64 {
+    60_000
+}
+fn default_connection_idle_timeout_ms() -> u64 {
+    60_000
+}
+fn default_max_connections() -> u64 {
+    10_000
+}
+fn default_max_heap_bytes() -> u64 {
+    1024 * 1024 * 1024
+}
+
+/// Smallest heap limit accepted: Envoy with the Wasm runtime needs tens of MiB
+/// before it serves anything.
+const MIN_HEAP_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The limits only Envoy's bootstrap can set (read once at Envoy's start):
+/// `switchyard bootstrap --config FILE` takes them from the file's `limits:`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BootstrapLimits {
+    /// Client connections one Envoy holds at once.
+    pub max_connections: u64,
+    /// Heap size the overload manager measures against.
+    pub max_heap_bytes: u64,
+}
+
+impl Default for BootstrapLimits {
+    fn default() -> Self {
+        BootstrapLimits {
+            max_connections: default_max_connections(),
+            max_heap_bytes: default_max_heap_bytes(),
+        }
+    }
+}
+
+/// Checks the `limits:` section; problems are added to `problems`.
+fn check_limits(l: &RawLimits, problems: &mut Vec<String>) {
+    if l.max_attempts == 0 || l.max_attempts > 16 {
+        problems.push(format!(
+            "limits.max_attempts: expected 1..=16, got {}",
+            l.max_attempts
+        ));
+    }
+    if l.stream_idle_timeout_ms == Some(0) {
+        problems.push("limits.stream_idle_timeout_ms: expected > 0".to_string());
+    }
+    if l.max_request_bytes < 1024 {
+        problems.push(format!(
+            "limits.max_request_bytes: expected at least 1024, got {}",
+            l.max_request_bytes
+        ));
+    }
+    for (name, v) in [
+        ("request_headers_timeout_ms", l.request_headers_timeout_ms),
+        ("request_timeout_ms", l.request_timeout_ms),
+        ("connection_idle_timeout_ms", l.connection_idle_timeout_ms),
+        ("max_connections", l.max_connections),
+    ] {
+        if v == 0 {
+            problems.push(format!("limits.{name}: expected > 0"));
+        }
+    }
+    if l.request_headers_timeout_ms > l.request_timeout_ms {
+        problems.push(format!(
+            "limits.request_headers_timeout_ms ({}) exceeds limits.request_timeout_ms ({}): the headers are part of the request",
+            l.request_headers_timeout_ms, l.request_timeout_ms
+        ));
+    }
+    if l.max_connections > u64::from(u32::MAX) {
+        problems.push(format!(
+            "limits.max_connections: expected at most {}, got {}",
+            u32::MAX,
+            l.max_connections
+        ));
+    }
+    if l.max_heap_bytes < MIN_HEAP_BYTES {
+        problems.push(format!(
+            "limits.max_heap_bytes: expected at least {MIN_HEAP_BYTES} (64 MiB), got {}",
+            l.max_heap_bytes
+        ));
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -296,6 +407,14 @@ pub struct Config {
     pub max_attempts: usize,
     /// Per-attempt idle limit (no bytes from the provider).
     pub stream_idle_timeout_ms: Option<u64>,
+    /// Time for a request's headers to arrive.
+    pub request_headers_timeout_ms: u64,
+    /// Time for a whole request (headers and body) to arrive.
+    pub request_timeout_ms: u64,
+    /// Time a client connection may stay open without a request.
+    pub connection_idle_timeout_ms: u64,
+    /// The limits of Envoy's bootstrap (connections, heap).
+    pub bootstrap: BootstrapLimits,
     /// Retry back-off base interval.
     pub backoff_base_ms: u64,
     /// Retry back-off maximum interval.
@@ -432,6 +551,37 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(&text, &file, &base, &|k| std::env::var(k).ok())
 }
 
+/// The bootstrap limits of a config file: only its `limits:` section is checked
+/// (credentials are neither needed nor resolved to write a bootstrap).
+pub fn load_bootstrap_limits(path: &Path) -> Result<BootstrapLimits, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: file.clone(),
+        source,
+    })?;
+    parse_bootstrap_limits(&text, &file)
+}
+
+/// [`load_bootstrap_limits`] on config text.
+pub fn parse_bootstrap_limits(text: &str, file: &str) -> Result<BootstrapLimits, ConfigError> {
+    let raw: RawConfig = serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax {
+        file: file.to_string(),
+        message: e.to_string(),
+    })?;
+    let mut problems = Vec::new();
+    check_limits(&raw.limits, &mut problems);
+    if !problems.is_empty() {
+        return Err(ConfigError::Invalid {
+            file: file.to_string(),
+            problems,
+        });
+    }
+    Ok(BootstrapLimits {
+        max_connections: raw.limits.max_connections,
+        max_heap_bytes: raw.limits.max_heap_bytes,
+    })
+}
+
 /// Parses and validates config text. `env` resolves `api_key: {env: NAME}`.
 pub fn parse(
     text: &str,
@@ -467,21 +617,7 @@ pub fn parse(
         }
     }
 
-    if raw.limits.max_attempts == 0 || raw.limits.max_attempts > 16 {
-        problems.push(format!(
-            "limits.max_attempts: expected 1..=16, got {}",
-            raw.limits.max_attempts
-        ));
-    }
-    if raw.limits.stream_idle_timeout_ms == Some(0) {
-        problems.push("limits.stream_idle_timeout_ms: expected > 0".to_string());
-    }
-    if raw.limits.max_request_bytes < 1024 {
-        problems.push(format!(
-            "limits.max_request_bytes: expected at least 1024, got {}",
-            raw.limits.max_request_bytes
-        ));
-    }
+    check_limits(&raw.limits, &mut problems);
     if raw.retry.backoff_base_ms == 0 || raw.retry.backoff_max_ms < raw.retry.backoff_base_ms {
         problems.push("retry: expected 0 < backoff_base_ms <= backoff_max_ms".to_string());
     }
@@ -810,6 +946,13 @@ pub fn parse(
         filter,
         max_request_bytes: raw.limits.max_request_bytes,
         stream_idle_timeout_ms: raw.limits.stream_idle_timeout_ms,
+        request_headers_timeout_ms: raw.limits.request_headers_timeout_ms,
+        request_timeout_ms: raw.limits.request_timeout_ms,
+        connection_idle_timeout_ms: raw.limits.connection_idle_timeout_ms,
+        bootstrap: BootstrapLimits {
+            max_connections: raw.limits.max_connections,
+            max_heap_bytes: raw.limits.max_heap_bytes,
+        },
         max_attempts: raw.limits.max_attempts,
         backoff_base_ms: raw.retry.backoff_base_ms,
         backoff_max_ms: raw.retry.backoff_max_ms,
@@ -855,6 +998,7 @@ fn check_policy(p: &Policy, at: &str, problems: &mut Vec<String>) {
     }
     for (name, v) in [
         ("first_byte_timeout_ms", p.first_byte_timeout_ms),
+        ("first_token_timeout_ms", p.first_token_timeout_ms),
         ("deadline_ms", p.deadline_ms),
     ] {
         if v == Some(0) {
@@ -1151,6 +1295,51 @@ routes:
         let e = error_of(&text.replace("dialect: bedrock", "dialect: openai"));
         assert!(
             e.contains("providers[0].aws: only meaningful with `dialect: bedrock`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn limits_have_defaults_and_precise_errors() {
+        let c = parse(GOOD, "c.yaml", Path::new("/"), &env).unwrap();
+        assert_eq!(
+            (
+                c.request_headers_timeout_ms,
+                c.request_timeout_ms,
+                c.connection_idle_timeout_ms
+            ),
+            (10_000, 60_000, 60_000)
+        );
+        assert_eq!(c.bootstrap, BootstrapLimits::default());
+        let text = format!(
+            "{GOOD}limits: {{ request_headers_timeout_ms: 5000, request_timeout_ms: 4000, connection_idle_timeout_ms: 0, max_connections: 0, max_heap_bytes: 1000 }}\n"
+        );
+        let e = error_of(&text);
+        for expected in [
+            "c.yaml: limits.request_headers_timeout_ms (5000) exceeds limits.request_timeout_ms (4000)",
+            "c.yaml: limits.connection_idle_timeout_ms: expected > 0",
+            "c.yaml: limits.max_connections: expected > 0",
+            "c.yaml: limits.max_heap_bytes: expected at least 67108864 (64 MiB), got 1000",
+        ] {
+            assert!(e.contains(expected), "{expected}\n{e}");
+        }
+        // The bootstrap reads the same section without resolving credentials.
+        let text = format!(
+            "{}limits: {{ max_connections: 20, max_heap_bytes: 134217728 }}\n",
+            GOOD.replace("OPENAI_API_KEY", "UNSET_HERE")
+        );
+        assert_eq!(
+            parse_bootstrap_limits(&text, "c.yaml").unwrap(),
+            BootstrapLimits {
+                max_connections: 20,
+                max_heap_bytes: 128 * 1024 * 1024
+            }
+        );
+        let e = parse_bootstrap_limits(&text.replace("20,", "0,"), "c.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("c.yaml: limits.max_connections: expected > 0"),
             "{e}"
         );
     }

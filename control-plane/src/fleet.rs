@@ -2,13 +2,124 @@
 //! aggregated per target with the circuit-breaker state machine
 //! (`switchyard_core::circuit`); targets whose fleet circuit is open are sent back
 //! to every filter, which then leaves them out of plans.
+//!
+//! Reports arrive on an unauthenticated HTTP endpoint, so each is [`check`]ed
+//! before it touches the aggregate: bounded size and number of outcomes, a node
+//! this control plane serves over xDS, configured targets only (others are
+//! ignored), counts and latency sums clamped to what one Envoy can do in an
+//! interval. A report's counts are applied to a target's circuit at once
+//! ([`circuit::State::record`]): the lock is held for time proportional to the
+//! number of targets, never to the counts.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
-use switchyard_core::circuit::{self, Settings};
-use switchyard_core::fleet::{AdaptiveWeights, Open, Report, State, Weight};
+use switchyard_core::circuit::{self, Settings, Transition};
+use switchyard_core::fleet::{
+    AdaptiveWeights, MAX_ATTEMPTS_PER_REPORT, MAX_LATENCY_MS_PER_ATTEMPT, MAX_NODE_BYTES,
+    MAX_OUTCOMES, MAX_REPORT_BYTES, Open, Outcome, Report, State, Weight,
+};
+
+/// Why a report was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// The body is larger than [`MAX_REPORT_BYTES`].
+    #[error("report larger than {MAX_REPORT_BYTES} bytes")]
+    TooLarge,
+    /// The body is not a report (JSON shape, types, negative or fractional counts).
+    #[error("not a fleet report: {0}")]
+    Malformed(String),
+    /// More outcomes than [`MAX_OUTCOMES`].
+    #[error("{0} outcomes, at most {MAX_OUTCOMES} expected")]
+    TooManyOutcomes(usize),
+    /// The same target twice in one report.
+    #[error("target `{0}` is listed twice")]
+    Duplicate(String),
+    /// An empty or over-long node id.
+    #[error("node id: expected 1 to {MAX_NODE_BYTES} bytes")]
+    BadNode,
+    /// A node that has no xDS stream to this control plane (yet: a filter
+    /// reporting right after a restart of the control plane keeps its counts
+    /// and reports again).
+    #[error("node `{0}` is not served by this control plane")]
+    UnknownNode(String),
+}
+
+impl Refused {
+    /// The HTTP status of the answer.
+    pub fn status(&self) -> u16 {
+        match self {
+            Refused::TooLarge => 413,
+            Refused::UnknownNode(_) => 403,
+            _ => 400,
+        }
+    }
+}
+
+/// A report within bounds: from a node served over xDS, outcomes of configured
+/// targets only, counts clamped. Made by [`check`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checked(Report);
+
+impl Checked {
+    /// The reporting node.
+    pub fn node(&self) -> &str {
+        &self.0.node
+    }
+
+    /// The outcomes that count.
+    pub fn outcomes(&self) -> &[Outcome] {
+        &self.0.outcomes
+    }
+}
+
+/// Parses and bounds a report body. `known` tells whether a node id has an xDS
+/// stream to this control plane; `targets` are the configured targets
+/// (`provider/model` of every route's chain): outcomes of other targets are
+/// dropped, since a filter only counts configured targets and anything else
+/// would grow the aggregate without bound.
+pub fn check(
+    body: &[u8],
+    known: impl Fn(&str) -> bool,
+    targets: &HashSet<String>,
+) -> Result<Checked, Refused> {
+    if body.len() > MAX_REPORT_BYTES {
+        return Err(Refused::TooLarge);
+    }
+    let report: Report =
+        serde_json::from_slice(body).map_err(|e| Refused::Malformed(e.to_string()))?;
+    if report.outcomes.len() > MAX_OUTCOMES {
+        return Err(Refused::TooManyOutcomes(report.outcomes.len()));
+    }
+    if report.node.is_empty() || report.node.len() > MAX_NODE_BYTES {
+        return Err(Refused::BadNode);
+    }
+    if !known(&report.node) {
+        return Err(Refused::UnknownNode(report.node));
+    }
+    let mut seen = HashSet::new();
+    let mut outcomes = Vec::new();
+    for o in report.outcomes {
+        if !seen.insert(o.target.clone()) {
+            return Err(Refused::Duplicate(o.target));
+        }
+        if !targets.contains(&o.target) {
+            continue;
+        }
+        let ok = o.ok.min(MAX_ATTEMPTS_PER_REPORT);
+        outcomes.push(Outcome {
+            ok,
+            failed: o.failed.min(MAX_ATTEMPTS_PER_REPORT),
+            latency_ms_sum: o.latency_ms_sum.min(ok * MAX_LATENCY_MS_PER_ATTEMPT),
+            target: o.target,
+        });
+    }
+    Ok(Checked(Report {
+        node: report.node,
+        outcomes,
+    }))
+}
 
 /// One target as the control plane sees it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -58,66 +169,74 @@ const EWMA_ALPHA: f64 = 0.3;
 pub struct Fleet(Arc<Mutex<HashMap<String, Entry>>>);
 
 impl Fleet {
-    /// Takes one filter's report and answers with the targets open fleet-wide.
+    /// Takes one filter's checked report and answers with the targets open
+    /// fleet-wide. Entries of targets no longer configured are dropped.
     pub fn exchange(
         &self,
-        report: Report,
+        report: &Checked,
+        targets: &HashSet<String>,
         settings: Option<&Settings>,
         adaptive: Option<&AdaptiveWeights>,
         now_ms: u64,
     ) -> State {
-        let Ok(mut m) = self.0.lock() else {
-            return State::default();
-        };
-        for o in &report.outcomes {
-            let e = m.entry(o.target.clone()).or_default();
-            let n = o.ok + o.failed;
-            if n > 0 {
-                let rate = o.ok as f64 / n as f64;
-                e.view.success_rate = (1.0 - EWMA_ALPHA) * e.view.success_rate + EWMA_ALPHA * rate;
-            }
-            if o.ok > 0 && o.latency_ms_sum > 0 {
-                let mean = o.latency_ms_sum as f64 / o.ok as f64;
-                e.view.latency_ms = if e.view.latency_ms == 0.0 {
-                    mean
-                } else {
-                    (1.0 - EWMA_ALPHA) * e.view.latency_ms + EWMA_ALPHA * mean
-                };
-            }
-        }
-        if let Some(settings) = settings {
-            for o in report.outcomes {
+        let mut opened = Vec::new();
+        let state = {
+            let Ok(mut m) = self.0.lock() else {
+                return State::default();
+            };
+            m.retain(|t, _| targets.contains(t));
+            for o in report.outcomes() {
                 let e = m.entry(o.target.clone()).or_default();
-                e.view.ok += o.ok;
-                e.view.failed += o.failed;
-                e.view.reporters.insert(report.node.clone());
-                if o.ok > 0 {
-                    e.state = e.state.success(settings, now_ms).0;
+                let n = o.ok.saturating_add(o.failed);
+                if n > 0 {
+                    let rate = o.ok as f64 / n as f64;
+                    e.view.success_rate =
+                        (1.0 - EWMA_ALPHA) * e.view.success_rate + EWMA_ALPHA * rate;
                 }
-                for _ in 0..o.failed {
-                    let (next, transition) = e.state.failure(settings, now_ms);
-                    if transition.is_some() {
-                        tracing::warn!(target_model = %o.target, reporter = %report.node, "fleet circuit opened until {}", next.open_until);
-                    }
-                    e.state = next;
+                if o.ok > 0 && o.latency_ms_sum > 0 {
+                    let mean = o.latency_ms_sum as f64 / o.ok as f64;
+                    e.view.latency_ms = if e.view.latency_ms == 0.0 {
+                        mean
+                    } else {
+                        (1.0 - EWMA_ALPHA) * e.view.latency_ms + EWMA_ALPHA * mean
+                    };
+                }
+                let Some(settings) = settings else {
+                    continue;
+                };
+                e.view.ok = e.view.ok.saturating_add(o.ok);
+                e.view.failed = e.view.failed.saturating_add(o.failed);
+                if !e.view.reporters.contains(report.node()) {
+                    e.view.reporters.insert(report.node().to_string());
+                }
+                // Within one report, successes are taken to come before failures:
+                // the failures are the news a circuit must not miss.
+                let (next, transition) = e.state.record(settings, now_ms, o.ok, o.failed);
+                e.state = next;
+                if transition == Some(Transition::Opened) {
+                    opened.push((o.target.clone(), next.open_until));
                 }
                 e.view.open_until_ms = e.state.open_until;
                 e.view.trips = e.state.trips;
             }
-        }
-        let open = m
-            .iter()
-            .filter(|(_, e)| e.state.open_until > now_ms)
-            .map(|(t, e)| Open {
-                target: t.clone(),
-                until_ms: e.state.open_until,
-            })
-            .collect();
-        let weights = match adaptive {
-            Some(a) => effective_weights(&mut m, a),
-            None => Vec::new(),
+            let open = m
+                .iter()
+                .filter(|(_, e)| e.state.open_until > now_ms)
+                .map(|(t, e)| Open {
+                    target: t.clone(),
+                    until_ms: e.state.open_until,
+                })
+                .collect();
+            let weights = match adaptive {
+                Some(a) => effective_weights(&mut m, a),
+                None => Vec::new(),
+            };
+            State { open, weights }
         };
-        State { open, weights }
+        for (target, until) in opened {
+            tracing::warn!(target_model = %target, reporter = %report.node(), "fleet circuit opened until {until}");
+        }
+        state
     }
 
     /// Every target's view.
@@ -160,7 +279,6 @@ fn effective_weights(m: &mut HashMap<String, Entry>, a: &AdaptiveWeights) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use switchyard_core::fleet::Outcome;
 
     const S: Settings = Settings {
         consecutive_failures: 3,
@@ -171,8 +289,15 @@ mod tests {
         min_requests: 20,
     };
 
-    fn report(node: &str, target: &str, ok: u64, failed: u64, latency_ms_sum: u64) -> Report {
-        Report {
+    fn targets() -> HashSet<String> {
+        ["a/m", "bad/m", "fast/m", "slow/m"]
+            .into_iter()
+            .map(String::from)
+            .collect()
+    }
+
+    fn report(node: &str, target: &str, ok: u64, failed: u64, latency_ms_sum: u64) -> Checked {
+        Checked(Report {
             node: node.into(),
             outcomes: vec![Outcome {
                 target: target.into(),
@@ -180,19 +305,26 @@ mod tests {
                 failed,
                 latency_ms_sum,
             }],
-        }
+        })
+    }
+
+    fn empty(node: &str) -> Checked {
+        Checked(Report {
+            node: node.into(),
+            outcomes: vec![],
+        })
     }
 
     #[test]
     fn failures_from_several_envoys_open_the_circuit_for_all() {
-        let fleet = Fleet::default();
+        let (fleet, t) = (Fleet::default(), targets());
         assert!(
             fleet
-                .exchange(report("e1", "a/m", 0, 2, 0), Some(&S), None, 10)
+                .exchange(&report("e1", "a/m", 0, 2, 0), &t, Some(&S), None, 10)
                 .open
                 .is_empty()
         );
-        let state = fleet.exchange(report("e2", "a/m", 0, 1, 0), Some(&S), None, 20);
+        let state = fleet.exchange(&report("e2", "a/m", 0, 1, 0), &t, Some(&S), None, 20);
         assert_eq!(
             state.open,
             vec![Open {
@@ -201,38 +333,58 @@ mod tests {
             }]
         );
         // Any Envoy asking, even without outcomes, learns it.
-        let empty = Report {
-            node: "e3".into(),
-            outcomes: vec![],
-        };
-        assert_eq!(fleet.exchange(empty, Some(&S), None, 30).open.len(), 1);
+        assert_eq!(
+            fleet
+                .exchange(&empty("e3"), &t, Some(&S), None, 30)
+                .open
+                .len(),
+            1
+        );
         assert!(
             fleet
-                .exchange(Report::default(), Some(&S), None, 1020)
+                .exchange(&empty("e3"), &t, Some(&S), None, 1020)
                 .open
                 .is_empty(),
             "expired"
         );
         assert_eq!(fleet.view()["a/m"].reporters.len(), 2);
         // A success closes it again.
-        fleet.exchange(report("e1", "a/m", 1, 0, 5), Some(&S), None, 1100);
+        fleet.exchange(&report("e1", "a/m", 1, 0, 5), &t, Some(&S), None, 1100);
         assert_eq!(fleet.view()["a/m"].open_until_ms, 0);
     }
 
     #[test]
     fn errors_and_slowness_lower_effective_weights_within_bounds() {
-        let fleet = Fleet::default();
+        let (fleet, t) = (Fleet::default(), targets());
         let big = Settings {
             consecutive_failures: 1000,
             ..S
         };
         let a = AdaptiveWeights { min_factor: 0.2 };
         for _ in 0..10 {
-            fleet.exchange(report("e1", "bad/m", 1, 9, 100), Some(&big), Some(&a), 0);
-            fleet.exchange(report("e1", "fast/m", 10, 0, 1000), Some(&big), Some(&a), 0);
-            fleet.exchange(report("e1", "slow/m", 10, 0, 8000), Some(&big), Some(&a), 0);
+            fleet.exchange(
+                &report("e1", "bad/m", 1, 9, 100),
+                &t,
+                Some(&big),
+                Some(&a),
+                0,
+            );
+            fleet.exchange(
+                &report("e1", "fast/m", 10, 0, 1000),
+                &t,
+                Some(&big),
+                Some(&a),
+                0,
+            );
+            fleet.exchange(
+                &report("e1", "slow/m", 10, 0, 8000),
+                &t,
+                Some(&big),
+                Some(&a),
+                0,
+            );
         }
-        let state = fleet.exchange(Report::default(), Some(&big), Some(&a), 0);
+        let state = fleet.exchange(&empty("e1"), &t, Some(&big), Some(&a), 0);
         let w = |t: &str| {
             state
                 .weights
@@ -249,12 +401,111 @@ mod tests {
         assert_eq!(w("bad/m"), 0.2, "bounded below by min_factor");
         // Recovery: good reports bring the weight back.
         for _ in 0..20 {
-            fleet.exchange(report("e1", "bad/m", 10, 0, 100), Some(&big), Some(&a), 0);
+            fleet.exchange(
+                &report("e1", "bad/m", 10, 0, 100),
+                &t,
+                Some(&big),
+                Some(&a),
+                0,
+            );
         }
-        let state = fleet.exchange(Report::default(), Some(&big), Some(&a), 0);
+        let state = fleet.exchange(&empty("e1"), &t, Some(&big), Some(&a), 0);
         assert!(
             state.weights.iter().all(|w| w.target != "bad/m"),
             "{state:?}"
         );
+    }
+
+    fn body(v: serde_json::Value) -> Vec<u8> {
+        serde_json::to_vec(&v).unwrap()
+    }
+
+    #[test]
+    fn reports_are_bounded_before_they_count() {
+        let t = targets();
+        let known = |n: &str| n == "e1";
+        let outcome = |target: &str, ok: u64, failed: u64, latency: u64| serde_json::json!({"target": target, "ok": ok, "failed": failed, "latency_ms_sum": latency});
+        // Counts clamped, unknown targets dropped.
+        let c = check(
+            &body(serde_json::json!({"node": "e1", "outcomes": [
+                outcome("a/m", u64::MAX, 600_000_000, u64::MAX),
+                outcome("evil/made-up", 0, 5, 0),
+            ]})),
+            known,
+            &t,
+        )
+        .unwrap();
+        assert_eq!(
+            c.outcomes(),
+            &[Outcome {
+                target: "a/m".into(),
+                ok: MAX_ATTEMPTS_PER_REPORT,
+                failed: MAX_ATTEMPTS_PER_REPORT,
+                latency_ms_sum: MAX_ATTEMPTS_PER_REPORT * MAX_LATENCY_MS_PER_ATTEMPT,
+            }]
+        );
+        let refused = |v: serde_json::Value| check(&body(v), known, &t).unwrap_err();
+        assert!(matches!(
+            refused(serde_json::json!({"node": "intruder", "outcomes": []})),
+            Refused::UnknownNode(n) if n == "intruder"
+        ));
+        assert!(matches!(
+            refused(serde_json::json!({"node": "", "outcomes": []})),
+            Refused::BadNode
+        ));
+        assert!(matches!(
+            refused(serde_json::json!({"node": "e1", "outcomes": [outcome("a/m", 1, 0, 0), outcome("a/m", 0, 9, 0)]})),
+            Refused::Duplicate(t) if t == "a/m"
+        ));
+        assert!(matches!(
+            refused(
+                serde_json::json!({"node": "e1", "outcomes": [{"target": "a/m", "ok": -1, "failed": 0}]})
+            ),
+            Refused::Malformed(_)
+        ));
+        let many: Vec<_> = (0..=MAX_OUTCOMES)
+            .map(|i| outcome(&format!("p/m{i}"), 1, 0, 0))
+            .collect();
+        let e = refused(serde_json::json!({"node": "e1", "outcomes": many}));
+        assert!(
+            matches!(e, Refused::TooManyOutcomes(n) if n == MAX_OUTCOMES + 1),
+            "{e}"
+        );
+        let big = vec![b' '; MAX_REPORT_BYTES + 1];
+        assert!(matches!(
+            check(&big, known, &t).unwrap_err(),
+            Refused::TooLarge
+        ));
+        assert_eq!(Refused::TooLarge.status(), 413);
+        assert_eq!(Refused::UnknownNode("x".into()).status(), 403);
+    }
+
+    #[test]
+    fn a_huge_report_is_applied_at_once() {
+        let (fleet, t) = (Fleet::default(), targets());
+        let rate = Settings {
+            failure_rate_percent: Some(50),
+            consecutive_failures: u32::MAX,
+            ..S
+        };
+        let started = std::time::Instant::now();
+        let raw = report("e1", "a/m", u64::MAX, u64::MAX, u64::MAX);
+        // Through `check`, as the endpoint does.
+        let c = check(&serde_json::to_vec(&raw.0).unwrap(), |_| true, &t).unwrap();
+        let state = fleet.exchange(&c, &t, Some(&rate), None, 10);
+        assert_eq!(state.open.len(), 1, "half failed: open");
+        // Even unclamped, the state machine takes the counts at once.
+        fleet.exchange(&raw, &t, Some(&rate), None, 20);
+        assert!(started.elapsed() < std::time::Duration::from_millis(100));
+        assert_eq!(fleet.view()["a/m"].ok, u64::MAX, "totals saturate");
+    }
+
+    #[test]
+    fn targets_dropped_from_the_config_are_forgotten() {
+        let (fleet, t) = (Fleet::default(), targets());
+        fleet.exchange(&report("e1", "a/m", 0, 3, 0), &t, Some(&S), None, 10);
+        assert_eq!(fleet.view().len(), 1);
+        let state = fleet.exchange(&empty("e1"), &HashSet::new(), Some(&S), None, 20);
+        assert!(state.open.is_empty() && fleet.view().is_empty());
     }
 }

@@ -3,8 +3,9 @@
 //! - `switchyard serve [--config FILE] [--xds-addr ADDR]`: serve ADS; without
 //!   `--config`, the built-in default (real providers when keys are set, else mocks).
 //! - `switchyard validate FILE`: check a config; exit 0 when valid, 1 when not.
-//! - `switchyard bootstrap [--node ID] [--xds ADDR] [--admin ADDR]`: print an Envoy
-//!   bootstrap that points at this control plane.
+//! - `switchyard bootstrap [--node ID] [--xds ADDR] [--admin ADDR] [--config FILE]`:
+//!   print an Envoy bootstrap that points at this control plane (with the
+//!   connection and heap limits of FILE's `limits:`, else the defaults).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,7 +17,7 @@ const USAGE: &str = "usage:
   switchyard serve [--config FILE] [--xds-addr 127.0.0.1:18000] [--status-addr 127.0.0.1:18001]
   switchyard status [--status-addr 127.0.0.1:18001] [--json]
   switchyard validate FILE
-  switchyard bootstrap [--node envoy-1] [--xds 127.0.0.1:18000] [--admin 127.0.0.1:9901] [--delta]";
+  switchyard bootstrap [--node envoy-1] [--xds 127.0.0.1:18000] [--admin 127.0.0.1:9901] [--delta] [--config FILE]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -117,24 +118,34 @@ fn validate(flags: Flags) -> ExitCode {
 fn print_bootstrap(flags: Flags) -> ExitCode {
     let parsed = addr(flags.xds_addr.as_deref(), "127.0.0.1:18000")
         .and_then(|x| addr(flags.admin.as_deref(), "127.0.0.1:9901").map(|a| (x, a)));
-    match parsed {
-        Ok((xds, admin)) => {
-            print!(
-                "{}",
-                bootstrap::render(
-                    flags.node.as_deref().unwrap_or("envoy-1"),
-                    xds,
-                    admin,
-                    flags.delta
-                )
-            );
-            ExitCode::SUCCESS
-        }
+    let (xds, admin) = match parsed {
+        Ok(p) => p,
         Err(e) => {
             eprintln!("switchyard bootstrap: {e}");
-            ExitCode::from(2)
+            return ExitCode::from(2);
         }
-    }
+    };
+    let limits = match &flags.config {
+        Some(file) => match config::load_bootstrap_limits(file) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(1);
+            }
+        },
+        None => config::BootstrapLimits::default(),
+    };
+    print!(
+        "{}",
+        bootstrap::render(
+            flags.node.as_deref().unwrap_or("envoy-1"),
+            xds,
+            admin,
+            flags.delta,
+            &limits
+        )
+    );
+    ExitCode::SUCCESS
 }
 
 fn status(flags: Flags) -> ExitCode {

@@ -19,9 +19,9 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::fleet::{Fleet, TargetView};
+use crate::fleet::{self, Fleet, Refused, TargetView};
 use crate::xds::server::{NodeStatus, Registry, Snapshot};
-use switchyard_core::fleet::Report;
+use switchyard_core::fleet::MAX_REPORT_BYTES;
 
 /// The status document.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -72,6 +72,8 @@ pub async fn serve(
             });
             let _ = http1::Builder::new()
                 .keep_alive(true)
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
         });
@@ -97,31 +99,22 @@ async fn route(
             )
         }
         (hyper::Method::POST, switchyard_core::fleet::EXCHANGE_PATH) => {
-            let body = match req.into_body().collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(_) => {
-                    return (
-                        StatusCode::BAD_REQUEST,
-                        b"{\"error\":\"unreadable body\"}".to_vec(),
-                    );
-                }
+            let body = match read_report(req).await {
+                Ok(b) => b,
+                Err(refused) => return refusal(&refused),
             };
-            let report: Report = match serde_json::from_slice(&body) {
-                Ok(r) => r,
-                Err(e) => {
-                    return (
-                        StatusCode::BAD_REQUEST,
-                        serde_json::json!({"error": e.to_string()})
-                            .to_string()
-                            .into_bytes(),
-                    );
-                }
+            let snapshot = snapshots.borrow().clone();
+            let checked = match fleet::check(&body, |n| registry.knows(n), &snapshot.targets) {
+                Ok(c) => c,
+                Err(refused) => return refusal(&refused),
             };
-            let (breaker, adaptive) = {
-                let s = snapshots.borrow();
-                (s.breaker.clone(), s.adaptive_weights.clone())
-            };
-            let state = fleet.exchange(report, breaker.as_ref(), adaptive.as_ref(), now_ms());
+            let state = fleet.exchange(
+                &checked,
+                &snapshot.targets,
+                snapshot.breaker.as_ref(),
+                snapshot.adaptive_weights.as_ref(),
+                now_ms(),
+            );
             (
                 StatusCode::OK,
                 serde_json::to_vec(&state).unwrap_or_default(),
@@ -132,6 +125,46 @@ async fn route(
             b"{\"error\":\"GET /status or POST /fleet/v1/exchange\"}".to_vec(),
         ),
     }
+}
+
+/// How long a fleet report's body may take to arrive.
+const REPORT_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a request's headers may take to arrive on the status endpoint.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Reads a report body, at most [`MAX_REPORT_BYTES`] within
+/// [`REPORT_READ_TIMEOUT`]: a client cannot make the control plane buffer or
+/// wait without bound.
+async fn read_report(req: Request<hyper::body::Incoming>) -> Result<Bytes, Refused> {
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_REPORT_BYTES as u64) {
+        return Err(Refused::TooLarge);
+    }
+    let limited = http_body_util::Limited::new(req.into_body(), MAX_REPORT_BYTES);
+    match tokio::time::timeout(REPORT_READ_TIMEOUT, limited.collect()).await {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(Refused::TooLarge),
+        Ok(Err(e)) => Err(Refused::Malformed(format!("unreadable body: {e}"))),
+        Err(_) => Err(Refused::Malformed(format!(
+            "body not received within {} s",
+            REPORT_READ_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+fn refusal(refused: &Refused) -> (StatusCode, Vec<u8>) {
+    tracing::debug!("fleet report refused: {refused}");
+    (
+        StatusCode::from_u16(refused.status()).unwrap_or(StatusCode::BAD_REQUEST),
+        serde_json::json!({"error": refused.to_string()})
+            .to_string()
+            .into_bytes(),
+    )
 }
 
 /// Why `switchyard status` could not get the status.

@@ -58,12 +58,12 @@ impl Dialect {
 
     /// Whether the provider has an embeddings API the gateway translates to.
     pub fn embeds(self) -> bool {
-        !matches!(self, Dialect::Anthropic)
+        crate::dialect::api(self).embeds()
     }
 
     /// Whether requests and answers are in OpenAI's chat-completions format.
     pub fn speaks_openai(self) -> bool {
-        matches!(self, Dialect::Openai | Dialect::AzureOpenai)
+        crate::dialect::api(self).speaks_openai()
     }
 
     /// Checks a model id (or Azure deployment name) against the characters this
@@ -198,6 +198,32 @@ pub struct FilterConfig {
     /// beyond the few every request keeps (see [`crate::headers`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub forward_headers: Vec<String>,
+    /// Bound on same-target retries (and key rotation) across the requests in
+    /// flight; fail-over to another target is never limited by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_budget: Option<RetryBudget>,
+}
+
+/// Same-target retries may be at most `percent` % of the requests in flight on
+/// one Envoy (or `min_concurrency`, whichever is more).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBudget {
+    /// Share of the requests in flight.
+    pub percent: f64,
+    /// Retries always allowed at once, whatever the share.
+    pub min_concurrency: u32,
+}
+
+impl RetryBudget {
+    /// How many more same-target retry slots a request may take, when `active`
+    /// requests are in flight (this one included) holding `granted` slots, and it
+    /// wants `wanted`.
+    pub fn grant(&self, active: u64, granted: u64, wanted: u64) -> u64 {
+        let cap = ((active as f64) * self.percent / 100.0).floor() as u64;
+        let cap = cap.max(u64::from(self.min_concurrency));
+        wanted.min(cap.saturating_sub(granted))
+    }
 }
 
 /// A model alias: its chain of targets and its fail-over policy.

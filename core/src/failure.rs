@@ -2,7 +2,6 @@
 //! how a provider's error answer is classified.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::config::Dialect;
 
@@ -24,11 +23,15 @@ pub enum FailureClass {
     ContentFilter,
     /// Any other 4xx: the request itself was rejected.
     BadRequest,
+    /// A 2xx that is not a valid answer: invalid or truncated JSON, a stream that
+    /// breaks off, an event that cannot be understood, an in-stream error before
+    /// any content.
+    BadResponse,
 }
 
 impl FailureClass {
     /// Every class, in a fixed order.
-    pub const ALL: [FailureClass; 7] = [
+    pub const ALL: [FailureClass; 8] = [
         FailureClass::Unreachable,
         FailureClass::RateLimited,
         FailureClass::ServerError,
@@ -36,6 +39,7 @@ impl FailureClass {
         FailureClass::ModelUnavailable,
         FailureClass::ContentFilter,
         FailureClass::BadRequest,
+        FailureClass::BadResponse,
     ];
 
     /// Classifies a provider's HTTP status alone; `None` for success.
@@ -52,70 +56,12 @@ impl FailureClass {
         })
     }
 
-    /// Classifies a provider's error answer from its status and body.
+    /// Classifies a provider's error answer from its status and body, by the
+    /// rules of its dialect ([`crate::dialect::Api::classify_error`]).
     pub fn classify(dialect: Dialect, status: u16, body: &[u8]) -> Option<FailureClass> {
-        let by_status = FailureClass::from_status(status)?;
-        let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-        let err = v.get("error");
-        let field = |k: &str| {
-            err.and_then(|e| e.get(k))
-                .and_then(Value::as_str)
-                .unwrap_or("")
-        };
-        let message = field("message").to_ascii_lowercase();
-        let content = message.contains("content management policy")
-            || message.contains("content policy")
-            || message.contains("content filtering")
-            || message.contains("safety system");
-        let model_gone = message.contains("does not exist")
-            || message.contains("deprecated")
-            || message.contains("decommissioned")
-            || message.contains("not found");
-        Some(match dialect {
-            Dialect::Openai | Dialect::AzureOpenai => match field("code") {
-                "model_not_found" | "DeploymentNotFound" => FailureClass::ModelUnavailable,
-                "content_policy_violation" | "content_filter" => FailureClass::ContentFilter,
-                "invalid_api_key" => FailureClass::Auth,
-                "rate_limit_exceeded" | "insufficient_quota" => FailureClass::RateLimited,
-                _ if by_status == FailureClass::BadRequest && content => {
-                    FailureClass::ContentFilter
-                }
-                _ if by_status == FailureClass::BadRequest
-                    && message.contains("model")
-                    && model_gone =>
-                {
-                    FailureClass::ModelUnavailable
-                }
-                _ => by_status,
-            },
-            Dialect::Bedrock => {
-                let (kind, message) = crate::dialect::bedrock::error_details(None, body);
-                return crate::dialect::bedrock::classify(status, &kind, &message);
-            }
-            Dialect::Gemini | Dialect::Vertex => match field("status") {
-                "NOT_FOUND" => FailureClass::ModelUnavailable,
-                "RESOURCE_EXHAUSTED" => FailureClass::RateLimited,
-                "PERMISSION_DENIED" | "UNAUTHENTICATED" => FailureClass::Auth,
-                // Gemini answers a bad key with 400 INVALID_ARGUMENT.
-                "INVALID_ARGUMENT" if message.contains("api key") => FailureClass::Auth,
-                "UNAVAILABLE" | "INTERNAL" | "DEADLINE_EXCEEDED" => FailureClass::ServerError,
-                _ if by_status == FailureClass::BadRequest && content => {
-                    FailureClass::ContentFilter
-                }
-                _ => by_status,
-            },
-            Dialect::Anthropic => match field("type") {
-                "not_found_error" => FailureClass::ModelUnavailable,
-                "authentication_error" | "permission_error" => FailureClass::Auth,
-                "rate_limit_error" => FailureClass::RateLimited,
-                "overloaded_error" | "api_error" => FailureClass::ServerError,
-                "invalid_request_error" if content => FailureClass::ContentFilter,
-                "invalid_request_error" if message.starts_with("model:") => {
-                    FailureClass::ModelUnavailable
-                }
-                _ => by_status,
-            },
-        })
+        crate::dialect::api(dialect)
+            .classify_error(status, None, body)
+            .0
     }
 
     /// The status the router sees for this class, so that its retry decision (by
@@ -131,6 +77,7 @@ impl FailureClass {
             FailureClass::ModelUnavailable => 404,
             FailureClass::ContentFilter => 451,
             FailureClass::BadRequest => 400,
+            FailureClass::BadResponse => 502,
         }
     }
 
@@ -144,6 +91,7 @@ impl FailureClass {
             FailureClass::ModelUnavailable => "model_unavailable",
             FailureClass::ContentFilter => "content_filter",
             FailureClass::BadRequest => "bad_request",
+            FailureClass::BadResponse => "bad_response",
         }
     }
 
@@ -151,6 +99,74 @@ impl FailureClass {
     pub fn parse(s: &str) -> Option<FailureClass> {
         FailureClass::ALL.into_iter().find(|c| c.as_str() == s)
     }
+}
+
+/// Whether a provider's error message (lower-case) says a content policy refused it.
+pub(crate) fn mentions_content_policy(message: &str) -> bool {
+    message.contains("content management policy")
+        || message.contains("content policy")
+        || message.contains("content filtering")
+        || message.contains("safety system")
+}
+
+/// Whether a provider's error message (lower-case) says the model is gone.
+pub(crate) fn mentions_model_gone(message: &str) -> bool {
+    message.contains("does not exist")
+        || message.contains("deprecated")
+        || message.contains("decommissioned")
+        || message.contains("not found")
+}
+
+/// A provider's error message as it may be relayed to a client: anything that
+/// looks like a credential (API keys, masked key fragments, bearer tokens, AWS
+/// access key ids, long opaque tokens) is replaced by `[redacted]`, and the
+/// message is bounded.
+pub fn scrub(message: &str) -> String {
+    const MAX: usize = 500;
+    let mut out = String::with_capacity(message.len().min(MAX));
+    let mut redact_next = false;
+    for (i, word) in message.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        let lower = word.to_ascii_lowercase();
+        if redact_next || looks_like_secret(word) {
+            out.push_str("[redacted]");
+            if word.ends_with(['.', ',', ';']) {
+                out.push(word.chars().last().unwrap_or('.'));
+            }
+        } else {
+            out.push_str(word);
+        }
+        redact_next = lower == "bearer" || lower.ends_with("key:") || lower == "token:";
+        if out.len() > MAX {
+            let mut cut = MAX;
+            while !out.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            out.truncate(cut);
+            out.push('…');
+            break;
+        }
+    }
+    out
+}
+
+/// Whether one word of a message looks like (part of) a credential.
+fn looks_like_secret(word: &str) -> bool {
+    let w = word.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '*' && c != '…');
+    let lower = w.to_ascii_lowercase();
+    let known_prefix = [
+        "sk-", "sk_", "pk-", "rk-", "key-", "aiza", "akia", "asia", "ya29.", "xai-", "gsk_",
+    ]
+    .iter()
+    .any(|p| lower.starts_with(p));
+    let masked = w.contains('*') || w.contains('…') || w.contains("...");
+    let opaque = w.len() >= 20
+        && w.chars().filter(char::is_ascii_digit).count() >= 2
+        && w.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.=+/".contains(c));
+    (known_prefix && w.len() >= 6) || (masked && w.len() >= 6) || opaque
 }
 
 #[cfg(test)]
@@ -230,6 +246,37 @@ mod tests {
             Some(FailureClass::ServerError)
         );
         assert_eq!(FailureClass::ContentFilter.canonical_status(400), 451);
+        assert_eq!(FailureClass::BadResponse.canonical_status(200), 502);
         assert_eq!(FailureClass::ServerError.canonical_status(529), 529);
+    }
+
+    #[test]
+    fn scrub_removes_credential_like_words() {
+        for (msg, leaked) in [
+            (
+                "Incorrect API key provided: sk-proj-abc***********************wxyz. You can find your API key at https://platform.openai.com/account/api-keys.",
+                "wxyz",
+            ),
+            (
+                "Invalid key: AIzaSyA1234567890abcdefghijklmnopqrstu",
+                "AIzaSy",
+            ),
+            (
+                "The security token included in the request is invalid: AKIAIOSFODNN7EXAMPLE",
+                "AKIAIOSFODNN7",
+            ),
+            ("auth failed for Bearer eyJhbGciOi.eyJzdWIi.sig", "eyJ"),
+            ("invalid x-api-key: sk-ant-api03-…abcd", "abcd"),
+        ] {
+            let s = scrub(msg);
+            assert!(!s.contains(leaked), "{s}");
+            assert!(s.contains("[redacted]"), "{s}");
+        }
+        assert_eq!(scrub("Overloaded"), "Overloaded");
+        assert_eq!(
+            scrub("The model `gpt-4-0314` has been deprecated"),
+            "The model `gpt-4-0314` has been deprecated"
+        );
+        assert!(scrub(&"x ".repeat(2000)).len() < 520);
     }
 }

@@ -19,7 +19,32 @@ pub struct Link {
     pub cluster: String,
     /// Milliseconds between exchanges.
     pub interval_ms: u64,
+    /// Node id of the Envoy this config was sent to: the control plane stamps
+    /// it from the node's xDS stream (the native module cannot read it, and
+    /// proxy-wasm only as `xds.node.id`); the filter reports under it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node: String,
 }
+
+/// Largest report body the control plane reads (bytes); a report holds one
+/// small entry per configured target.
+pub const MAX_REPORT_BYTES: usize = 256 * 1024;
+
+/// Most outcomes one report may list.
+pub const MAX_OUTCOMES: usize = 1024;
+
+/// Most attempts (successes, failures) one report may count per target: what
+/// one Envoy can plausibly do in an interval, with room for the counts kept
+/// while the control plane was away (at 250 ms, 400 000 attempts a second on
+/// one target). Larger counts are clamped to it.
+pub const MAX_ATTEMPTS_PER_REPORT: u64 = 100_000;
+
+/// Longest time to response headers one successful attempt can add to a
+/// report's latency sum (ms); larger sums are clamped to `ok` times it.
+pub const MAX_LATENCY_MS_PER_ATTEMPT: u64 = 600_000;
+
+/// Longest node id a report may carry (bytes).
+pub const MAX_NODE_BYTES: usize = 256;
 
 /// Outcomes of one target since the last report.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -159,9 +159,17 @@ fn check_direct(cfg: &FilterConfig, t: &Target) -> Result<(), PlanError> {
 
 /// Gives targets more than one slot: `attempts_per_target`, or one per key of the
 /// provider, whichever is more. Every target keeps at least one slot; extra slots go
-/// in plan order while `max_attempts` leaves room.
-pub fn expand(cfg: &FilterConfig, targets: Vec<Target>, attempts_per_target: usize) -> Vec<Target> {
-    let mut room = cfg.max_attempts.saturating_sub(targets.len());
+/// in plan order while `max_attempts` (and `max_extra`, the retry budget) leave room.
+pub fn expand(
+    cfg: &FilterConfig,
+    targets: Vec<Target>,
+    attempts_per_target: usize,
+    max_extra: usize,
+) -> Vec<Target> {
+    let mut room = cfg
+        .max_attempts
+        .saturating_sub(targets.len())
+        .min(max_extra);
     let mut out = Vec::with_capacity(cfg.max_attempts);
     for t in targets {
         let keys = cfg.providers.get(&t.provider).map_or(1, |p| p.key_count);
@@ -249,6 +257,7 @@ mod tests {
             circuit_breaker: None,
             fleet: None,
             forward_headers: Vec::new(),
+            retry_budget: None,
         }
     }
 
@@ -263,13 +272,19 @@ mod tests {
         let mut c = cfg();
         c.max_attempts = 5;
         c.providers.get_mut("a").unwrap().key_count = 2;
-        let p = expand(&c, plan(&c, "chat", &[], 0.0).unwrap(), 1);
+        let p = expand(&c, plan(&c, "chat", &[], 0.0).unwrap(), 1, usize::MAX);
         assert_eq!(encode(&p), "a/m1,a/m1,b/m2");
-        let p = expand(&c, plan(&c, "chat", &[], 0.0).unwrap(), 3);
+        let p = expand(&c, plan(&c, "chat", &[], 0.0).unwrap(), 3, usize::MAX);
         assert_eq!(
             encode(&p),
             "a/m1,a/m1,a/m1,b/m2,b/m2",
             "b keeps its slot; extras stop at max_attempts"
+        );
+        let p = expand(&c, plan(&c, "chat", &[], 0.0).unwrap(), 3, 1);
+        assert_eq!(
+            encode(&p),
+            "a/m1,a/m1,b/m2",
+            "the retry budget caps extras only"
         );
     }
 

@@ -15,6 +15,12 @@ pub struct Policy {
     /// Per-attempt limit until the provider's response headers (time to first byte).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_byte_timeout_ms: Option<u64>,
+    /// Per-attempt limit, for streamed answers, until the provider's first content
+    /// (the gateway holds a stream until then, so a provider that answers 200 and
+    /// then stalls falls over like one that does not answer). Defaults to the
+    /// first-byte timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_token_timeout_ms: Option<u64>,
     /// Limit for the whole request, every attempt and the streamed answer included.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_ms: Option<u64>,
@@ -23,6 +29,11 @@ pub struct Policy {
     /// keys gets at least one attempt per key.
     #[serde(default = "one")]
     pub attempts_per_target: usize,
+    /// When every target of a plan is cooling down (its provider asked for quiet
+    /// with `Retry-After` or reset headers), try them anyway instead of answering
+    /// 429 with the soonest `Retry-After` at once (the default).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub try_when_all_cooling: bool,
     /// Hedging: when the first attempt has no response headers after this long,
     /// the next target is tried in parallel and the first answer wins. Only for
     /// requests that follow a route's chain as configured (no `fallbacks`, no
@@ -40,7 +51,9 @@ impl Default for Policy {
         Policy {
             fail_over_on: Policy::default_classes(),
             first_byte_timeout_ms: None,
+            first_token_timeout_ms: None,
             deadline_ms: None,
+            try_when_all_cooling: false,
             attempts_per_target: 1,
             hedge_after_ms: None,
         }
@@ -53,6 +66,8 @@ pub mod header {
     pub const FAIL_OVER_ON: &str = "x-switchyard-fail-over-on";
     /// Milliseconds; the smaller of this and the route's applies.
     pub const FIRST_BYTE_TIMEOUT_MS: &str = "x-switchyard-first-byte-timeout-ms";
+    /// Milliseconds; the smaller of this and the route's applies.
+    pub const FIRST_TOKEN_TIMEOUT_MS: &str = "x-switchyard-first-token-timeout-ms";
     /// Milliseconds; the smaller of this and the route's applies.
     pub const DEADLINE_MS: &str = "x-switchyard-deadline-ms";
 }
@@ -84,6 +99,7 @@ impl Policy {
             FailureClass::ServerError,
             FailureClass::Auth,
             FailureClass::ModelUnavailable,
+            FailureClass::BadResponse,
         ]
     }
 
@@ -111,6 +127,10 @@ impl Policy {
         }
         for (name, slot) in [
             (header::FIRST_BYTE_TIMEOUT_MS, &mut p.first_byte_timeout_ms),
+            (
+                header::FIRST_TOKEN_TIMEOUT_MS,
+                &mut p.first_token_timeout_ms,
+            ),
             (header::DEADLINE_MS, &mut p.deadline_ms),
         ] {
             if let Some(v) = get(name) {
@@ -127,6 +147,22 @@ impl Policy {
             }
         }
         Ok(p)
+    }
+
+    /// The router's per-try timeout: until the first content for a stream (held
+    /// until then), until the complete answer's headers otherwise.
+    pub fn per_try_timeout_ms(&self, stream: bool) -> Option<u64> {
+        match (stream, self.first_token_timeout_ms) {
+            (true, Some(ms)) => Some(ms),
+            _ => self.first_byte_timeout_ms,
+        }
+    }
+
+    /// Whether the client's headers made any time limit tighter than `base`'s.
+    pub fn tighter_limits_than(&self, base: &Policy) -> bool {
+        self.first_byte_timeout_ms != base.first_byte_timeout_ms
+            || self.first_token_timeout_ms != base.first_token_timeout_ms
+            || self.deadline_ms != base.deadline_ms
     }
 
     /// Envoy `x-envoy-retry-on` value for this policy.
@@ -151,6 +187,7 @@ impl Policy {
                 FailureClass::ModelUnavailable => &[404],
                 FailureClass::ContentFilter => &[451],
                 FailureClass::BadRequest => &[],
+                FailureClass::BadResponse => &[502],
             };
             for c in add {
                 if !codes.contains(c) {

@@ -99,29 +99,9 @@ pub fn inspect(body: &[u8], endpoint: Endpoint) -> Result<ChatRequest<'_>, Reque
                 "Missing required parameter: 'messages'.",
             ));
         }
-        Some(raw) => {
-            let messages: Vec<&RawValue> = serde_json::from_str(raw.get()).map_err(|_| {
-                err(
-                    "invalid_type",
-                    "`messages` must be a non-empty array of messages.",
-                )
-            })?;
-            if messages.is_empty() {
-                return Err(err(
-                    "invalid_type",
-                    "`messages` must be a non-empty array of messages.",
-                ));
-            }
-            for (i, m) in messages.iter().enumerate() {
-                if !m.get().starts_with('{') {
-                    return Err(err(
-                        "invalid_type",
-                        format!("messages[{i}] must be an object."),
-                    ));
-                }
-            }
-        }
+        Some(raw) => check_messages(raw)?,
     }
+    check_known_fields(&members, endpoint)?;
     let stream = match members.get("stream").map(RawValue::get) {
         Some(_) if endpoint == Endpoint::Embeddings => false,
         None | Some("null") | Some("false") => false,
@@ -151,6 +131,307 @@ pub fn inspect(body: &[u8], endpoint: Endpoint) -> Result<ChatRequest<'_>, Reque
         fallbacks,
         stream,
     })
+}
+
+/// The shape of one chat message, as far as the gateway relies on it.
+#[derive(serde::Deserialize)]
+struct Message<'a> {
+    #[serde(borrow)]
+    role: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    content: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    name: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    tool_call_id: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    tool_calls: Option<&'a RawValue>,
+}
+
+const ROLES: [&str; 6] = [
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
+
+/// `messages`: a non-empty array of messages, each with a known role and content
+/// that is a string, null, or an array of typed parts.
+fn check_messages(raw: &RawValue) -> Result<(), RequestError> {
+    let not_array = || {
+        err(
+            "invalid_type",
+            "`messages` must be a non-empty array of messages.",
+        )
+    };
+    let messages: Vec<&RawValue> = serde_json::from_str(raw.get()).map_err(|_| not_array())?;
+    if messages.is_empty() {
+        return Err(not_array());
+    }
+    for (i, m) in messages.iter().enumerate() {
+        let at = |field: &str| format!("messages[{i}].{field}");
+        let m: Message<'_> = serde_json::from_str(m.get())
+            .map_err(|_| err("invalid_type", format!("messages[{i}] must be an object.")))?;
+        let role = m
+            .role
+            .and_then(string)
+            .ok_or_else(|| err("invalid_type", format!("{} must be a string.", at("role"))))?;
+        if !ROLES.contains(&role.as_ref()) {
+            return Err(err(
+                "invalid_value",
+                format!("{} must be one of {}.", at("role"), ROLES.join(", ")),
+            ));
+        }
+        if let Some(content) = m.content.filter(|c| c.get() != "null") {
+            check_content(content, &at("content"))?;
+        }
+        for (name, v) in [("name", m.name), ("tool_call_id", m.tool_call_id)] {
+            if v.is_some_and(|v| v.get() != "null" && string(v).is_none()) {
+                return Err(err(
+                    "invalid_type",
+                    format!("{} must be a string.", at(name)),
+                ));
+            }
+        }
+        if let Some(calls) = m.tool_calls.filter(|c| c.get() != "null") {
+            check_tool_calls(calls, &at("tool_calls"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Message content: a string, or an array of parts that are objects with a string
+/// `type`.
+fn check_content(raw: &RawValue, at: &str) -> Result<(), RequestError> {
+    if string(raw).is_some() {
+        return Ok(());
+    }
+    #[derive(serde::Deserialize)]
+    struct Part<'a> {
+        #[serde(borrow)]
+        r#type: Option<&'a RawValue>,
+    }
+    let parts: Vec<&RawValue> = serde_json::from_str(raw.get()).map_err(|_| {
+        err(
+            "invalid_type",
+            format!("{at} must be a string or an array of content parts."),
+        )
+    })?;
+    for (j, p) in parts.iter().enumerate() {
+        let part: Part<'_> = serde_json::from_str(p.get())
+            .map_err(|_| err("invalid_type", format!("{at}[{j}] must be an object.")))?;
+        if part.r#type.and_then(string).is_none() {
+            return Err(err(
+                "invalid_type",
+                format!("{at}[{j}].type must be a string."),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Assistant `tool_calls`: objects whose `function.name` is a string and
+/// `function.arguments` a string.
+fn check_tool_calls(raw: &RawValue, at: &str) -> Result<(), RequestError> {
+    #[derive(serde::Deserialize)]
+    struct Function<'a> {
+        #[serde(borrow)]
+        name: Option<&'a RawValue>,
+        #[serde(default, borrow)]
+        arguments: Option<&'a RawValue>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Call<'a> {
+        #[serde(borrow)]
+        function: Option<Function<'a>>,
+    }
+    let calls: Vec<Call<'_>> = serde_json::from_str(raw.get()).map_err(|_| {
+        err(
+            "invalid_type",
+            format!("{at} must be an array of tool calls with a `function` object."),
+        )
+    })?;
+    for (j, c) in calls.iter().enumerate() {
+        let f = c.function.as_ref().ok_or_else(|| {
+            err(
+                "invalid_type",
+                format!("{at}[{j}].function must be an object."),
+            )
+        })?;
+        if f.name.and_then(string).is_none() || f.arguments.is_some_and(|a| string(a).is_none()) {
+            return Err(err(
+                "invalid_type",
+                format!("{at}[{j}].function needs a string `name` and string `arguments`."),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What a member of a request must be, when present and not null.
+#[derive(Clone, Copy)]
+enum Kind {
+    Bool,
+    /// A number within the bounds.
+    Number(f64, f64),
+    /// An integer within the bounds.
+    Integer(i64, i64),
+    Str,
+    /// One of these strings.
+    OneOf(&'static [&'static str]),
+    Object,
+    /// An array of strings, at most this many.
+    Strings(usize),
+    /// A string, or an array of at most this many strings.
+    StrOrStrings(usize),
+}
+
+/// The OpenAI request members the gateway knows, with what each must be.
+const CHAT_FIELDS: &[(&str, Kind)] = &[
+    ("temperature", Kind::Number(0.0, 2.0)),
+    ("top_p", Kind::Number(0.0, 1.0)),
+    ("n", Kind::Integer(1, 128)),
+    ("max_tokens", Kind::Integer(1, 10_000_000)),
+    ("max_completion_tokens", Kind::Integer(1, 10_000_000)),
+    ("presence_penalty", Kind::Number(-2.0, 2.0)),
+    ("frequency_penalty", Kind::Number(-2.0, 2.0)),
+    ("seed", Kind::Integer(i64::MIN, i64::MAX)),
+    ("stop", Kind::StrOrStrings(4)),
+    ("user", Kind::Str),
+    ("logprobs", Kind::Bool),
+    ("top_logprobs", Kind::Integer(0, 20)),
+    ("logit_bias", Kind::Object),
+    ("parallel_tool_calls", Kind::Bool),
+    ("response_format", Kind::Object),
+    ("stream_options", Kind::Object),
+    ("store", Kind::Bool),
+    ("metadata", Kind::Object),
+    ("modalities", Kind::Strings(4)),
+    (
+        "reasoning_effort",
+        Kind::OneOf(&["minimal", "low", "medium", "high"]),
+    ),
+    ("service_tier", Kind::Str),
+];
+
+const EMBEDDINGS_FIELDS: &[(&str, Kind)] = &[
+    ("encoding_format", Kind::OneOf(&["float", "base64"])),
+    ("dimensions", Kind::Integer(1, 100_000)),
+    ("user", Kind::Str),
+];
+
+/// Whether `raw` is what `kind` says.
+fn is_kind(raw: &RawValue, kind: Kind) -> bool {
+    let text = raw.get();
+    match kind {
+        Kind::Bool => text == "true" || text == "false",
+        Kind::Number(lo, hi) => {
+            serde_json::from_str::<f64>(text).is_ok_and(|n| n.is_finite() && (lo..=hi).contains(&n))
+        }
+        Kind::Integer(lo, hi) => {
+            serde_json::from_str::<i64>(text).is_ok_and(|n| (lo..=hi).contains(&n))
+        }
+        Kind::Str => string(raw).is_some(),
+        Kind::OneOf(values) => string(raw).is_some_and(|s| values.contains(&s.as_ref())),
+        Kind::Object => text.starts_with('{'),
+        Kind::Strings(max) => {
+            serde_json::from_str::<Vec<Cow<'_, str>>>(text).is_ok_and(|v| v.len() <= max)
+        }
+        Kind::StrOrStrings(max) => string(raw).is_some() || is_kind(raw, Kind::Strings(max)),
+    }
+}
+
+fn describe(kind: Kind) -> String {
+    match kind {
+        Kind::Bool => "a boolean".to_string(),
+        Kind::Number(lo, hi) => format!("a number from {lo} to {hi}"),
+        Kind::Integer(i64::MIN, i64::MAX) => "an integer".to_string(),
+        Kind::Integer(lo, hi) => format!("an integer from {lo} to {hi}"),
+        Kind::Str => "a string".to_string(),
+        Kind::OneOf(values) => format!("one of {}", values.join(", ")),
+        Kind::Object => "an object".to_string(),
+        Kind::Strings(max) => format!("an array of at most {max} strings"),
+        Kind::StrOrStrings(max) => format!("a string or an array of at most {max} strings"),
+    }
+}
+
+/// The known members of the request have the types OpenAI's API gives them (the
+/// gateway forwards or translates them: a wrong one is the client's 400, never a
+/// provider's error counted against it). Unknown members pass through.
+fn check_known_fields(members: &Members<'_>, endpoint: Endpoint) -> Result<(), RequestError> {
+    let fields = match endpoint {
+        Endpoint::Chat => CHAT_FIELDS,
+        Endpoint::Embeddings => EMBEDDINGS_FIELDS,
+    };
+    for (name, kind) in fields {
+        if let Some(raw) = members.get(name).filter(|r| r.get() != "null")
+            && !is_kind(raw, *kind)
+        {
+            return Err(err(
+                "invalid_type",
+                format!("`{name}` must be {}.", describe(*kind)),
+            ));
+        }
+    }
+    if endpoint == Endpoint::Chat {
+        check_tools(members)?;
+    }
+    Ok(())
+}
+
+/// `tools` (objects with a string `type`; function tools with a string
+/// `function.name`) and `tool_choice` (`none`, `auto`, `required`, or an object).
+fn check_tools(members: &Members<'_>) -> Result<(), RequestError> {
+    #[derive(serde::Deserialize)]
+    struct Function<'a> {
+        #[serde(borrow)]
+        name: Option<&'a RawValue>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Tool<'a> {
+        #[serde(borrow)]
+        r#type: Option<&'a RawValue>,
+        #[serde(default, borrow)]
+        function: Option<Function<'a>>,
+    }
+    if let Some(raw) = members.get("tools").filter(|r| r.get() != "null") {
+        let tools: Vec<Tool<'_>> = serde_json::from_str(raw.get())
+            .map_err(|_| err("invalid_type", "`tools` must be an array of tool objects."))?;
+        for (i, t) in tools.iter().enumerate() {
+            let kind = t.r#type.and_then(string);
+            let ok = match kind.as_deref() {
+                Some("function") => t
+                    .function
+                    .as_ref()
+                    .and_then(|f| f.name)
+                    .and_then(string)
+                    .is_some(),
+                Some(_) => true,
+                None => false,
+            };
+            if !ok {
+                return Err(err(
+                    "invalid_type",
+                    format!(
+                        "tools[{i}] needs a string `type` (and a `function` with a string `name`)."
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(raw) = members.get("tool_choice").filter(|r| r.get() != "null") {
+        let ok =
+            is_kind(raw, Kind::OneOf(&["none", "auto", "required"])) || raw.get().starts_with('{');
+        if !ok {
+            return Err(err(
+                "invalid_type",
+                "`tool_choice` must be `none`, `auto`, `required` or a tool object.",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `input` of an embeddings request: a non-empty string, or a non-empty array of
@@ -262,6 +543,42 @@ mod tests {
             code(r#"{"model":"m","messages":[{}],"fallbacks":[1]}"#),
             "invalid_type"
         );
+        // Known members with the wrong type are the client's error.
+        for bad in [
+            r#""temperature":"hot""#,
+            r#""temperature":9"#,
+            r#""max_tokens":"10""#,
+            r#""max_tokens":0"#,
+            r#""n":1.5"#,
+            r#""stop":[1]"#,
+            r#""stop":["a","b","c","d","e"]"#,
+            r#""tools":[{"type":"function","function":{}}]"#,
+            r#""tool_choice":"always""#,
+            r#""response_format":"json""#,
+            r#""logprobs":"yes""#,
+        ] {
+            let body =
+                format!(r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}],{bad}}}"#);
+            assert_eq!(code(&body), "invalid_type", "{bad}");
+        }
+        for bad in [
+            r#"[{"role":"robot","content":"x"}]"#,
+            r#"[{"role":5,"content":"x"}]"#,
+            r#"[{"role":"user","content":[[[["deep"]]]]}]"#,
+            r#"[{"role":"user","content":[{"text":"no type"}]}]"#,
+            r#"[{"role":"user","content":{"a":1}}]"#,
+            r#"[{"role":"assistant","tool_calls":[{"function":{"name":1}}]}]"#,
+            r#"[{"role":"tool","tool_call_id":7,"content":"x"}]"#,
+        ] {
+            let body = format!(r#"{{"model":"m","messages":{bad}}}"#);
+            assert!(
+                ["invalid_type", "invalid_value"].contains(&code(&body)),
+                "{bad}"
+            );
+        }
+        // Nulls, unknown members and good values pass.
+        let ok = r#"{"model":"m","temperature":null,"max_tokens":5,"stop":"x","tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":{"type":"function","function":{"name":"f"}},"x-extra":{"deep":[1]},"messages":[{"role":"user","content":[{"type":"text","text":"x"}]},{"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]},{"role":"tool","tool_call_id":"c","content":"r"}]}"#;
+        assert!(inspect(ok.as_bytes(), Endpoint::Chat).is_ok());
         // Deep nesting in a member the gateway does not read is skipped without
         // recursion (serde_json's `RawValue` scanner): no stack overflow in the VM.
         let deep = format!("{{\"x\":{}{}}}", "[".repeat(100_000), "]".repeat(100_000));

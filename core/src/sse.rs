@@ -13,6 +13,9 @@ pub struct Event {
 #[derive(Debug, Default)]
 pub struct Parser {
     buf: Vec<u8>,
+    /// How much of `buf` is known to hold no event end, so that a large event
+    /// arriving in many small chunks is scanned once, not once per chunk.
+    scanned: usize,
 }
 
 impl Parser {
@@ -20,12 +23,15 @@ impl Parser {
     pub fn feed(&mut self, chunk: &[u8]) -> Vec<Event> {
         self.buf.extend_from_slice(chunk);
         let mut out = Vec::new();
-        while let Some((end, sep)) = find_event_end(&self.buf) {
+        while let Some((end, sep)) = find_event_end(&self.buf, self.scanned) {
             let raw: Vec<u8> = self.buf.drain(..end + sep).collect();
+            self.scanned = 0;
             if let Some(ev) = parse_event(&raw[..end]) {
                 out.push(ev);
             }
         }
+        // An event end (up to 4 bytes) may start in the last 3 bytes.
+        self.scanned = self.buf.len().saturating_sub(3);
         out
     }
 
@@ -33,10 +39,17 @@ impl Parser {
     pub fn pending(&self) -> usize {
         self.buf.len()
     }
+
+    /// Takes the bytes received but not yet part of a complete event.
+    pub fn take_pending(&mut self) -> Vec<u8> {
+        self.scanned = 0;
+        std::mem::take(&mut self.buf)
+    }
 }
 
-fn find_event_end(buf: &[u8]) -> Option<(usize, usize)> {
-    let mut i = 0;
+/// The first event end at or after `from`: its position and length.
+fn find_event_end(buf: &[u8], from: usize) -> Option<(usize, usize)> {
+    let mut i = from;
     while i + 1 < buf.len() {
         if buf[i] == b'\n' && buf[i + 1] == b'\n' {
             return Some((i, 2));

@@ -9,7 +9,7 @@
 use serde_json::{Value, json};
 use switchyard_core::config::Dialect;
 use switchyard_core::cost::{Usage, UsageTail};
-use switchyard_core::dialect::{self, anthropic, bedrock, gemini};
+use switchyard_core::dialect::{self, StreamTranslator as _, anthropic, bedrock, gemini};
 use switchyard_core::eventstream;
 use switchyard_core::failure::FailureClass;
 use switchyard_core::request::Endpoint;
@@ -271,6 +271,8 @@ fn prepared(d: Dialect, body: &[u8], model: &str) -> Value {
 #[test]
 fn documented_function_calling_request_reaches_each_provider_in_its_tool_shape() {
     let body = include_bytes!("fixtures/openai/chat_request_tools.json");
+    // The gateway's own validation accepts OpenAI's documented request.
+    switchyard_core::request::inspect(body, Endpoint::Chat).unwrap();
     let request = parse(body);
     let function = &request["tools"][0]["function"];
     let question = "What is the weather like in Boston today?";
@@ -316,6 +318,26 @@ fn documented_function_calling_request_reaches_each_provider_in_its_tool_shape()
             json!([{"role": "user", "parts": [{"text": question}]}])
         );
         assert!(v.get("model").is_none(), "the model travels in the path");
+        // `tool_choice: auto` as Gemini's function-calling mode (the API reference's
+        // `toolConfig.functionCallingConfig.mode`).
+        assert_eq!(
+            v["toolConfig"],
+            json!({"functionCallingConfig": {"mode": "AUTO"}})
+        );
+    }
+    // A forced function, `required` and `none`.
+    let mut forced = request.clone();
+    forced["tool_choice"] =
+        json!({"type": "function", "function": {"name": "get_current_weather"}});
+    let v = prepared(Dialect::Gemini, forced.to_string().as_bytes(), "g");
+    assert_eq!(
+        v["toolConfig"]["functionCallingConfig"],
+        json!({"mode": "ANY", "allowedFunctionNames": ["get_current_weather"]})
+    );
+    for (choice, mode) in [("required", "ANY"), ("none", "NONE")] {
+        forced["tool_choice"] = json!(choice);
+        let v = prepared(Dialect::Gemini, forced.to_string().as_bytes(), "g");
+        assert_eq!(v["toolConfig"]["functionCallingConfig"]["mode"], mode);
     }
 
     // Bedrock Converse: `toolConfig.tools[].toolSpec.{name, description, inputSchema.json}`.
@@ -345,6 +367,7 @@ fn documented_function_calling_request_reaches_each_provider_in_its_tool_shape()
 #[test]
 fn documented_developer_message_becomes_each_providers_system_prompt() {
     let body = include_bytes!("fixtures/openai/chat_request_default.json");
+    switchyard_core::request::inspect(body, Endpoint::Chat).unwrap();
     let system = "You are a helpful assistant.";
 
     let v = prepared(Dialect::Anthropic, body, "claude-sonnet-4-5");
@@ -434,10 +457,10 @@ fn anthropic_documented_tool_use_response() {
 
 fn anthropic_stream(wire: &str, include_usage: bool) -> (String, bool) {
     let text = translate(wire.as_bytes(), || {
-        let mut t = anthropic::StreamTranslator::new(include_usage, CREATED);
+        let mut t = anthropic::StreamTranslator::new(include_usage, CREATED, "req-1");
         Box::new(move |b| t.feed(b))
     });
-    let mut t = anthropic::StreamTranslator::new(include_usage, CREATED);
+    let mut t = anthropic::StreamTranslator::new(include_usage, CREATED, "req-1");
     t.feed(wire.as_bytes());
     (text, t.is_done())
 }
@@ -521,8 +544,18 @@ fn anthropic_documented_error_event_ends_the_stream() {
     assert_eq!(chunks.data.last().map(String::as_str), Some("[DONE]"));
     assert_eq!(chunks.chunks.len(), 1);
     let error = &chunks.chunks[0]["error"];
-    assert_eq!(error["message"], "Overloaded");
-    assert_eq!(error["type"], "overloaded_error");
+    assert_eq!(error["message"], "overloaded_error: Overloaded");
+    assert_eq!(error["code"], "provider_stream_error");
+    assert_eq!(error["request_id"], "req-1");
+    // The stream is reported as failed, so an adapter that has not yet committed it
+    // to the client falls over instead.
+    let mut t = anthropic::StreamTranslator::new(true, CREATED, "req-1");
+    t.feed(include_str!("fixtures/anthropic/stream_error.sse").as_bytes());
+    assert!(matches!(
+        t.progress().end,
+        Some(dialect::StreamEnd::Failed(FailureClass::ServerError, _))
+    ));
+    assert!(!t.progress().content, "the error came before any content");
 }
 
 #[test]
@@ -658,10 +691,10 @@ fn gemini_documented_thinking_response_leaves_thoughts_out_and_bills_them() {
 /// the provider's stream ends, as the adapter calls `finish` then.
 fn gemini_stream(wire: &str, include_usage: bool, model: &str) -> (String, bool) {
     let mut text = translate(wire.as_bytes(), || {
-        let mut t = gemini::StreamTranslator::new(include_usage, CREATED, model);
+        let mut t = gemini::StreamTranslator::new(include_usage, CREATED, model, "req-1");
         Box::new(move |b| t.feed(b))
     });
-    let mut t = gemini::StreamTranslator::new(include_usage, CREATED, model);
+    let mut t = gemini::StreamTranslator::new(include_usage, CREATED, model, "req-1");
     t.feed(wire.as_bytes());
     text.push_str(&String::from_utf8(t.finish()).unwrap());
     (text, t.is_done())

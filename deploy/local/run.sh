@@ -49,7 +49,7 @@ CONFIG_ARGS=()
 [ -n "${SWITCHYARD_CONFIG:-}" ] && CONFIG_ARGS=(--config "$SWITCHYARD_CONFIG")
 "$BIN/switchyard" serve "${CONFIG_ARGS[@]}" --xds-addr 127.0.0.1:18000 --status-addr 127.0.0.1:18001 > "$RUN/switchyard.log" 2>&1 &
 pids+=($!)
-"$BIN/switchyard" bootstrap --node local-envoy --xds 127.0.0.1:18000 --admin 127.0.0.1:9901 > "$RUN/bootstrap.yaml"
+"$BIN/switchyard" bootstrap "${CONFIG_ARGS[@]}" --node local-envoy --xds 127.0.0.1:18000 --admin 127.0.0.1:9901 > "$RUN/bootstrap.yaml"
 .venv/bin/envoy -c "$RUN/bootstrap.yaml" --base-id 4171 --concurrency 2 > "$RUN/envoy.log" 2>&1 &
 pids+=($!)
 

@@ -1,16 +1,26 @@
 //! The adapter: runs in the router's `upstream_http_filters`, a fresh instance per
-//! attempt. Note that all attempts share one request header map (the router's):
-//! every attempt sets everything it needs afresh. It finds the attempt's target in the plan, rewrites the request for the
-//! provider (path, authority, credentials, body) and translates the answer back to
-//! OpenAI's format.
+//! attempt. All attempts share one request header map (the router's): every
+//! attempt sets everything it needs afresh. It finds the attempt's target in the
+//! plan, rewrites the request for the provider (path, authority, credentials,
+//! body), and judges and translates the answer through the provider's
+//! [`dialect::Api`] — the adapter itself names no dialect.
+//!
+//! Nothing reaches the client before it is known to be an answer: an error is
+//! held until its body classifies it; a complete answer is held until it is
+//! checked whole; a stream is held until its first content (the **pre-commit
+//! window**). Until then a failure — an error answer, a truncated or invalid
+//! body, an in-stream error or corrupt event before any content, a content
+//! filter where the route allows it — is shown to the router as the failure
+//! class's canonical status, and the router falls over to the next target. Once
+//! a stream is committed, a failure ends it with an OpenAI error event and
+//! `[DONE]`.
 
 use std::sync::Arc;
 
-use serde_json::Value;
-use switchyard_core::config::{AwsAuth, Dialect, FilterConfig, Provider};
+use switchyard_core::config::{AwsAuth, FilterConfig, Provider};
 use switchyard_core::cost::UsageTail;
-use switchyard_core::dialect::{self, anthropic, bedrock, gemini};
-use switchyard_core::failure::FailureClass;
+use switchyard_core::dialect::{self, Answer, Context, StreamEnd, StreamTranslator, bedrock};
+use switchyard_core::failure::{FailureClass, scrub};
 use switchyard_core::plan::Target;
 use switchyard_core::request::Endpoint;
 use switchyard_core::{error, sigv4, wire};
@@ -19,53 +29,24 @@ use crate::host::{self, Action, Body, Host, Map};
 use crate::{circuit, cooldown, ledger};
 
 /// What the response side does with the body.
-#[derive(Debug)]
 enum ResponseMode {
-    /// Pass through untouched.
+    /// Nothing to do (an answer without a body).
     Pass,
-    /// Pass an OpenAI event stream through, watching for its `[DONE]`.
-    PassStream(DoneWatch),
-    /// Buffer the provider's error to record its message (and translate it).
+    /// An error answer, held until its body says which failure it is.
     Error,
-    /// Buffer and translate a JSON answer (a completion, or Gemini embeddings).
-    Json,
-    /// Translate an event stream chunk by chunk.
-    Stream(Translator),
-}
-
-/// Stream translators of the dialects that do not speak OpenAI.
-#[derive(Debug)]
-enum Translator {
-    Anthropic(Box<anthropic::StreamTranslator>),
-    Gemini(Box<gemini::StreamTranslator>),
-    Bedrock(Box<bedrock::StreamTranslator>),
-}
-
-impl Translator {
-    fn feed(&mut self, chunk: &[u8]) -> Vec<u8> {
-        match self {
-            Translator::Anthropic(t) => t.feed(chunk),
-            Translator::Gemini(t) => t.feed(chunk),
-            Translator::Bedrock(t) => t.feed(chunk),
-        }
-    }
-
-    fn is_done(&self) -> bool {
-        match self {
-            Translator::Anthropic(t) => t.is_done(),
-            Translator::Gemini(t) => t.is_done(),
-            Translator::Bedrock(t) => t.is_done(),
-        }
-    }
-
-    /// What closes the stream once the provider's stream has ended (Gemini marks
-    /// its end only by ending).
-    fn finish(&mut self) -> Vec<u8> {
-        match self {
-            Translator::Gemini(t) => t.finish(),
-            Translator::Anthropic(_) | Translator::Bedrock(_) => Vec::new(),
-        }
-    }
+    /// A complete answer, held until it is checked (and translated) whole.
+    Whole,
+    /// A streamed answer: held until its first content, then passed on as it is
+    /// translated.
+    Stream {
+        translator: Box<dyn StreamTranslator>,
+        /// Headers and what came so far were released to the client.
+        committed: bool,
+        /// Bytes of Envoy's buffer already fed to the translator (while held).
+        fed: usize,
+        /// Translated output not yet released.
+        pending: Vec<u8>,
+    },
 }
 
 /// Per-attempt adapter state.
@@ -79,20 +60,18 @@ pub struct Adapter {
     mode: ResponseMode,
     /// The provider's status for this attempt.
     status: u16,
-    /// Response headers are held until the body shows whether it was filtered.
-    hold_for_content_check: bool,
     /// How long a rate-limited provider asked to be left alone.
     reset_after_ms: Option<u64>,
     /// Index of the provider key this attempt uses.
     key: Option<usize>,
-    /// When the attempt started (for its time to response headers).
+    /// When the attempt started (for its time to first content).
     started_ms: u64,
     /// The endpoint the request is for.
     endpoint: Endpoint,
     /// Embeddings asked as base64.
     base64: bool,
-    /// Bedrock's `x-amzn-ErrorType` of an error answer.
-    aws_error_type: Option<String>,
+    /// The provider's error-type header of an error answer.
+    error_type: Option<String>,
     /// The end of a successful answer, kept to find its usage (only when prices
     /// are configured).
     usage: Option<UsageTail>,
@@ -110,14 +89,13 @@ impl Adapter {
             stream: false,
             mode: ResponseMode::Pass,
             status: 0,
-            hold_for_content_check: false,
             reset_after_ms: None,
             key: None,
             started_ms: 0,
             endpoint: Endpoint::Chat,
             base64: false,
             usage: None,
-            aws_error_type: None,
+            error_type: None,
         }
     }
 
@@ -266,7 +244,7 @@ impl Adapter {
             && let Some(prev) = ledger::read(&self.request_id, |e| {
                 e.attempts
                     .get(self.attempt.wrapping_sub(2))
-                    .filter(|a| a.status.is_none() && ledger::no_answer_counts(&self.cfg, e, a))
+                    .filter(|a| a.unanswered() && ledger::no_answer_counts(&self.cfg, e, a))
                     .map(|a| a.target.clone())
             })
             .flatten()
@@ -350,12 +328,14 @@ impl Adapter {
         }
     }
 
-    /// Response headers of one attempt: records the status; an error is held
-    /// until its body classifies it; a success picks how its body is translated.
+    /// Response headers of one attempt: records the status and holds the answer
+    /// until it is judged (an error until its body classifies it, a complete
+    /// answer until it is checked, a stream until its first content).
     pub fn on_response_headers(&mut self, envoy: &impl Host, end_of_stream: bool) -> Action {
         let Some((target, provider)) = &self.target else {
             return Action::Continue;
         };
+        let api = dialect::api(provider.dialect);
         let status = envoy
             .header(Map::Response, ":status")
             .and_then(|s| s.parse::<u16>().ok())
@@ -368,235 +348,207 @@ impl Adapter {
             );
         }
         ledger::record_status(&self.request_id, self.attempt, status);
-        envoy.set_header(Map::Response, wire::PROVIDER_HEADER, Some(&target.provider));
-        envoy.set_header(Map::Response, wire::MODEL_HEADER, Some(&target.model));
         let n = self.attempt.to_string();
-        envoy.set_header(Map::Response, wire::ATTEMPTS_HEADER, Some(&n));
-        envoy.set_header(Map::Response, wire::CHAIN_POSITION_HEADER, Some(&n));
-        let dialect = provider.dialect;
+        for (name, value) in [
+            (wire::PROVIDER_HEADER, target.provider.as_str()),
+            (wire::MODEL_HEADER, target.model.as_str()),
+            (wire::ATTEMPTS_HEADER, n.as_str()),
+            (wire::CHAIN_POSITION_HEADER, n.as_str()),
+        ] {
+            envoy.set_header(Map::Response, name, Some(value));
+        }
         if !(200..300).contains(&status) {
             if end_of_stream {
                 // No body to read: the status alone classifies it.
                 self.settle(envoy, FailureClass::from_status(status), None);
                 return Action::Continue;
             }
-            // Hold the headers until the body says which failure this is: the
-            // router's retry decision is made on the (possibly canonical) status.
             self.mode = ResponseMode::Error;
-            if dialect == Dialect::Bedrock {
-                self.aws_error_type = envoy.header(Map::Response, "x-amzn-errortype");
-            }
+            self.error_type = api
+                .error_type_header()
+                .and_then(|h| envoy.header(Map::Response, h));
             envoy.set_header(Map::Response, "content-length", None);
             return Action::Pause;
         }
-        if let Some(settings) = &self.cfg.circuit_breaker
+        if end_of_stream {
+            // A 2xx without a body is no answer.
+            self.reject(
+                envoy,
+                FailureClass::BadResponse,
+                "the provider answered 200 without a body".to_string(),
+            );
+            return Action::Continue;
+        }
+        if !self.cfg.prices.is_empty() {
+            self.usage = Some(UsageTail::default());
+        }
+        envoy.set_header(Map::Response, "content-length", None);
+        self.mode = if self.stream {
+            // Whatever the provider streams, the client gets OpenAI's SSE.
+            envoy.set_header(Map::Response, "content-type", Some("text/event-stream"));
+            ResponseMode::Stream {
+                translator: api.stream(&self.context(envoy)),
+                committed: false,
+                fed: 0,
+                pending: Vec::new(),
+            }
+        } else {
+            ResponseMode::Whole
+        };
+        Action::Pause
+    }
+
+    /// Response body of one attempt: judged, translated, watched for usage.
+    pub fn on_response_body(&mut self, envoy: &impl Host, end_of_stream: bool) -> Action {
+        match &self.mode {
+            ResponseMode::Pass => Action::Continue,
+            ResponseMode::Error => {
+                if !end_of_stream {
+                    return Action::Pause;
+                }
+                let body = envoy.body(Body::Response);
+                let Some((_, provider)) = &self.target else {
+                    return Action::Continue;
+                };
+                let (class, message) = dialect::api(provider.dialect).classify_error(
+                    self.status,
+                    self.error_type.as_deref(),
+                    &body,
+                );
+                self.settle(envoy, class, message);
+                Action::Continue
+            }
+            ResponseMode::Whole => {
+                if !end_of_stream {
+                    return Action::Pause;
+                }
+                let body = envoy.body(Body::Response);
+                let Some((_, provider)) = &self.target else {
+                    return Action::Continue;
+                };
+                match dialect::api(provider.dialect).answer(&body, &self.context(envoy)) {
+                    Answer::Ok(out) => self.commit(envoy, &out, true),
+                    Answer::Filtered(out, why) => {
+                        if self.may_fall_over(FailureClass::ContentFilter) {
+                            self.reject(envoy, FailureClass::ContentFilter, why);
+                        } else {
+                            self.commit(envoy, &out, true);
+                        }
+                    }
+                    Answer::Failed(class, why) => self.reject(envoy, class, why),
+                }
+                Action::Continue
+            }
+            ResponseMode::Stream { .. } => self.on_stream(envoy, end_of_stream),
+        }
+    }
+
+    /// The next bytes of a streamed answer.
+    fn on_stream(&mut self, envoy: &impl Host, end_of_stream: bool) -> Action {
+        let filter_falls_over = self.may_fall_over(FailureClass::ContentFilter);
+        let ResponseMode::Stream {
+            translator,
+            committed,
+            fed,
+            pending,
+        } = &mut self.mode
+        else {
+            return Action::Continue;
+        };
+        let body = envoy.body(Body::Response);
+        if *committed {
+            let mut out = translator.feed(&body);
+            if end_of_stream {
+                out.extend(translator.finish());
+            }
+            envoy.replace_body(Body::Response, &out);
+            self.watch_usage(&out, end_of_stream);
+            return Action::Continue;
+        }
+        // Held: Envoy keeps buffering; feed what is new.
+        let new = body.get(*fed..).unwrap_or_default();
+        *fed = body.len();
+        pending.extend(translator.feed(new));
+        if end_of_stream {
+            pending.extend(translator.finish());
+        }
+        let progress = translator.progress();
+        match progress.end {
+            Some(StreamEnd::Failed(class, why)) => {
+                self.reject(envoy, class, why);
+                Action::Continue
+            }
+            Some(StreamEnd::Filtered(why)) if filter_falls_over => {
+                self.reject(envoy, FailureClass::ContentFilter, why);
+                Action::Continue
+            }
+            _ if progress.content || progress.end.is_some() => {
+                let out = std::mem::take(pending);
+                *committed = true;
+                self.commit(envoy, &out, end_of_stream);
+                Action::Continue
+            }
+            // No content yet: keep holding.
+            _ => Action::Pause,
+        }
+    }
+
+    /// Releases the answer to the client: `out` replaces what Envoy holds. A
+    /// configured target's success is counted (with its time to first content).
+    fn commit(&mut self, envoy: &impl Host, out: &[u8], end_of_stream: bool) {
+        ledger::record_committed(&self.request_id, self.attempt);
+        envoy.replace_body(Body::Response, out);
+        self.watch_usage(out, end_of_stream);
+        if let Some((target, _)) = &self.target
+            && let Some(settings) = &self.cfg.circuit_breaker
             && self.cfg.is_configured(target)
         {
             let now = envoy.now_ms();
             circuit::record(envoy, settings, target, true, now);
             crate::fleet::record_latency(envoy, target, now.saturating_sub(self.started_ms));
         }
-        let (filter_falls_over, targets) = ledger::read(&self.request_id, |e| {
-            (
-                e.policy.falls_over(FailureClass::ContentFilter),
-                e.plan.len(),
-            )
+    }
+
+    /// A 2xx that is no answer (or a filtered one that may fall over): the attempt
+    /// fails with `class`. The router sees the class's canonical status (headers
+    /// are still held) and falls over when the policy allows; otherwise the
+    /// planner turns it into the client's error.
+    fn reject(&mut self, envoy: &impl Host, class: FailureClass, why: String) {
+        log::info!(
+            "switchyard adapter [{}]: attempt {} rejected: {} ({why})",
+            self.request_id,
+            self.attempt,
+            class.as_str()
+        );
+        // The client's error reports the status the router saw for it, not the 200.
+        ledger::record_status(&self.request_id, self.attempt, class.canonical_status(0));
+        envoy.set_header(Map::Response, "content-type", Some("application/json"));
+        let body = error::body(&scrub(&why), "api_error", class.as_str(), &self.request_id);
+        envoy.replace_body(Body::Response, &body);
+        self.settle(envoy, Some(class), Some(why));
+    }
+
+    /// Whether a failure of `class` of this attempt should move on: the policy
+    /// lets it and the plan has a target left.
+    fn may_fall_over(&self, class: FailureClass) -> bool {
+        ledger::read(&self.request_id, |e| {
+            e.policy.falls_over(class) && self.attempt < e.plan.len()
         })
-        .unwrap_or_default();
-        // A completed answer the provider's safety system filtered can fall over too,
-        // when the policy allows it and another target is left.
-        self.hold_for_content_check = self.endpoint == Endpoint::Chat
-            && !self.stream
-            && !end_of_stream
-            && self.attempt < targets
-            && filter_falls_over;
-        self.mode = match dialect {
-            Dialect::Gemini | Dialect::Vertex | Dialect::Bedrock
-                if self.endpoint == Endpoint::Embeddings =>
-            {
-                ResponseMode::Json
-            }
-            _ if self.endpoint == Endpoint::Embeddings => ResponseMode::Pass,
-            d if d.speaks_openai() && self.stream => ResponseMode::PassStream(DoneWatch::default()),
-            Dialect::Openai | Dialect::AzureOpenai => ResponseMode::Pass,
-            Dialect::Anthropic if self.stream => {
-                ResponseMode::Stream(Translator::Anthropic(Box::new(
-                    anthropic::StreamTranslator::new(self.include_usage, host::unix_now(envoy)),
-                )))
-            }
-            Dialect::Gemini | Dialect::Vertex if self.stream => {
-                ResponseMode::Stream(Translator::Gemini(Box::new(gemini::StreamTranslator::new(
-                    self.include_usage,
-                    host::unix_now(envoy),
-                    &target.model,
-                ))))
-            }
-            Dialect::Bedrock if self.stream => {
-                // The binary event stream becomes OpenAI's SSE.
-                envoy.set_header(Map::Response, "content-type", Some("text/event-stream"));
-                ResponseMode::Stream(Translator::Bedrock(Box::new(
-                    bedrock::StreamTranslator::new(
-                        self.include_usage,
-                        host::unix_now(envoy),
-                        &target.model,
-                        &completion_id(&self.request_id),
-                        &self.request_id,
-                    ),
-                )))
-            }
-            Dialect::Anthropic | Dialect::Gemini | Dialect::Vertex | Dialect::Bedrock => {
-                ResponseMode::Json
-            }
-        };
-        if !matches!(self.mode, ResponseMode::Pass) {
-            envoy.set_header(Map::Response, "content-length", None);
-        }
-        if !self.cfg.prices.is_empty() {
-            self.usage = Some(UsageTail::default());
-        }
-        if self.hold_for_content_check {
-            Action::Pause
-        } else {
-            Action::Continue
+        .unwrap_or(false)
+    }
+
+    /// What the dialect's answer translation needs.
+    fn context<'a>(&'a self, envoy: &impl Host) -> Context<'a> {
+        Context {
+            endpoint: self.endpoint,
+            model: self.target.as_ref().map_or("", |(t, _)| t.model.as_str()),
+            created: host::unix_now(envoy),
+            request_id: &self.request_id,
+            include_usage: self.include_usage,
+            base64: self.base64,
         }
     }
 
-    /// Response body of one attempt: checked, translated, watched for usage.
-    pub fn on_response_body(&mut self, envoy: &impl Host, end_of_stream: bool) -> Action {
-        if self.hold_for_content_check {
-            if !end_of_stream {
-                return Action::Pause;
-            }
-            let body = envoy.body(Body::Response);
-            if content_filtered(&body) {
-                let message = "the provider's answer was stopped by its content filter".to_string();
-                self.settle(envoy, Some(FailureClass::ContentFilter), Some(message));
-                return Action::Continue;
-            }
-        }
-        match &mut self.mode {
-            ResponseMode::Pass => {
-                if self.usage.is_some() {
-                    let chunk = envoy.body(Body::Response);
-                    self.watch_usage(&chunk, end_of_stream);
-                }
-                Action::Continue
-            }
-            ResponseMode::PassStream(watch) => {
-                let chunk = envoy.body(Body::Response);
-                watch.feed(&chunk);
-                if end_of_stream && !watch.done {
-                    let mut out = chunk;
-                    out.extend_from_slice(&truncated(&self.request_id));
-                    envoy.replace_body(Body::Response, &out);
-                    self.watch_usage(&out, end_of_stream);
-                } else {
-                    self.watch_usage(&chunk, end_of_stream);
-                }
-                Action::Continue
-            }
-            ResponseMode::Stream(t) => {
-                let chunk = envoy.body(Body::Response);
-                let mut out = t.feed(&chunk);
-                if end_of_stream {
-                    out.extend(t.finish());
-                    if !t.is_done() {
-                        out.extend_from_slice(&truncated(&self.request_id));
-                    }
-                }
-                envoy.replace_body(Body::Response, &out);
-                self.watch_usage(&out, end_of_stream);
-                Action::Continue
-            }
-            ResponseMode::Json => {
-                if !end_of_stream {
-                    return Action::Pause;
-                }
-                let body = envoy.body(Body::Response);
-                let model = self
-                    .target
-                    .as_ref()
-                    .map(|(t, _)| t.model.as_str())
-                    .unwrap_or("");
-                let dialect = self.target.as_ref().map(|(_, p)| p.dialect);
-                let translated = match (self.endpoint, dialect) {
-                    (Endpoint::Embeddings, Some(Dialect::Vertex)) => {
-                        gemini::vertex_embeddings_response(&body, model, self.base64)
-                    }
-                    (Endpoint::Embeddings, Some(Dialect::Bedrock)) => {
-                        bedrock::embeddings_response(&body, model, self.base64)
-                    }
-                    (Endpoint::Embeddings, _) => {
-                        gemini::embeddings_response(&body, model, self.base64)
-                    }
-                    (Endpoint::Chat, Some(Dialect::Gemini | Dialect::Vertex)) => {
-                        gemini::response(&body, host::unix_now(envoy), model)
-                    }
-                    (Endpoint::Chat, Some(Dialect::Bedrock)) => bedrock::response(
-                        &body,
-                        host::unix_now(envoy),
-                        model,
-                        &completion_id(&self.request_id),
-                    ),
-                    (Endpoint::Chat, _) => anthropic::response(&body, host::unix_now(envoy)),
-                };
-                match translated {
-                    Ok(out) => {
-                        envoy.replace_body(Body::Response, &out);
-                        self.watch_usage(&out, end_of_stream);
-                    }
-                    Err(e) => {
-                        let msg = format!("The provider's answer could not be translated: {e}");
-                        let out = error::body(
-                            &msg,
-                            "api_error",
-                            "bad_provider_response",
-                            &self.request_id,
-                        );
-                        envoy.replace_body(Body::Response, &out);
-                    }
-                }
-                Action::Continue
-            }
-            ResponseMode::Error => {
-                if !end_of_stream {
-                    return Action::Pause;
-                }
-                let body = envoy.body(Body::Response);
-                let dialect = self
-                    .target
-                    .as_ref()
-                    .map(|(_, p)| p.dialect)
-                    .unwrap_or(Dialect::Openai);
-                if dialect == Dialect::Bedrock {
-                    let (kind, m) = bedrock::error_details(self.aws_error_type.as_deref(), &body);
-                    let class = bedrock::classify(self.status, &kind, &m);
-                    self.settle(envoy, class, Some(format!("{kind}: {m}")));
-                    return Action::Continue;
-                }
-                let message = match dialect {
-                    Dialect::Anthropic => {
-                        anthropic::error_details(&body).map(|(kind, m)| format!("{kind}: {m}"))
-                    }
-                    Dialect::Gemini | Dialect::Vertex => {
-                        gemini::error_details(&body).map(|(status, m)| format!("{status}: {m}"))
-                    }
-                    Dialect::Openai | Dialect::AzureOpenai | Dialect::Bedrock => {
-                        dialect::error_message(&body)
-                    }
-                };
-                self.settle(
-                    envoy,
-                    FailureClass::classify(dialect, self.status, &body),
-                    message,
-                );
-                Action::Continue
-            }
-        }
-    }
-}
-
-impl Adapter {
     /// Feeds the answer the client receives to the usage watch; at its end, records
     /// the usage for cost accounting.
     fn watch_usage(&mut self, bytes: &[u8], end_of_stream: bool) {
@@ -611,11 +563,33 @@ impl Adapter {
 
     /// Records the attempt's failure and shows the router the class's canonical
     /// status (headers are still held), so the retry decision follows the class.
+    /// The provider's message is kept for the client's error only once scrubbed of
+    /// anything credential-like, and never for a rejected credential.
     fn settle(&self, envoy: &impl Host, class: Option<FailureClass>, message: Option<String>) {
         let Some(class) = class else {
             return;
         };
         ledger::record_class(&self.request_id, self.attempt, class);
+        let message = match class {
+            // Only the provider's error type (e.g. `authentication_error`), never
+            // its words: they echo key fragments.
+            FailureClass::Auth => {
+                let kind = message
+                    .as_deref()
+                    .and_then(|m| m.split_once(':'))
+                    .map(|(k, _)| k.trim())
+                    .filter(|k| {
+                        !k.is_empty()
+                            && k.len() <= 64
+                            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                    });
+                Some(match kind {
+                    Some(k) => format!("{k}: the provider rejected the gateway's credential"),
+                    None => "the provider rejected the gateway's credential".to_string(),
+                })
+            }
+            _ => message.map(|m| scrub(&m)),
+        };
         if let Some(m) = message {
             ledger::record_message(&self.request_id, self.attempt, m);
         }
@@ -651,7 +625,9 @@ impl Adapter {
                         now + cooldown::AUTH_COOLDOWN_MS,
                     ),
                 },
-                FailureClass::ServerError | FailureClass::Unreachable => {
+                FailureClass::ServerError
+                | FailureClass::Unreachable
+                | FailureClass::BadResponse => {
                     if let Some(settings) = &self.cfg.circuit_breaker {
                         circuit::record(envoy, settings, target, false, now);
                     }
@@ -666,60 +642,6 @@ impl Adapter {
     }
 }
 
-/// The events that end a stream the provider closed before its last event.
-fn truncated(request_id: &str) -> Vec<u8> {
-    error::stream_error_events(
-        "The provider ended the stream before the answer was complete.",
-        "stream_truncated",
-        request_id,
-    )
-}
-
-/// Watches an OpenAI event stream for `data: [DONE]`, across chunk boundaries.
-#[derive(Debug, Default)]
-struct DoneWatch {
-    tail: Vec<u8>,
-    done: bool,
-}
-
-impl DoneWatch {
-    const MARK: &'static [u8] = b"[DONE]";
-
-    fn feed(&mut self, chunk: &[u8]) {
-        if self.done {
-            return;
-        }
-        self.tail.extend_from_slice(chunk);
-        self.done = self.tail.windows(Self::MARK.len()).any(|w| w == Self::MARK);
-        let keep = self.tail.len().saturating_sub(Self::MARK.len() - 1);
-        self.tail.drain(..keep);
-    }
-}
-
-/// Whether a completed chat answer (OpenAI or Anthropic JSON) was cut by the
-/// provider's content filter.
-fn content_filtered(body: &[u8]) -> bool {
-    let Ok(v) = serde_json::from_slice::<Value>(body) else {
-        return false;
-    };
-    let openai = v
-        .get("choices")
-        .and_then(Value::as_array)
-        .is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c.get("finish_reason").and_then(Value::as_str) == Some("content_filter"))
-        });
-    let gemini = v
-        .pointer("/candidates/0/finishReason")
-        .and_then(Value::as_str)
-        .is_some_and(|r| gemini::finish_reason(r, false) == "content_filter");
-    let bedrock = v
-        .get("stopReason")
-        .and_then(Value::as_str)
-        .is_some_and(|r| bedrock::finish_reason(r) == "content_filter");
-    openai || gemini || bedrock || v.get("stop_reason").and_then(Value::as_str) == Some("refusal")
-}
-
 /// Every header an attempt to `provider` may set besides `:authority`, `:path`,
 /// `content-length` (credentials, versions, SigV4's, configured headers).
 fn attempt_header_names(provider: &Provider) -> Vec<&str> {
@@ -727,17 +649,10 @@ fn attempt_header_names(provider: &Provider) -> Vec<&str> {
         .into_iter()
         .map(|(n, _)| n)
         .collect();
-    if provider.dialect == Dialect::Bedrock {
-        names.extend(["x-amz-date", "x-amz-security-token"]);
-    }
+    names.extend(dialect::api(provider.dialect).signing_headers());
     names.extend(provider.headers.iter().map(|(n, _)| n.as_str()));
     names.extend(provider.forward_headers.iter().map(String::as_str));
     names
-}
-
-/// The id of a completion translated from a provider whose answers carry none.
-fn completion_id(request_id: &str) -> String {
-    format!("chatcmpl-{request_id}")
 }
 
 /// Signs the attempt with AWS SigV4 (the headers are still held, so they can be
@@ -769,4 +684,145 @@ fn sign_aws(envoy: &impl Host, aws: &AwsAuth, authority: &str, path: &str, body:
         envoy.set_header(Map::Request, name, Some(value));
     }
     envoy.set_header(Map::Request, "authorization", Some(&authorization));
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::testing::{MemHost, config};
+    use switchyard_core::policy::Policy;
+
+    /// A request `id` planned as `chat` (a/gpt, then b/claude), and a host for its
+    /// attempt `n` running in `cluster`.
+    fn attempt(id: &str, n: usize, cluster: &str, body: &str) -> MemHost {
+        ledger::open(
+            id,
+            ledger::Entry {
+                plan: vec![
+                    Target::parse("a/gpt").unwrap(),
+                    Target::parse("b/claude").unwrap(),
+                ],
+                policy: Policy::default(),
+                client_headers: vec![("anthropic-beta".into(), "tools-1".into())],
+                ..ledger::Entry::default()
+            },
+        );
+        let host = MemHost::with_request(&[
+            (":method", "POST"),
+            (":path", "/v1/chat/completions"),
+            ("x-request-id", id),
+            ("x-envoy-attempt-count", &n.to_string()),
+        ]);
+        *host.request_body.borrow_mut() = body.as_bytes().to_vec();
+        MemHost {
+            cluster: Some(cluster.to_string()),
+            ..host
+        }
+    }
+
+    const CHAT: &str = r#"{"model":"chat","messages":[{"role":"user","content":"hi"}]}"#;
+    const STREAM: &str =
+        r#"{"model":"chat","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+
+    fn respond(a: &mut Adapter, host: &MemHost, status: &str, body: &str) -> Action {
+        host.response
+            .borrow_mut()
+            .push((":status".into(), status.as_bytes().to_vec()));
+        assert_eq!(a.on_response_headers(host, false), Action::Pause, "held");
+        *host.response_body.borrow_mut() = body.as_bytes().to_vec();
+        a.on_response_body(host, true)
+    }
+
+    #[test]
+    fn credentials_only_go_into_their_providers_cluster() {
+        let host = attempt("t-cluster", 1, "sy_provider_b", CHAT);
+        let mut a = Adapter::new(config("adapter"));
+        assert_eq!(a.on_request_headers(&host), Action::Pause);
+        assert_eq!(host.replies.borrow()[0].status, 500, "fails closed");
+        assert!(host.values(Map::Request, "authorization").is_empty());
+        assert!(host.values(Map::Request, "x-api-key").is_empty());
+        ledger::close("t-cluster");
+
+        let host = attempt("t-cluster2", 2, "sy_provider_b", CHAT);
+        let mut a = Adapter::new(config("adapter"));
+        assert_eq!(a.on_request_headers(&host), Action::Pause);
+        assert!(host.replies.borrow().is_empty());
+        assert_eq!(host.values(Map::Request, "x-api-key"), vec!["key-b"]);
+        assert_eq!(host.values(Map::Request, "anthropic-beta"), vec!["tools-1"]);
+        assert_eq!(a.on_request_body(&host, true), Action::Continue);
+        assert_eq!(host.values(Map::Request, ":path"), vec!["/v1/messages"]);
+        let sent: serde_json::Value = serde_json::from_slice(&host.request_body.borrow()).unwrap();
+        assert_eq!(sent["model"], "claude");
+        ledger::close("t-cluster2");
+    }
+
+    #[test]
+    fn a_200_that_is_not_an_answer_falls_over() {
+        let host = attempt("t-bad", 1, "sy_provider_a", CHAT);
+        let mut a = Adapter::new(config("adapter"));
+        a.on_request_headers(&host);
+        a.on_request_body(&host, true);
+        assert_eq!(
+            respond(&mut a, &host, "200", r#"{"id":"x","choi"#),
+            Action::Continue
+        );
+        assert_eq!(host.values(Map::Response, ":status"), vec!["502"]);
+        let class = ledger::read("t-bad", |e| e.attempts[0].class).flatten();
+        assert_eq!(class, Some(FailureClass::BadResponse));
+        ledger::close("t-bad");
+    }
+
+    #[test]
+    fn a_stream_failing_before_content_falls_over_and_one_with_content_is_committed() {
+        let host = attempt("t-stream", 2, "sy_provider_b", STREAM);
+        let mut a = Adapter::new(config("adapter"));
+        a.on_request_headers(&host);
+        a.on_request_body(&host, true);
+        let overloaded = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"model\":\"c\",\"usage\":{\"input_tokens\":1}}}\n\nevent: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
+        assert_eq!(respond(&mut a, &host, "200", overloaded), Action::Continue);
+        assert_eq!(host.values(Map::Response, ":status"), vec!["503"]);
+        assert!(String::from_utf8_lossy(&host.response_body.borrow()).contains("Overloaded"));
+        ledger::close("t-stream");
+
+        let host = attempt("t-stream2", 2, "sy_provider_b", STREAM);
+        let mut a = Adapter::new(config("adapter"));
+        a.on_request_headers(&host);
+        a.on_request_body(&host, true);
+        host.response
+            .borrow_mut()
+            .push((":status".into(), b"200".to_vec()));
+        assert_eq!(a.on_response_headers(&host, false), Action::Pause);
+        // The role chunk alone is not content: still held.
+        *host.response_body.borrow_mut() = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"model\":\"c\",\"usage\":{\"input_tokens\":1}}}\n\n".to_vec();
+        assert_eq!(a.on_response_body(&host, false), Action::Pause);
+        // Envoy buffers while held: the next callback sees both events.
+        host.response_body.borrow_mut().extend_from_slice(b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n");
+        assert_eq!(a.on_response_body(&host, false), Action::Continue);
+        let out = String::from_utf8_lossy(&host.response_body.borrow()).into_owned();
+        assert!(
+            out.contains("\"role\":\"assistant\"") && out.contains("\"content\":\"Hi\""),
+            "{out}"
+        );
+        assert_eq!(host.values(Map::Response, ":status"), vec!["200"]);
+        ledger::close("t-stream2");
+    }
+
+    #[test]
+    fn a_rejected_key_is_reported_without_the_providers_words() {
+        let host = attempt("t-auth", 1, "sy_provider_a", CHAT);
+        let mut a = Adapter::new(config("adapter"));
+        a.on_request_headers(&host);
+        a.on_request_body(&host, true);
+        let body = r#"{"error":{"message":"Incorrect API key provided: sk-proj-abc****wxyz.","type":"invalid_request_error","code":"invalid_api_key"}}"#;
+        respond(&mut a, &host, "401", body);
+        let message = ledger::read("t-auth", |e| e.attempts[0].message.clone())
+            .flatten()
+            .unwrap();
+        assert!(
+            !message.contains("wxyz") && !message.contains("sk-"),
+            "{message}"
+        );
+        ledger::close("t-auth");
+    }
 }

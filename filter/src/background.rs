@@ -78,8 +78,15 @@ impl Background {
             return;
         }
         let outcomes = fleet::take(envoy);
+        // The control plane stamps the node id into the config it sends each
+        // Envoy; the host's own answer is the fallback.
+        let node = if link.node.is_empty() {
+            envoy.node_id()
+        } else {
+            link.node.clone()
+        };
         let body = serde_json::to_vec(&Report {
-            node: envoy.node_id(),
+            node,
             outcomes: outcomes.clone(),
         })
         .unwrap_or_default();
@@ -129,6 +136,8 @@ impl Background {
                 self.in_flight.clear();
                 fleet::apply(envoy, &state);
             }
+            // Refused as malformed or too large: sending it again would not help.
+            (Some(400 | 413), _) => self.in_flight.clear(),
             _ => {
                 // The control plane is away: keep the counts for the next try and
                 // keep serving with the last fleet state.

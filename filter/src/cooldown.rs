@@ -68,6 +68,12 @@ pub fn pick_key(
     }
 }
 
+/// Until when the provider asked (`Retry-After`, reset headers) to leave `t` alone
+/// (0 when it did not, or that time has passed).
+pub fn rate_limited_until(host: &impl Host, t: &Target) -> u64 {
+    read(host, &target_key(t))
+}
+
 /// Until when `t` is cooling (0 when it is not).
 pub fn cooling_until(host: &impl Host, t: &Target) -> u64 {
     read(host, &target_key(t)).max(read(host, &provider_key(&t.provider)))

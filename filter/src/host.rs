@@ -78,7 +78,8 @@ pub trait Host {
 
     // === the process ===
 
-    /// Envoy's node id.
+    /// Envoy's node id, when the host can read it (empty otherwise). The fleet
+    /// exchange uses the id the control plane stamps into the config first.
     fn node_id(&self) -> String;
     /// Wall-clock milliseconds since the Unix epoch.
     fn now_ms(&self) -> u64;

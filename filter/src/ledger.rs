@@ -30,6 +30,19 @@ pub struct Attempt {
     pub message: Option<String>,
     /// Tokens the answer reported (cost accounting only).
     pub usage: Option<Usage>,
+    /// The answer was checked and released to the client.
+    pub committed: bool,
+}
+
+impl Attempt {
+    /// The attempt got no answer: none at all (refused, reset, timed out), or a
+    /// 2xx that broke off before it could be judged (a reset or truncation in the
+    /// pre-commit window).
+    pub fn unanswered(&self) -> bool {
+        self.class.is_none()
+            && !self.committed
+            && self.status.is_none_or(|s| (200..300).contains(&s))
+    }
 }
 
 /// Everything known about one request's attempts.
@@ -63,14 +76,23 @@ impl Entry {
             .iter()
             .enumerate()
             .map(|(i, a)| {
+                let broke_off = a.status.is_some() && a.unanswered();
                 let failure = match (a.class, a.status) {
                     (Some(c), _) => c.as_str(),
+                    _ if broke_off => FailureClass::BadResponse.as_str(),
                     (None, Some(s)) => FailureClass::from_status(s)
                         .map(|c| c.as_str())
                         .unwrap_or("none"),
                     (None, None) => FailureClass::Unreachable.as_str(),
                 };
                 let message = a.message.clone().or_else(|| match (a.status, i + 1 == n) {
+                    _ if broke_off => Some(format!(
+                        "the answer broke off before it was complete{}",
+                        last_detail
+                            .filter(|_| i + 1 == n)
+                            .map(|d| format!(" ({d})"))
+                            .unwrap_or_default()
+                    )),
                     (None, true) => last_detail.map(str::to_string),
                     (None, false) => Some("no response (connection failure or reset)".to_string()),
                     _ => None,
@@ -129,6 +151,7 @@ pub fn start_attempt(request_id: &str, n: usize, target: &Target, key: Option<us
                         key,
                         message: None,
                         usage: None,
+                        committed: false,
                     },
                 );
             }
@@ -139,6 +162,7 @@ pub fn start_attempt(request_id: &str, n: usize, target: &Target, key: Option<us
                 key,
                 message: None,
                 usage: None,
+                committed: false,
             };
         }
     });
@@ -170,6 +194,11 @@ pub fn record_class(request_id: &str, n: usize, class: FailureClass) {
 /// Reads the request's entry without copying it.
 pub fn read<R>(request_id: &str, f: impl FnOnce(&Entry) -> R) -> Option<R> {
     LEDGER.with(|l| l.borrow().get(request_id).map(f))
+}
+
+/// Records that attempt `n`'s answer was released to the client.
+pub fn record_committed(request_id: &str, n: usize) {
+    with_attempt(request_id, n, |a| a.committed = true);
 }
 
 /// Records the tokens attempt `n`'s answer reported.

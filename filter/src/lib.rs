@@ -13,6 +13,7 @@
 
 pub mod adapter;
 pub mod background;
+pub mod budget;
 pub mod circuit;
 pub mod cooldown;
 pub mod cost;

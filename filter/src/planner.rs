@@ -12,13 +12,14 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use switchyard_core::config::FilterConfig;
+use switchyard_core::failure::FailureClass;
 use switchyard_core::headers::{self, Disposition};
 use switchyard_core::policy::{self, Policy};
 use switchyard_core::request::Endpoint;
 use switchyard_core::{error, plan, request, wire};
 
 use crate::host::{self, Action, Body, Host, Map};
-use crate::{circuit, cooldown, cost, fleet, health, ledger};
+use crate::{budget, circuit, cooldown, cost, fleet, health, ledger};
 
 const MODELS_PATH: &str = "/v1/models";
 
@@ -38,6 +39,12 @@ pub struct Planner {
     client_headers: Vec<(String, String)>,
     /// The client tightened the route's time limits.
     client_limits: bool,
+    /// The client asked for a stream.
+    stream: bool,
+    /// Same-target retry slots taken from the retry budget.
+    budget_slots: Option<u64>,
+    /// A rejection decided on the headers, answered once the body is read.
+    deferred: Option<(u16, &'static str, String)>,
     /// The composite cluster of a hedged request.
     hedge: Option<String>,
     /// Size of the request body.
@@ -58,6 +65,9 @@ impl Planner {
             tighten: Vec::new(),
             client_headers: Vec::new(),
             client_limits: false,
+            stream: false,
+            budget_slots: None,
+            deferred: None,
             hedge: None,
             request_bytes: 0,
             endpoint: Endpoint::Chat,
@@ -65,13 +75,45 @@ impl Planner {
     }
 
     fn reject(&mut self, envoy: &impl Host, status: u16, code: &str, message: &str) -> Action {
+        self.reply(envoy, status, code, message, &[])
+    }
+
+    /// Rejects a request whose headers already say it cannot be served, once its
+    /// body is read (within the size limit): an HTTP/1.1 answer sent before the
+    /// request is complete makes Envoy close the connection, and a request the
+    /// client pipelined behind it would be lost.
+    fn reject_after_body(
+        &mut self,
+        envoy: &impl Host,
+        end_of_stream: bool,
+        status: u16,
+        code: &'static str,
+        message: String,
+    ) -> Action {
+        if end_of_stream {
+            return self.reject(envoy, status, code, &message);
+        }
+        self.deferred = Some((status, code, message));
+        Action::Pause
+    }
+
+    /// Answers the request locally with an OpenAI error (and `extra` headers).
+    fn reply(
+        &mut self,
+        envoy: &impl Host,
+        status: u16,
+        code: &str,
+        message: &str,
+        extra: &[(&str, &str)],
+    ) -> Action {
         let kind = error::type_for_status(status);
-        host::send_json(
-            envoy,
-            status,
-            &self.request_id,
-            &error::body(message, kind, code, &self.request_id),
-        );
+        let body = error::body(message, kind, code, &self.request_id);
+        let mut headers = vec![("content-type", "application/json")];
+        if !self.request_id.is_empty() {
+            headers.push(("x-request-id", self.request_id.as_str()));
+        }
+        headers.extend_from_slice(extra);
+        envoy.send_response(status, &headers, &body);
         self.replied = true;
         Action::Pause
     }
@@ -118,8 +160,8 @@ impl Planner {
             Ok(p) => p,
             Err(e) => return Err(self.reject(envoy, 400, "invalid_policy_header", &e.to_string())),
         };
-        self.client_limits = policy.first_byte_timeout_ms != base.first_byte_timeout_ms
-            || policy.deadline_ms != base.deadline_ms;
+        self.client_limits = policy.tighter_limits_than(base);
+        self.stream = req.stream;
         let fallbacks: Vec<&str> = req.fallbacks.iter().map(|f| f.as_ref()).collect();
         match plan::plan_with(
             &self.cfg,
@@ -158,8 +200,43 @@ impl Planner {
                         return Err(self.reject(envoy, 400, "unsupported_for_provider", &why));
                     }
                 }
-                let p = self.steer(envoy, p, envoy.now_ms());
-                let p = plan::expand(&self.cfg, p, policy.attempts_per_target);
+                let now = envoy.now_ms();
+                // Every target asked for quiet: answer at once, nothing goes upstream.
+                let soonest = p
+                    .iter()
+                    .map(|t| cooldown::rate_limited_until(envoy, t))
+                    .min()
+                    .unwrap_or(0);
+                if soonest > now && !policy.try_when_all_cooling {
+                    let secs = (soonest - now).div_ceil(1000).to_string();
+                    let msg = format!(
+                        "Every provider of `{}` asked to be left alone (rate limited); retry after {secs} s.",
+                        req.model
+                    );
+                    return Err(self.reply(
+                        envoy,
+                        429,
+                        "providers_cooling_down",
+                        &msg,
+                        &[("retry-after", &secs)],
+                    ));
+                }
+                let p = self.steer(envoy, p, now);
+                // Same-target retries and key rotation come out of the retry budget;
+                // each target keeps its own slot whatever the budget says.
+                let wanted =
+                    plan::expand(&self.cfg, p.clone(), policy.attempts_per_target, usize::MAX)
+                        .len()
+                        - p.len();
+                let extra = match &self.cfg.retry_budget {
+                    Some(b) => {
+                        let got = budget::take(envoy, b, wanted as u64);
+                        self.budget_slots = Some(got);
+                        got as usize
+                    }
+                    _ => wanted,
+                };
+                let p = plan::expand(&self.cfg, p, policy.attempts_per_target, extra);
                 // Hedging walks the route's composite cluster, attempt k -> target k:
                 // only possible when this request's plan is the route's chain as is.
                 self.hedge = match (
@@ -259,7 +336,13 @@ impl Planner {
                 .unwrap_or("");
             ok &= envoy.set_filter_state(&format!("{}{}", wire::SLOT_STATE_PREFIX, i + 1), cluster);
         }
-        set_router_knobs(envoy, plan.len(), &policy, self.hedge.is_some());
+        set_router_knobs(
+            envoy,
+            plan.len(),
+            &policy,
+            self.stream,
+            self.hedge.is_some(),
+        );
         if let Some(chain) = &self.hedge {
             ok &= envoy.set_filter_state(wire::CHAIN_STATE, chain);
         }
@@ -305,8 +388,10 @@ impl Planner {
         // The final attempt's body reached us: use its message if the adapter did not.
         if let Some(last) = reports.last_mut()
             && last.message.is_none()
+            && last.failure != FailureClass::Auth.as_str()
         {
-            last.message = switchyard_core::dialect::error_message(provider_body);
+            last.message = switchyard_core::dialect::error_message(provider_body)
+                .map(|m| switchyard_core::failure::scrub(&m));
         }
         let summary: Vec<String> = reports
             .iter()
@@ -352,7 +437,7 @@ impl Planner {
 /// Sets the router's per-request knobs on the held request headers: retries bounded
 /// by the plan, retried conditions from the policy, and its time limits. (Every
 /// client `x-envoy-*` header was removed with the request headers.)
-fn set_router_knobs(envoy: &impl Host, targets: usize, policy: &Policy, hedge: bool) {
+fn set_router_knobs(envoy: &impl Host, targets: usize, policy: &Policy, stream: bool, hedge: bool) {
     envoy.set_header(
         Map::Request,
         "x-envoy-max-retries",
@@ -369,7 +454,7 @@ fn set_router_knobs(envoy: &impl Host, targets: usize, policy: &Policy, hedge: b
     let per_try = if hedge {
         policy.hedge_after_ms
     } else {
-        policy.first_byte_timeout_ms
+        policy.per_try_timeout_ms(stream)
     };
     if let Some(ms) = per_try {
         envoy.set_header(
@@ -403,6 +488,7 @@ impl Planner {
         for h in [
             policy::header::FAIL_OVER_ON,
             policy::header::FIRST_BYTE_TIMEOUT_MS,
+            policy::header::FIRST_TOKEN_TIMEOUT_MS,
             policy::header::DEADLINE_MS,
         ] {
             if let Some(v) = headers.get(h) {
@@ -421,16 +507,12 @@ impl Planner {
                 Endpoint::Chat.path(),
                 Endpoint::Embeddings.path()
             );
-            return self.reject(envoy, 404, "unsupported_endpoint", &msg);
+            return self.reject_after_body(envoy, end_of_stream, 404, "unsupported_endpoint", msg);
         };
         self.endpoint = endpoint;
         if method != "POST" {
-            return self.reject(
-                envoy,
-                405,
-                "method_not_allowed",
-                &format!("{path} accepts POST only."),
-            );
+            let msg = format!("{path} accepts POST only.");
+            return self.reject_after_body(envoy, end_of_stream, 405, "method_not_allowed", msg);
         }
         if end_of_stream {
             return self.reject(envoy, 400, "missing_body", "The request has no body.");
@@ -462,6 +544,9 @@ impl Planner {
         }
         if !end_of_stream {
             return Action::Pause;
+        }
+        if let Some((status, code, message)) = self.deferred.take() {
+            return self.reject(envoy, status, code, &message);
         }
         let body = envoy.body(Body::Request);
         self.request_bytes = body.len();
@@ -517,13 +602,16 @@ impl Planner {
     /// The stream is over: the last attempt's outcome and the request's cost are
     /// accounted, and the ledger entry is removed.
     pub fn on_done(&mut self, envoy: &impl Host) {
+        if let Some(slots) = self.budget_slots.take() {
+            budget::release(envoy, slots);
+        }
         // The last attempt's "no answer" has no later attempt to report it.
         if self.planned
             && let Some(settings) = &self.cfg.circuit_breaker
             && let Some(target) = ledger::read(&self.request_id, |e| {
                 e.attempts
                     .last()
-                    .filter(|a| a.status.is_none() && ledger::no_answer_counts(&self.cfg, e, a))
+                    .filter(|a| a.unanswered() && ledger::no_answer_counts(&self.cfg, e, a))
                     .map(|a| a.target.clone())
             })
             .flatten()
@@ -604,5 +692,141 @@ impl Headers {
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| String::from_utf8_lossy(v))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::testing::{MemHost, config};
+
+    fn request(extra: &[(&str, &str)]) -> MemHost {
+        let mut headers = vec![
+            (":method", "POST"),
+            (":path", "/v1/chat/completions"),
+            (":authority", "gw"),
+            ("content-type", "application/json"),
+            ("x-request-id", "r1"),
+        ];
+        headers.extend_from_slice(extra);
+        MemHost::with_request(&headers)
+    }
+
+    fn plan(host: &MemHost, body: &str) -> (Planner, Action) {
+        let mut p = Planner::new(config("planner"));
+        assert_eq!(p.on_request_headers(host, false), Action::Pause);
+        *host.request_body.borrow_mut() = body.as_bytes().to_vec();
+        let action = p.on_request_body(host, body.len(), true);
+        (p, action)
+    }
+
+    #[test]
+    fn only_allowed_headers_remain_and_the_plan_is_published() {
+        let host = request(&[
+            ("x-envoy-attempt-count", "1"),
+            ("x-envoy-max-retries", "9"),
+            ("x-switchyard-provider", "b"),
+            ("authorization", "Bearer client"),
+            ("proxy-authorization", "Basic x"),
+            ("anthropic-beta", "tools-1"),
+            ("user-agent", "sdk/1"),
+            ("accept-encoding", "gzip"),
+        ]);
+        let (p, action) = plan(
+            &host,
+            r#"{"model":"chat","messages":[{"role":"user","content":"hi"}]}"#,
+        );
+        assert_eq!(action, Action::Continue);
+        let names: Vec<String> = host
+            .request
+            .borrow()
+            .iter()
+            .map(|(k, _)| k.clone())
+            .collect();
+        for gone in [
+            "x-switchyard-provider",
+            "authorization",
+            "proxy-authorization",
+            "anthropic-beta",
+        ] {
+            assert!(!names.contains(&gone.to_string()), "{gone} kept: {names:?}");
+        }
+        // The router's knobs are the planner's, not the client's.
+        assert_eq!(host.values(Map::Request, "x-envoy-max-retries"), vec!["1"]);
+        assert!(
+            host.values(Map::Request, "x-envoy-attempt-count")
+                .is_empty()
+        );
+        assert_eq!(
+            host.values(Map::Request, "accept-encoding"),
+            vec!["identity"]
+        );
+        assert_eq!(host.values(Map::Request, "user-agent"), vec!["sdk/1"]);
+        let state = host.filter_state.borrow();
+        assert_eq!(state["sy_slot1"], "sy_provider_a");
+        assert_eq!(state["sy_slot2"], "sy_provider_b");
+        assert_eq!(*host.route_cleared.borrow(), 1);
+        // anthropic-beta waits in the ledger for attempts to the provider that forwards it.
+        let kept = ledger::read("r1", |e| e.client_headers.clone()).unwrap();
+        assert_eq!(
+            kept,
+            vec![("anthropic-beta".to_string(), "tools-1".to_string())]
+        );
+        drop(p);
+        ledger::close("r1");
+    }
+
+    #[test]
+    fn bad_input_is_answered_locally_with_the_request_id() {
+        for (body, status, code) in [
+            ("{\"model\":", 400, "invalid_json"),
+            (
+                r#"{"model":"nope","messages":[{"role":"user","content":"x"}]}"#,
+                404,
+                "model_not_found",
+            ),
+            (
+                r#"{"model":"a/../../files?x=","messages":[{"role":"user","content":"x"}]}"#,
+                400,
+                "invalid_model",
+            ),
+        ] {
+            let host = request(&[]);
+            let (_, action) = plan(&host, body);
+            assert_eq!(action, Action::Pause, "{body}");
+            let replies = host.replies.borrow();
+            assert_eq!(replies.len(), 1);
+            assert_eq!(replies[0].status, status, "{body}");
+            let v: Value = serde_json::from_slice(&replies[0].body).unwrap();
+            assert_eq!(v["error"]["code"], code);
+            assert_eq!(v["error"]["request_id"], "r1");
+            assert!(host.filter_state.borrow().is_empty(), "nothing planned");
+        }
+    }
+
+    #[test]
+    fn every_target_cooling_is_answered_429_without_trying() {
+        let host = request(&[]);
+        let until = host.now + 7_500;
+        for t in ["sy:cool:t:a/gpt", "sy:cool:t:b/claude"] {
+            host.shared
+                .borrow_mut()
+                .insert(t.to_string(), (until.to_string().into_bytes(), 1));
+        }
+        let (_, action) = plan(
+            &host,
+            r#"{"model":"chat","messages":[{"role":"user","content":"x"}]}"#,
+        );
+        assert_eq!(action, Action::Pause);
+        let replies = host.replies.borrow();
+        assert_eq!(replies[0].status, 429);
+        assert!(
+            replies[0]
+                .headers
+                .contains(&("retry-after".to_string(), "8".to_string())),
+            "{:?}",
+            replies[0].headers
+        );
     }
 }

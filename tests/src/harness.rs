@@ -463,7 +463,7 @@ impl GatewayBuilder {
         let status: SocketAddr = status.trim_end_matches("/status").parse().expect("status address");
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let node = format!("test-envoy-{n}");
-        let envoy = start_envoy(paths, dir, &node, xds, n, self.workers.max(1), self.delta);
+        let envoy = start_envoy(paths, dir, &config, &node, xds, n, self.workers.max(1), self.delta);
         let mut gw = Gateway {
             host: paths.host,
             filter_file: paths
@@ -485,11 +485,24 @@ impl GatewayBuilder {
     }
 }
 
-/// Starts one Envoy from a generated bootstrap.
-fn start_envoy(paths: &Paths, dir: &Path, node: &str, xds: SocketAddr, n: u32, workers: u32, delta: bool) -> Proc {
+/// Starts one Envoy from a bootstrap generated for the gateway's config file
+/// (its `limits:` set the bootstrap's connection and heap limits).
+#[allow(clippy::too_many_arguments)]
+fn start_envoy(
+    paths: &Paths,
+    dir: &Path,
+    config: &Path,
+    node: &str,
+    xds: SocketAddr,
+    n: u32,
+    workers: u32,
+    delta: bool,
+) -> Proc {
     let out = Command::new(&paths.switchyard)
         .args(["bootstrap", "--node", node, "--admin", "127.0.0.1:0", "--xds"])
         .arg(xds.to_string())
+        .arg("--config")
+        .arg(config)
         .args(if delta { &["--delta"][..] } else { &[][..] })
         .output()
         .expect("switchyard bootstrap");
@@ -594,7 +607,8 @@ impl Gateway {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let node = format!("test-envoy-{n}");
         let dir = self.config.parent().map(Path::to_path_buf).unwrap_or_default();
-        self.envoys.push(start_envoy(paths, &dir, &node, self.xds, n, 1, false));
+        self.envoys
+            .push(start_envoy(paths, &dir, &self.config, &node, self.xds, n, 1, false));
         let i = self.envoys.len() - 1;
         self.wait_ready(i).await;
         i

@@ -225,3 +225,69 @@ async fn large_bodies_within_the_limit_fail_over_intact() {
         text.len()
     );
 }
+
+/// A gateway 4xx keeps the HTTP/1.1 connection: a valid request the client
+/// pipelined behind a bad one is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_4xx_does_not_drop_a_pipelined_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let paths = Paths::discover();
+    let dir = Scratch::new("bad-input-pipeline");
+    let a = Mock::start(&paths, &dir.0, "a", Dialect::Openai, &[]);
+    let gw = Gateway::builder()
+        .provider(&a)
+        .route("chat", &["a/m"])
+        .start(&paths, &dir)
+        .await;
+    let port = gw.url.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+    let good = chat_body("chat").to_string();
+    let post = |path: &str, body: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    for (first, status) in [
+        (post("/v1/chat/completions", "{\"model\":"), "400"),
+        (
+            post(
+                "/v1/chat/completions",
+                r#"{"model":"nope","messages":[{"role":"user","content":"x"}]}"#,
+            ),
+            "404",
+        ),
+        (post("/v1/unknown", "{}"), "404"),
+        (
+            post(
+                "/v1/chat/completions",
+                r#"{"model":"chat","messages":[],"temperature":"hot"}"#,
+            ),
+            "400",
+        ),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        s.write_all(format!("{first}{}", post("/v1/chat/completions", &good)).as_bytes())
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut buf = [0u8; 8192];
+        while std::time::Instant::now() < deadline {
+            let text = String::from_utf8_lossy(&got).into_owned();
+            if text.matches("HTTP/1.1 ").count() >= 2 && text.contains("\"chat.completion\"") {
+                break;
+            }
+            match tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with(&format!("HTTP/1.1 {status}")), "{text}");
+        assert!(!text.to_ascii_lowercase().contains("connection: close"), "{text}");
+        assert!(
+            text.matches("HTTP/1.1 200").count() == 1 && text.contains("\"chat.completion\""),
+            "the pipelined request was dropped: {text}"
+        );
+    }
+}

@@ -206,14 +206,14 @@ async fn client_caused_failures_do_not_count_against_providers() {
         .yaml("circuit_breaker: { consecutive_failures: 3, base_open_ms: 10000, max_open_ms: 60000 }\n")
         .start(&paths, &dir)
         .await;
-    // Six requests whose own limit (5 ms) the healthy primary cannot meet.
+    // Six requests whose own limit (100 ms) the (slow but healthy) primary cannot meet.
     for _ in 0..6 {
         let r = gw
             .chat(
                 &chat_body("chat"),
                 &[
-                    ("x-switchyard-first-byte-timeout-ms", "5"),
-                    ("x-mock", "a:delay_ms=100"),
+                    ("x-switchyard-first-byte-timeout-ms", "100"),
+                    ("x-mock", "a:delay_ms=400"),
                 ],
             )
             .await;

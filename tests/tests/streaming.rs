@@ -146,9 +146,10 @@ async fn a_stream_cut_short_ends_with_an_error_event_not_silently() {
     let a = Mock::start(&paths, &dir.0, "oa", Dialect::Openai, &[]);
     let b = Mock::start(&paths, &dir.0, "an", Dialect::Anthropic, &[]);
     let gw = Gateway::builder().provider(&a).provider(&b).start(&paths, &dir).await;
+    // Cut after the first content: committed, so it ends with an error event.
     for (model, mock) in [("oa/gpt", "oa"), ("an/claude", "an")] {
         let body = json!({"model": model, "stream": true, "messages": [{"role": "user", "content": "hi"}]});
-        let r = gw.chat(&body, &[("x-mock", &format!("{mock}:end_after=3"))]).await;
+        let r = gw.chat(&body, &[("x-mock", &format!("{mock}:end_after=5"))]).await;
         assert_eq!(r.status(), 200);
         let rid = r.headers()["x-request-id"].to_str().unwrap().to_string();
         let text = r.text().await.unwrap();
@@ -163,6 +164,15 @@ async fn a_stream_cut_short_ends_with_an_error_event_not_silently() {
             assert_eq!(c["object"], "chat.completion.chunk");
         }
     }
+    // Cut before any content: not an answer yet, so the client gets an error
+    // status (with a target left, it would fall over) and never a 200.
+    for (model, mock) in [("oa/gpt", "oa"), ("an/claude", "an")] {
+        let body = json!({"model": model, "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+        let r = gw.chat(&body, &[("x-mock", &format!("{mock}:end_after=1"))]).await;
+        assert_eq!(r.status(), 502, "{model}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["attempts"][0]["failure"], "bad_response", "{v}");
+    }
     // A complete stream gets no such event.
     let body = json!({"model": "oa/gpt", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
     let text = gw.chat(&body, &[]).await.text().await.unwrap();
@@ -176,9 +186,11 @@ async fn a_provider_reset_mid_stream_is_never_silent() {
     let a = Mock::start(&paths, &dir.0, "oa", Dialect::Openai, &[]);
     let b = Mock::start(&paths, &dir.0, "an", Dialect::Anthropic, &[]);
     let gw = Gateway::builder().provider(&a).provider(&b).start(&paths, &dir).await;
+    // Reset after the first content: the stream was committed to the client.
     for (model, mock) in [("oa/gpt", "oa"), ("an/claude", "an")] {
         let body = json!({"model": model, "stream": true, "messages": [{"role": "user", "content": "hi"}]});
-        let r = gw.chat(&body, &[("x-mock", &format!("{mock}:reset_after=3"))]).await;
+        let t = std::time::Instant::now();
+        let r = gw.chat(&body, &[("x-mock", &format!("{mock}:reset_after=5"))]).await;
         assert_eq!(r.status(), 200);
         // Envoy resets the client's stream (no filter can add bytes after an
         // upstream reset): the client's HTTP stack reports an error, it never
@@ -186,6 +198,12 @@ async fn a_provider_reset_mid_stream_is_never_silent() {
         assert!(
             r.text().await.is_err(),
             "{model}: a reset stream must not read as complete"
+        );
+        // And it learns at once (no delayed close of the connection).
+        assert!(
+            t.elapsed() < std::time::Duration::from_millis(600),
+            "{model}: the reset reached the client after {:?}",
+            t.elapsed()
         );
     }
 }

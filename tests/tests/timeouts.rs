@@ -103,11 +103,21 @@ async fn a_provider_gone_quiet_is_left_or_cut_after_the_idle_limit() {
     assert_eq!(r.headers()["x-switchyard-provider"], "b");
     assert!(t.elapsed() < Duration::from_millis(2000), "{:?}", t.elapsed());
 
-    // Quiet mid-stream: the stream is cut after the limit instead of hanging.
+    // Quiet after its first event but before any content: the stream is still
+    // held (the pre-commit window), so it falls over like a silent provider.
     let mut body = chat_body("chat");
     body["stream"] = json!(true);
     let t = Instant::now();
     let r = gw.chat(&body, &[("x-mock", "a:chunk_delay_ms=5000")]).await;
+    assert_eq!(r.headers()["x-switchyard-provider"], "b");
+    let data = sse_data(&r.text().await.unwrap());
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    assert!(t.elapsed() < Duration::from_millis(2500), "{:?}", t.elapsed());
+
+    // Quiet mid-stream, after content went out: cut after the limit instead of
+    // hanging, never complete-looking.
+    let t = Instant::now();
+    let r = gw.chat(&body, &[("x-mock", "a:hang_after=3")]).await;
     assert_eq!(r.headers()["x-switchyard-provider"], "a");
     let ended = r.text().await;
     assert!(t.elapsed() < Duration::from_millis(2500), "{:?}", t.elapsed());

@@ -200,14 +200,7 @@ impl DeltaSession {
     async fn push(&mut self, ty: &str) -> Result<(), ()> {
         let snapshot = self.snapshots.borrow().clone();
         let state = self.types.entry(ty.to_string()).or_default();
-        let (resources, removed) = diff(
-            state,
-            snapshot
-                .resources
-                .get(ty)
-                .map(Vec::as_slice)
-                .unwrap_or_default(),
-        );
+        let (resources, removed) = diff(state, &snapshot.resources_for(ty, &self.node));
         if resources.is_empty() && removed.is_empty() && !state.nonce.is_empty() {
             return Ok(());
         }

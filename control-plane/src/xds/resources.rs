@@ -40,6 +40,8 @@ pub const ROUTE_NAME: &str = "switchyard";
 pub const VM_ID: &str = "switchyard";
 /// Prefix of the native module's stats (`switchyard.<name>`).
 pub const NATIVE_METRICS_NAMESPACE: &str = "switchyard";
+/// Streams one client HTTP/2 connection may hold at once.
+pub const MAX_CONCURRENT_STREAMS: u32 = 100;
 /// CA bundle used to verify providers' certificates.
 pub const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
@@ -87,8 +89,9 @@ pub fn cluster_name(p: &Provider) -> String {
     wire::provider_cluster(&p.name)
 }
 
-/// The JSON config a filter role receives. Credentials only go to the adapter.
-pub fn filter_config(cfg: &Config, role: Role) -> FilterConfig {
+/// The JSON config a filter role receives on Envoy `node`. Credentials only go to
+/// the adapter; the planner's fleet link names the node it reports as.
+pub fn filter_config(cfg: &Config, role: Role, node: &str) -> FilterConfig {
     FilterConfig {
         version: cfg.version.clone(),
         role,
@@ -132,15 +135,22 @@ pub fn filter_config(cfg: &Config, role: Role) -> FilterConfig {
             switchyard_core::fleet::Link {
                 cluster: FLEET_CLUSTER.to_string(),
                 interval_ms: FLEET_INTERVAL_MS,
+                node: node.to_string(),
             }
         }),
         forward_headers: cfg.forward_headers.clone(),
+        retry_budget: cfg.retry_budget.map(|(percent, min_concurrency)| {
+            switchyard_core::config::RetryBudget {
+                percent,
+                min_concurrency,
+            }
+        }),
     }
 }
 
-/// The Switchyard filter for `role`, in the build the config names.
-fn switchyard_filter(cfg: &Config, role: Role) -> hcm::HttpFilter {
-    let json = serde_json::to_string(&filter_config(cfg, role)).unwrap_or_default();
+/// The Switchyard filter for `role` on `node`, in the build the config names.
+fn switchyard_filter(cfg: &Config, role: Role, node: &str) -> hcm::HttpFilter {
+    let json = serde_json::to_string(&filter_config(cfg, role, node)).unwrap_or_default();
     match &cfg.filter {
         FilterBuild::Wasm(path) => wasm_filter(path, role, json),
         FilterBuild::Native(path) => native_filter(path, json),
@@ -227,14 +237,17 @@ fn http_filter<M: Message + Name>(name: &str, m: &M) -> hcm::HttpFilter {
 /// The planner holds the request headers (`allow_on_headers_stop_iteration`) until
 /// it has read the whole body and planned, then sets the per-request router knobs
 /// itself: no buffer or header_mutation filter is needed.
-pub fn listener(cfg: &Config) -> listener::Listener {
+///
+/// One listener per Envoy: the planner's config carries the node id (empty for
+/// the shared template), so every resource but this one is the same for all.
+pub fn listener(cfg: &Config, node: &str) -> listener::Listener {
     let http_filters = vec![
-        switchyard_filter(cfg, Role::Planner),
+        switchyard_filter(cfg, Role::Planner, node),
         http_filter(
             "envoy.filters.http.router",
             &router::Router {
                 upstream_http_filters: vec![
-                    switchyard_filter(cfg, Role::Adapter),
+                    switchyard_filter(cfg, Role::Adapter, node),
                     http_filter(
                         "envoy.filters.http.upstream_codec",
                         &upstream_codec::UpstreamCodec::default(),
@@ -263,6 +276,37 @@ pub fn listener(cfg: &Config) -> listener::Listener {
             cidr_ranges: Vec::new(),
         }),
         preserve_external_request_id: true,
+        // A client must send its request in bounded time (the planner holds a
+        // body until its end: a stalled sender would pin it). Both timers stop
+        // once the request is in, so answers streaming for minutes are not cut;
+        // `stream_idle_timeout` (Envoy's 5 minutes, both directions) is left alone.
+        request_headers_timeout: Some(duration_ms(cfg.request_headers_timeout_ms)),
+        request_timeout: Some(duration_ms(cfg.request_timeout_ms)),
+        common_http_protocol_options: Some(core::HttpProtocolOptions {
+            idle_timeout: Some(duration_ms(cfg.connection_idle_timeout_ms)),
+            ..Default::default()
+        }),
+        // Each stream may buffer a body up to the connection's buffer limit: an
+        // HTTP/2 client must not multiply that by Envoy's default of 2^31 streams.
+        http2_protocol_options: Some(core::Http2ProtocolOptions {
+            max_concurrent_streams: Some(UInt32Value {
+                value: MAX_CONCURRENT_STREAMS,
+            }),
+            ..Default::default()
+        }),
+        // Envoy treats any local 400 as an HTTP/1 messaging error and closes the
+        // connection, dropping a request the client pipelined behind it; the
+        // gateway's 400s are about the JSON, not the HTTP.
+        http_protocol_options: Some(core::Http1ProtocolOptions {
+            override_stream_error_on_invalid_http_message: Some(
+                envoy_types::pb::google::protobuf::BoolValue { value: true },
+            ),
+            ..Default::default()
+        }),
+        // A connection Envoy closes (e.g. after an upstream reset mid-stream) is
+        // closed once its last bytes are flushed, not one second later (Envoy's
+        // default delayed close): the client learns of the failure at once.
+        delayed_close_timeout: Some(duration_ms(0)),
         ..Default::default()
     };
     listener::Listener {
@@ -655,7 +699,9 @@ pub fn resources(cfg: &Config) -> HashMap<&'static str, Vec<(String, Any)>> {
     let mut clusters: Vec<(String, Any)> = cfg
         .providers
         .iter()
-        .map(|p| (cluster_name(p), any(&provider_cluster(p, cfg.retry_budget))))
+        // The retry budget is the filter's (same-target retries only): Envoy's own
+        // would be charged to the first attempt's cluster and cap fail-over too.
+        .map(|p| (cluster_name(p), any(&provider_cluster(p, None))))
         .collect();
     if let Some(addr) = cfg.fleet_addr {
         clusters.push((FLEET_CLUSTER.to_string(), any(&fleet_cluster(addr))));
@@ -668,7 +714,7 @@ pub fn resources(cfg: &Config) -> HashMap<&'static str, Vec<(String, Any)>> {
     out.insert(type_url::CLUSTER, clusters);
     out.insert(
         type_url::LISTENER,
-        vec![(LISTENER_NAME.to_string(), any(&listener(cfg)))],
+        vec![(LISTENER_NAME.to_string(), any(&listener(cfg, "")))],
     );
     out.insert(
         type_url::ROUTE,
@@ -690,8 +736,8 @@ mod tests {
     #[test]
     fn credentials_only_in_adapter_config() {
         let c = cfg();
-        let adapter = filter_config(&c, Role::Adapter);
-        let planner = filter_config(&c, Role::Planner);
+        let adapter = filter_config(&c, Role::Adapter, "n");
+        let planner = filter_config(&c, Role::Planner, "n");
         assert_eq!(
             adapter.providers["a"].api_keys,
             vec!["secret-a".to_string()]

@@ -5,7 +5,8 @@
 //! from NACKs by nonce. Each node's accepted version and last NACK are kept in the
 //! [`Registry`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
@@ -39,6 +40,10 @@ pub struct Snapshot {
     pub breaker: Option<switchyard_core::circuit::Settings>,
     /// Bounds of adaptive weights, when enabled.
     pub adaptive_weights: Option<switchyard_core::fleet::AdaptiveWeights>,
+    /// The targets filters report on: `provider/model` of every route's chain.
+    pub targets: HashSet<String>,
+    /// The config, for each node's own listener.
+    config: Option<Config>,
 }
 
 impl Snapshot {
@@ -49,7 +54,34 @@ impl Snapshot {
             resources: resources::resources(cfg),
             breaker: cfg.circuit_breaker.clone(),
             adaptive_weights: cfg.adaptive_weights.clone(),
+            targets: cfg
+                .routes
+                .values()
+                .flat_map(|r| r.chain.iter().map(ToString::to_string))
+                .collect(),
+            config: Some(cfg.clone()),
         }
+    }
+
+    /// The resources of type `ty` for Envoy `node`: its own listener (the
+    /// planner's fleet link names the node, so its reports say who sent them),
+    /// everything else shared.
+    pub fn resources_for(&self, ty: &str, node: &str) -> Cow<'_, [(String, Any)]> {
+        if ty == type_url::LISTENER
+            && !node.is_empty()
+            && let Some(cfg) = &self.config
+        {
+            return Cow::Owned(vec![(
+                resources::LISTENER_NAME.to_string(),
+                resources::any(&resources::listener(cfg, node)),
+            )]);
+        }
+        Cow::Borrowed(
+            self.resources
+                .get(ty)
+                .map(Vec::as_slice)
+                .unwrap_or_default(),
+        )
     }
 }
 
@@ -87,6 +119,11 @@ impl Registry {
         self.update(node, |s| {
             s.acked.insert(short_type(type_url).to_string(), version);
         });
+    }
+
+    /// Whether `node` ever opened an xDS stream to this control plane.
+    pub fn knows(&self, node: &str) -> bool {
+        self.0.lock().is_ok_and(|m| m.contains_key(node))
     }
 
     /// A copy of every node's status.
@@ -268,17 +305,13 @@ impl Session {
         let nonce = self.nonce.to_string();
         let state = self.types.entry(ty.to_string()).or_default();
         let resources: Vec<Any> = snapshot
-            .resources
-            .get(ty)
-            .map(|rs| {
-                rs.iter()
-                    .filter(|(name, _)| {
-                        state.names.is_empty() || state.names.iter().any(|n| n == name || n == "*")
-                    })
-                    .map(|(_, a)| a.clone())
-                    .collect()
+            .resources_for(ty, &self.node)
+            .iter()
+            .filter(|(name, _)| {
+                state.names.is_empty() || state.names.iter().any(|n| n == name || n == "*")
             })
-            .unwrap_or_default();
+            .map(|(_, a)| a.clone())
+            .collect();
         state.nonce = nonce.clone();
         state.sent = snapshot.version.clone();
         tracing::debug!(node = %self.node, type_url = %ty, version = %snapshot.version, count = resources.len(), "push");
@@ -295,4 +328,36 @@ impl Session {
 
 fn short_type(ty: &str) -> &str {
     ty.rsplit('.').next().unwrap_or(ty)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contains(haystack: &[u8], needle: &str) -> bool {
+        haystack
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+    }
+
+    #[test]
+    fn each_node_gets_its_own_listener_and_shares_the_rest() {
+        let text = "providers:\n  - {name: a, dialect: openai, base_url: 'http://127.0.0.1:1/v1'}\nroutes:\n  - {model: chat, chain: [a/m, a/n]}\n";
+        let mut cfg =
+            crate::config::parse(text, "t.yaml", std::path::Path::new("/"), &|_| None).unwrap();
+        cfg.fleet_addr = Some("127.0.0.1:9".parse().unwrap());
+        let s = Snapshot::from_config(&cfg, 1);
+        assert_eq!(s.targets, ["a/m", "a/n"].map(String::from).into());
+        let listener = |node: &str| s.resources_for(type_url::LISTENER, node)[0].1.value.clone();
+        assert!(contains(&listener("envoy-7"), r#""node":"envoy-7""#));
+        assert!(!contains(&listener("envoy-8"), "envoy-7"));
+        assert!(
+            !contains(&listener(""), r#""node""#),
+            "the template names no node"
+        );
+        assert!(matches!(
+            s.resources_for(type_url::CLUSTER, "envoy-7"),
+            Cow::Borrowed(_)
+        ));
+    }
 }

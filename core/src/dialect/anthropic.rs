@@ -3,7 +3,12 @@
 
 use serde_json::{Map, Value, json};
 
-use super::TranslateError;
+use super::{
+    Answer, Api, Context, Members, Progress, StreamEnd, StreamTranslator as Translate,
+    TranslateError,
+};
+use crate::failure::{FailureClass, mentions_content_policy, scrub};
+use crate::request::Endpoint;
 use crate::sse;
 
 /// `anthropic-version` header value the adapter sends.
@@ -233,12 +238,16 @@ pub struct StreamTranslator {
     output_tokens: u64,
     /// Anthropic content-block index → OpenAI tool-call index.
     tool_index: Vec<(u64, usize)>,
-    done: bool,
+    /// The answer stopped with `stop_reason: refusal`.
+    refused: bool,
+    request_id: String,
+    progress: Progress,
 }
 
 impl StreamTranslator {
-    /// `include_usage`: the client asked for the final usage chunk.
-    pub fn new(include_usage: bool, created: u64) -> Self {
+    /// `include_usage`: the client asked for the final usage chunk; error events
+    /// carry `request_id`.
+    pub fn new(include_usage: bool, created: u64, request_id: &str) -> Self {
         StreamTranslator {
             parser: sse::Parser::default(),
             include_usage,
@@ -248,13 +257,22 @@ impl StreamTranslator {
             input_tokens: 0,
             output_tokens: 0,
             tool_index: Vec::new(),
-            done: false,
+            refused: false,
+            request_id: request_id.to_string(),
+            progress: Progress::default(),
         }
     }
 
-    /// The stream ended properly (`message_stop` or an error event was seen).
+    /// The stream is over (`message_stop`, an error event, or a failure).
     pub fn is_done(&self) -> bool {
-        self.done
+        self.progress.end.is_some()
+    }
+
+    /// Ends the translated stream with an error event and `[DONE]`.
+    fn fail(&mut self, class: FailureClass, message: String, code: &str) -> String {
+        let out = crate::error::stream_error_events(&scrub(&message), code, &self.request_id);
+        self.progress.end = Some(StreamEnd::Failed(class, message));
+        String::from_utf8_lossy(&out).into_owned()
     }
 
     fn chunk(&self, delta: Value, finish: Option<&str>) -> String {
@@ -264,9 +282,25 @@ impl StreamTranslator {
     /// Translates one chunk of the provider's stream.
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
         let mut out = String::new();
+        if self.progress.end.is_some() {
+            return Vec::new();
+        }
         for ev in self.parser.feed(bytes) {
-            let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
-                continue;
+            // `message_stop` ended the stream: nothing may follow its `[DONE]`.
+            if self.progress.end.is_some() {
+                break;
+            }
+            let v = match serde_json::from_str::<Value>(&ev.data) {
+                Ok(v) => v,
+                Err(e) => {
+                    let msg = format!("the provider sent an event that is not valid JSON: {e}");
+                    out.push_str(&self.fail(
+                        FailureClass::BadResponse,
+                        msg,
+                        "bad_provider_response",
+                    ));
+                    break;
+                }
             };
             let kind = ev
                 .event
@@ -296,6 +330,7 @@ impl StreamTranslator {
                     let block = v.get("content_block");
                     if block.and_then(|b| b.get("type")).and_then(Value::as_str) == Some("tool_use")
                     {
+                        self.progress.content = true;
                         let idx = v.get("index").and_then(Value::as_u64).unwrap_or(0);
                         let n = self.tool_index.len();
                         self.tool_index.push((idx, n));
@@ -309,6 +344,8 @@ impl StreamTranslator {
                     }
                 }
                 "content_block_delta" => {
+                    // Text, tool input or reasoning: the model is answering.
+                    self.progress.content = true;
                     let d = v.get("delta");
                     match d.and_then(|d| d.get("type")).and_then(Value::as_str) {
                         Some("text_delta") => {
@@ -340,10 +377,15 @@ impl StreamTranslator {
                     if let Some(i) = v.pointer("/usage/input_tokens").and_then(Value::as_u64) {
                         self.input_tokens = i;
                     }
-                    let reason =
-                        finish_reason(v.pointer("/delta/stop_reason").and_then(Value::as_str));
+                    let stop = v.pointer("/delta/stop_reason").and_then(Value::as_str);
+                    let reason = finish_reason(stop);
                     if reason.is_some() {
+                        // A refusal is not an answer: the stream stays uncommitted.
+                        self.progress.content |= stop != Some("refusal");
                         out.push_str(&self.chunk(json!({}), reason));
+                    }
+                    if stop == Some("refusal") {
+                        self.refused = true;
                     }
                 }
                 "message_stop" => {
@@ -356,23 +398,172 @@ impl StreamTranslator {
                         &self.model,
                         usage,
                     ));
-                    self.done = true;
+                    self.progress.content |= !self.refused;
+                    self.progress.end = Some(if self.refused {
+                        StreamEnd::Filtered("the model refused to answer".to_string())
+                    } else {
+                        StreamEnd::Complete
+                    });
                 }
                 "error" => {
                     let e = v.get("error");
-                    let err = json!({"error": {
-                        "message": e.and_then(|e| e.get("message")).cloned().unwrap_or(json!("provider stream error")),
-                        "type": e.and_then(|e| e.get("type")).cloned().unwrap_or(json!("api_error")),
-                        "param": null,
-                        "code": "provider_stream_error",
-                    }});
-                    out.push_str(&format!("data: {err}\n\ndata: [DONE]\n\n"));
-                    self.done = true;
+                    let field = |k: &str| {
+                        e.and_then(|e| e.get(k))
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string()
+                    };
+                    let (kind, message) = (field("type"), field("message"));
+                    let class = classify_type(&kind, &message).unwrap_or(FailureClass::ServerError);
+                    let text = format!("{kind}: {message}");
+                    out.push_str(&self.fail(class, text, "provider_stream_error"));
+                    break;
                 }
                 _ => {}
             }
         }
         out.into_bytes()
+    }
+}
+
+impl Translate for StreamTranslator {
+    fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
+        StreamTranslator::feed(self, bytes)
+    }
+
+    fn finish(&mut self) -> Vec<u8> {
+        if self.progress.end.is_some() {
+            return Vec::new();
+        }
+        self.fail(
+            FailureClass::BadResponse,
+            "The provider ended the stream before the answer was complete.".to_string(),
+            "stream_truncated",
+        )
+        .into_bytes()
+    }
+
+    fn progress(&self) -> Progress {
+        self.progress.clone()
+    }
+}
+
+// === the API ===
+
+/// The class of an Anthropic error `type` (in an error answer or event).
+fn classify_type(kind: &str, message: &str) -> Option<FailureClass> {
+    let lower = message.to_ascii_lowercase();
+    Some(match kind {
+        "not_found_error" => FailureClass::ModelUnavailable,
+        "authentication_error" | "permission_error" => FailureClass::Auth,
+        "rate_limit_error" => FailureClass::RateLimited,
+        "overloaded_error" | "api_error" => FailureClass::ServerError,
+        "invalid_request_error" if mentions_content_policy(&lower) => FailureClass::ContentFilter,
+        "invalid_request_error" if lower.starts_with("model:") => FailureClass::ModelUnavailable,
+        _ => return None,
+    })
+}
+
+/// Anthropic's Messages API.
+#[derive(Debug)]
+pub struct Anthropic;
+
+/// `dialect: anthropic`.
+pub static ANTHROPIC: Anthropic = Anthropic;
+
+impl Api for Anthropic {
+    fn path(
+        &self,
+        _endpoint: Endpoint,
+        base_path: &str,
+        _model: &str,
+        _api_version: Option<&str>,
+        _stream: bool,
+    ) -> String {
+        format!("{base_path}/messages")
+    }
+
+    fn health_path(&self, base_path: &str, _api_version: Option<&str>) -> Option<String> {
+        Some(format!("{base_path}/models"))
+    }
+
+    fn auth_headers(&self, key: Option<&str>) -> Vec<(&'static str, String)> {
+        let mut out: Vec<(&'static str, String)> = key
+            .map(|k| ("x-api-key", k.to_string()))
+            .into_iter()
+            .collect();
+        out.push(("anthropic-version", API_VERSION.to_string()));
+        out
+    }
+
+    fn embeds(&self) -> bool {
+        false
+    }
+
+    fn prepare(
+        &self,
+        endpoint: Endpoint,
+        _members: &Members<'_>,
+        body: &[u8],
+        model: &str,
+    ) -> Result<Vec<u8>, TranslateError> {
+        match endpoint {
+            Endpoint::Chat => super::translated(body, |r| request(r, model)),
+            Endpoint::Embeddings => Err(invalid("Anthropic has no embeddings API")),
+        }
+    }
+
+    fn answer(&self, body: &[u8], ctx: &Context<'_>) -> Answer {
+        let v: Value = match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(e) => {
+                return Answer::Failed(
+                    FailureClass::BadResponse,
+                    format!("the provider's 200 is not valid JSON: {e}"),
+                );
+            }
+        };
+        if v.get("type").and_then(Value::as_str) != Some("message")
+            || !v.get("content").is_some_and(Value::is_array)
+        {
+            return Answer::Failed(
+                FailureClass::BadResponse,
+                "the provider's 200 is not a Messages answer".to_string(),
+            );
+        }
+        match response(body, ctx.created) {
+            Ok(out) if v.get("stop_reason").and_then(Value::as_str) == Some("refusal") => {
+                Answer::Filtered(out, "the model refused to answer".to_string())
+            }
+            Ok(out) => Answer::Ok(out),
+            Err(e) => Answer::Failed(FailureClass::BadResponse, e.to_string()),
+        }
+    }
+
+    fn stream(&self, ctx: &Context<'_>) -> Box<dyn Translate> {
+        Box::new(StreamTranslator::new(
+            ctx.include_usage,
+            ctx.created,
+            ctx.request_id,
+        ))
+    }
+
+    fn classify_error(
+        &self,
+        status: u16,
+        _error_type: Option<&str>,
+        body: &[u8],
+    ) -> (Option<FailureClass>, Option<String>) {
+        let Some(by_status) = FailureClass::from_status(status) else {
+            return (None, None);
+        };
+        match error_details(body) {
+            Some((kind, message)) => (
+                Some(classify_type(&kind, &message).unwrap_or(by_status)),
+                Some(format!("{kind}: {message}")),
+            ),
+            None => (Some(by_status), None),
+        }
     }
 }
 
@@ -445,7 +636,7 @@ mod tests {
         )
         .as_bytes();
         for cut in [0, 1, 50, 200, stream.len() - 3] {
-            let mut t = StreamTranslator::new(true, 1);
+            let mut t = StreamTranslator::new(true, 1, "r");
             let mut out = t.feed(&stream[..cut]);
             out.extend(t.feed(&stream[cut..]));
             assert!(t.is_done());

@@ -5,9 +5,13 @@
 
 use serde_json::{Map, Value, json};
 
-use super::TranslateError;
+use super::{
+    Answer, Api, Context, Members, Progress, StreamEnd, StreamTranslator as Translate,
+    TranslateError,
+};
 use crate::eventstream;
-use crate::failure::FailureClass;
+use crate::failure::{FailureClass, scrub};
+use crate::request::Endpoint;
 
 /// SigV4 service name of the Bedrock runtime.
 pub const SERVICE: &str = "bedrock";
@@ -346,8 +350,10 @@ pub struct StreamTranslator {
     /// Converse content-block index → OpenAI tool-call index.
     tool_index: Vec<(u64, usize)>,
     finish: Option<&'static str>,
-    done: bool,
+    /// The stop reason was a content filter or guardrail.
+    filtered: Option<String>,
     request_id: String,
+    progress: Progress,
 }
 
 impl StreamTranslator {
@@ -362,14 +368,15 @@ impl StreamTranslator {
             model: model.to_string(),
             tool_index: Vec::new(),
             finish: None,
-            done: false,
+            filtered: None,
             request_id: request_id.to_string(),
+            progress: Progress::default(),
         }
     }
 
-    /// The stream ended properly (its `metadata` event or an exception was seen).
+    /// The stream is over (its `metadata` event, an exception or a failure).
     pub fn is_done(&self) -> bool {
-        self.done
+        self.progress.end.is_some()
     }
 
     fn chunk(&self, delta: Value, finish: Option<&str>) -> String {
@@ -377,7 +384,11 @@ impl StreamTranslator {
     }
 
     fn end(&mut self, usage: Option<Value>) -> String {
-        self.done = true;
+        self.progress.content |= self.filtered.is_none();
+        self.progress.end = Some(match self.filtered.clone() {
+            Some(why) => StreamEnd::Filtered(why),
+            None => StreamEnd::Complete,
+        });
         let mut out = self.chunk(json!({}), Some(self.finish.unwrap_or("stop")));
         let usage = self
             .include_usage
@@ -391,10 +402,10 @@ impl StreamTranslator {
         out
     }
 
-    fn fail(&mut self, message: &str, code: &str) -> String {
-        self.done = true;
+    fn fail(&mut self, class: FailureClass, message: &str, code: &str) -> String {
+        self.progress.end = Some(StreamEnd::Failed(class, message.to_string()));
         String::from_utf8_lossy(&crate::error::stream_error_events(
-            message,
+            &scrub(message),
             code,
             &self.request_id,
         ))
@@ -403,26 +414,47 @@ impl StreamTranslator {
 
     /// Translates the next bytes of the provider's stream.
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
-        if self.done {
+        if self.progress.end.is_some() {
             return Vec::new();
         }
         let messages = match self.decoder.feed(bytes) {
             Ok(m) => m,
             Err(e) => {
                 let msg = format!("The provider's event stream could not be decoded: {e}");
-                return self.fail(&msg, "bad_provider_response").into_bytes();
+                return self
+                    .fail(FailureClass::BadResponse, &msg, "bad_provider_response")
+                    .into_bytes();
             }
         };
         let mut out = String::new();
         for m in messages {
-            if self.done {
+            if self.progress.end.is_some() {
                 break;
             }
-            let v: Value = serde_json::from_slice(&m.payload).unwrap_or(Value::Null);
+            let v: Value = match serde_json::from_slice(&m.payload) {
+                Ok(v) => v,
+                Err(e) => {
+                    let msg = format!("the provider sent an event that is not valid JSON: {e}");
+                    out.push_str(&self.fail(
+                        FailureClass::BadResponse,
+                        &msg,
+                        "bad_provider_response",
+                    ));
+                    break;
+                }
+            };
             if m.header(":message-type") == Some("exception") {
-                let kind = m.header(":exception-type").unwrap_or("exception");
+                let kind = m
+                    .header(":exception-type")
+                    .unwrap_or("exception")
+                    .to_string();
                 let text = v.get("message").and_then(Value::as_str).unwrap_or("");
-                out.push_str(&self.fail(&format!("{kind}: {text}"), "provider_stream_error"));
+                let class = classify_exception(&kind, text);
+                out.push_str(&self.fail(
+                    class,
+                    &format!("{kind}: {text}"),
+                    "provider_stream_error",
+                ));
                 break;
             }
             match m.header(":event-type").unwrap_or("") {
@@ -431,6 +463,7 @@ impl StreamTranslator {
                 }
                 "contentBlockStart" => {
                     if let Some(t) = v.pointer("/start/toolUse") {
+                        self.progress.content = true;
                         let index = self.tool_index.len();
                         let block = v
                             .get("contentBlockIndex")
@@ -445,6 +478,7 @@ impl StreamTranslator {
                     }
                 }
                 "contentBlockDelta" => {
+                    self.progress.content = true;
                     if let Some(t) = v.pointer("/delta/text").and_then(Value::as_str) {
                         out.push_str(&self.chunk(json!({ "content": t }), None));
                     } else if let Some(args) =
@@ -466,11 +500,17 @@ impl StreamTranslator {
                     }
                 }
                 "messageStop" => {
-                    self.finish = Some(finish_reason(
-                        v.get("stopReason")
-                            .and_then(Value::as_str)
-                            .unwrap_or("end_turn"),
-                    ));
+                    let stop = v
+                        .get("stopReason")
+                        .and_then(Value::as_str)
+                        .unwrap_or("end_turn");
+                    self.finish = Some(finish_reason(stop));
+                    if finish_reason(stop) == "content_filter" {
+                        // Not an answer: the stream stays uncommitted.
+                        self.filtered = Some(format!("stopReason {stop}"));
+                    } else {
+                        self.progress.content = true;
+                    }
                 }
                 "metadata" => {
                     let usage = v.get("usage").map(usage);
@@ -480,6 +520,157 @@ impl StreamTranslator {
             }
         }
         out.into_bytes()
+    }
+}
+
+impl Translate for StreamTranslator {
+    fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
+        StreamTranslator::feed(self, bytes)
+    }
+
+    fn finish(&mut self) -> Vec<u8> {
+        if self.progress.end.is_some() {
+            return Vec::new();
+        }
+        self.fail(
+            FailureClass::BadResponse,
+            "The provider ended the stream before the answer was complete.",
+            "stream_truncated",
+        )
+        .into_bytes()
+    }
+
+    fn progress(&self) -> Progress {
+        self.progress.clone()
+    }
+}
+
+/// The class of an exception frame of a stream (`modelStreamErrorException`,
+/// `throttlingException`, …: the event-stream names start lower-case).
+fn classify_exception(kind: &str, message: &str) -> FailureClass {
+    let mut upper = kind.to_string();
+    if let Some(first) = upper.get_mut(0..1) {
+        first.make_ascii_uppercase();
+    }
+    classify(500, &upper, message).unwrap_or(FailureClass::ServerError)
+}
+
+// === the API ===
+
+/// AWS Bedrock's Converse API (and InvokeModel for embedding models).
+#[derive(Debug)]
+pub struct Bedrock;
+
+/// `dialect: bedrock`.
+pub static BEDROCK: Bedrock = Bedrock;
+
+impl Api for Bedrock {
+    fn path(
+        &self,
+        endpoint: Endpoint,
+        base_path: &str,
+        model: &str,
+        _api_version: Option<&str>,
+        stream: bool,
+    ) -> String {
+        let op = match endpoint {
+            Endpoint::Embeddings => "invoke",
+            Endpoint::Chat if stream => "converse-stream",
+            Endpoint::Chat => "converse",
+        };
+        format!("{base_path}/model/{model}/{op}")
+    }
+
+    fn health_path(&self, _base_path: &str, _api_version: Option<&str>) -> Option<String> {
+        // The model list is on another host (bedrock, not bedrock-runtime).
+        None
+    }
+
+    fn auth_headers(&self, key: Option<&str>) -> Vec<(&'static str, String)> {
+        // A Bedrock API key is a bearer token; without one the adapter signs (SigV4).
+        key.map(|k| ("authorization", format!("Bearer {k}")))
+            .into_iter()
+            .collect()
+    }
+
+    fn signing_headers(&self) -> &'static [&'static str] {
+        &["x-amz-date", "x-amz-security-token"]
+    }
+
+    fn prepare(
+        &self,
+        endpoint: Endpoint,
+        _members: &Members<'_>,
+        body: &[u8],
+        model: &str,
+    ) -> Result<Vec<u8>, TranslateError> {
+        match endpoint {
+            Endpoint::Chat => super::translated(body, request),
+            Endpoint::Embeddings => super::translated(body, |r| embeddings_request(r, model)),
+        }
+    }
+
+    fn answer(&self, body: &[u8], ctx: &Context<'_>) -> Answer {
+        if ctx.endpoint == Endpoint::Embeddings {
+            return match embeddings_response(body, ctx.model, ctx.base64) {
+                Ok(out) => Answer::Ok(out),
+                Err(e) => Answer::Failed(FailureClass::BadResponse, e.to_string()),
+            };
+        }
+        let v: Value = match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(e) => {
+                return Answer::Failed(
+                    FailureClass::BadResponse,
+                    format!("the provider's 200 is not valid JSON: {e}"),
+                );
+            }
+        };
+        if !v
+            .pointer("/output/message/content")
+            .is_some_and(Value::is_array)
+        {
+            return Answer::Failed(
+                FailureClass::BadResponse,
+                "the provider's 200 is not a Converse answer".to_string(),
+            );
+        }
+        let id = format!("chatcmpl-{}", ctx.request_id);
+        let stop = v.get("stopReason").and_then(Value::as_str).unwrap_or("");
+        match response(body, ctx.created, ctx.model, &id) {
+            Ok(out) if finish_reason(stop) == "content_filter" => {
+                Answer::Filtered(out, format!("stopReason {stop}"))
+            }
+            Ok(out) => Answer::Ok(out),
+            Err(e) => Answer::Failed(FailureClass::BadResponse, e.to_string()),
+        }
+    }
+
+    fn stream(&self, ctx: &Context<'_>) -> Box<dyn Translate> {
+        Box::new(StreamTranslator::new(
+            ctx.include_usage,
+            ctx.created,
+            ctx.model,
+            &format!("chatcmpl-{}", ctx.request_id),
+            ctx.request_id,
+        ))
+    }
+
+    fn error_type_header(&self) -> Option<&'static str> {
+        Some("x-amzn-errortype")
+    }
+
+    fn classify_error(
+        &self,
+        status: u16,
+        error_type: Option<&str>,
+        body: &[u8],
+    ) -> (Option<FailureClass>, Option<String>) {
+        let (kind, message) = error_details(error_type, body);
+        (
+            classify(status, &kind, &message),
+            Some(format!("{kind}: {message}")),
+        )
     }
 }
 

@@ -4,7 +4,12 @@
 
 use serde_json::{Map, Value, json};
 
-use super::TranslateError;
+use super::{
+    Answer, Api, Context, Members, Progress, StreamEnd, StreamTranslator as Translate,
+    TranslateError,
+};
+use crate::failure::{FailureClass, mentions_content_policy, scrub};
+use crate::request::Endpoint;
 use crate::sse;
 
 fn invalid(msg: impl Into<String>) -> TranslateError {
@@ -145,8 +150,32 @@ pub fn request(req: &Value) -> Result<Value, TranslateError> {
             })
             .collect();
         out.insert("tools".into(), json!([{"functionDeclarations": decls}]));
+        if let Some(config) = function_calling_config(req.get("tool_choice")) {
+            out.insert(
+                "toolConfig".into(),
+                json!({ "functionCallingConfig": config }),
+            );
+        }
     }
     Ok(Value::Object(out))
+}
+
+/// OpenAI's `tool_choice` as Gemini's `functionCallingConfig`: `none` → `NONE`,
+/// `auto` → `AUTO`, `required` → `ANY`, a named function → `ANY` limited to it.
+fn function_calling_config(choice: Option<&Value>) -> Option<Value> {
+    match choice? {
+        Value::String(s) => match s.as_str() {
+            "none" => Some(json!({"mode": "NONE"})),
+            "auto" => Some(json!({"mode": "AUTO"})),
+            "required" => Some(json!({"mode": "ANY"})),
+            _ => None,
+        },
+        c @ Value::Object(_) => c
+            .pointer("/function/name")
+            .filter(|n| n.is_string())
+            .map(|n| json!({"mode": "ANY", "allowedFunctionNames": [n]})),
+        _ => None,
+    }
 }
 
 // === embeddings ===
@@ -292,6 +321,8 @@ pub fn response(body: &[u8], created: u64, model: &str) -> Result<Vec<u8>, Trans
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| invalid(format!("provider sent invalid JSON: {e}")))?;
     let (text, calls, finish) = candidate(&v);
+    // A blocked prompt has no candidate: the answer is an empty, filtered one.
+    let finish = finish.or(block_reason(&v).map(|_| "SAFETY"));
     let mut message = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { json!(text) }});
     let has_calls = !calls.is_empty();
     if has_calls {
@@ -313,6 +344,29 @@ pub fn error_details(body: &[u8]) -> Option<(String, String)> {
     super::error_kind_and_message(body, "status", "UNKNOWN")
 }
 
+/// Why the prompt was blocked (`promptFeedback.blockReason`), if it was.
+fn block_reason(v: &Value) -> Option<String> {
+    v.pointer("/promptFeedback/blockReason")
+        .and_then(Value::as_str)
+        .filter(|r| *r != "BLOCK_REASON_UNSPECIFIED")
+        .map(|r| format!("the prompt was blocked ({r})"))
+}
+
+/// The class of a Google error `status` (in an error answer or event).
+fn classify_status(status: &str, message: &str) -> Option<FailureClass> {
+    let lower = message.to_ascii_lowercase();
+    Some(match status {
+        "NOT_FOUND" => FailureClass::ModelUnavailable,
+        "RESOURCE_EXHAUSTED" => FailureClass::RateLimited,
+        "PERMISSION_DENIED" | "UNAUTHENTICATED" => FailureClass::Auth,
+        // Gemini answers a bad key with 400 INVALID_ARGUMENT.
+        "INVALID_ARGUMENT" if lower.contains("api key") => FailureClass::Auth,
+        "INVALID_ARGUMENT" if mentions_content_policy(&lower) => FailureClass::ContentFilter,
+        "UNAVAILABLE" | "INTERNAL" | "DEADLINE_EXCEEDED" => FailureClass::ServerError,
+        _ => return None,
+    })
+}
+
 /// Turns a `streamGenerateContent?alt=sse` stream into OpenAI chunks.
 #[derive(Debug)]
 pub struct StreamTranslator {
@@ -326,12 +380,16 @@ pub struct StreamTranslator {
     /// The finish reason seen (some models send one on every chunk: the stream is
     /// only over when the provider ends it, see [`StreamTranslator::finish`]).
     finish: Option<&'static str>,
-    ended: bool,
+    /// Why the provider's safety system stopped the answer, if it did.
+    filtered: Option<String>,
+    request_id: String,
+    progress: Progress,
 }
 
 impl StreamTranslator {
-    /// `include_usage`: the client asked for the final usage chunk.
-    pub fn new(include_usage: bool, created: u64, model: &str) -> Self {
+    /// `include_usage`: the client asked for the final usage chunk; error events
+    /// carry `request_id`.
+    pub fn new(include_usage: bool, created: u64, model: &str, request_id: &str) -> Self {
         StreamTranslator {
             parser: sse::Parser::default(),
             include_usage,
@@ -341,8 +399,17 @@ impl StreamTranslator {
             usage: None,
             calls: 0,
             finish: None,
-            ended: false,
+            filtered: None,
+            request_id: request_id.to_string(),
+            progress: Progress::default(),
         }
+    }
+
+    /// Ends the translated stream with an error event and `[DONE]`.
+    fn fail(&mut self, class: FailureClass, message: String, code: &str) -> String {
+        let out = crate::error::stream_error_events(&scrub(&message), code, &self.request_id);
+        self.progress.end = Some(StreamEnd::Failed(class, message));
+        String::from_utf8_lossy(&out).into_owned()
     }
 
     /// A finish reason was seen: the answer is complete.
@@ -350,14 +417,32 @@ impl StreamTranslator {
         self.finish.is_some()
     }
 
+    /// What the stream has shown so far.
+    pub fn progress(&self) -> Progress {
+        self.progress.clone()
+    }
+
     /// The end of the translated stream, once the provider's stream has ended: the
-    /// finish chunk, the usage chunk if asked for, `[DONE]`. Nothing when no finish
-    /// reason was seen (the caller reports the truncation) or when already sent.
+    /// finish chunk, the usage chunk if asked for, `[DONE]`; an error event when no
+    /// finish reason was seen. Nothing when the stream already ended.
     pub fn finish(&mut self) -> Vec<u8> {
-        let Some(finish) = self.finish.filter(|_| !self.ended) else {
+        if self.progress.end.is_some() {
             return Vec::new();
+        }
+        let Some(finish) = self.finish else {
+            return self
+                .fail(
+                    FailureClass::BadResponse,
+                    "The provider ended the stream before the answer was complete.".to_string(),
+                    "stream_truncated",
+                )
+                .into_bytes();
         };
-        self.ended = true;
+        self.progress.content = self.progress.content || self.filtered.is_none();
+        self.progress.end = Some(match self.filtered.clone() {
+            Some(why) => StreamEnd::Filtered(why),
+            None => StreamEnd::Complete,
+        });
         let mut out = self.chunk(json!({}), Some(finish));
         let usage = self
             .include_usage
@@ -378,10 +463,42 @@ impl StreamTranslator {
     /// Translates one chunk of the provider's stream.
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
         let mut out = String::new();
+        if self.progress.end.is_some() {
+            return Vec::new();
+        }
         for ev in self.parser.feed(bytes) {
-            let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
-                continue;
+            let v = match serde_json::from_str::<Value>(&ev.data) {
+                Ok(v) => v,
+                Err(e) => {
+                    let msg = format!("the provider sent an event that is not valid JSON: {e}");
+                    out.push_str(&self.fail(
+                        FailureClass::BadResponse,
+                        msg,
+                        "bad_provider_response",
+                    ));
+                    break;
+                }
             };
+            if let Some(e) = v.get("error") {
+                let status = e.get("status").and_then(Value::as_str).unwrap_or("UNKNOWN");
+                let message = e.get("message").and_then(Value::as_str).unwrap_or("");
+                let code = e.get("code").and_then(Value::as_u64).unwrap_or(500);
+                let class = classify_status(status, message)
+                    .or_else(|| FailureClass::from_status(u16::try_from(code).unwrap_or(500)))
+                    .unwrap_or(FailureClass::ServerError);
+                out.push_str(&self.fail(
+                    class,
+                    format!("{status}: {message}"),
+                    "provider_stream_error",
+                ));
+                break;
+            }
+            if let Some(reason) = block_reason(&v) {
+                // The prompt itself was blocked: no candidates will come.
+                self.filtered = Some(reason);
+                self.finish = Some("content_filter");
+                continue;
+            }
             if let Some(m) = v.get("modelVersion").and_then(Value::as_str) {
                 self.model = m.to_string();
             }
@@ -393,6 +510,12 @@ impl StreamTranslator {
                 self.usage = Some(u);
             }
             let (text, calls, finish) = candidate(&v);
+            // A safety stop is not an answer: the stream stays uncommitted, so a
+            // route that allows it can still fall over.
+            let filtered = finish.is_some_and(|f| finish_reason(f, false) == "content_filter");
+            if !text.is_empty() || !calls.is_empty() || (finish.is_some() && !filtered) {
+                self.progress.content = true;
+            }
             if !text.is_empty() {
                 out.push_str(&self.chunk(json!({"content": text}), None));
             }
@@ -403,10 +526,159 @@ impl StreamTranslator {
                 out.push_str(&self.chunk(json!({"tool_calls": [c]}), None));
             }
             if let Some(f) = finish {
-                self.finish = Some(finish_reason(f, self.calls > 0));
+                let reason = finish_reason(f, self.calls > 0);
+                if reason == "content_filter" {
+                    self.filtered = Some(format!("finishReason {f}"));
+                }
+                self.finish = Some(reason);
             }
         }
         out.into_bytes()
+    }
+}
+
+impl Translate for StreamTranslator {
+    fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
+        StreamTranslator::feed(self, bytes)
+    }
+
+    fn finish(&mut self) -> Vec<u8> {
+        StreamTranslator::finish(self)
+    }
+
+    fn progress(&self) -> Progress {
+        self.progress.clone()
+    }
+}
+
+// === the API ===
+
+/// Google's Gemini API, or the same models on Vertex AI (its project path, an
+/// OAuth token, `:predict` for embeddings).
+#[derive(Debug)]
+pub struct Gemini {
+    vertex: bool,
+}
+
+/// `dialect: gemini`.
+pub static GEMINI: Gemini = Gemini { vertex: false };
+/// `dialect: vertex`.
+pub static VERTEX: Gemini = Gemini { vertex: true };
+
+impl Api for Gemini {
+    fn path(
+        &self,
+        endpoint: Endpoint,
+        base_path: &str,
+        model: &str,
+        _api_version: Option<&str>,
+        stream: bool,
+    ) -> String {
+        match endpoint {
+            Endpoint::Embeddings if self.vertex => format!("{base_path}/models/{model}:predict"),
+            Endpoint::Embeddings => format!("{base_path}/models/{model}:batchEmbedContents"),
+            Endpoint::Chat if stream => {
+                format!("{base_path}/models/{model}:streamGenerateContent?alt=sse")
+            }
+            Endpoint::Chat => format!("{base_path}/models/{model}:generateContent"),
+        }
+    }
+
+    fn health_path(&self, base_path: &str, _api_version: Option<&str>) -> Option<String> {
+        // Vertex's publisher-model list is outside the project path.
+        (!self.vertex).then(|| format!("{base_path}/models"))
+    }
+
+    fn auth_headers(&self, key: Option<&str>) -> Vec<(&'static str, String)> {
+        match key {
+            // Vertex takes an OAuth access token.
+            Some(k) if self.vertex => vec![("authorization", format!("Bearer {k}"))],
+            Some(k) => vec![("x-goog-api-key", k.to_string())],
+            None => Vec::new(),
+        }
+    }
+
+    fn prepare(
+        &self,
+        endpoint: Endpoint,
+        _members: &Members<'_>,
+        body: &[u8],
+        model: &str,
+    ) -> Result<Vec<u8>, TranslateError> {
+        match endpoint {
+            Endpoint::Chat => super::translated(body, request),
+            Endpoint::Embeddings if self.vertex => {
+                super::translated(body, |r| vertex_embeddings_request(r, model))
+            }
+            Endpoint::Embeddings => super::translated(body, |r| embeddings_request(r, model)),
+        }
+    }
+
+    fn answer(&self, body: &[u8], ctx: &Context<'_>) -> Answer {
+        let translated = match (ctx.endpoint, self.vertex) {
+            (Endpoint::Embeddings, true) => vertex_embeddings_response(body, ctx.model, ctx.base64),
+            (Endpoint::Embeddings, false) => embeddings_response(body, ctx.model, ctx.base64),
+            (Endpoint::Chat, _) => {
+                let v: Value = match serde_json::from_slice(body) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        return Answer::Failed(
+                            FailureClass::BadResponse,
+                            format!("the provider's 200 is not valid JSON: {e}"),
+                        );
+                    }
+                };
+                let blocked = block_reason(&v);
+                if blocked.is_none() && !v.get("candidates").is_some_and(Value::is_array) {
+                    return Answer::Failed(
+                        FailureClass::BadResponse,
+                        "the provider's 200 has no `candidates`".to_string(),
+                    );
+                }
+                let filtered = blocked.or_else(|| {
+                    candidate(&v)
+                        .2
+                        .filter(|f| finish_reason(f, false) == "content_filter")
+                        .map(|f| format!("finishReason {f}"))
+                });
+                return match (response(body, ctx.created, ctx.model), filtered) {
+                    (Ok(out), Some(why)) => Answer::Filtered(out, why),
+                    (Ok(out), None) => Answer::Ok(out),
+                    (Err(e), _) => Answer::Failed(FailureClass::BadResponse, e.to_string()),
+                };
+            }
+        };
+        match translated {
+            Ok(out) => Answer::Ok(out),
+            Err(e) => Answer::Failed(FailureClass::BadResponse, e.to_string()),
+        }
+    }
+
+    fn stream(&self, ctx: &Context<'_>) -> Box<dyn Translate> {
+        Box::new(StreamTranslator::new(
+            ctx.include_usage,
+            ctx.created,
+            ctx.model,
+            ctx.request_id,
+        ))
+    }
+
+    fn classify_error(
+        &self,
+        status: u16,
+        _error_type: Option<&str>,
+        body: &[u8],
+    ) -> (Option<FailureClass>, Option<String>) {
+        let Some(by_status) = FailureClass::from_status(status) else {
+            return (None, None);
+        };
+        match error_details(body) {
+            Some((kind, message)) => (
+                Some(classify_status(&kind, &message).unwrap_or(by_status)),
+                Some(format!("{kind}: {message}")),
+            ),
+            None => (Some(by_status), None),
+        }
     }
 }
 
@@ -475,7 +747,7 @@ mod tests {
             "data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\"Hel\"}]}}]}\r\n\r\n",
             "data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\"lo\"}]},\"finishReason\":\"STOP\"}],\"usageMetadata\":{\"promptTokenCount\":2,\"candidatesTokenCount\":2}}\r\n\r\n",
         );
-        let mut t = StreamTranslator::new(true, 1, "gemini-x");
+        let mut t = StreamTranslator::new(true, 1, "gemini-x", "r");
         let mut text = String::from_utf8(t.feed(stream.as_bytes())).unwrap();
         assert!(t.is_done());
         text.push_str(&String::from_utf8(t.finish()).unwrap());
@@ -483,5 +755,75 @@ mod tests {
         let chunks = crate::dialect::stream_test::chunks(&text);
         assert_eq!(crate::dialect::stream_test::content(&chunks), "Hello");
         assert_eq!(chunks.last().unwrap()["usage"]["total_tokens"], 4);
+    }
+
+    fn ctx() -> Context<'static> {
+        Context {
+            endpoint: Endpoint::Chat,
+            model: "gemini-x",
+            created: 1,
+            request_id: "r",
+            include_usage: false,
+            base64: false,
+        }
+    }
+
+    #[test]
+    fn safety_blocks_are_content_filters_and_broken_answers_fail() {
+        let blocked = br#"{"promptFeedback":{"blockReason":"SAFETY","safetyRatings":[]},"usageMetadata":{"promptTokenCount":8}}"#;
+        let Answer::Filtered(out, why) = GEMINI.answer(blocked, &ctx()) else {
+            panic!("a blocked prompt is filtered")
+        };
+        assert!(why.contains("SAFETY"));
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["choices"][0]["finish_reason"], "content_filter");
+        let stopped = br#"{"candidates":[{"finishReason":"PROHIBITED_CONTENT","index":0}]}"#;
+        assert!(matches!(
+            GEMINI.answer(stopped, &ctx()),
+            Answer::Filtered(..)
+        ));
+        assert!(matches!(
+            GEMINI.answer(
+                br#"{"candidates":[{"content":{"parts":[{"text":"Hi"}]}"#,
+                &ctx()
+            ),
+            Answer::Failed(FailureClass::BadResponse, _)
+        ));
+        assert!(matches!(
+            GEMINI.answer(br#"{"nothing":1}"#, &ctx()),
+            Answer::Failed(FailureClass::BadResponse, _)
+        ));
+    }
+
+    #[test]
+    fn streams_never_drop_what_they_cannot_read() {
+        // An in-stream error keeps the provider's message.
+        let mut t = StreamTranslator::new(false, 1, "g", "r");
+        let out = t.feed(b"data: {\"error\":{\"code\":503,\"message\":\"The model is overloaded.\",\"status\":\"UNAVAILABLE\"}}\n\n");
+        assert!(String::from_utf8_lossy(&out).contains("The model is overloaded."));
+        assert!(matches!(
+            t.progress().end,
+            Some(StreamEnd::Failed(FailureClass::ServerError, _))
+        ));
+        // A corrupt event ends the stream with an error, after the words before it.
+        let mut t = StreamTranslator::new(false, 1, "g", "r");
+        let mut out = t.feed(b"data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hel\"}]}}]}\n\ndata: {\"candidates\":[{\"content\n\n");
+        out.extend(t.finish());
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.contains("Hel") && text.contains("bad_provider_response"),
+            "{text}"
+        );
+        assert!(t.progress().content);
+        assert!(matches!(
+            t.progress().end,
+            Some(StreamEnd::Failed(FailureClass::BadResponse, _))
+        ));
+        // A blocked prompt ends filtered.
+        let mut t = StreamTranslator::new(false, 1, "g", "r");
+        t.feed(b"data: {\"promptFeedback\":{\"blockReason\":\"PROHIBITED_CONTENT\"}}\n\n");
+        let text = String::from_utf8(t.finish()).unwrap();
+        assert!(text.contains("content_filter") && text.ends_with("data: [DONE]\n\n"));
+        assert!(matches!(t.progress().end, Some(StreamEnd::Filtered(_))));
     }
 }

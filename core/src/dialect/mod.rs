@@ -9,6 +9,7 @@ pub mod openai;
 use serde_json::Value;
 
 use crate::config::Dialect;
+use crate::failure::FailureClass;
 use crate::request::Endpoint;
 
 /// Request fields that steer the gateway and must never reach a provider.
@@ -315,6 +316,156 @@ pub fn stream_end(id: &str, created: u64, model: &str, usage: Option<Value>) -> 
 /// Azure OpenAI `api-version` used when the provider config names none.
 pub const AZURE_API_VERSION: &str = "2024-10-21";
 
+// === the interface of a provider API ===
+
+/// What an attempt's answer is translated with.
+#[derive(Clone, Copy, Debug)]
+pub struct Context<'a> {
+    /// The endpoint the request is for.
+    pub endpoint: Endpoint,
+    /// The model as the provider knows it.
+    pub model: &'a str,
+    /// Unix seconds, for OpenAI's `created`.
+    pub created: u64,
+    /// The gateway's request id (error events carry it; answers without an id of
+    /// their own are named after it).
+    pub request_id: &'a str,
+    /// The client asked for a final usage chunk (`stream_options.include_usage`).
+    pub include_usage: bool,
+    /// Embeddings asked as base64 (`encoding_format`).
+    pub base64: bool,
+}
+
+/// A provider's complete (non-streamed) answer, judged.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Answer {
+    /// A valid answer, in OpenAI's format.
+    Ok(Vec<u8>),
+    /// A valid answer that the provider's safety system cut or refused (OpenAI
+    /// format, `finish_reason: content_filter`); why.
+    Filtered(Vec<u8>, String),
+    /// Not an answer: the provider's 200 does not hold a valid one (`class`
+    /// [`FailureClass::BadResponse`]), or holds a refusal with no content.
+    Failed(FailureClass, String),
+}
+
+/// How far a translated stream got.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Progress {
+    /// The provider produced answer content (text, a tool call, reasoning) or
+    /// finished: the stream can be committed to the client.
+    pub content: bool,
+    /// The stream is over, and how.
+    pub end: Option<StreamEnd>,
+}
+
+/// How a provider's stream ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StreamEnd {
+    /// Properly, with its last event.
+    Complete,
+    /// Properly, but cut by the provider's content filter (the translated stream
+    /// ends with `finish_reason: content_filter`); why.
+    Filtered(String),
+    /// With the provider's error, an event that could not be understood, or
+    /// before its last event. The translated stream already ends with an OpenAI
+    /// error event and `[DONE]`.
+    Failed(FailureClass, String),
+}
+
+/// Turns a provider's event stream into OpenAI chat-completion chunks, fed the
+/// provider's bytes as they come. It never drops what it cannot understand in
+/// silence: such a stream ends [`StreamEnd::Failed`] with an error event.
+pub trait StreamTranslator {
+    /// Translates the next bytes; returns the bytes to send on.
+    fn feed(&mut self, bytes: &[u8]) -> Vec<u8>;
+    /// The provider's stream ended: what closes the translated one (an error event
+    /// and `[DONE]` when it ended before its last event).
+    fn finish(&mut self) -> Vec<u8>;
+    /// What the stream has shown so far.
+    fn progress(&self) -> Progress;
+}
+
+/// One provider API: how an OpenAI request reaches it and how its answers come
+/// back. Implemented once per dialect (in `dialect/<name>.rs`) and reached through
+/// [`api`]; nothing else in the gateway names a dialect.
+pub trait Api: Sync {
+    /// The request path of `endpoint` for `model` under `base_path` (`model` is
+    /// already one percent-encoded path segment).
+    fn path(
+        &self,
+        endpoint: Endpoint,
+        base_path: &str,
+        model: &str,
+        api_version: Option<&str>,
+        stream: bool,
+    ) -> String;
+
+    /// The path of the provider's model list (a free request, for health checks);
+    /// `None` where the inference endpoint has none.
+    fn health_path(&self, base_path: &str, api_version: Option<&str>) -> Option<String>;
+
+    /// The headers that carry credential `key` (and the API version header).
+    fn auth_headers(&self, key: Option<&str>) -> Vec<(&'static str, String)>;
+
+    /// Other request headers an attempt may set (request signing).
+    fn signing_headers(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Whether requests and answers are OpenAI's own format (nothing to translate).
+    fn speaks_openai(&self) -> bool {
+        false
+    }
+
+    /// Whether the provider has an embeddings API the gateway translates to.
+    fn embeds(&self) -> bool {
+        true
+    }
+
+    /// The request body for `model`, from the client's OpenAI request (its raw
+    /// top-level `members` and the whole `body`).
+    fn prepare(
+        &self,
+        endpoint: Endpoint,
+        members: &Members<'_>,
+        body: &[u8],
+        model: &str,
+    ) -> Result<Vec<u8>, TranslateError>;
+
+    /// A complete (non-streamed) 2xx answer, checked and translated.
+    fn answer(&self, body: &[u8], ctx: &Context<'_>) -> Answer;
+
+    /// A translator for a streamed 2xx answer.
+    fn stream(&self, ctx: &Context<'_>) -> Box<dyn StreamTranslator>;
+
+    /// The response header holding the provider's error type, if it has one.
+    fn error_type_header(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// The failure class and message of an error answer (`error_type`: the value
+    /// of [`Api::error_type_header`]); the class is `None` for a 2xx status.
+    fn classify_error(
+        &self,
+        status: u16,
+        error_type: Option<&str>,
+        body: &[u8],
+    ) -> (Option<FailureClass>, Option<String>);
+}
+
+/// The API of `dialect`.
+pub fn api(dialect: Dialect) -> &'static dyn Api {
+    match dialect {
+        Dialect::Openai => &openai::OPENAI,
+        Dialect::AzureOpenai => &openai::AZURE,
+        Dialect::Anthropic => &anthropic::ANTHROPIC,
+        Dialect::Gemini => &gemini::GEMINI,
+        Dialect::Vertex => &gemini::VERTEX,
+        Dialect::Bedrock => &bedrock::BEDROCK,
+    }
+}
+
 /// The request path for `model` at a provider of `dialect` under `base_path`.
 pub fn path(
     dialect: Dialect,
@@ -326,77 +477,23 @@ pub fn path(
 ) -> String {
     // The model is one path segment wherever it is in the path: whatever it holds,
     // it cannot reach another endpoint of the provider.
-    let raw = model;
-    let model = &crate::sigv4::encode_segment(model);
-    if endpoint == Endpoint::Embeddings {
-        return match dialect {
-            Dialect::AzureOpenai => format!(
-                "{base_path}/openai/deployments/{model}/embeddings?api-version={}",
-                api_version.unwrap_or(AZURE_API_VERSION)
-            ),
-            Dialect::Gemini => format!("{base_path}/models/{model}:batchEmbedContents"),
-            Dialect::Vertex => format!("{base_path}/models/{model}:predict"),
-            Dialect::Bedrock => bedrock::invoke_path(base_path, raw),
-            Dialect::Openai | Dialect::Anthropic => format!("{base_path}/embeddings"),
-        };
-    }
-    match dialect {
-        Dialect::Gemini | Dialect::Vertex if stream => {
-            format!("{base_path}/models/{model}:streamGenerateContent?alt=sse")
-        }
-        Dialect::Gemini | Dialect::Vertex => format!("{base_path}/models/{model}:generateContent"),
-        Dialect::Bedrock => bedrock::path(base_path, raw, stream),
-        Dialect::Openai => format!("{base_path}/chat/completions"),
-        Dialect::Anthropic => format!("{base_path}/messages"),
-        Dialect::AzureOpenai => format!(
-            "{base_path}/openai/deployments/{model}/chat/completions?api-version={}",
-            api_version.unwrap_or(AZURE_API_VERSION)
-        ),
-    }
+    let segment = crate::sigv4::encode_segment(model);
+    api(dialect).path(endpoint, base_path, &segment, api_version, stream)
 }
 
 /// The headers that carry credential `key` to a provider of `dialect` (Bedrock's
 /// SigV4 signature is added by the adapter once the body is known).
 pub fn auth_headers(dialect: Dialect, key: Option<&str>) -> Vec<(&'static str, String)> {
-    let mut out = Vec::new();
-    if let Some(k) = key {
-        match dialect {
-            // Vertex takes an OAuth access token; Bedrock an API key, as bearer tokens.
-            Dialect::Openai | Dialect::Vertex | Dialect::Bedrock => {
-                out.push(("authorization", format!("Bearer {k}")))
-            }
-            Dialect::Anthropic => out.push(("x-api-key", k.to_string())),
-            Dialect::AzureOpenai => out.push(("api-key", k.to_string())),
-            Dialect::Gemini => out.push(("x-goog-api-key", k.to_string())),
-        }
-    }
-    if dialect == Dialect::Anthropic {
-        out.push(("anthropic-version", anthropic::API_VERSION.to_string()));
-    }
-    out
+    api(dialect).auth_headers(key)
 }
 
 /// The path of a provider's model list: a cheap, free request for health checks.
-/// `None` where the inference endpoint has no such list (Bedrock's is on another
-/// host; Vertex's publisher-model list is outside the project path): those
-/// providers rely on passive signals and circuit breakers.
 pub fn health_path(dialect: Dialect, base_path: &str, api_version: Option<&str>) -> Option<String> {
-    match dialect {
-        Dialect::Openai | Dialect::Anthropic | Dialect::Gemini => {
-            Some(format!("{base_path}/models"))
-        }
-        Dialect::AzureOpenai => Some(format!(
-            "{base_path}/openai/models?api-version={}",
-            api_version.unwrap_or(AZURE_API_VERSION)
-        )),
-        Dialect::Bedrock | Dialect::Vertex => None,
-    }
+    api(dialect).health_path(base_path, api_version)
 }
 
-/// Rewrites an OpenAI chat-completions request body for `dialect`, addressed to
-/// `model`. The OpenAI path never builds a JSON tree: it re-emits the top-level
-/// members as raw slices of the original body, replacing `model` and dropping
-/// gateway-only fields.
+/// Rewrites an OpenAI chat-completions or embeddings request body for `dialect`,
+/// addressed to `model`, and says what the response side needs to know.
 pub fn prepare_request(
     dialect: Dialect,
     endpoint: Endpoint,
@@ -405,27 +502,11 @@ pub fn prepare_request(
 ) -> Result<PreparedRequest, TranslateError> {
     let members: Members<'_> = serde_json::from_slice(body)
         .map_err(|e| TranslateError::Invalid(format!("request body: {e}")))?;
+    let body = api(dialect).prepare(endpoint, &members, body, model)?;
     if endpoint == Endpoint::Embeddings {
         let base64 = members
             .get("encoding_format")
             .is_some_and(|f| f.get() == "\"base64\"");
-        let translated = |f: fn(&Value, &str) -> Result<Value, TranslateError>| {
-            let request: Value = serde_json::from_slice(body)
-                .map_err(|e| TranslateError::Invalid(format!("request body: {e}")))?;
-            serde_json::to_vec(&f(&request, model)?)
-                .map_err(|e| TranslateError::Invalid(e.to_string()))
-        };
-        let body = match dialect {
-            Dialect::Gemini => translated(gemini::embeddings_request)?,
-            Dialect::Vertex => translated(gemini::vertex_embeddings_request)?,
-            Dialect::Bedrock => translated(bedrock::embeddings_request)?,
-            Dialect::Openai | Dialect::AzureOpenai => openai::request_bytes(&members, model)?,
-            Dialect::Anthropic => {
-                return Err(TranslateError::Invalid(
-                    "Anthropic has no embeddings API".to_string(),
-                ));
-            }
-        };
         return Ok(PreparedRequest {
             body,
             stream: false,
@@ -439,33 +520,22 @@ pub fn prepare_request(
             .get("stream_options")
             .and_then(|o| serde_json::from_str::<StreamOptions>(o.get()).ok())
             .is_some_and(|o| o.include_usage == Some(true));
-    let body = match dialect {
-        Dialect::Openai | Dialect::AzureOpenai => openai::request_bytes(&members, model)?,
-        Dialect::Gemini | Dialect::Vertex => {
-            let request: Value = serde_json::from_slice(body)
-                .map_err(|e| TranslateError::Invalid(format!("request body: {e}")))?;
-            serde_json::to_vec(&gemini::request(&request)?)
-                .map_err(|e| TranslateError::Invalid(e.to_string()))?
-        }
-        Dialect::Bedrock => {
-            let request: Value = serde_json::from_slice(body)
-                .map_err(|e| TranslateError::Invalid(format!("request body: {e}")))?;
-            serde_json::to_vec(&bedrock::request(&request)?)
-                .map_err(|e| TranslateError::Invalid(e.to_string()))?
-        }
-        Dialect::Anthropic => {
-            let request: Value = serde_json::from_slice(body)
-                .map_err(|e| TranslateError::Invalid(format!("request body: {e}")))?;
-            let out = anthropic::request(&request, model)?;
-            serde_json::to_vec(&out).map_err(|e| TranslateError::Invalid(e.to_string()))?
-        }
-    };
     Ok(PreparedRequest {
         body,
         stream,
         include_usage,
         base64: false,
     })
+}
+
+/// Parses `body` and applies a translation from OpenAI's JSON to a provider's.
+pub(crate) fn translated(
+    body: &[u8],
+    f: impl FnOnce(&Value) -> Result<Value, TranslateError>,
+) -> Result<Vec<u8>, TranslateError> {
+    let request: Value = serde_json::from_slice(body)
+        .map_err(|e| TranslateError::Invalid(format!("request body: {e}")))?;
+    serde_json::to_vec(&f(&request)?).map_err(|e| TranslateError::Invalid(e.to_string()))
 }
 
 #[derive(serde::Deserialize)]

@@ -123,7 +123,8 @@ impl Host for WasmHost {
     }
 
     fn node_id(&self) -> String {
-        property(&["node", "id"]).unwrap_or_default()
+        // Envoy 1.40 answers `node.id` with nothing; the node is `xds.node`.
+        property(&["xds", "node", "id"]).unwrap_or_default()
     }
 
     fn now_ms(&self) -> u64 {

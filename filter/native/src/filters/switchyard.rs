@@ -408,6 +408,8 @@ impl Host for ConfigHost<'_, '_, '_> {
     fn send_response(&self, _status: u16, _headers: &[(&str, &str)], _body: &[u8]) {}
 
     fn node_id(&self) -> String {
+        // ABI v0.2.0 has no node attribute (docs/native-module.md): the fleet
+        // link carries the id the control plane stamped.
         String::new()
     }
 
