@@ -342,6 +342,20 @@ pub enum ConfigError {
     Limit(String),
 }
 
+/// Most targets (slots) one plan may hold: the generated route has a cluster
+/// matcher branch per slot.
+pub const MAX_ATTEMPTS: usize = 16;
+
+/// Checks `max_attempts` (the config file's `limits.max_attempts` and the filter
+/// config's, one rule).
+pub fn check_max_attempts(n: usize) -> Result<(), String> {
+    if (1..=MAX_ATTEMPTS).contains(&n) {
+        Ok(())
+    } else {
+        Err(format!("expected 1..={MAX_ATTEMPTS}, got {n}"))
+    }
+}
+
 impl FilterConfig {
     /// Whether `t` is a target of a configured route. Only those targets keep
     /// shared state (circuits, cool-downs, fleet counters): a `provider/model` a
@@ -360,12 +374,8 @@ impl FilterConfig {
 
     /// Cross-field checks that serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.max_attempts == 0 || self.max_attempts > 16 {
-            return Err(ConfigError::Limit(format!(
-                "max_attempts must be 1..=16, got {}",
-                self.max_attempts
-            )));
-        }
+        check_max_attempts(self.max_attempts)
+            .map_err(|e| ConfigError::Limit(format!("max_attempts: {e}")))?;
         if self.max_request_bytes == 0 {
             return Err(ConfigError::Limit("max_request_bytes must be > 0".into()));
         }

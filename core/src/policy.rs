@@ -29,6 +29,11 @@ pub struct Policy {
     /// keys gets at least one attempt per key.
     #[serde(default = "one")]
     pub attempts_per_target: usize,
+    /// What happens when a stream already committed to the client fails: `end`
+    /// it with an error event (the default), or `continue` the answer on the
+    /// plan's next target and splice it into the same stream.
+    #[serde(default, skip_serializing_if = "OnStreamFailure::is_end")]
+    pub on_stream_failure: OnStreamFailure,
     /// When every target of a plan is cooling down (its provider asked for quiet
     /// with `Retry-After` or reset headers), try them anyway instead of answering
     /// 429 with the soonest `Retry-After` at once (the default).
@@ -54,9 +59,28 @@ impl Default for Policy {
             first_token_timeout_ms: None,
             deadline_ms: None,
             try_when_all_cooling: false,
+            on_stream_failure: OnStreamFailure::End,
             attempts_per_target: 1,
             hedge_after_ms: None,
         }
+    }
+}
+
+/// What happens to a committed stream that fails.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStreamFailure {
+    /// An OpenAI error event and `[DONE]` end the stream.
+    #[default]
+    End,
+    /// The next target of the plan continues the answer from where it stopped;
+    /// its words are spliced into the same stream.
+    Continue,
+}
+
+impl OnStreamFailure {
+    fn is_end(&self) -> bool {
+        *self == OnStreamFailure::End
     }
 }
 

@@ -22,11 +22,12 @@ use switchyard_core::cost::UsageTail;
 use switchyard_core::dialect::{self, Answer, Context, StreamEnd, StreamTranslator, bedrock};
 use switchyard_core::failure::{FailureClass, scrub};
 use switchyard_core::plan::Target;
+use switchyard_core::policy::OnStreamFailure;
 use switchyard_core::request::Endpoint;
 use switchyard_core::{error, sigv4, wire};
 
 use crate::host::{self, Action, Body, Host, Map};
-use crate::{circuit, cooldown, ledger};
+use crate::{circuit, continuation, cooldown, ledger};
 
 /// What the response side does with the body.
 enum ResponseMode {
@@ -75,6 +76,30 @@ pub struct Adapter {
     /// The end of a successful answer, kept to find its usage (only when prices
     /// are configured).
     usage: Option<UsageTail>,
+    /// The client's request, kept when a failed stream may be continued elsewhere.
+    original: Option<Vec<u8>>,
+    /// What the client was sent of the answer (only when it may be continued).
+    delivered: Option<continuation::Delivered>,
+    /// A continuation in flight.
+    continuing: Option<Continuing>,
+}
+
+/// A committed stream that failed and is being finished by the next target.
+struct Continuing {
+    /// The HTTP call's token.
+    token: u32,
+    /// Where it went.
+    target: Target,
+    /// Its provider's dialect.
+    dialect: switchyard_core::config::Dialect,
+    /// The translated output of the failing chunk, before its error events.
+    held: Vec<u8>,
+    /// Those error events (sent if the continuation fails too).
+    tail: Vec<u8>,
+    /// The answer came back and was spliced in.
+    done: bool,
+    /// What was spliced in (held output and the continuation).
+    spliced: Vec<u8>,
 }
 
 impl Adapter {
@@ -96,6 +121,9 @@ impl Adapter {
             base64: false,
             usage: None,
             error_type: None,
+            original: None,
+            delivered: None,
+            continuing: None,
         }
     }
 
@@ -285,8 +313,16 @@ impl Adapter {
             return Action::Continue;
         };
         let body = envoy.body(Body::Request);
+        let continues = ledger::read(&self.request_id, |e| {
+            e.policy.on_stream_failure == OnStreamFailure::Continue && self.attempt < e.plan.len()
+        })
+        .unwrap_or(false);
         match dialect::prepare_request(provider.dialect, self.endpoint, &body, &target.model) {
             Ok(prepared) => {
+                if continues && prepared.stream {
+                    self.original = Some(body.clone());
+                    self.delivered = Some(continuation::Delivered::default());
+                }
                 self.stream = prepared.stream;
                 self.include_usage = prepared.include_usage;
                 self.base64 = prepared.base64;
@@ -457,9 +493,39 @@ impl Adapter {
         };
         let body = envoy.body(Body::Response);
         if *committed {
+            if let Some(c) = &self.continuing {
+                // The failed provider's remaining bytes are dropped: what the client
+                // gets next is the continuation (held until it comes). A host may
+                // still hold what was spliced in when the next bytes arrive: that
+                // stays.
+                let keep = if c.done { &c.spliced } else { &c.held };
+                let kept = if body.starts_with(keep) {
+                    keep.as_slice()
+                } else {
+                    &[]
+                };
+                envoy.replace_body(Body::Response, kept);
+                return if c.done {
+                    Action::Continue
+                } else {
+                    Action::Pause
+                };
+            }
             let mut out = translator.feed(&body);
             if end_of_stream {
                 out.extend(translator.finish());
+            }
+            let progress = translator.progress();
+            if let Some(StreamEnd::Failed(class, why)) = &progress.end
+                && let Some(d) = &mut self.delivered
+            {
+                d.feed(&out[..out.len().saturating_sub(progress.error_tail)]);
+                let (class, why) = (*class, why.clone());
+                if self.start_continuation(envoy, &out, progress.error_tail, class, why) {
+                    return Action::Pause;
+                }
+            } else if let Some(d) = &mut self.delivered {
+                d.feed(&out);
             }
             envoy.replace_body(Body::Response, &out);
             self.watch_usage(&out, end_of_stream);
@@ -493,10 +559,201 @@ impl Adapter {
         }
     }
 
+    /// A committed stream failed with `class`: asks the plan's next target for the
+    /// rest of the answer (`on_stream_failure: continue`). Returns whether the
+    /// call is on its way (the stream is then held until it answers).
+    fn start_continuation(
+        &mut self,
+        envoy: &impl Host,
+        out: &[u8],
+        tail: usize,
+        class: FailureClass,
+        why: String,
+    ) -> bool {
+        let (Some(original), Some(delivered)) = (&self.original, &self.delivered) else {
+            return false;
+        };
+        if delivered.tool_calls || delivered.text.is_empty() {
+            return false;
+        }
+        let Some(next) = ledger::target(&self.request_id, self.attempt + 1) else {
+            return false;
+        };
+        let Some(provider) = self.cfg.providers.get(&next.provider) else {
+            return false;
+        };
+        let api = dialect::api(provider.dialect);
+        let Some(body) = continuation::request(original, &delivered.text, api.continues_prefill())
+        else {
+            return false;
+        };
+        let Ok(prepared) =
+            dialect::prepare_request(provider.dialect, Endpoint::Chat, &body, &next.model)
+        else {
+            return false;
+        };
+        let path = dialect::path(
+            provider.dialect,
+            Endpoint::Chat,
+            &provider.base_path,
+            &next.model,
+            provider.api_version.as_deref(),
+            false,
+        );
+        let now = envoy.now_ms();
+        let key = cooldown::pick_key(envoy, &next.provider, provider.api_keys.len(), &[], now)
+            .and_then(|i| provider.api_keys.get(i))
+            .map(String::as_str);
+        let mut headers: Vec<(&str, String)> = vec![
+            (":method", "POST".to_string()),
+            (":path", path.clone()),
+            (":authority", provider.authority.clone()),
+            ("content-type", "application/json".to_string()),
+        ];
+        headers.extend(api.auth_headers(key));
+        headers.extend(
+            provider
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.clone())),
+        );
+        // The client headers an attempt to this provider would carry.
+        for name in &self.cfg.forward_headers {
+            if let Some(v) = envoy.header(Map::Request, name) {
+                headers.push((name.as_str(), v));
+            }
+        }
+        let client: Vec<(String, String)> = ledger::read(&self.request_id, |e| {
+            e.client_headers
+                .iter()
+                .filter(|(n, _)| provider.forward_headers.contains(n))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+        headers.extend(client.iter().map(|(n, v)| (n.as_str(), v.clone())));
+        if let Some(aws) = &provider.aws {
+            headers.extend(aws_headers(
+                envoy,
+                aws,
+                &provider.authority,
+                &path,
+                &prepared.body,
+            ));
+        }
+        let pairs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let timeout = ledger::read(&self.request_id, |e| e.policy.deadline_ms)
+            .flatten()
+            .unwrap_or(120_000);
+        let Some(token) = envoy.http_call(&provider.cluster, &pairs, Some(&prepared.body), timeout)
+        else {
+            return false;
+        };
+        log::info!(
+            "switchyard adapter [{}]: stream of {} failed after the commit ({} {why}); {next} continues it",
+            self.request_id,
+            self.target
+                .as_ref()
+                .map(|(t, _)| t.to_string())
+                .unwrap_or_default(),
+            class.as_str()
+        );
+        // The failure counts against the target that failed.
+        self.settle_shared(envoy, class);
+        let cut = out.len().saturating_sub(tail);
+        // Something stays held in Envoy's buffer while the call is out (a host
+        // cannot always create a buffer from outside a body callback): a blank
+        // line, which is nothing in an event stream, when there is nothing else.
+        let held = if cut == 0 {
+            b"\n".to_vec()
+        } else {
+            out[..cut].to_vec()
+        };
+        envoy.replace_body(Body::Response, &held);
+        self.continuing = Some(Continuing {
+            token,
+            target: next,
+            dialect: provider.dialect,
+            held,
+            tail: out[cut..].to_vec(),
+            done: false,
+            spliced: Vec::new(),
+        });
+        true
+    }
+
+    /// The answer of an HTTP call this attempt made (a continuation): spliced into
+    /// the held stream, which resumes. `status` is `None` when the call failed.
+    pub fn on_callout_response(
+        &mut self,
+        envoy: &impl Host,
+        token: u32,
+        status: Option<u16>,
+        body: &[u8],
+    ) {
+        let Some(c) = self
+            .continuing
+            .as_ref()
+            .filter(|c| c.token == token && !c.done)
+        else {
+            return;
+        };
+        let ctx = Context {
+            model: &c.target.model,
+            ..self.context(envoy)
+        };
+        let answer = match status {
+            Some(s) if (200..300).contains(&s) => dialect::api(c.dialect).answer(body, &ctx),
+            _ => Answer::Failed(FailureClass::ServerError, format!("status {status:?}")),
+        };
+        let mut served_by: Vec<String> = self
+            .target
+            .as_ref()
+            .map(|(t, _)| vec![t.to_string()])
+            .unwrap_or_default();
+        served_by.push(c.target.to_string());
+        let delivered = self
+            .delivered
+            .as_ref()
+            .map(|d| d.text.as_str())
+            .unwrap_or("");
+        let rest = continuation::chunks(&answer, &ctx, delivered, &served_by);
+        let mut out = c.held.clone();
+        match &rest {
+            Some(chunks) => out.extend_from_slice(chunks),
+            None => out.extend_from_slice(&c.tail),
+        }
+        if let (Some(settings), Some(_)) = (&self.cfg.circuit_breaker, &rest)
+            && self.cfg.is_configured(&c.target)
+        {
+            circuit::record(envoy, settings, &c.target, true, envoy.now_ms());
+        }
+        log::info!(
+            "switchyard adapter [{}]: continuation by {} {}",
+            self.request_id,
+            c.target,
+            if rest.is_some() {
+                "spliced in"
+            } else {
+                "failed: the stream ends with the error"
+            }
+        );
+        envoy.replace_body(Body::Response, &out);
+        self.watch_usage(&out, true);
+        if let Some(c) = &mut self.continuing {
+            c.done = true;
+            c.spliced = out;
+        }
+        envoy.resume_response();
+    }
+
     /// Releases the answer to the client: `out` replaces what Envoy holds. A
     /// configured target's success is counted (with its time to first content).
     fn commit(&mut self, envoy: &impl Host, out: &[u8], end_of_stream: bool) {
         ledger::record_committed(&self.request_id, self.attempt);
+        if let Some(d) = &mut self.delivered {
+            d.feed(out);
+        }
         envoy.replace_body(Body::Response, out);
         self.watch_usage(out, end_of_stream);
         if let Some((target, _)) = &self.target
@@ -593,6 +850,16 @@ impl Adapter {
         if let Some(m) = message {
             ledger::record_message(&self.request_id, self.attempt, m);
         }
+        self.settle_shared(envoy, class);
+        let canonical = class.canonical_status(self.status);
+        if canonical != self.status {
+            envoy.set_header(Map::Response, ":status", Some(&canonical.to_string()));
+        }
+    }
+
+    /// What a failure of `class` does to the state every request shares:
+    /// cool-downs and circuits.
+    fn settle_shared(&self, envoy: &impl Host, class: FailureClass) {
         // Only configured targets keep shared state: what a client's own
         // `provider/model` does says nothing to every other client.
         if let Some((target, provider)) = self
@@ -635,10 +902,6 @@ impl Adapter {
                 _ => {}
             }
         }
-        let canonical = class.canonical_status(self.status);
-        if canonical != self.status {
-            envoy.set_header(Map::Response, ":status", Some(&canonical.to_string()));
-        }
     }
 }
 
@@ -658,6 +921,20 @@ fn attempt_header_names(provider: &Provider) -> Vec<&str> {
 /// Signs the attempt with AWS SigV4 (the headers are still held, so they can be
 /// set now that the body is final).
 fn sign_aws(envoy: &impl Host, aws: &AwsAuth, authority: &str, path: &str, body: &[u8]) {
+    for (name, value) in aws_headers(envoy, aws, authority, path, body) {
+        envoy.set_header(Map::Request, name, Some(&value));
+    }
+}
+
+/// The SigV4 headers of a request with `body` to `path` (`x-amz-date`, the
+/// session token if any, `authorization`).
+fn aws_headers(
+    envoy: &impl Host,
+    aws: &AwsAuth,
+    authority: &str,
+    path: &str,
+    body: &[u8],
+) -> Vec<(&'static str, String)> {
     let date = sigv4::amz_date(host::unix_now(envoy));
     let mut headers = vec![
         ("host", authority),
@@ -680,10 +957,12 @@ fn sign_aws(envoy: &impl Host, aws: &AwsAuth, authority: &str, path: &str, body:
     };
     let authorization =
         sigv4::authorization(&request, &credentials, &aws.region, bedrock::SERVICE, &date);
-    for (name, value) in headers.iter().skip(2) {
-        envoy.set_header(Map::Request, name, Some(value));
+    let mut out = vec![("x-amz-date", date.clone())];
+    if let Some(token) = &aws.session_token {
+        out.push(("x-amz-security-token", token.clone()));
     }
-    envoy.set_header(Map::Request, "authorization", Some(&authorization));
+    out.push(("authorization", authorization));
+    out
 }
 
 #[cfg(test)]

@@ -75,6 +75,9 @@ pub trait Host {
     fn clear_route_cache(&self) -> bool;
     /// Answers the stream locally.
     fn send_response(&self, status: u16, headers: &[(&str, &str)], body: &[u8]);
+    /// Resumes a response the filter held (from outside its body callback: the
+    /// answer of an HTTP call the stream made).
+    fn resume_response(&self);
 
     // === the process ===
 
@@ -90,8 +93,8 @@ pub trait Host {
     /// Adds `delta` to a counter; `labels` are its label values, in the order of
     /// [`Counter::labels`].
     fn count(&self, counter: Counter, labels: &[&str], delta: u64);
-    /// Starts an HTTP call to `cluster`; its answer comes back to the background
-    /// task that made it. `None` when it could not be started.
+    /// Starts an HTTP call to `cluster`; its answer comes back to whoever made it
+    /// (the background task, or the stream). `None` when it could not be started.
     fn http_call(
         &self,
         cluster: &str,

@@ -272,11 +272,6 @@ pub fn close(request_id: &str) {
     });
 }
 
-/// Requests currently tracked on this worker.
-pub fn len() -> usize {
-    LEDGER.with(|l| l.borrow().len())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

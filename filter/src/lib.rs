@@ -15,6 +15,7 @@ pub mod adapter;
 pub mod background;
 pub mod budget;
 pub mod circuit;
+pub mod continuation;
 pub mod cooldown;
 pub mod cost;
 pub mod fleet;

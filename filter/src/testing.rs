@@ -31,6 +31,7 @@ pub struct MemHost {
     pub details: Option<String>,
     pub replies: RefCell<Vec<Reply>>,
     pub route_cleared: RefCell<u32>,
+    pub resumed: RefCell<u32>,
     pub now: u64,
     pub shared: RefCell<HashMap<String, (Vec<u8>, u32)>>,
     pub counters: RefCell<HashMap<String, u64>>,
@@ -134,6 +135,10 @@ impl Host for MemHost {
                 .collect(),
             body: body.to_vec(),
         });
+    }
+
+    fn resume_response(&self) {
+        *self.resumed.borrow_mut() += 1;
     }
 
     fn node_id(&self) -> String {

@@ -207,3 +207,81 @@ async fn a_provider_reset_mid_stream_is_never_silent() {
         );
     }
 }
+
+/// `on_stream_failure: continue`: a committed stream that fails is finished by the
+/// plan's next target, spliced into the same stream (one well-formed stream, the
+/// targets that served named in its last chunk).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_stream_is_continued_by_the_next_target_when_the_route_says_so() {
+    let paths = Paths::discover();
+    let dir = Scratch::new("streaming-continue");
+    let an = Mock::start(&paths, &dir.0, "an", Dialect::Anthropic, &[]);
+    let oa = Mock::start(&paths, &dir.0, "oa", Dialect::Openai, &[]);
+    let gw = Gateway::builder()
+        .provider(&an)
+        .provider(&oa)
+        .yaml("routes:\n  - { model: story, chain: [an/claude, oa/gpt], policy: { on_stream_failure: continue } }\n  - { model: plain, chain: [an/claude, oa/gpt] }\n")
+        .start(&paths, &dir)
+        .await;
+    let body = |model: &str| {
+        json!({"model": model, "stream": true, "stream_options": {"include_usage": true},
+            "messages": [{"role": "user", "content": "Tell me"}]})
+    };
+    // The Anthropic stream gives two words, then its error.
+    let fault = [("x-mock", "an:chunk_delay_ms=60,error_event_after=6")];
+    let r = gw.chat(&body("story"), &fault).await;
+    assert_eq!(r.status(), 200);
+    let data = sse_data(&r.text().await.unwrap());
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert!(
+        chunks.iter().all(|c| c.get("error").is_none()),
+        "no error reached the client: {data:?}"
+    );
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert!(text.starts_with("Hello from"), "{text}");
+    assert!(text.contains("from oa"), "the continuation is spliced in: {text}");
+    let last = chunks.iter().rev().find(|c| c.get("x_switchyard").is_some()).unwrap();
+    assert_eq!(last["x_switchyard"]["served_by"], json!(["an/claude", "oa/gpt"]));
+    assert!(chunks.last().unwrap()["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+    // The next target was asked for the rest: not streamed, the words so far as the
+    // assistant's, and (OpenAI has no prefill) an instruction to go on.
+    let asked = &oa.requests().await[0]["body"];
+    assert!(asked.get("stream").is_none() || asked["stream"] == false, "{asked}");
+    let msgs = asked["messages"].as_array().unwrap();
+    assert_eq!(msgs[msgs.len() - 2]["role"], "assistant");
+    assert!(
+        msgs[msgs.len() - 2]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("Hello from"),
+        "{asked}"
+    );
+    assert_eq!(msgs[msgs.len() - 1]["role"], "user");
+
+    // When the continuation fails too, the stream ends with the first error.
+    let r = gw
+        .chat(
+            &body("story"),
+            &[("x-mock", "an:chunk_delay_ms=60,error_event_after=6;oa:status=500")],
+        )
+        .await;
+    let data = sse_data(&r.text().await.unwrap());
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let err: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
+    assert_eq!(err["error"]["code"], "provider_stream_error", "{data:?}");
+
+    // Without the policy: the error event, and nobody is asked to continue.
+    let before = oa.requests().await.len();
+    let r = gw.chat(&body("plain"), &fault).await;
+    let data = sse_data(&r.text().await.unwrap());
+    let err: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
+    assert_eq!(err["error"]["code"], "provider_stream_error");
+    assert_eq!(oa.requests().await.len(), before);
+}

@@ -403,13 +403,10 @@ impl StreamTranslator {
     }
 
     fn fail(&mut self, class: FailureClass, message: &str, code: &str) -> String {
+        let out = crate::error::stream_error_events(&scrub(message), code, &self.request_id);
         self.progress.end = Some(StreamEnd::Failed(class, message.to_string()));
-        String::from_utf8_lossy(&crate::error::stream_error_events(
-            &scrub(message),
-            code,
-            &self.request_id,
-        ))
-        .into_owned()
+        self.progress.error_tail = out.len();
+        String::from_utf8_lossy(&out).into_owned()
     }
 
     /// Translates the next bytes of the provider's stream.
@@ -595,6 +592,10 @@ impl Api for Bedrock {
 
     fn signing_headers(&self) -> &'static [&'static str] {
         &["x-amz-date", "x-amz-security-token"]
+    }
+
+    fn continues_prefill(&self) -> bool {
+        true
     }
 
     fn prepare(

@@ -409,6 +409,7 @@ impl StreamTranslator {
     fn fail(&mut self, class: FailureClass, message: String, code: &str) -> String {
         let out = crate::error::stream_error_events(&scrub(&message), code, &self.request_id);
         self.progress.end = Some(StreamEnd::Failed(class, message));
+        self.progress.error_tail = out.len();
         String::from_utf8_lossy(&out).into_owned()
     }
 

@@ -357,6 +357,10 @@ pub struct Progress {
     pub content: bool,
     /// The stream is over, and how.
     pub end: Option<StreamEnd>,
+    /// When it ended [`StreamEnd::Failed`]: the length of the error event and
+    /// `[DONE]` that end the translated output (a caller continuing the answer
+    /// elsewhere leaves them out).
+    pub error_tail: usize,
 }
 
 /// How a provider's stream ended.
@@ -421,6 +425,12 @@ pub trait Api: Sync {
     /// Whether the provider has an embeddings API the gateway translates to.
     fn embeds(&self) -> bool {
         true
+    }
+
+    /// Whether the model continues a final assistant message (prefill) rather
+    /// than answering anew.
+    fn continues_prefill(&self) -> bool {
+        false
     }
 
     /// The request body for `model`, from the client's OpenAI request (its raw

@@ -260,6 +260,7 @@ impl StreamWatch {
     fn fail(&mut self, class: FailureClass, message: String, code: &str) -> Vec<u8> {
         let out = crate::error::stream_error_events(&scrub(&message), code, &self.request_id);
         self.progress.end = Some(StreamEnd::Failed(class, message));
+        self.progress.error_tail = out.len();
         out
     }
 }

@@ -122,6 +122,10 @@ impl Host for WasmHost {
         let _ = hostcalls::send_http_response(u32::from(status), headers.to_vec(), Some(body));
     }
 
+    fn resume_response(&self) {
+        let _ = hostcalls::resume_http_response();
+    }
+
     fn node_id(&self) -> String {
         // Envoy 1.40 answers `node.id` with nothing; the node is `xds.node`.
         property(&["xds", "node", "id"]).unwrap_or_default()
@@ -335,7 +339,29 @@ impl HttpContext for PlannerContext {
 
 struct AdapterContext(Adapter);
 
-impl Context for AdapterContext {}
+impl Context for AdapterContext {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
+            .ok()
+            .flatten()
+            .and_then(|s| s.parse::<u16>().ok());
+        let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        // The held response body is replaced whole.
+        let host = WasmHost {
+            body_size: u32::MAX as usize,
+        };
+        self.0.on_callout_response(&host, token, status, &body);
+    }
+}
 
 impl HttpContext for AdapterContext {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> WasmAction {

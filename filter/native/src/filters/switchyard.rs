@@ -208,6 +208,31 @@ impl Filter for Switchyard {
         })
     }
 
+    fn on_http_callout_done(
+        &mut self,
+        s: &mut Stream<'_>,
+        callout_id: u64,
+        _result: CalloutResult,
+        response: Option<&CalloutResponse<'_>>,
+    ) {
+        let status = response
+            .and_then(|r| r.status())
+            .and_then(|c| u16::try_from(c).ok());
+        let body = response.map(|r| r.body_bytes()).unwrap_or_default();
+        let host = StreamHost {
+            s: RefCell::new(s),
+            metrics: &self.metrics,
+        };
+        if let Part::Adapter(a) = &mut self.part {
+            a.on_callout_response(
+                &host,
+                u32::try_from(callout_id).unwrap_or(u32::MAX),
+                status,
+                &body,
+            );
+        }
+    }
+
     fn on_stream_complete(&mut self, s: &mut Stream<'_>) {
         let metrics = self.metrics.clone();
         let host = StreamHost {
@@ -316,6 +341,10 @@ impl Host for StreamHost<'_, '_, '_> {
         self.s.borrow().cluster_name().map(lossy)
     }
 
+    fn resume_response(&self) {
+        self.s.borrow_mut().continue_encoding();
+    }
+
     fn response_code_details(&self) -> Option<String> {
         self.s
             .borrow()
@@ -406,6 +435,7 @@ impl Host for ConfigHost<'_, '_, '_> {
         false
     }
     fn send_response(&self, _status: u16, _headers: &[(&str, &str)], _body: &[u8]) {}
+    fn resume_response(&self) {}
 
     fn node_id(&self) -> String {
         // ABI v0.2.0 has no node attribute (docs/native-module.md): the fleet

@@ -1,0 +1,84 @@
+//! `listener:` (where the gateway listens) and `filter:` (which build of the
+//! filter the Envoys load).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::{DEFAULT_MODULE, DEFAULT_WASM, FilterBuild};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawListener {
+    #[serde(default = "default_address")]
+    pub(super) address: String,
+    #[serde(default = "default_port")]
+    pub(super) port: u16,
+}
+
+impl Default for RawListener {
+    fn default() -> Self {
+        RawListener {
+            address: default_address(),
+            port: default_port(),
+        }
+    }
+}
+
+fn default_address() -> String {
+    "127.0.0.1".into()
+}
+fn default_port() -> u16 {
+    8080
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFilter {
+    #[serde(default)]
+    wasm: Option<PathBuf>,
+    #[serde(default)]
+    module: Option<PathBuf>,
+}
+
+impl RawListener {
+    /// Checks the section; problems are added to `problems`.
+    pub(super) fn check(&self, problems: &mut Vec<String>) {
+        if self.address.parse::<std::net::IpAddr>().is_err() {
+            problems.push(format!(
+                "listener.address: expected an IP address, got `{}`",
+                self.address
+            ));
+        }
+    }
+}
+
+impl RawFilter {
+    /// The build the section names (paths relative to `base`); unspecified: the
+    /// faster build when it was built, else the portable one.
+    pub(super) fn resolve(&self, base: &Path) -> Result<FilterBuild, String> {
+        let absolute = |p: &Path| {
+            let p = if p.is_relative() {
+                base.join(p)
+            } else {
+                p.to_path_buf()
+            };
+            std::path::absolute(&p).unwrap_or(p)
+        };
+        Ok(match (&self.wasm, &self.module) {
+            (Some(w), None) => FilterBuild::Wasm(absolute(w)),
+            (None, Some(m)) => FilterBuild::Native(absolute(m)),
+            (Some(_), Some(_)) => {
+                return Err("filter: expected `wasm` or `module`, not both".to_string());
+            }
+            (None, None) => {
+                let module = absolute(&PathBuf::from(DEFAULT_MODULE));
+                if module.exists() {
+                    FilterBuild::Native(module)
+                } else {
+                    FilterBuild::Wasm(absolute(&PathBuf::from(DEFAULT_WASM)))
+                }
+            }
+        })
+    }
+}
