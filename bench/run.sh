@@ -1,123 +1,173 @@
 #!/usr/bin/env bash
-# make bench: bare Envoy vs Switchyard, same machine, same run, one Envoy worker each.
+# make bench: Switchyard's two builds against bare Envoy and their floors, same machine,
+# same run, same fixed-response upstream, one Envoy worker each.
 #   - latency: wrk, 1 connection, p50 / p99
-#   - throughput: wrk, 16 connections, requests/s
-# Scenarios: bare Envoy proxy; the floor (bare Envoy plus two proxy-wasm filters
-# that do nothing, where the planner and adapter sit); Switchyard (no failures);
-# Switchyard with the primary refusing connections (fail-over on every request);
-# Switchyard with the primary's circuit open.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-DUR=${BENCH_SECONDS:-10}
-ROUNDS=${BENCH_ROUNDS:-3}
-# BENCH_ONLY="floor switchyard" runs a subset (bare always runs: it is the base).
-ONLY=${BENCH_ONLY:-bare floor switchyard failover open-circuit}
-want() { [ "$1" = bare ] || [[ " $ONLY " == *" $1 "* ]]; }
+#   - throughput: wrk, 16 connections, requests/s, and the Envoy's CPU time per request
+# Scenarios (ids for BENCH_ONLY):
+#   bare                  bare Envoy proxying to the upstream (the base; always runs)
+#   floor-wasm            + two do-nothing proxy-wasm filters where planner and adapter sit
+#   floor-native          + the native module's `noop` filter in the same two places
+#   switchyard-wasm       Switchyard, proxy-wasm build, no failures
+#   switchyard-native     Switchyard, native build, no failures
+#   failover-{wasm,native}      primary refusing connections: fail-over on every request
+#   open-circuit-{wasm,native}  primary's circuit open (a gateway with circuit breakers)
+# Environment:
+#   BENCH_SECONDS (10), BENCH_ROUNDS (3): per measurement; scenarios are interleaved in
+#     every round and medians reported.
+#   BENCH_ONLY="floor-native switchyard-native": a subset; a word also selects its
+#     variants (`failover` = failover-wasm failover-native; `native` = every *-native)
+#     and may be a glob (`*-wasm`).
+#   BENCH_PROFILE=1: also the time spent in each filter callback, for each build selected
+#     (the build's cargo feature `profile`; see the end of this file).
+# Output: .switchyard/bench/ (results.md is the table, logs and wrk outputs beside it).
 OUT=.switchyard/bench
-mkdir -p "$OUT"
-ENVOY=.venv/bin/envoy
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
+start_run
 
-up() { for _ in $(seq 1 100); do curl -fs -m 2 -o /dev/null "$1" && return 0; sleep 0.1; done; echo "bench: $1 not up" >&2; tail -n 20 "$OUT"/*.log >&2; exit 1; }
+ALL="bare floor-wasm floor-native switchyard-wasm switchyard-native failover-wasm failover-native open-circuit-wasm open-circuit-native"
+read -ra PATTERNS <<< "${BENCH_ONLY:-$ALL}"
+want() {
+  [ "$1" = bare ] && return 0
+  local p
+  for p in "${PATTERNS[@]}"; do
+    # shellcheck disable=SC2053 # a pattern on purpose
+    [[ $1 == $p || $1 == "$p"-wasm || $1 == "$p"-native || $1 == *-"$p" ]] && return 0
+  done
+  return 1
+}
+want_any() { local s; for s in "$@"; do want "$s" && return 0; done; return 1; }
+SCENARIOS=()
+for s in $ALL; do want "$s" && SCENARIOS+=("$s"); done
+[ "${#SCENARIOS[@]}" -gt 1 ] || fail "BENCH_ONLY=${BENCH_ONLY:-} selects no scenario besides bare (ids: $ALL)"
+WASM_GW=$(want_any switchyard-wasm failover-wasm && echo 1 || true)
+NATIVE_GW=$(want_any switchyard-native failover-native && echo 1 || true)
+PROFILE=${BENCH_PROFILE:-0}
 
-$ENVOY -c bench/upstream.envoy.yaml --concurrency 1 --base-id 4301 > "$OUT/upstream.log" 2>&1 & pids+=($!)
-$ENVOY -c bench/bare.envoy.yaml --concurrency 1 --base-id 4302 > "$OUT/bare.log" 2>&1 & pids+=($!)
-bash deploy/local/build-wasm.sh switchyard-bench-noop >&2
-$ENVOY -c bench/floor.envoy.yaml --concurrency 1 --base-id 4305 > "$OUT/floor.log" 2>&1 & pids+=($!)
-target/debug/switchyard serve --config bench/switchyard.yaml --xds-addr 127.0.0.1:18210 --status-addr 127.0.0.1:18211 > "$OUT/switchyard.log" 2>&1 & pids+=($!)
-target/debug/switchyard bootstrap --node bench --xds 127.0.0.1:18210 --admin 127.0.0.1:18293 > "$OUT/bootstrap.yaml"
-$ENVOY -c "$OUT/bootstrap.yaml" --concurrency 1 --base-id 4303 > "$OUT/gateway.log" 2>&1 & pids+=($!)
-target/debug/switchyard serve --config bench/switchyard-breaker.yaml --xds-addr 127.0.0.1:18220 --status-addr 127.0.0.1:18221 > "$OUT/switchyard-breaker.log" 2>&1 & pids+=($!)
-target/debug/switchyard bootstrap --node bench-breaker --xds 127.0.0.1:18220 --admin 127.0.0.1:18294 > "$OUT/bootstrap-breaker.yaml"
-$ENVOY -c "$OUT/bootstrap-breaker.yaml" --concurrency 1 --base-id 4304 > "$OUT/gateway-breaker.log" 2>&1 & pids+=($!)
-up http://127.0.0.1:18291/ready; up http://127.0.0.1:18292/ready; up http://127.0.0.1:18293/ready; up http://127.0.0.1:18295/ready
-# The gateway's listener arrives over xDS after Envoy is ready: wait for it to answer.
-for _ in $(seq 1 100); do
-  curl -s -m 2 -o /dev/null http://127.0.0.1:18203/ 2>/dev/null && curl -s -m 2 -o /dev/null http://127.0.0.1:18223/ 2>/dev/null && break
-  sleep 0.1
-done
-
-body_for() { sed "s/\"model\":\"chat\"/\"model\":\"$1\"/" bench/post.lua > "$OUT/post-$1.lua"; echo "$OUT/post-$1.lua"; }
-# Sanity: each scenario answers 200 from the upstream.
-for m in chat failover; do
-  code=$(curl -s -m 5 -o /dev/null -w '%{http_code}' http://127.0.0.1:18203/v1/chat/completions -H 'content-type: application/json' -d "{\"model\":\"$m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}")
-  [ "$code" = 200 ] || { echo "bench: scenario $m answered $code" >&2; exit 1; }
-done
-# Open the breaker gateway's circuit for `down` (3 failures), and check it is open:
-# the answer must come from the first attempt.
-if want open-circuit; then
-for _ in 1 2 3 4 5; do
-  curl -s -m 5 -o /dev/null http://127.0.0.1:18223/v1/chat/completions -H 'content-type: application/json' -d '{"model":"open","messages":[{"role":"user","content":"x"}]}'
-done
-attempts=$(curl -s -m 5 -D - -o /dev/null http://127.0.0.1:18223/v1/chat/completions -H 'content-type: application/json' -d '{"model":"open","messages":[{"role":"user","content":"x"}]}' | tr -d '\r' | awk -F': ' 'tolower($1)=="x-switchyard-attempts"{print $2}')
-[ "$attempts" = 1 ] || { echo "bench: the open-circuit scenario still made $attempts attempts" >&2; exit 1; }
+# --- the builds, snapshotted -----------------------------------------------------------
+WASM_FILTER=target/wasm32-wasip1/wasm-release/switchyard_filter.wasm
+NATIVE_MODULE=target/release/libswitchyard_native.so
+snap target/debug/switchyard
+want_any floor-native switchyard-native failover-native open-circuit-native && snap "$NATIVE_MODULE"
+want_any switchyard-wasm failover-wasm open-circuit-wasm && snap "$WASM_FILTER"
+if want floor-wasm; then
+  bash deploy/local/build-wasm.sh switchyard-bench-noop >&2
+  snap target/wasm32-wasip1/wasm-release/switchyard_bench_noop.wasm
 fi
 
-to_us() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); print v} else if (v ~ /ms$/) {sub(/ms$/,"",v); print v*1000} else if (v ~ /s$/) {sub(/s$/,"",v); print v*1000000} }'; }
-measure() { # name url model
-  local script; script=$(body_for "$3")
-  wrk -t1 -c1 -d1s -s "$script" "$2" > /dev/null   # warm-up
-  wrk -t1 -c1 -d"${DUR}s" --latency -s "$script" "$2" > "$OUT/$1-c1.txt"
-  wrk -t2 -c16 -d"${DUR}s" -s "$script" "$2" > "$OUT/$1-c16.txt"
-  local p50 p99 rps non2xx
-  p50=$(awk '$1=="50%"{print $2}' "$OUT/$1-c1.txt" | to_us)
-  p99=$(awk '$1=="99%"{print $2}' "$OUT/$1-c1.txt" | to_us)
-  rps=$(awk '/^Requests\/sec/{print $2}' "$OUT/$1-c16.txt")
-  non2xx=$(cat "$OUT/$1-c1.txt" "$OUT/$1-c16.txt" | awk '/Non-2xx/{s+=$NF} END{print s+0}')
-  [ "$non2xx" = 0 ] || { echo "bench: $1 had $non2xx non-2xx responses" >&2; exit 1; }
-  echo "$1 $p50 $p99 $rps"
-}
+# --- ports -----------------------------------------------------------------------------
+# upstream 18201 (admin 18291); bare 18202 (18292); floor-wasm 18204 (18295);
+# floor-native 18205 (18297); 18209 must refuse connections (the failing primary);
+# gateways: bench/lib.sh.
+ports=(18201 18291 18202 18292 18209)
+want floor-wasm && ports+=(18204 18295)
+want floor-native && ports+=(18205 18297)
+[ -n "$WASM_GW" ] && ports+=("${GW_WASM[@]:0:5}")
+[ -n "$NATIVE_GW" ] && ports+=("${GW_NATIVE[@]:0:5}")
+want open-circuit-wasm && ports+=("${GW_WASM_BREAKER[@]:0:5}")
+want open-circuit-native && ports+=("${GW_NATIVE_BREAKER[@]:0:5}")
+require_free "${ports[@]}"
 
-# Rounds interleave the scenarios so that drift on a shared machine hits all of
-# them alike; each figure reported is the median over the rounds.
+# --- start -----------------------------------------------------------------------------
+envoy upstream bench/upstream.envoy.yaml 4301 18291
+envoy bare bench/bare.envoy.yaml 4302 18292
+scenario bare 18202 chat "$ENVOY_PID" "bare Envoy"
+if want floor-wasm; then
+  sed "s|filename: target/wasm32-wasip1/wasm-release/switchyard_bench_noop.wasm|filename: $BIN/switchyard_bench_noop.wasm|" \
+    bench/floor.envoy.yaml > "$OUT/floor-wasm.envoy.yaml"
+  envoy floor-wasm "$OUT/floor-wasm.envoy.yaml" 4305 18295
+  scenario floor-wasm 18204 chat "$ENVOY_PID" "floor, proxy-wasm: two do-nothing filters"
+fi
+if want floor-native; then
+  sed "s|filename: target/release/libswitchyard_native.so|filename: $BIN/libswitchyard_native.so|" \
+    bench/floor-native.envoy.yaml > "$OUT/floor-native.envoy.yaml"
+  envoy floor-native "$OUT/floor-native.envoy.yaml" 4307 18297
+  scenario floor-native 18205 chat "$ENVOY_PID" "floor, native: the module's noop filter, twice"
+fi
+for build in wasm native; do
+  if [ "$build" = wasm ]; then file=$BIN/switchyard_filter.wasm; gw=("${GW_WASM[@]}"); br=("${GW_WASM_BREAKER[@]}"); on=$WASM_GW
+  else file=$BIN/libswitchyard_native.so; gw=("${GW_NATIVE[@]}"); br=("${GW_NATIVE_BREAKER[@]}"); on=$NATIVE_GW; fi
+  if [ -n "$on" ]; then
+    gateway "gateway-$build" bench/switchyard.yaml "$build" "$file" "${gw[@]}"
+    scenario "switchyard-$build" "${gw[0]}" chat "$ENVOY_PID" "Switchyard, $build, no failures"
+    scenario "failover-$build" "${gw[0]}" failover "$ENVOY_PID" \
+      "Switchyard, $build, primary refusing connections (fail-over every request)"
+  fi
+  if want "open-circuit-$build"; then
+    gateway "gateway-$build-breaker" bench/switchyard-breaker.yaml "$build" "$file" "${br[@]}"
+    scenario "open-circuit-$build" "${br[0]}" open "$ENVOY_PID" \
+      "Switchyard, $build, primary's circuit open (gateway with breakers)"
+  fi
+done
+
+# --- sanity, before measuring ----------------------------------------------------------
+for s in "${SCENARIOS[@]}"; do
+  case $s in
+    open-circuit-*)
+      # Open the circuit of `down` (20 failures, bench/switchyard-breaker.yaml); it
+      # stays open for an hour, longer than any run.
+      for _ in $(seq 1 25); do post "$s" "${URL[$s]}" "${MODEL[$s]}" > /dev/null; done ;;
+  esac
+  check_200 "$s" "${URL[$s]}" "${MODEL[$s]}"
+  case $s in
+    switchyard-*|open-circuit-*) expect_attempts "$s" 1 ;;
+    failover-*) expect_attempts "$s" 2 ;;
+  esac
+done
+
+# --- measure ---------------------------------------------------------------------------
+# Rounds interleave the scenarios so that drift on a shared machine hits all of them
+# alike; each figure reported is the median over the rounds.
 : > "$OUT/rounds.txt"
 for r in $(seq 1 "$ROUNDS"); do
-  echo "bench: round $r/$ROUNDS" >&2
-  while read -r name port model; do
-    if want "$name"; then measure "$name" "http://127.0.0.1:$port/v1/chat/completions" "$model" < /dev/null; fi
-  done >> "$OUT/rounds.txt" <<'SCENARIOS'
-bare 18202 chat
-floor 18204 chat
-switchyard 18203 chat
-failover 18203 failover
-open-circuit 18223 open
-SCENARIOS
+  echo "bench: round $r/$ROUNDS: ${SCENARIOS[*]}" >&2
+  for s in "${SCENARIOS[@]}"; do
+    measure "$s" "${URL[$s]}" "${MODEL[$s]}" "${PID[$s]}" >> "$OUT/rounds.txt"
+    if [[ $s == open-circuit-* ]]; then   # still open all along?
+      check_200 "$s" "${URL[$s]}" "${MODEL[$s]}"; expect_attempts "$s" 1
+    fi
+  done
 done
-median() { sort -n | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
-for s in bare floor switchyard failover open-circuit; do
-  want "$s" || continue
-  echo "$s $(awk -v s=$s '$1==s{print $2}' "$OUT/rounds.txt" | median) $(awk -v s=$s '$1==s{print $3}' "$OUT/rounds.txt" | median) $(awk -v s=$s '$1==s{print $4}' "$OUT/rounds.txt" | median)"
-done > "$OUT/results.txt"
+medians "${SCENARIOS[@]}" > "$OUT/results.txt"
+for s in "${SCENARIOS[@]}"; do printf '%s\t%s\n' "$s" "${LABEL[$s]}"; done > "$OUT/labels.txt"
+table "Switchyard benchmark" targets | tee "$OUT/results.md"
 
-awk -v dur="$DUR" -v rounds="$ROUNDS" '
-  NR==1 { b50=$2; b99=$3; brps=$4 }
-  { name[NR]=$1; p50[NR]=$2; p99[NR]=$3; rps[NR]=$4 }
-  END {
-    printf "Switchyard benchmark (median of %s rounds, %ss per measurement, 1 Envoy worker each, %s)\n\n", rounds, dur, strftime("%Y-%m-%d")
-    printf "| scenario | p50 @1 conn | p99 @1 conn | added p50 | added p99 | req/s @16 conns | vs bare |\n"
-    printf "|---|---|---|---|---|---|---|\n"
-    for (i = 1; i <= NR; i++)
-      printf "| %s | %.0f us | %.0f us | %+.0f us | %+.0f us | %.0f | %.0f %% |\n", name[i], p50[i], p99[i], p50[i]-b50, p99[i]-b99, rps[i], 100*rps[i]/brps
-  }' "$OUT/results.txt" | tee "$OUT/results.md"
-
-# BENCH_PROFILE=1: where a request's time goes inside the filter. A third gateway
-# runs the filter built with the `profile` feature (filter/src/profile.rs) under
-# 16 connections; its log reports each callback's average wall time per request,
-# host calls included.
-if [ "${BENCH_PROFILE:-0}" = 1 ]; then
-  bash deploy/local/build-wasm.sh switchyard-wasm profile >&2
-  sed -e "s|port: 18203|port: 18233|" \
-      -e "s|wasm: ../target/wasm32-wasip1/wasm-release/switchyard_filter.wasm|wasm: $PWD/target/wasm32-wasip1/wasm-release/switchyard_filter-profile.wasm|" \
-      bench/switchyard.yaml > "$OUT/switchyard-profile.yaml"
-  target/debug/switchyard serve --config "$OUT/switchyard-profile.yaml" --xds-addr 127.0.0.1:18230 --status-addr 127.0.0.1:18231 > "$OUT/switchyard-profile.log" 2>&1 & pids+=($!)
-  target/debug/switchyard bootstrap --node bench-profile --xds 127.0.0.1:18230 --admin 127.0.0.1:18296 > "$OUT/bootstrap-profile.yaml"
-  $ENVOY -c "$OUT/bootstrap-profile.yaml" --concurrency 1 --base-id 4306 > "$OUT/gateway-profile.log" 2>&1 & pids+=($!)
-  up http://127.0.0.1:18296/ready
-  for _ in $(seq 1 100); do curl -s -m 2 -o /dev/null http://127.0.0.1:18233/ 2>/dev/null && break; sleep 0.1; done
-  wrk -t2 -c16 -d"${DUR}s" -s "$(body_for chat)" http://127.0.0.1:18233/v1/chat/completions > "$OUT/profile-c16.txt"
+# --- BENCH_PROFILE=1 -------------------------------------------------------------------
+# Where a request's time goes inside the filter: a gateway per selected build runs the
+# filter built with the cargo feature `profile` (switchyard_filter::profile) under 16
+# connections; its log reports each callback's average wall time per request (host calls
+# included) every 20 000 requests.
+[ "$PROFILE" = 1 ] || exit 0
+profile() { # BUILD FILE
+  local build=$1 file=$2 gw
+  if [ "$build" = wasm ]; then gw=("${GW_WASM_PROFILE[@]}"); else gw=("${GW_NATIVE_PROFILE[@]}"); fi
+  require_free "${gw[@]:0:5}"
+  gateway "profile-$build" bench/switchyard.yaml "$build" "$file" "${gw[@]}"
+  check_200 "profile-$build" "http://127.0.0.1:${gw[0]}/v1/chat/completions" chat
+  local script line=""; script=$(wrk_script "profile-$build" chat)
+  for _ in 1 2 3 4 5 6; do   # until a report (20 000 requests) is out
+    wrk -t2 -c16 -d"${DUR}s" -s "$script" "http://127.0.0.1:${gw[0]}/v1/chat/completions" > "$OUT/profile-$build-c16.txt"
+    line=$(grep -o 'switchyard profile.*' "$OUT/profile-$build.log" | tail -n 1 || true)
+    [ -n "$line" ] && break
+  done
+  [ -n "$line" ] || fail "profile-$build: no profile report in $OUT/profile-$build.log"
   echo
-  echo "Filter profile (switchyard scenario, 16 connections, average microseconds per request):"
-  grep -o 'switchyard profile.*' "$OUT/gateway-profile.log" | tail -n 1 | tee "$OUT/profile.txt"
+  echo "Filter profile, $build build (no failures, 16 connections, µs per request):"
+  echo "$line" | tee "$OUT/profile-$build.txt"
+}
+if want switchyard-wasm; then
+  bash deploy/local/build-wasm.sh switchyard-wasm profile >&2
+  snap target/wasm32-wasip1/wasm-release/switchyard_filter-profile.wasm
+  profile wasm "$BIN/switchyard_filter-profile.wasm"
+fi
+if want switchyard-native; then
+  if cargo metadata --no-deps --format-version 1 |
+      jq -e '.packages[] | select(.name == "switchyard-native") | .features | has("profile")' > /dev/null; then
+    CARGO_TARGET_DIR=target/profile-native cargo build --quiet --release -p switchyard-native --features profile >&2
+    snap target/profile-native/release/libswitchyard_native.so libswitchyard_native-profile.so
+    profile native "$BIN/libswitchyard_native-profile.so"
+  else
+    echo
+    echo "Filter profile, native build: skipped: switchyard-native has no cargo feature \`profile\` yet." >&2
+  fi
 fi

@@ -1,7 +1,8 @@
 //! The Envoy bootstrap: it names the control plane (and the admin address) and
-//! holds what only a bootstrap can set — the ADS reconnect back-off and the
-//! overload manager (connection limit, heap limit); everything else arrives over
-//! ADS.
+//! holds what only a bootstrap can set — the ADS reconnect back-off, the
+//! overload manager (connection limit, heap limit) and how the filter's stats
+//! are named in Prometheus (tag extraction, the runtime guard that strips the
+//! native module's stat namespace); everything else arrives over ADS.
 
 use std::net::SocketAddr;
 
@@ -29,6 +30,66 @@ const STOP_REQUESTS_AT: f64 = 0.95;
 const STOP_ACCEPTING_AT: f64 = 0.98;
 /// Streams holding at least 2^20 bytes (1 MiB) are tracked for resets.
 const TRACK_STREAMS_FROM_POW2: u32 = 20;
+
+/// Every label name of the filter's metrics (docs/metrics.md). The proxy-wasm
+/// build cannot give its stats tags: it names them `<metric>.<label>.<value>…`,
+/// and one tag extractor per label name turns each pair back into a tag, so
+/// `/stats/prometheus` shows the same series on both builds. A unit test keeps
+/// this list equal to the labels the contract names.
+pub const METRIC_LABELS: [&str; 12] = [
+    "route",
+    "endpoint",
+    "outcome",
+    "status_class",
+    "reason",
+    "provider",
+    "model",
+    "result",
+    "class",
+    "position",
+    "to",
+    "kind",
+];
+
+/// The tag extractor of label `label` for the proxy-wasm build's flat stat
+/// names. Envoy matches every extractor against the whole name and removes the
+/// first capture group (`.<label>.<value>`); the second is the tag's value.
+/// The non-capturing run before it skips whole `.<label>.<value>` pairs, so a
+/// value that happens to equal a label name is never taken for one. Only the
+/// filter's own stats (`wasmcustom.switchyard_…`) are matched: the native
+/// module's stats carry real tags already.
+pub fn label_regex(label: &str) -> String {
+    format!(
+        r"^wasmcustom\.switchyard_[a-z0-9_]+(?:\.[a-z_]+\.[A-Za-z0-9_-]+)*?(\.{label}\.([A-Za-z0-9_-]+))"
+    )
+}
+
+/// Envoy 1.40's runtime guard that strips a dynamic module's stat namespace
+/// (`switchyard.`) from Prometheus names, as Envoy always does for proxy-wasm's
+/// `wasmcustom.`: without it the native build's series would be
+/// `envoy_switchyard_switchyard_…` instead of `switchyard_…`.
+pub const STRIP_NATIVE_NAMESPACE: &str =
+    "envoy.reloadable_features.dynamic_modules_strip_custom_stat_prefix";
+
+/// The `stats_config` and `layered_runtime` sections (see [`METRIC_LABELS`]).
+fn stats_sections() -> String {
+    let mut out = String::from(
+        "# The filter's stats read the same in /stats/prometheus on both builds\n\
+         # (docs/metrics.md): proxy-wasm's `<metric>.<label>.<value>` names become tags,\n\
+         # the native module's namespace is stripped like proxy-wasm's `wasmcustom.`.\n\
+         stats_config:\n  stats_tags:\n",
+    );
+    for label in METRIC_LABELS {
+        out.push_str(&format!(
+            "  - {{ tag_name: {label}, regex: '{}' }}\n",
+            label_regex(label)
+        ));
+    }
+    out.push_str(&format!(
+        "layered_runtime:\n  layers:\n  - name: static\n    static_layer: {{ {STRIP_NATIVE_NAMESPACE}: true }}\n  - name: admin\n    admin_layer: {{}}\n"
+    ));
+    out
+}
 
 /// Renders a bootstrap for an Envoy with node id `node` that fetches its config
 /// from the ADS server at `xds` and serves admin on `admin`.
@@ -97,7 +158,7 @@ overload_manager:
   - name: envoy.load_shed_points.tcp_listener_accept
     triggers: [{{ name: envoy.resource_monitors.fixed_heap, threshold: {{ value: {stop_accepting} }} }}]
   buffer_factory_config: {{ minimum_account_to_track_power_of_two: {track_pow2} }}
-admin:
+{stats}admin:
   # Reachable when the connection limit is: operators need it most then.
   ignore_global_conn_limit: true
   address:
@@ -116,6 +177,7 @@ admin:
         stop_requests = STOP_REQUESTS_AT,
         stop_accepting = STOP_ACCEPTING_AT,
         track_pow2 = TRACK_STREAMS_FROM_POW2,
+        stats = stats_sections(),
         admin_ip = admin.ip(),
         admin_port = admin.port(),
     )
@@ -127,5 +189,71 @@ fn seconds(ms: u64) -> String {
         (ms / 1000).to_string()
     } else {
         format!("{}", ms as f64 / 1000.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The label names of docs/metrics.md's table: in its third column, split
+    /// at the commas outside parentheses (those list values), the first
+    /// backticked word of each piece.
+    fn contract_labels() -> Vec<String> {
+        let doc =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md"))
+                .unwrap();
+        let mut out = Vec::new();
+        for row in doc.lines().filter(|l| l.starts_with("| `switchyard_")) {
+            let Some(labels) = row.split('|').nth(3) else {
+                continue;
+            };
+            let (mut depth, mut piece) = (0, String::new());
+            let mut pieces = Vec::new();
+            for c in labels.chars() {
+                match c {
+                    '(' => depth += 1,
+                    ')' => depth -= 1,
+                    ',' if depth == 0 => pieces.push(std::mem::take(&mut piece)),
+                    c => piece.push(c),
+                }
+            }
+            pieces.push(piece);
+            for p in pieces {
+                if let Some(word) = p.split('`').nth(1).filter(|w| !w.is_empty()) {
+                    out.push(word.to_string());
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    #[test]
+    fn every_label_of_the_contract_has_a_tag_extractor() {
+        let mut ours: Vec<String> = METRIC_LABELS.iter().map(ToString::to_string).collect();
+        ours.sort();
+        assert_eq!(ours, contract_labels());
+    }
+
+    #[test]
+    fn the_bootstrap_names_the_stats_for_prometheus() {
+        let limits = BootstrapLimits::default();
+        let text = render(
+            "n",
+            "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.1:2".parse().unwrap(),
+            false,
+            &limits,
+        );
+        assert!(text.contains(&format!("{STRIP_NATIVE_NAMESPACE}: true")));
+        for label in METRIC_LABELS {
+            assert!(text.contains(&format!("tag_name: {label},")), "{label}");
+        }
+        assert!(
+            text.contains("admin_layer"),
+            "runtime stays modifiable from admin"
+        );
     }
 }

@@ -17,8 +17,9 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use switchyard_core::circuit::{self, Settings, Transition};
 use switchyard_core::fleet::{
-    AdaptiveWeights, MAX_ATTEMPTS_PER_REPORT, MAX_LATENCY_MS_PER_ATTEMPT, MAX_NODE_BYTES,
-    MAX_OUTCOMES, MAX_REPORT_BYTES, Open, Outcome, Report, State, Weight,
+    AdaptiveWeights, FullReport, LATENCY_BUCKETS_MS, MAX_ATTEMPTS_PER_REPORT,
+    MAX_LATENCY_MS_PER_ATTEMPT, MAX_NODE_BYTES, MAX_OUTCOMES, MAX_POSITIONS, MAX_REPORT_BYTES,
+    MAX_ROUTES, Observed, Open, Outcome, Report, State, Weight,
 };
 
 /// Why a report was refused.
@@ -58,9 +59,10 @@ impl Refused {
 }
 
 /// A report within bounds: from a node served over xDS, outcomes of configured
-/// targets only, counts clamped. Made by [`check`].
+/// targets only, counts clamped; and what it observed, within bounds. Made by
+/// [`check`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Checked(Report);
+pub struct Checked(Report, Observed);
 
 impl Checked {
     /// The reporting node.
@@ -72,6 +74,100 @@ impl Checked {
     pub fn outcomes(&self) -> &[Outcome] {
         &self.0.outcomes
     }
+
+    /// The governance part, bounded.
+    pub fn gov(&self) -> Option<&switchyard_core::governance::GovReport> {
+        self.0.gov.as_ref()
+    }
+
+    /// Rates and drill counts (`switchyard_core::fleet::Observed`), bounded:
+    /// each route and target once, at most [`MAX_ROUTES`] routes and
+    /// [`MAX_OUTCOMES`] latency entries, [`MAX_POSITIONS`] positions and the
+    /// latency buckets there are. Counts are clamped where they are summed.
+    pub fn observed(&self) -> &Observed {
+        &self.1
+    }
+}
+
+/// Bounds what a report observed (see [`Checked::observed`]).
+fn check_observed(o: Observed) -> Result<Observed, Refused> {
+    if o.routes.len() > MAX_ROUTES || o.latency.len() > MAX_OUTCOMES {
+        return Err(Refused::TooManyOutcomes(
+            o.routes.len().max(o.latency.len()),
+        ));
+    }
+    let mut seen = HashSet::new();
+    for r in &o.routes {
+        if !seen.insert(r.route.as_str()) {
+            return Err(Refused::Duplicate(r.route.clone()));
+        }
+        let mut classes = HashSet::new();
+        if r.served.len() > MAX_POSITIONS
+            || r.fallbacks.len() > switchyard_core::failure::FailureClass::ALL.len()
+            || !r.fallbacks.iter().all(|c| classes.insert(c.class.as_str()))
+        {
+            return Err(Refused::Malformed(format!(
+                "routes: `{}`: at most {MAX_POSITIONS} positions and each failure class once",
+                r.route
+            )));
+        }
+    }
+    let mut seen = HashSet::new();
+    for l in &o.latency {
+        if !seen.insert(l.target.as_str()) {
+            return Err(Refused::Duplicate(l.target.clone()));
+        }
+        if l.buckets.len() > LATENCY_BUCKETS_MS.len() + 1 {
+            return Err(Refused::Malformed(format!(
+                "latency: `{}`: at most {} buckets",
+                l.target,
+                LATENCY_BUCKETS_MS.len() + 1
+            )));
+        }
+    }
+    if o.drill.as_ref().is_some_and(|d| d.id.len() > 64) {
+        return Err(Refused::Malformed("drill.id: at most 64 bytes".into()));
+    }
+    Ok(o)
+}
+
+/// Largest amount one report may carry per meter (tokens, micro-USD): what an
+/// Envoy can plausibly use or ask for in an interval, with room to spare.
+const MAX_METER_AMOUNT: u64 = 1 << 40;
+
+/// Bounds the governance part of a report: a boot id of 1-64 bytes, at most
+/// [`switchyard_core::governance::MAX_SUBJECTS`] subjects each listed once,
+/// amounts clamped.
+fn check_gov(
+    g: Option<switchyard_core::governance::GovReport>,
+) -> Result<Option<switchyard_core::governance::GovReport>, Refused> {
+    let Some(mut g) = g else {
+        return Ok(None);
+    };
+    if g.boot.is_empty() || g.boot.len() > 64 {
+        return Err(Refused::Malformed(
+            "gov.boot: expected 1 to 64 bytes".into(),
+        ));
+    }
+    if g.subjects.len() > switchyard_core::governance::MAX_SUBJECTS {
+        return Err(Refused::TooManyOutcomes(g.subjects.len()));
+    }
+    let mut seen = HashSet::new();
+    let clamp = |v: u64| v.min(MAX_METER_AMOUNT);
+    for s in &mut g.subjects {
+        if !seen.insert(s.s.clone()) {
+            return Err(Refused::Duplicate(s.s.clone()));
+        }
+        for d in &mut s.dims {
+            d.credit = clamp(d.credit);
+            d.returned = clamp(d.returned);
+            d.want = clamp(d.want);
+            let m = MAX_METER_AMOUNT as i64;
+            d.used = d.used.clamp(-m, m);
+            d.held = d.held.clamp(-m, m);
+        }
+    }
+    Ok(Some(g))
 }
 
 /// Parses and bounds a report body. `known` tells whether a node id has an xDS
@@ -87,7 +183,7 @@ pub fn check(
     if body.len() > MAX_REPORT_BYTES {
         return Err(Refused::TooLarge);
     }
-    let report: Report =
+    let FullReport { report, observed } =
         serde_json::from_slice(body).map_err(|e| Refused::Malformed(e.to_string()))?;
     if report.outcomes.len() > MAX_OUTCOMES {
         return Err(Refused::TooManyOutcomes(report.outcomes.len()));
@@ -115,10 +211,14 @@ pub fn check(
             target: o.target,
         });
     }
-    Ok(Checked(Report {
-        node: report.node,
-        outcomes,
-    }))
+    Ok(Checked(
+        Report {
+            node: report.node,
+            outcomes,
+            gov: check_gov(report.gov)?,
+        },
+        check_observed(observed)?,
+    ))
 }
 
 /// One target as the control plane sees it.
@@ -231,7 +331,12 @@ impl Fleet {
                 Some(a) => effective_weights(&mut m, a),
                 None => Vec::new(),
             };
-            State { open, weights }
+            State {
+                open,
+                weights,
+                gov: None,
+                faults: Vec::new(),
+            }
         };
         for (target, until) in opened {
             tracing::warn!(target_model = %target, reporter = %report.node(), "fleet circuit opened until {until}");
@@ -297,22 +402,30 @@ mod tests {
     }
 
     fn report(node: &str, target: &str, ok: u64, failed: u64, latency_ms_sum: u64) -> Checked {
-        Checked(Report {
-            node: node.into(),
-            outcomes: vec![Outcome {
-                target: target.into(),
-                ok,
-                failed,
-                latency_ms_sum,
-            }],
-        })
+        Checked(
+            Report {
+                gov: None,
+                node: node.into(),
+                outcomes: vec![Outcome {
+                    target: target.into(),
+                    ok,
+                    failed,
+                    latency_ms_sum,
+                }],
+            },
+            Observed::default(),
+        )
     }
 
     fn empty(node: &str) -> Checked {
-        Checked(Report {
-            node: node.into(),
-            outcomes: vec![],
-        })
+        Checked(
+            Report {
+                node: node.into(),
+                outcomes: vec![],
+                gov: None,
+            },
+            Observed::default(),
+        )
     }
 
     #[test]
@@ -507,5 +620,38 @@ mod tests {
         assert_eq!(fleet.view().len(), 1);
         let state = fleet.exchange(&empty("e1"), &HashSet::new(), Some(&S), None, 20);
         assert!(state.open.is_empty() && fleet.view().is_empty());
+    }
+
+    #[test]
+    fn what_a_report_observed_is_bounded() {
+        let t = targets();
+        let body = |observed: &str| {
+            format!(r#"{{"node":"n","outcomes":[{{"target":"a/m","ok":1,"failed":0}}]{observed}}}"#)
+        };
+        let ok = check(
+            body(r#","routes":[{"route":"chat","requests":3,"served":[2,1],"fallbacks":[{"class":"server_error","n":1}]}],"latency":[{"target":"a/m","buckets":[0,1]}],"drill":{"id":"d","injected":1,"affected":1,"rescued":1}"#).as_bytes(),
+            |_| true,
+            &t,
+        )
+        .unwrap();
+        assert_eq!(ok.observed().routes[0].served, vec![2, 1]);
+        assert_eq!(ok.observed().drill.as_ref().map(|d| d.rescued), Some(1));
+        // A plain report observed nothing.
+        let plain = check(body("").as_bytes(), |_| true, &t).unwrap();
+        assert_eq!(plain.observed(), &Observed::default());
+        for bad in [
+            r#","routes":[{"route":"chat","requests":1},{"route":"chat","requests":1}]"#,
+            r#","routes":[{"route":"chat","requests":1,"served":[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]}]"#,
+            r#","routes":[{"route":"chat","requests":1,"fallbacks":[{"class":"auth","n":1},{"class":"auth","n":1}]}]"#,
+            r#","latency":[{"target":"a/m","buckets":[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,1]}]"#,
+        ] {
+            assert!(
+                matches!(
+                    check(body(bad).as_bytes(), |_| true, &t),
+                    Err(Refused::Duplicate(_) | Refused::Malformed(_))
+                ),
+                "{bad}"
+            );
+        }
     }
 }

@@ -4,6 +4,9 @@
 pub mod bootstrap;
 pub mod config;
 pub mod defaults;
+pub mod drill;
 pub mod fleet;
+pub mod governance;
+pub mod rates;
 pub mod status;
 pub mod xds;

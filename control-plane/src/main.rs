@@ -3,6 +3,8 @@
 //! - `switchyard serve [--config FILE] [--xds-addr ADDR]`: serve ADS; without
 //!   `--config`, the built-in default (real providers when keys are set, else mocks).
 //! - `switchyard validate FILE`: check a config; exit 0 when valid, 1 when not.
+//! - `switchyard drill --target PROVIDER/MODEL …`: a fail-over drill against the
+//!   live fleet (`switchyard drill help`).
 //! - `switchyard bootstrap [--node ID] [--xds ADDR] [--admin ADDR] [--config FILE]`:
 //!   print an Envoy bootstrap that points at this control plane (with the
 //!   connection and heap limits of FILE's `limits:`, else the defaults).
@@ -11,11 +13,16 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use switchyard_control_plane::{bootstrap, config, xds};
+use switchyard_control_plane::{bootstrap, config, governance, xds};
 
 const USAGE: &str = "usage:
   switchyard serve [--config FILE] [--xds-addr 127.0.0.1:18000] [--status-addr 127.0.0.1:18001]
+                   [--data-dir .switchyard/data] [--admin-addr 127.0.0.1:18002] [--admin-token-file FILE]
+  switchyard keys create|list|show|update|revoke|generate …   (switchyard keys help)
+  switchyard teams set|list …
+  switchyard audit verify [--file FILE] [--data-dir .switchyard/data]
   switchyard status [--status-addr 127.0.0.1:18001] [--json]
+  switchyard drill --target PROVIDER/MODEL [--share 100] [--duration 30] …   (switchyard drill help)
   switchyard validate FILE
   switchyard bootstrap [--node envoy-1] [--xds 127.0.0.1:18000] [--admin 127.0.0.1:9901] [--delta] [--config FILE]";
 
@@ -25,6 +32,31 @@ fn main() -> ExitCode {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
+    if cmd == "drill" {
+        return drill(&args[1..]);
+    }
+    // The admin commands have flags of their own.
+    let admin = match cmd.as_str() {
+        "keys" => Some(governance::client::keys(&args[1..])),
+        "teams" => Some(governance::client::teams(&args[1..])),
+        "audit" => Some(audit(&args[1..])),
+        _ => None,
+    };
+    if let Some(result) = admin {
+        return match result {
+            Ok(out) => {
+                print!("{out}");
+                if !out.ends_with('\n') {
+                    println!();
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("switchyard {cmd}: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let flags = match Flags::parse(&args[1..]) {
         Ok(f) => f,
         Err(e) => {
@@ -56,6 +88,9 @@ struct Flags {
     node: Option<String>,
     admin: Option<String>,
     status_addr: Option<String>,
+    data_dir: Option<PathBuf>,
+    admin_addr: Option<String>,
+    admin_token_file: Option<PathBuf>,
     json: bool,
     delta: bool,
 }
@@ -76,6 +111,9 @@ impl Flags {
                 "--node" => f.node = Some(value()?),
                 "--admin" => f.admin = Some(value()?),
                 "--status-addr" => f.status_addr = Some(value()?),
+                "--data-dir" => f.data_dir = Some(PathBuf::from(value()?)),
+                "--admin-addr" => f.admin_addr = Some(value()?),
+                "--admin-token-file" => f.admin_token_file = Some(PathBuf::from(value()?)),
                 "--json" => f.json = true,
                 "--delta" => f.delta = true,
                 s if s.starts_with('-') => return Err(format!("unknown flag {s}")),
@@ -206,10 +244,100 @@ fn serve(flags: Flags) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(xds::serve::run(flags.config, xds_addr, status_addr)) {
+    let admin_addr = match addr(
+        flags.admin_addr.as_deref(),
+        governance::client::DEFAULT_ADMIN_ADDR,
+    ) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("switchyard serve: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let options = xds::serve::GovernanceOptions {
+        data_dir: flags
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from(governance::client::DEFAULT_DATA_DIR)),
+        admin_addr,
+        admin_token_file: flags.admin_token_file,
+    };
+    match runtime.block_on(xds::serve::run(
+        flags.config,
+        xds_addr,
+        status_addr,
+        options,
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("switchyard serve: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `switchyard audit verify [--file FILE] [--data-dir DIR]`: checks the audit
+/// log's hash chain, and that it ends at the head the key database recorded.
+fn audit(args: &[String]) -> Result<String, String> {
+    let a = governance::client::Args::parse(args)?;
+    if a.positional.first().map(String::as_str) != Some("verify") {
+        return Err("usage: switchyard audit verify [--file FILE] [--data-dir .switchyard/data] [--db FILE]".into());
+    }
+    let dir = PathBuf::from(
+        a.flags
+            .get("--data-dir")
+            .map(String::as_str)
+            .unwrap_or(governance::client::DEFAULT_DATA_DIR),
+    );
+    let file = a
+        .flags
+        .get("--file")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| dir.join("audit.log"));
+    let db = a
+        .flags
+        .get("--db")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| dir.join("switchyard.db"));
+    let head = if db.exists() {
+        governance::store::Store::open(&db)
+            .and_then(|s| s.audit_head())
+            .map_err(|e| e.to_string())?
+    } else {
+        None
+    };
+    match governance::audit::verify(&file, head.as_ref()) {
+        Ok(v) => Ok(format!(
+            "{}: {} records, chain intact{}, head {}",
+            file.display(),
+            v.records,
+            if head.is_some() { " and complete" } else { "" },
+            v.head
+        )),
+        Err(e) => Err(format!("{}: TAMPERED: {e}", file.display())),
+    }
+}
+
+/// `switchyard drill …`: exit 0 when the drill passed, 1 when it failed or was
+/// aborted (or the control plane refused it), 2 on a usage error.
+fn drill(args: &[String]) -> ExitCode {
+    if args.first().is_some_and(|a| a == "help" || a == "--help") {
+        println!("{}", switchyard_control_plane::drill::USAGE);
+        return ExitCode::SUCCESS;
+    }
+    match switchyard_control_plane::drill::cli(args) {
+        Ok(r) => {
+            println!("{}", r.output.trim_end());
+            if r.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!(
+                "switchyard drill: {e}\n{}",
+                switchyard_control_plane::drill::USAGE
+            );
             ExitCode::from(1)
         }
     }

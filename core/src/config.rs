@@ -188,6 +188,15 @@ pub struct FilterConfig {
     /// Prices per target (`provider/model`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub prices: BTreeMap<String, Price>,
+    /// What the filter tells observers through filter state: span facts
+    /// (`tracing:` configured) and the decision record (`decision_log:`). Off,
+    /// nothing is written: no cost on the request path.
+    #[serde(default, skip_serializing_if = "Observers::is_off")]
+    pub observers: Observers,
+    /// What is known of each target's model (`provider/model`): its context
+    /// window, owner and creation time (`/v1/models`, context-aware planning).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub models: BTreeMap<String, ModelInfo>,
     /// Circuit breakers per target; none when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_breaker: Option<crate::circuit::Settings>,
@@ -202,6 +211,53 @@ pub struct FilterConfig {
     /// flight; fail-over to another target is never limited by it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_budget: Option<RetryBudget>,
+    /// Virtual keys, budgets and limits: present when the control plane holds
+    /// keys (or the config requires them); every request then needs a key. The
+    /// keys themselves come through the fleet exchange.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub governance: Option<Governance>,
+}
+
+/// Which observers read the filter's facts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Observers {
+    /// Envoy's tracer (span facts).
+    #[serde(default)]
+    pub spans: bool,
+    /// The decision log (one record per request).
+    #[serde(default)]
+    pub decisions: bool,
+}
+
+impl Observers {
+    fn is_off(&self) -> bool {
+        !self.spans && !self.decisions
+    }
+}
+
+/// A target's model, as the operator describes it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelInfo {
+    /// Tokens the model takes in one request, prompt and answer together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_window: Option<u64>,
+    /// Who makes the model (`/v1/models` `owned_by`; the provider when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owned_by: Option<String>,
+    /// When the model was released, Unix seconds (`/v1/models` `created`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<u64>,
+}
+
+/// What filters need to know about governance beyond the key table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Governance {
+    /// Completion tokens assumed, at admission, for a request that sets no
+    /// `max_tokens` (the estimate is settled with the real usage at the end).
+    pub completion_estimate: u64,
 }
 
 /// Same-target retries may be at most `percent` % of the requests in flight on
@@ -363,6 +419,13 @@ impl FilterConfig {
     /// state nor move traffic for everyone else.
     pub fn is_configured(&self, t: &Target) -> bool {
         self.routes.values().any(|r| r.chain.contains(t))
+    }
+
+    /// The configured context window of `t`, if any.
+    pub fn context_window(&self, t: &Target) -> Option<u64> {
+        self.models
+            .get(&t.to_string())
+            .and_then(|m| m.context_window)
     }
 
     /// Parses and checks a config; the filter keeps its last good config when this fails.

@@ -14,11 +14,12 @@ use crate::config::Price;
 /// Tokens an answer reported.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 pub struct Usage {
-    /// Prompt (input) tokens.
-    #[serde(default)]
+    /// Prompt (input) tokens (`input_tokens` in Anthropic's and the Responses
+    /// API's usage).
+    #[serde(default, alias = "input_tokens")]
     pub prompt_tokens: u64,
-    /// Completion (output) tokens.
-    #[serde(default)]
+    /// Completion (output) tokens (`output_tokens` there).
+    #[serde(default, alias = "output_tokens")]
     pub completion_tokens: u64,
 }
 

@@ -21,6 +21,10 @@ pub enum FailureClass {
     ModelUnavailable,
     /// The provider's content-safety system refused the request or the answer.
     ContentFilter,
+    /// The prompt (with the answer's token budget) does not fit the model's
+    /// context window: OpenAI's `context_length_exceeded` and each dialect's
+    /// equivalent. A target with a larger window may take it.
+    ContextLength,
     /// Any other 4xx: the request itself was rejected.
     BadRequest,
     /// A 2xx that is not a valid answer: invalid or truncated JSON, a stream that
@@ -31,13 +35,14 @@ pub enum FailureClass {
 
 impl FailureClass {
     /// Every class, in a fixed order.
-    pub const ALL: [FailureClass; 8] = [
+    pub const ALL: [FailureClass; 9] = [
         FailureClass::Unreachable,
         FailureClass::RateLimited,
         FailureClass::ServerError,
         FailureClass::Auth,
         FailureClass::ModelUnavailable,
         FailureClass::ContentFilter,
+        FailureClass::ContextLength,
         FailureClass::BadRequest,
         FailureClass::BadResponse,
     ];
@@ -76,6 +81,9 @@ impl FailureClass {
             FailureClass::Auth => 401,
             FailureClass::ModelUnavailable => 404,
             FailureClass::ContentFilter => 451,
+            // Its own status, so the router's retry decision tells it from a bad
+            // request (the client still gets the provider's status).
+            FailureClass::ContextLength => 413,
             FailureClass::BadRequest => 400,
             FailureClass::BadResponse => 502,
         }
@@ -90,6 +98,7 @@ impl FailureClass {
             FailureClass::Auth => "auth",
             FailureClass::ModelUnavailable => "model_unavailable",
             FailureClass::ContentFilter => "content_filter",
+            FailureClass::ContextLength => "context_length",
             FailureClass::BadRequest => "bad_request",
             FailureClass::BadResponse => "bad_response",
         }
@@ -107,6 +116,19 @@ pub(crate) fn mentions_content_policy(message: &str) -> bool {
         || message.contains("content policy")
         || message.contains("content filtering")
         || message.contains("safety system")
+}
+
+/// Whether a provider's error message (lower-case) says the prompt does not fit
+/// the model's context window (each provider words it its own way).
+pub(crate) fn mentions_context_length(message: &str) -> bool {
+    message.contains("context length")
+        || message.contains("context_length_exceeded")
+        || message.contains("context window")
+        || message.contains("prompt is too long")
+        || message.contains("input is too long")
+        || message.contains("too many input tokens")
+        || message.contains("too many tokens")
+        || (message.contains("input token count") && message.contains("exceeds"))
 }
 
 /// Whether a provider's error message (lower-case) says the model is gone.
@@ -172,6 +194,55 @@ fn looks_like_secret(word: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_providers_prompt_too_long_error_is_context_length() {
+        // The providers' documented (or observed) wording for a prompt over the window.
+        let cases: [(Dialect, u16, &str); 5] = [
+            (
+                Dialect::Openai,
+                400,
+                r#"{"error":{"message":"This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens. Please reduce the length of the messages.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#,
+            ),
+            (
+                Dialect::AzureOpenai,
+                400,
+                r#"{"error":{"message":"This model's maximum context length is 4096 tokens, however you requested 5000 tokens. Please reduce your prompt.","type":"invalid_request_error","param":null,"code":null}}"#,
+            ),
+            (
+                Dialect::Anthropic,
+                400,
+                r#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 208310 tokens > 200000 maximum"}}"#,
+            ),
+            (
+                Dialect::Gemini,
+                400,
+                r#"{"error":{"code":400,"message":"The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).","status":"INVALID_ARGUMENT"}}"#,
+            ),
+            (
+                Dialect::Bedrock,
+                400,
+                r#"{"message":"Input is too long for requested model."}"#,
+            ),
+        ];
+        for (dialect, status, body) in cases {
+            let class = match dialect {
+                Dialect::Bedrock => {
+                    crate::dialect::api(dialect)
+                        .classify_error(status, Some("ValidationException"), body.as_bytes())
+                        .0
+                }
+                _ => FailureClass::classify(dialect, status, body.as_bytes()),
+            };
+            assert_eq!(class, Some(FailureClass::ContextLength), "{dialect:?}");
+        }
+        // A plain bad request stays one.
+        let bad = r#"{"error":{"message":"Invalid value for 'temperature'","type":"invalid_request_error","code":null}}"#;
+        assert_eq!(
+            FailureClass::classify(Dialect::Openai, 400, bad.as_bytes()),
+            Some(FailureClass::BadRequest)
+        );
+    }
 
     #[test]
     fn classes() {

@@ -60,6 +60,141 @@ pub struct Outcome {
     pub latency_ms_sum: u64,
 }
 
+/// What a filter observed since its last report beyond [`Report`]'s circuit
+/// counts, for `switchyard status`'s fleet-wide rates and for drills. Sent in
+/// the same JSON object as the report ([`FullReport`]); every part may be
+/// omitted.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observed {
+    /// Per-route fail-over and chain positions (configured routes, and
+    /// `_direct`; at most [`MAX_ROUTES`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteOutcome>,
+    /// Per-target latency histograms (configured targets; at most
+    /// [`MAX_OUTCOMES`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latency: Vec<TargetLatency>,
+    /// What the drill in force did, when one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<DrillOutcome>,
+}
+
+/// A report as a filter sends it: [`Report`]'s fields and [`Observed`]'s, in
+/// one JSON object (a filter that sends a plain [`Report`] is read as having
+/// observed nothing).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FullReport {
+    /// Circuit counts, node, governance.
+    #[serde(flatten)]
+    pub report: Report,
+    /// Rates and drills.
+    #[serde(flatten)]
+    pub observed: Observed,
+}
+
+/// One target's successful attempts' times to response headers since the last
+/// report, per bucket of [`LATENCY_BUCKETS_MS`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetLatency {
+    /// `provider/model`.
+    pub target: String,
+    /// Entry `i` counts times `<= LATENCY_BUCKETS_MS[i]` (and above the bucket
+    /// before); the entry after the last bound counts the rest. At most
+    /// `LATENCY_BUCKETS_MS.len() + 1` entries; trailing zeros may be left out.
+    pub buckets: Vec<u64>,
+}
+
+/// Upper bounds (ms) of the latency buckets a report counts per target
+/// ([`TargetLatency`]): fleet-wide percentiles per target come from their
+/// sums.
+pub const LATENCY_BUCKETS_MS: [u64; 16] = [
+    10, 25, 50, 100, 150, 250, 400, 600, 1000, 1500, 2500, 4000, 6000, 10_000, 20_000, 60_000,
+];
+
+/// The bucket of [`LATENCY_BUCKETS_MS`] a time falls in (the last index,
+/// `LATENCY_BUCKETS_MS.len()`, for longer times).
+pub fn latency_bucket(ms: u64) -> usize {
+    LATENCY_BUCKETS_MS
+        .iter()
+        .position(|b| ms <= *b)
+        .unwrap_or(LATENCY_BUCKETS_MS.len())
+}
+
+/// What the requests of one route did since the last report. Only configured
+/// routes are counted, and `_direct` for requests naming `provider/model`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteOutcome {
+    /// Route alias, or `_direct`.
+    pub route: String,
+    /// Planned requests that ended (served, all failed, or cancelled).
+    pub requests: u64,
+    /// Requests served per plan slot: entry `i` counts those slot `i + 1`
+    /// served (at most [`MAX_POSITIONS`] entries).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub served: Vec<u64>,
+    /// Requests whose every attempt failed.
+    #[serde(default)]
+    pub all_failed: u64,
+    /// Attempts that failed and moved the request to another target, per
+    /// failure class (`FailureClass::as_str`; each class once).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<ClassCount>,
+}
+
+/// A count per failure class.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassCount {
+    /// `unreachable`, `rate_limited`, `server_error`… (`FailureClass::as_str`).
+    pub class: String,
+    /// How many.
+    pub n: u64,
+}
+
+/// Most plan slots a report counts per route (longer plans are counted in the
+/// last entry).
+pub const MAX_POSITIONS: usize = 16;
+
+/// Most routes one report may list.
+pub const MAX_ROUTES: usize = 1024;
+
+/// A fail-over drill's instruction to every filter: fail `share_permille` ‰ of
+/// the attempts to `target` locally, before sending, as `class`, until
+/// `until_ms`. The filter draws per attempt, counts the attempt as that
+/// failure (its circuits, fleet counts and fail-over follow as for a real one)
+/// and reports what the drill did ([`DrillOutcome`]). It stops at `until_ms`
+/// on its own clock even if the control plane is gone, and as soon as an
+/// exchange answer no longer lists the fault (an aborted drill).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fault {
+    /// The drill's id (reports name it).
+    pub id: String,
+    /// `provider/model`, a configured target.
+    pub target: String,
+    /// Share of its attempts to fail, in ‰ (1..=1000).
+    pub share_permille: u32,
+    /// `unreachable` or `server_error`.
+    pub class: crate::failure::FailureClass,
+    /// Unix ms after which the fault no longer applies.
+    pub until_ms: u64,
+}
+
+/// What a drill did on one filter since the last report.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrillOutcome {
+    /// The drill's id ([`Fault::id`]).
+    pub id: String,
+    /// Attempts the fault failed.
+    pub injected: u64,
+    /// Requests with at least one attempt the fault failed, that ended.
+    pub affected: u64,
+    /// Of those, the requests served all the same (by a fallback).
+    pub rescued: u64,
+    /// Sum over the rescued requests of the time from the request's arrival to
+    /// the response headers sent to the client (ms).
+    #[serde(default)]
+    pub rescued_ms_sum: u64,
+}
+
 /// A filter's report.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
@@ -67,6 +202,9 @@ pub struct Report {
     pub node: String,
     /// Per-target outcomes since the last report (omitted when none).
     pub outcomes: Vec<Outcome>,
+    /// Governance: per-key and per-team use, refusals, demand (when on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gov: Option<crate::governance::GovReport>,
 }
 
 /// A target the fleet has set aside, until a wall-clock time.
@@ -104,4 +242,66 @@ pub struct State {
     /// Targets whose effective weight is below their configured weight.
     #[serde(default)]
     pub weights: Vec<Weight>,
+    /// Governance: the key table (when changed) and allowance lent to this Envoy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gov: Option<crate::governance::GovState>,
+    /// Faults a fail-over drill asks filters to inject (at most one now).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<Fault>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_report_is_one_object_and_a_plain_one_reads_as_full() {
+        let full = FullReport {
+            report: Report {
+                node: "n".into(),
+                outcomes: vec![Outcome {
+                    target: "a/m".into(),
+                    ok: 2,
+                    ..Outcome::default()
+                }],
+                ..Report::default()
+            },
+            observed: Observed {
+                routes: vec![RouteOutcome {
+                    route: "chat".into(),
+                    requests: 3,
+                    served: vec![2, 1],
+                    all_failed: 0,
+                    fallbacks: vec![ClassCount {
+                        class: "server_error".into(),
+                        n: 1,
+                    }],
+                }],
+                latency: vec![TargetLatency {
+                    target: "a/m".into(),
+                    buckets: vec![0, 2],
+                }],
+                drill: None,
+            },
+        };
+        let json = serde_json::to_value(&full).unwrap_or_default();
+        assert_eq!(json["node"], "n");
+        assert_eq!(json["routes"][0]["served"][1], 1);
+        assert_eq!(
+            serde_json::from_value::<FullReport>(json).ok(),
+            Some(full.clone())
+        );
+        let plain = serde_json::to_vec(&full.report).unwrap_or_default();
+        let read: Option<FullReport> = serde_json::from_slice(&plain).ok();
+        assert_eq!(read.map(|r| r.observed), Some(Observed::default()));
+    }
+
+    #[test]
+    fn latency_buckets() {
+        assert_eq!(latency_bucket(0), 0);
+        assert_eq!(latency_bucket(10), 0);
+        assert_eq!(latency_bucket(11), 1);
+        assert_eq!(latency_bucket(60_000), LATENCY_BUCKETS_MS.len() - 1);
+        assert_eq!(latency_bucket(60_001), LATENCY_BUCKETS_MS.len());
+    }
 }

@@ -253,11 +253,14 @@ mod tests {
             max_request_bytes: 1000,
             max_attempts: 3,
             prices: BTreeMap::new(),
+            models: BTreeMap::new(),
+            observers: crate::config::Observers::default(),
             health_check: None,
             circuit_breaker: None,
             fleet: None,
             forward_headers: Vec::new(),
             retry_budget: None,
+            governance: None,
         }
     }
 

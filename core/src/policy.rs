@@ -116,6 +116,8 @@ fn min_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
 impl Policy {
     /// Everything but `content_filter` and `bad_request`: a safety refusal is not
     /// routed around unless a route says so, and a bad request fails everywhere.
+    /// A prompt too long for one model falls over to the next (the planner
+    /// already left out targets whose configured window it cannot fit).
     pub fn default_classes() -> Vec<FailureClass> {
         vec![
             FailureClass::Unreachable,
@@ -123,6 +125,7 @@ impl Policy {
             FailureClass::ServerError,
             FailureClass::Auth,
             FailureClass::ModelUnavailable,
+            FailureClass::ContextLength,
             FailureClass::BadResponse,
         ]
     }
@@ -210,6 +213,7 @@ impl Policy {
                 FailureClass::Auth => &[401, 403],
                 FailureClass::ModelUnavailable => &[404],
                 FailureClass::ContentFilter => &[451],
+                FailureClass::ContextLength => &[413],
                 FailureClass::BadRequest => &[],
                 FailureClass::BadResponse => &[502],
             };
@@ -237,7 +241,7 @@ mod tests {
         assert!(p.falls_over(FailureClass::Auth) && !p.falls_over(FailureClass::ContentFilter));
         assert_eq!(
             p.retriable_status_codes(),
-            "504,429,500,502,503,529,401,403,404"
+            "504,429,500,502,503,529,401,403,404,413"
         );
         assert!(p.retry_on().starts_with("reset,"));
     }

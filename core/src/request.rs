@@ -34,6 +34,41 @@ impl Endpoint {
     }
 }
 
+/// A low estimate of the tokens a chat request's messages hold: the bytes of
+/// their text (strings and text parts; images, audio and files left out) over
+/// four. English text runs about four bytes a token, code and other scripts
+/// fewer, so this errs low: a target is only left out for a window the prompt
+/// surely does not fit.
+pub fn prompt_tokens_low(body: &[u8]) -> u64 {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        #[serde(default)]
+        messages: Vec<Message>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Message {
+        #[serde(default)]
+        content: Option<serde_json::Value>,
+    }
+    let Ok(b) = serde_json::from_slice::<Body>(body) else {
+        return 0;
+    };
+    let bytes: usize = b
+        .messages
+        .iter()
+        .map(|m| match &m.content {
+            Some(serde_json::Value::String(s)) => s.len(),
+            Some(serde_json::Value::Array(parts)) => parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(serde_json::Value::as_str))
+                .map(str::len)
+                .sum(),
+            _ => 0,
+        })
+        .sum();
+    (bytes / 4) as u64
+}
+
 /// What the planner needs from a valid request.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ChatRequest<'a> {
@@ -43,6 +78,9 @@ pub struct ChatRequest<'a> {
     pub fallbacks: Vec<Cow<'a, str>>,
     /// `stream`.
     pub stream: bool,
+    /// `max_completion_tokens` (or the older `max_tokens`): the most the answer
+    /// may hold, for governance's estimate at admission.
+    pub max_tokens: Option<u64>,
 }
 
 /// Why a request is invalid: becomes a 400 with this code and message.
@@ -126,10 +164,14 @@ pub fn inspect(body: &[u8], endpoint: Endpoint) -> Result<ChatRequest<'_>, Reque
             out
         }
     };
+    let max_tokens = ["max_completion_tokens", "max_tokens"]
+        .into_iter()
+        .find_map(|k| members.get(k).and_then(|v| v.get().parse::<u64>().ok()));
     Ok(ChatRequest {
         model,
         fallbacks,
         stream,
+        max_tokens,
     })
 }
 

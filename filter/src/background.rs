@@ -6,10 +6,11 @@
 use std::sync::Arc;
 
 use switchyard_core::config::{FilterConfig, Role};
-use switchyard_core::fleet::{EXCHANGE_PATH, Outcome, Report, State};
+use switchyard_core::fleet::{EXCHANGE_PATH, FullReport, Observed, Outcome, Report, State};
+use switchyard_core::governance::{GovReport, MAX_SUBJECTS};
 
 use crate::host::Host;
-use crate::{fleet, health};
+use crate::{drill, fleet, governance, health, observed};
 
 /// The background state of one filter configuration.
 #[derive(Debug)]
@@ -19,6 +20,13 @@ pub struct Background {
     exchange: Option<u32>,
     /// Outcomes taken for the exchange in flight, restored if it fails.
     in_flight: Vec<Outcome>,
+    /// Governance use taken for the exchange in flight, restored if it fails.
+    gov_in_flight: Option<GovReport>,
+    /// Rates and drill counts taken for the exchange in flight, restored if it fails.
+    observed_in_flight: Option<Observed>,
+    /// Where the next report's governance subjects start (reports are bounded;
+    /// a fleet with more subjects than one report holds takes turns).
+    gov_start: usize,
     /// Health checks in flight: token → provider.
     checks: Vec<(u32, String)>,
 }
@@ -30,6 +38,9 @@ impl Background {
             cfg,
             exchange: None,
             in_flight: Vec::new(),
+            gov_in_flight: None,
+            observed_in_flight: None,
+            gov_start: 0,
             checks: Vec::new(),
         }
     }
@@ -78,6 +89,10 @@ impl Background {
             return;
         }
         let outcomes = fleet::take(envoy);
+        // Always sent (boot and table version at least): the control plane
+        // answers with the key table as soon as it holds keys.
+        let gov = governance::take(envoy, self.gov_start, MAX_SUBJECTS);
+        self.gov_start = self.gov_start.wrapping_add(gov.subjects.len());
         // The control plane stamps the node id into the config it sends each
         // Envoy; the host's own answer is the fallback.
         let node = if link.node.is_empty() {
@@ -85,9 +100,14 @@ impl Background {
         } else {
             link.node.clone()
         };
-        let body = serde_json::to_vec(&Report {
-            node,
-            outcomes: outcomes.clone(),
+        let observed = observed::take(envoy);
+        let body = serde_json::to_vec(&FullReport {
+            report: Report {
+                node,
+                outcomes: outcomes.clone(),
+                gov: Some(gov.clone()),
+            },
+            observed: observed.clone(),
         })
         .unwrap_or_default();
         let headers = [
@@ -105,8 +125,14 @@ impl Background {
             Some(token) => {
                 self.exchange = Some(token);
                 self.in_flight = outcomes;
+                self.gov_in_flight = Some(gov);
+                self.observed_in_flight = Some(observed);
             }
-            None => restore(envoy, &outcomes),
+            None => {
+                restore(envoy, &outcomes);
+                governance::restore(envoy, &gov);
+                observed::restore(envoy, &observed);
+            }
         }
     }
 
@@ -134,15 +160,31 @@ impl Background {
         match (status, serde_json::from_slice::<State>(body)) {
             (Some(200), Ok(state)) => {
                 self.in_flight.clear();
+                self.gov_in_flight = None;
+                self.observed_in_flight = None;
                 fleet::apply(envoy, &state);
+                drill::apply(envoy, &state.faults);
+                if let Some(gov) = &state.gov {
+                    governance::apply(envoy, gov);
+                }
             }
             // Refused as malformed or too large: sending it again would not help.
-            (Some(400 | 413), _) => self.in_flight.clear(),
+            (Some(400 | 413), _) => {
+                self.in_flight.clear();
+                self.gov_in_flight = None;
+                self.observed_in_flight = None;
+            }
             _ => {
                 // The control plane is away: keep the counts for the next try and
-                // keep serving with the last fleet state.
+                // keep serving with the last fleet state (and the allowance held).
                 let lost = std::mem::take(&mut self.in_flight);
                 restore(envoy, &lost);
+                if let Some(gov) = self.gov_in_flight.take() {
+                    governance::restore(envoy, &gov);
+                }
+                if let Some(o) = self.observed_in_flight.take() {
+                    observed::restore(envoy, &o);
+                }
             }
         }
     }

@@ -7,20 +7,24 @@ use std::cell::Cell;
 use switchyard_core::circuit::{Settings, State, Transition};
 use switchyard_core::plan::Target;
 
-use crate::host::{self, Counter, Host};
+use crate::host::{self, Counter, Gauge, Host};
+use crate::metrics;
 
 fn key(t: &Target) -> String {
     format!("sy:cb:{}/{}", t.provider, t.model)
 }
 
-/// Envoy stats `switchyard_circuit_{opened,half_opened,closed}_total`.
-fn count(host: &impl Host, t: Transition) {
-    let counter = match t {
-        Transition::Opened => Counter::CircuitOpened,
-        Transition::HalfOpened => Counter::CircuitHalfOpened,
-        Transition::Closed => Counter::CircuitClosed,
+/// The transition counter and the state gauge of `t` (0 closed, 1 half-open,
+/// 2 open).
+fn count(host: &impl Host, cfg_target: (&str, &str), tr: Transition) {
+    let (provider, model) = cfg_target;
+    let (to, state) = match tr {
+        Transition::Opened => ("open", 2),
+        Transition::HalfOpened => ("half_open", 1),
+        Transition::Closed => ("closed", 0),
     };
-    host.count(counter, &[], 1);
+    host.count(Counter::CircuitTransitions, &[provider, model, to], 1);
+    host.gauge(Gauge::CircuitState, &[provider, model], state);
 }
 
 /// Applies `f` to the target's state atomically; returns `f`'s result.
@@ -43,7 +47,12 @@ fn update<R: Copy + Default>(
     });
     if written && let Some((tr, next)) = transition.get() {
         log::warn!("switchyard circuit {t}: {tr:?} ({})", next.encode());
-        count(host, tr);
+        // Circuits exist for configured targets only.
+        count(
+            host,
+            (&metrics::label(&t.provider), &metrics::label(&t.model)),
+            tr,
+        );
     }
     result.get().filter(|_| written)
 }

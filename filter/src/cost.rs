@@ -1,8 +1,7 @@
 //! Cost accounting when prices are configured: at the end of each request, every
 //! attempt a provider may bill is charged at its target's price and counted in
-//! Envoy stats (`switchyard_cost_micros_total`, per target
-//! `switchyard_target_cost_micros.<provider>.<model>`, token totals, and
-//! the part that was estimated). Rules are in `switchyard_core::cost`.
+//! Envoy stats per target (`switchyard_cost_micros_total` and the part that was
+//! estimated, docs/metrics.md). Rules are in `switchyard_core::cost`.
 
 use switchyard_core::config::FilterConfig;
 use switchyard_core::cost::{self, Usage};
@@ -28,6 +27,34 @@ fn billed(attempt: &Attempt, entry: &Entry) -> Option<(Usage, bool)> {
     }
 }
 
+/// Tokens and cost (micro-units) of every billable attempt of a request, by the
+/// same rules as [`account`] (governance charges them to the request's key).
+pub fn charged(cfg: &FilterConfig, entry: &Entry) -> (u64, u64) {
+    entry
+        .attempts
+        .iter()
+        .filter_map(|a| billed(a, entry).map(|(u, _)| (a, u)))
+        .fold((0, 0), |(tokens, micros), (a, u)| {
+            let cost = cfg
+                .prices
+                .get(&a.target.to_string())
+                .map_or(0, |p| cost::micros(p, u));
+            (
+                tokens + u.prompt_tokens + u.completion_tokens,
+                micros + cost,
+            )
+        })
+}
+
+/// Whether part of a request's charge is a prompt estimate (an attempt billed
+/// without reported usage).
+pub fn estimated(entry: &Entry) -> bool {
+    entry
+        .attempts
+        .iter()
+        .any(|a| billed(a, entry).is_some_and(|(_, estimate)| estimate))
+}
+
 /// Charges every billable attempt of a finished request.
 pub fn account(host: &impl Host, cfg: &FilterConfig, request_id: &str, entry: &Entry) {
     let add = |counter: Counter, labels: &[&str], value: u64| {
@@ -45,17 +72,12 @@ pub fn account(host: &impl Host, cfg: &FilterConfig, request_id: &str, entry: &E
         };
         let micros = cost::micros(price, usage);
         total += micros;
-        add(Counter::CostMicros, &[], micros);
+        let (provider, model) = crate::metrics::target_labels(cfg, &attempt.target);
+        let target = [provider.as_ref(), model.as_ref()];
+        add(Counter::Cost, &target, micros);
         if estimated {
-            add(Counter::CostEstimatedMicros, &[], micros);
+            add(Counter::CostEstimated, &target, micros);
         }
-        add(Counter::PromptTokens, &[], usage.prompt_tokens);
-        add(Counter::CompletionTokens, &[], usage.completion_tokens);
-        add(
-            Counter::TargetCostMicros,
-            &[&attempt.target.provider, &attempt.target.model],
-            micros,
-        );
     }
     log::debug!(
         "switchyard [{request_id}]: cost {total} micro-units over {} attempts",

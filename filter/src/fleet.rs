@@ -7,7 +7,8 @@
 use switchyard_core::fleet::{Outcome, State};
 use switchyard_core::plan::Target;
 
-use crate::host::{self, Host};
+use crate::host::{self, Gauge, Host};
+use crate::metrics;
 
 const INDEX: &str = "sy:rep:index";
 
@@ -126,6 +127,14 @@ pub fn apply(host: &impl Host, state: &State) {
             .find(|w| w.target == name)
             .map_or(1.0, |w| w.factor);
         set_if_changed(host, &weight_key(name), factor.to_string(), "1");
+        if let Some(t) = Target::parse(name) {
+            let permille = (factor.clamp(0.0, 1000.0) * 1000.0).round() as u64;
+            host.gauge(
+                Gauge::WeightPermille,
+                &[&metrics::label(&t.provider), &metrics::label(&t.model)],
+                permille,
+            );
+        }
     }
 }
 

@@ -7,7 +7,8 @@ use std::cell::Cell;
 use switchyard_core::config::{HealthCheck, Provider};
 use switchyard_core::dialect;
 
-use crate::host::{self, Cas, Host};
+use crate::host::{self, Cas, Gauge, Host};
+use crate::metrics;
 
 fn state_key(provider: &str) -> String {
     format!("sy:hc:{provider}")
@@ -41,6 +42,7 @@ pub fn claim(host: &impl Host, provider: &str, hc: &HealthCheck, now_ms: u64) ->
 /// Records a check's result.
 pub fn record(host: &impl Host, provider: &str, hc: &HealthCheck, passed: bool) {
     let flipped = Cell::new(None);
+    let now_healthy = Cell::new(true);
     host::shared_update(host, &state_key(provider), |current| {
         let (healthy, streak, last) = decode(current);
         // The streak counts results that disagree with the current state.
@@ -51,12 +53,19 @@ pub fn record(host: &impl Host, provider: &str, hc: &HealthCheck, passed: bool) 
             streak >= hc.healthy_after
         };
         flipped.set(flip.then_some(!healthy));
+        now_healthy.set(healthy != flip);
         Some(if flip {
             encode(!healthy, 0, last)
         } else {
             encode(healthy, streak, last)
         })
     });
+    // Health checks run for configured providers only.
+    host.gauge(
+        Gauge::HealthState,
+        &[&metrics::label(provider)],
+        u64::from(now_healthy.get()),
+    );
     if let Some(now_healthy) = flipped.get() {
         log::warn!(
             "switchyard health: provider {provider} is now {}",

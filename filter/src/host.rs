@@ -6,7 +6,7 @@
 //! in-memory one for unit tests ([`crate::testing`]). A host handle given to a
 //! callback is only meant for that callback.
 
-pub use crate::metrics::Counter;
+pub use crate::metrics::{Counter, Gauge, Histogram};
 
 /// Which header map of the current stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,8 +91,12 @@ pub trait Host {
     /// Writes a shared value; with `cas`, only if nobody wrote since it was read.
     fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Cas;
     /// Adds `delta` to a counter; `labels` are its label values, in the order of
-    /// [`Counter::labels`].
+    /// its [`crate::metrics::Metric::labels`].
     fn count(&self, counter: Counter, labels: &[&str], delta: u64);
+    /// Sets a gauge.
+    fn gauge(&self, gauge: Gauge, labels: &[&str], value: u64);
+    /// Records a histogram value.
+    fn record(&self, histogram: Histogram, labels: &[&str], value: u64);
     /// Starts an HTTP call to `cluster`; its answer comes back to whoever made it
     /// (the background task, or the stream). `None` when it could not be started.
     fn http_call(

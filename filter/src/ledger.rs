@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use switchyard_core::cost::Usage;
 use switchyard_core::error::AttemptReport;
 use switchyard_core::failure::FailureClass;
+use switchyard_core::inbound::ClientApi;
 use switchyard_core::plan::Target;
 use switchyard_core::policy::Policy;
 use switchyard_core::request::Endpoint;
@@ -32,6 +33,32 @@ pub struct Attempt {
     pub usage: Option<Usage>,
     /// The answer was checked and released to the client.
     pub committed: bool,
+    /// When it started, got headers, first content, ended.
+    pub timing: Timing,
+}
+
+/// An attempt's moments (host clock, ms). Only those that happened are set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Timing {
+    /// The adapter sent it.
+    pub started: u64,
+    /// The provider's response headers came.
+    pub headers: Option<u64>,
+    /// The first content was released (the whole answer, for complete ones).
+    pub first_content: Option<u64>,
+    /// The answer (or the failure) was over.
+    pub ended: Option<u64>,
+}
+
+/// A moment of [`Timing`] to record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Moment {
+    /// [`Timing::headers`].
+    Headers,
+    /// [`Timing::first_content`].
+    FirstContent,
+    /// [`Timing::ended`].
+    Ended,
 }
 
 impl Attempt {
@@ -42,6 +69,21 @@ impl Attempt {
         self.class.is_none()
             && !self.committed
             && self.status.is_none_or(|s| (200..300).contains(&s))
+    }
+
+    /// How the attempt failed, `None` when it did not (a committed answer, or one
+    /// still in flight): the recorded class, else the status's, else no answer
+    /// at all (`unreachable`) or a 2xx that broke off (`bad_response`).
+    pub fn failure(&self) -> Option<FailureClass> {
+        if self.committed {
+            return None;
+        }
+        match (self.class, self.status) {
+            (Some(c), _) => Some(c),
+            (None, Some(s)) if (200..300).contains(&s) => Some(FailureClass::BadResponse),
+            (None, Some(s)) => FailureClass::from_status(s),
+            (None, None) => Some(FailureClass::Unreachable),
+        }
     }
 }
 
@@ -65,6 +107,20 @@ pub struct Entry {
     /// The client tightened the time limits: an attempt that got no answer in time
     /// says nothing about the provider, so it counts against no circuit.
     pub client_limits: bool,
+    /// The route as metrics name it: the configured alias, or `_direct`.
+    pub route: String,
+    /// A committed stream's continuation: `Some(true)` spliced in, `Some(false)`
+    /// failed.
+    pub continuation: Option<bool>,
+    /// The API the client speaks (the request body Envoy holds is its chat form).
+    pub client_api: ClientApi,
+    /// The client's own body, for targets that speak its API natively (kept only
+    /// when the plan has such a target).
+    pub native_body: Option<Vec<u8>>,
+    /// The client asked for a stream (its API's way).
+    pub client_stream: bool,
+    /// The model as the client named it (answers in its API name it so).
+    pub client_model: String,
 }
 
 impl Entry {
@@ -77,14 +133,7 @@ impl Entry {
             .enumerate()
             .map(|(i, a)| {
                 let broke_off = a.status.is_some() && a.unanswered();
-                let failure = match (a.class, a.status) {
-                    (Some(c), _) => c.as_str(),
-                    _ if broke_off => FailureClass::BadResponse.as_str(),
-                    (None, Some(s)) => FailureClass::from_status(s)
-                        .map(|c| c.as_str())
-                        .unwrap_or("none"),
-                    (None, None) => FailureClass::Unreachable.as_str(),
-                };
+                let failure = a.failure().map_or("none", FailureClass::as_str);
                 let message = a.message.clone().or_else(|| match (a.status, i + 1 == n) {
                     _ if broke_off => Some(format!(
                         "the answer broke off before it was complete{}",
@@ -138,24 +187,12 @@ pub fn open(request_id: &str, entry: Entry) {
 
 /// Records the start of attempt `n` (1-based). Only requests the planner opened
 /// are tracked.
-pub fn start_attempt(request_id: &str, n: usize, target: &Target, key: Option<usize>) {
+pub fn start_attempt(request_id: &str, n: usize, target: &Target, key: Option<usize>, now: u64) {
     LEDGER.with(|l| {
-        if let Some(e) = l.borrow_mut().get_mut(request_id) {
-            if e.attempts.len() < n {
-                e.attempts.resize(
-                    n,
-                    Attempt {
-                        target: target.clone(),
-                        status: None,
-                        class: None,
-                        key,
-                        message: None,
-                        usage: None,
-                        committed: false,
-                    },
-                );
-            }
-            e.attempts[n - 1] = Attempt {
+        if let Some(e) = l.borrow_mut().get_mut(request_id)
+            && n >= 1
+        {
+            let attempt = Attempt {
                 target: target.clone(),
                 status: None,
                 class: None,
@@ -163,7 +200,45 @@ pub fn start_attempt(request_id: &str, n: usize, target: &Target, key: Option<us
                 message: None,
                 usage: None,
                 committed: false,
+                timing: Timing {
+                    started: now,
+                    ..Timing::default()
+                },
             };
+            if e.attempts.len() < n {
+                e.attempts.resize(n, attempt.clone());
+            }
+            e.attempts[n - 1] = attempt;
+        }
+    });
+}
+
+/// Records a moment of attempt `n` (the first time only).
+pub fn mark(request_id: &str, n: usize, moment: Moment, now: u64) {
+    with_attempt(request_id, n, |a| {
+        let slot = match moment {
+            Moment::Headers => &mut a.timing.headers,
+            Moment::FirstContent => &mut a.timing.first_content,
+            Moment::Ended => &mut a.timing.ended,
+        };
+        slot.get_or_insert(now);
+    });
+}
+
+/// Replaces the request's plan (the slots not yet tried).
+pub fn set_plan(request_id: &str, plan: Vec<Target>) {
+    LEDGER.with(|l| {
+        if let Some(e) = l.borrow_mut().get_mut(request_id) {
+            e.plan = plan;
+        }
+    });
+}
+
+/// Records how a committed stream's continuation went.
+pub fn record_continuation(request_id: &str, spliced: bool) {
+    LEDGER.with(|l| {
+        if let Some(e) = l.borrow_mut().get_mut(request_id) {
+            e.continuation = Some(spliced);
         }
     });
 }
@@ -295,12 +370,12 @@ mod tests {
         assert_eq!(target("r1", 2), Some(t("b/m2")));
         assert_eq!(target("r1", 4), None);
         assert_eq!(target("r1", 0), None);
-        start_attempt("r1", 1, &t("a/m1"), None);
-        start_attempt("r1", 2, &t("b/m2"), None);
+        start_attempt("r1", 1, &t("a/m1"), None, 0);
+        start_attempt("r1", 2, &t("b/m2"), None, 0);
         record_status("r1", 2, 400);
         record_class("r1", 2, FailureClass::RateLimited);
         record_message("r1", 2, "slow down".into());
-        start_attempt("r1", 3, &t("c/m3"), None);
+        start_attempt("r1", 3, &t("c/m3"), None, 0);
         let reports = get("r1").unwrap().reports(Some(
             "upstream_reset_before_response_started{connection_failure}",
         ));
@@ -329,7 +404,7 @@ mod tests {
 
     #[test]
     fn unknown_requests_are_not_tracked() {
-        start_attempt("nobody", 1, &t("a/m"), Some(0));
+        start_attempt("nobody", 1, &t("a/m"), Some(0), 0);
         record_status("nobody", 1, 500);
         assert!(get("nobody").is_none());
     }

@@ -18,11 +18,15 @@ pub mod circuit;
 pub mod continuation;
 pub mod cooldown;
 pub mod cost;
+pub mod decision;
+pub mod drill;
 pub mod fleet;
+pub mod governance;
 pub mod health;
 pub mod host;
 pub mod ledger;
 pub mod metrics;
+pub mod observed;
 pub mod planner;
 pub mod profile;
 #[cfg(test)]

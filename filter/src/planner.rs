@@ -18,10 +18,28 @@ use switchyard_core::policy::{self, Policy};
 use switchyard_core::request::Endpoint;
 use switchyard_core::{error, plan, request, wire};
 
-use crate::host::{self, Action, Body, Host, Map};
-use crate::{budget, circuit, cooldown, cost, fleet, health, ledger};
+use crate::host::{self, Action, Body, Counter, Host, Map};
+use crate::{
+    budget, circuit, cooldown, cost, decision, drill, fleet, governance, health, ledger, metrics,
+    observed,
+};
+use switchyard_core::inbound::{ClientApi, InboundError};
+
+/// A `/v1/messages` or `/v1/responses` request, as far as planning needs it.
+#[derive(Debug, Default)]
+struct Inbound {
+    /// The client's own body (for targets of its API).
+    original: Option<Vec<u8>>,
+    /// It asked for a stream.
+    stream: bool,
+    /// The model it named.
+    model: String,
+    /// Why only targets of its own API can take it.
+    only_native: Option<InboundError>,
+}
 
 const MODELS_PATH: &str = "/v1/models";
+const COUNT_TOKENS_PATH: &str = "/v1/messages/count_tokens";
 
 /// Per-request planner state.
 pub struct Planner {
@@ -51,6 +69,33 @@ pub struct Planner {
     request_bytes: usize,
     /// Which endpoint the request is for.
     endpoint: Endpoint,
+    /// The route as metrics name it: a configured alias, `_direct` for a
+    /// client's own `provider/model`, `_none` before the body names one.
+    route: String,
+    /// The status the client got (planned requests).
+    final_status: Option<u16>,
+    /// The API the client speaks.
+    client_api: ClientApi,
+    /// What the client asked in its API's terms (`/v1/messages`, `/v1/responses`).
+    inbound: Inbound,
+    /// `POST /v1/messages/count_tokens`: answered here.
+    count_tokens: bool,
+    /// When the request arrived (host clock, ms).
+    arrived_ms: u64,
+    /// The model as the client named it.
+    model_named: String,
+    /// The error code of the gateway's own answer, when it gave one.
+    rejection: Option<String>,
+    /// Targets moved to the back of the plan, and why.
+    moved_back: Vec<(String, &'static str)>,
+    /// Attempts a fail-over drill failed before they were sent.
+    drilled: Option<drill::Injected>,
+    /// When the response headers went to the client (host clock, ms).
+    responded_ms: Option<u64>,
+    /// The client's key (governance on).
+    auth: Option<governance::Auth>,
+    /// What the request was admitted with, settled when it ends.
+    admission: Option<governance::Admission>,
 }
 
 impl Planner {
@@ -71,6 +116,19 @@ impl Planner {
             hedge: None,
             request_bytes: 0,
             endpoint: Endpoint::Chat,
+            route: "_none".to_string(),
+            final_status: None,
+            client_api: ClientApi::Chat,
+            inbound: Inbound::default(),
+            count_tokens: false,
+            arrived_ms: 0,
+            model_named: String::new(),
+            rejection: None,
+            moved_back: Vec::new(),
+            drilled: None,
+            responded_ms: None,
+            auth: None,
+            admission: None,
         }
     }
 
@@ -106,8 +164,30 @@ impl Planner {
         message: &str,
         extra: &[(&str, &str)],
     ) -> Action {
-        let kind = error::type_for_status(status);
-        let body = error::body(message, kind, code, &self.request_id);
+        self.reply_as(
+            envoy,
+            status,
+            error::type_for_status(status),
+            code,
+            message,
+            extra,
+        )
+    }
+
+    /// [`Planner::reply`] with an explicit error `type`.
+    fn reply_as(
+        &mut self,
+        envoy: &impl Host,
+        status: u16,
+        kind: &str,
+        code: &str,
+        message: &str,
+        extra: &[(&str, &str)],
+    ) -> Action {
+        let body = match self.client_api {
+            ClientApi::Chat => error::body(message, kind, code, &self.request_id),
+            api => api.error_body(status, code, message, &self.request_id),
+        };
         let mut headers = vec![("content-type", "application/json")];
         if !self.request_id.is_empty() {
             headers.push(("x-request-id", self.request_id.as_str()));
@@ -115,27 +195,90 @@ impl Planner {
         headers.extend_from_slice(extra);
         envoy.send_response(status, &headers, &body);
         self.replied = true;
+        self.rejection = Some(code.to_string());
+        self.final_status = Some(status);
+        metrics::rejected(
+            envoy,
+            &self.route,
+            (self.endpoint, self.client_api),
+            code,
+            status,
+        );
         Action::Pause
     }
 
     fn models(&mut self, envoy: &impl Host) -> Action {
-        let mut ids: Vec<String> = self.cfg.routes.keys().cloned().collect();
-        for route in self.cfg.routes.values() {
+        let key = self.auth.as_ref().map(|a| &a.entry().key);
+        let routes = self
+            .cfg
+            .routes
+            .iter()
+            .filter(|(alias, _)| key.is_none_or(|k| k.allows_route(alias)));
+        let mut ids: Vec<String> = routes.clone().map(|(alias, _)| alias.clone()).collect();
+        for (_, route) in routes {
             for t in &route.chain {
                 let id = t.to_string();
-                if !ids.contains(&id) {
+                if !ids.contains(&id) && key.is_none_or(|k| k.direct && k.allows_target(t)) {
                     ids.push(id);
                 }
             }
         }
-        let data: Vec<Value> = ids
-            .into_iter()
-            .map(|id| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "switchyard"}))
-            .collect();
+        let data: Vec<Value> = ids.into_iter().map(|id| self.model_entry(&id)).collect();
         let body = serde_json::json!({"object": "list", "data": data}).to_string();
         host::send_json(envoy, 200, &self.request_id, body.as_bytes());
         self.replied = true;
         Action::Pause
+    }
+
+    /// One `/v1/models` entry: a target with what `models:` says of it (owner,
+    /// release, context window), or an alias with its chain, the window every
+    /// target of it has (the smallest), and its newest target's release.
+    fn model_entry(&self, id: &str) -> Value {
+        let info = |t: &plan::Target| {
+            self.cfg
+                .models
+                .get(&t.to_string())
+                .cloned()
+                .unwrap_or_default()
+        };
+        let (owned_by, created, window, chain) = match self.cfg.routes.get(id) {
+            Some(route) => {
+                let windows: Vec<Option<u64>> =
+                    route.chain.iter().map(|t| info(t).context_window).collect();
+                let window = windows
+                    .iter()
+                    .copied()
+                    .collect::<Option<Vec<u64>>>()
+                    .and_then(|w| w.into_iter().min());
+                let created = route.chain.iter().filter_map(|t| info(t).created).max();
+                let chain: Vec<String> = route.chain.iter().map(ToString::to_string).collect();
+                ("switchyard".to_string(), created, window, Some(chain))
+            }
+            None => {
+                let t = plan::Target::parse(id);
+                let i = t.as_ref().map(info).unwrap_or_default();
+                let provider = t.map(|t| t.provider).unwrap_or_default();
+                (
+                    i.owned_by.unwrap_or(provider),
+                    i.created,
+                    i.context_window,
+                    None,
+                )
+            }
+        };
+        let mut v = serde_json::json!({
+            "id": id,
+            "object": "model",
+            "created": created.unwrap_or(0),
+            "owned_by": owned_by,
+        });
+        if let Some(w) = window {
+            v["context_window"] = w.into();
+        }
+        if let Some(chain) = chain {
+            v["chain"] = chain.into();
+        }
+        v
     }
 
     /// Validates the body and returns the plan, or the rejection already sent.
@@ -149,6 +292,12 @@ impl Planner {
             Err(e) => return Err(self.reject(envoy, 400, e.code, &e.message)),
         };
         let tighten = &self.tighten;
+        self.model_named = req.model.to_string();
+        self.route = if self.cfg.routes.contains_key(req.model.as_ref()) {
+            req.model.to_string()
+        } else {
+            "_direct".to_string()
+        };
         let base = plan::policy(&self.cfg, &req.model);
         let policy = base.tightened(|h| {
             tighten
@@ -171,6 +320,33 @@ impl Planner {
             |t| fleet::weight_factor(envoy, t),
         ) {
             Ok(mut p) => {
+                if let Some(auth) = &self.auth {
+                    let e = auth.entry();
+                    p = switchyard_core::governance::permitted(
+                        &self.cfg, &e.key, &req.model, &fallbacks, p,
+                    );
+                    if p.is_empty() {
+                        governance::count_denial(envoy, &e.subject, |d| d.model += 1);
+                        let msg = format!(
+                            "The key `{}` may not use `{}`{}.",
+                            e.key.name,
+                            req.model,
+                            if fallbacks.is_empty() {
+                                ""
+                            } else {
+                                " nor any of its fallbacks"
+                            }
+                        );
+                        return Err(self.reply_as(
+                            envoy,
+                            403,
+                            "permission_error",
+                            "model_not_allowed",
+                            &msg,
+                            &[],
+                        ));
+                    }
+                }
                 if self.endpoint == Endpoint::Embeddings {
                     // Only providers with an embeddings API can serve these.
                     p.retain(|t| {
@@ -200,6 +376,45 @@ impl Planner {
                         return Err(self.reject(envoy, 400, "unsupported_for_provider", &why));
                     }
                 }
+                // Targets whose configured window the prompt surely does not fit
+                // are left out (a cheap low estimate, parsed only for a body
+                // large enough to matter).
+                let smallest = p.iter().filter_map(|t| self.cfg.context_window(t)).min();
+                let answer = req.max_tokens.unwrap_or(0);
+                if let Some(smallest) = smallest
+                    && (body.len() / 4) as u64 + answer > smallest
+                {
+                    let need = request::prompt_tokens_low(body) + answer;
+                    let before = p.len();
+                    let largest = p.iter().filter_map(|t| self.cfg.context_window(t)).max();
+                    p.retain(|t| self.cfg.context_window(t).is_none_or(|w| w >= need));
+                    if p.is_empty() {
+                        let msg = format!(
+                            "The request needs about {need} tokens (prompt and `max_tokens`); the largest context window among the {before} targets of `{}` is {} tokens.",
+                            req.model,
+                            largest.unwrap_or(0)
+                        );
+                        return Err(self.reject(envoy, 400, "context_length_exceeded", &msg));
+                    }
+                }
+                if let Some(e) = &self.inbound.only_native {
+                    let api = self.client_api;
+                    p.retain(|t| {
+                        self.cfg
+                            .providers
+                            .get(&t.provider)
+                            .is_some_and(|pr| api.native_to(pr.dialect))
+                    });
+                    if p.is_empty() {
+                        let msg = format!(
+                            "{} No target of `{}` speaks {} itself.",
+                            e.message,
+                            req.model,
+                            api.path()
+                        );
+                        return Err(self.reject(envoy, 400, e.code, &msg));
+                    }
+                }
                 let now = envoy.now_ms();
                 // Every target asked for quiet: answer at once, nothing goes upstream.
                 let soonest = p
@@ -222,6 +437,41 @@ impl Planner {
                     ));
                 }
                 let p = self.steer(envoy, p, now);
+                let (p, drilled) = drill::inject(envoy, &self.cfg, p, now);
+                if let Some(d) = drilled {
+                    let class = d.class;
+                    for t in &d.targets {
+                        let (provider, model) = metrics::target_labels(&self.cfg, t);
+                        envoy.count(Counter::Attempts, &[&provider, &model, class.as_str()], 1);
+                        if !p.is_empty() {
+                            envoy.count(
+                                Counter::Fallbacks,
+                                &[&metrics::label(&self.route), class.as_str()],
+                                1,
+                            );
+                        }
+                    }
+                    let failed = d
+                        .targets
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>();
+                    self.drilled = Some(d);
+                    if p.is_empty() {
+                        let status = class.canonical_status(0);
+                        let msg = format!(
+                            "{} failed: a fail-over drill failed {} ({}) and the plan has no other target.",
+                            if failed.len() == 1 {
+                                "1 attempt"
+                            } else {
+                                "Every attempt"
+                            },
+                            failed.join(", "),
+                            class.as_str()
+                        );
+                        return Err(self.reply(envoy, status, "all_attempts_failed", &msg, &[]));
+                    }
+                }
                 // Same-target retries and key rotation come out of the retry budget;
                 // each target keeps its own slot whatever the budget says.
                 let wanted =
@@ -248,6 +498,14 @@ impl Planner {
                     }
                     _ => None,
                 };
+                // Last: a request refused for anything else is not charged.
+                if let Some(auth) = &self.auth {
+                    let est = governance::estimate(&self.cfg, body.len(), req.max_tokens, &p);
+                    match governance::admit(envoy, auth, est) {
+                        Ok(a) => self.admission = Some(a),
+                        Err(r) => return Err(self.over_limit(envoy, &r)),
+                    }
+                }
                 Ok((p, policy))
             }
             Err(e @ plan::PlanError::UnknownModel(_)) => {
@@ -298,20 +556,45 @@ impl Planner {
     /// targets whose circuit is open, here or fleet-wide, and targets of providers
     /// failing their health checks. When every target is held back the plan is
     /// unchanged: trying beats failing without trying.
-    fn steer(&self, envoy: &impl Host, plan: Vec<plan::Target>, now: u64) -> Vec<plan::Target> {
+    fn steer(&mut self, envoy: &impl Host, plan: Vec<plan::Target>, now: u64) -> Vec<plan::Target> {
         if plan.len() < 2 {
             return plan;
         }
         let breaker = self.cfg.circuit_breaker.as_ref();
-        let (ready, back): (Vec<plan::Target>, Vec<plan::Target>) =
-            plan.into_iter().partition(|t| {
-                !cooldown::is_cooling(envoy, t, now)
-                    && !fleet::is_open(envoy, t, now)
-                    && !health::is_down(envoy, &t.provider)
-                    && breaker.is_none_or(|s| circuit::admit(envoy, s, t, now))
-            });
+        let mut ready = Vec::with_capacity(plan.len());
+        let mut back = Vec::new();
+        for t in plan {
+            let why = if cooldown::is_cooling(envoy, &t, now) {
+                Some("cooling_down")
+            } else if fleet::is_open(envoy, &t, now) {
+                Some("fleet_open")
+            } else if health::is_down(envoy, &t.provider) {
+                Some("unhealthy")
+            } else if breaker.is_some_and(|s| !circuit::admit(envoy, s, &t, now)) {
+                Some("circuit_open")
+            } else {
+                None
+            };
+            match why {
+                Some(why) => back.push((t, why)),
+                None => ready.push(t),
+            }
+        }
+        let back: Vec<plan::Target> = back
+            .into_iter()
+            .map(|(t, why)| {
+                if !ready.is_empty() {
+                    self.moved_back.push((t.to_string(), why));
+                }
+                t
+            })
+            .collect();
         if ready.is_empty() {
             return back;
+        }
+        for t in &back {
+            let (provider, model) = metrics::target_labels(&self.cfg, t);
+            envoy.count(Counter::CooldownSkips, &[&provider, &model], 1);
         }
         let mut out = ready;
         out.extend(back);
@@ -364,6 +647,14 @@ impl Planner {
                 "The gateway could not refresh the route for the plan.",
             );
         }
+        let native_body = self.native_body(&plan);
+        if self.cfg.observers.spans {
+            decision::name_span(
+                envoy,
+                metrics::endpoint(self.endpoint, self.client_api),
+                &self.model_named,
+            );
+        }
         ledger::open(
             &self.request_id,
             ledger::Entry {
@@ -374,6 +665,11 @@ impl Planner {
                 hedge_cluster: self.hedge.clone(),
                 client_headers: std::mem::take(&mut self.client_headers),
                 client_limits: self.client_limits,
+                route: self.route.clone(),
+                client_api: self.client_api,
+                native_body,
+                client_stream: self.inbound.stream,
+                client_model: std::mem::take(&mut self.inbound.model),
                 ..ledger::Entry::default()
             },
         );
@@ -424,13 +720,16 @@ impl Planner {
                 .map(|r| r.failure.clone())
                 .unwrap_or_else(|| "provider_error".into())
         };
-        error::body_with_attempts(
-            &message,
-            error::type_for_status(status),
-            &code,
-            &self.request_id,
-            &reports,
-        )
+        match self.client_api {
+            ClientApi::Chat => error::body_with_attempts(
+                &message,
+                error::type_for_status(status),
+                &code,
+                &self.request_id,
+                &reports,
+            ),
+            api => api.error_body(status, &code, &message, &self.request_id),
+        }
     }
 }
 
@@ -483,7 +782,9 @@ impl Planner {
     /// Request headers: checks method, path and declared size, keeps the allowed
     /// headers, and holds them until the body is planned.
     pub fn on_request_headers(&mut self, envoy: &impl Host, end_of_stream: bool) -> Action {
+        metrics::start_series(envoy, &self.cfg);
         let headers = Headers(envoy.headers(Map::Request));
+        self.arrived_ms = envoy.now_ms();
         self.request_id = headers.get("x-request-id").unwrap_or_default().into_owned();
         for h in [
             policy::header::FAIL_OVER_ON,
@@ -495,19 +796,72 @@ impl Planner {
                 self.tighten.push((h, v.into_owned()));
             }
         }
+        // Credentials are read here, before the allow-list removes them.
+        {
+            let found = governance::authenticate(
+                envoy,
+                self.cfg.governance.is_some(),
+                headers.get("authorization").as_deref(),
+                headers.get("x-api-key").as_deref(),
+            );
+            match found {
+                Ok(auth) => self.auth = auth,
+                Err(governance::AuthError::Refused(_)) => {
+                    let msg = "Invalid API key: this gateway needs a Switchyard key (`Authorization: Bearer sk-sy-…` or `x-api-key`); it was missing, unknown, revoked or expired.".to_string();
+                    return self.reject_after_body(
+                        envoy,
+                        end_of_stream,
+                        401,
+                        "invalid_api_key",
+                        msg,
+                    );
+                }
+                Err(governance::AuthError::NotReady) => {
+                    let msg = "The gateway has not received its key table yet; retry in a second."
+                        .to_string();
+                    return self.reject_after_body(
+                        envoy,
+                        end_of_stream,
+                        503,
+                        "gateway_not_ready",
+                        msg,
+                    );
+                }
+            }
+        }
         let method = headers.get(":method").unwrap_or_default();
         let path = headers.get(":path").unwrap_or_default();
         let path = path.split('?').next().unwrap_or("");
         if path == MODELS_PATH && method == "GET" {
             return self.models(envoy);
         }
-        let Some(endpoint) = Endpoint::from_path(path) else {
-            let msg = format!(
-                "Unsupported endpoint: {method} {path}. Switchyard serves POST {}, POST {} and GET {MODELS_PATH}.",
-                Endpoint::Chat.path(),
-                Endpoint::Embeddings.path()
-            );
-            return self.reject_after_body(envoy, end_of_stream, 404, "unsupported_endpoint", msg);
+        let endpoint = match (Endpoint::from_path(path), ClientApi::from_path(path)) {
+            (Some(e), _) => e,
+            (None, Some(api)) => {
+                self.client_api = api;
+                Endpoint::Chat
+            }
+            (None, None) if path == COUNT_TOKENS_PATH => {
+                self.client_api = ClientApi::Messages;
+                self.count_tokens = true;
+                Endpoint::Chat
+            }
+            (None, None) => {
+                let msg = format!(
+                    "Unsupported endpoint: {method} {path}. Switchyard serves POST {}, POST {}, POST {}, POST {}, POST {COUNT_TOKENS_PATH} and GET {MODELS_PATH}.",
+                    Endpoint::Chat.path(),
+                    Endpoint::Embeddings.path(),
+                    ClientApi::Messages.path(),
+                    ClientApi::Responses.path(),
+                );
+                return self.reject_after_body(
+                    envoy,
+                    end_of_stream,
+                    404,
+                    "unsupported_endpoint",
+                    msg,
+                );
+            }
         };
         self.endpoint = endpoint;
         if method != "POST" {
@@ -550,6 +904,16 @@ impl Planner {
         }
         let body = envoy.body(Body::Request);
         self.request_bytes = body.len();
+        if self.count_tokens {
+            return self.count_tokens(envoy, &body);
+        }
+        let body = match self.client_api {
+            ClientApi::Chat => body,
+            _ => match self.chat_form(envoy, body) {
+                Ok(chat) => chat,
+                Err(action) => return action,
+            },
+        };
         match self.plan_body(envoy, &body) {
             Ok((plan, policy)) => self.publish(envoy, plan, policy),
             Err(action) => action,
@@ -566,6 +930,8 @@ impl Planner {
             .header(Map::Response, ":status")
             .and_then(|s| s.parse::<u16>().ok())
             .unwrap_or(0);
+        self.final_status = Some(status);
+        self.responded_ms = Some(envoy.now_ms());
         if status >= 400 {
             // The adapter may have given the router a canonical status for the
             // failure class; the client gets the provider's own.
@@ -578,6 +944,7 @@ impl Planner {
                 envoy.set_header(Map::Response, ":status", Some(&original.to_string()));
             }
             let status = original;
+            self.final_status = Some(status);
             self.rewriting = Some(status);
             envoy.set_header(Map::Response, "content-length", None);
             envoy.set_header(Map::Response, "content-type", Some("application/json"));
@@ -587,6 +954,9 @@ impl Planner {
 
     /// Response body: the final failure's body is replaced once complete.
     pub fn on_response_body(&mut self, envoy: &impl Host, end_of_stream: bool) -> Action {
+        if end_of_stream && self.planned && self.cfg.observers.spans {
+            self.span_facts(envoy);
+        }
         let Some(status) = self.rewriting else {
             return Action::Continue;
         };
@@ -605,8 +975,22 @@ impl Planner {
         if let Some(slots) = self.budget_slots.take() {
             budget::release(envoy, slots);
         }
-        // The last attempt's "no answer" has no later attempt to report it.
+        if let Some(d) = self.drilled.take() {
+            let served_in = self
+                .responded_ms
+                .filter(|_| self.final_status.is_some_and(|s| (200..300).contains(&s)))
+                .map(|at| at.saturating_sub(self.arrived_ms));
+            drill::done(envoy, &d, served_in);
+        }
+        // Before the ledger entry goes: it holds what the attempts used.
+        if let Some(a) = self.admission.take() {
+            governance::settle(envoy, &self.cfg, &a, &self.request_id);
+        }
+        // The last attempt's "no answer" has no later attempt to report it. A
+        // client that left before any answer (no response status) cut it off:
+        // that says nothing about the provider.
         if self.planned
+            && self.final_status.is_some()
             && let Some(settings) = &self.cfg.circuit_breaker
             && let Some(target) = ledger::read(&self.request_id, |e| {
                 e.attempts
@@ -619,17 +1003,86 @@ impl Planner {
             circuit::record(envoy, settings, &target, false, envoy.now_ms());
         }
         if self.planned {
+            ledger::read(&self.request_id, |e| {
+                let summary = metrics::summarize(e, self.final_status);
+                metrics::observe(envoy, &self.cfg, e, &summary, self.final_status);
+                if self.cfg.fleet.is_some() {
+                    observed::record(envoy, e, &summary);
+                }
+                if self.cfg.observers.decisions {
+                    let d = decision::record(
+                        &self.cfg,
+                        &self.facts(envoy),
+                        Some((e, &summary)),
+                        None,
+                        self.final_status,
+                        envoy.now_ms(),
+                    );
+                    decision::write(envoy, d);
+                }
+            });
             if !self.cfg.prices.is_empty() {
                 ledger::read(&self.request_id, |e| {
                     cost::account(envoy, &self.cfg, &self.request_id, e)
                 });
             }
             ledger::close(&self.request_id);
+        } else if let Some(code) = self
+            .rejection
+            .as_ref()
+            .filter(|_| self.cfg.observers.decisions)
+        {
+            let d = decision::record(
+                &self.cfg,
+                &self.facts(envoy),
+                None,
+                Some(code),
+                self.final_status,
+                envoy.now_ms(),
+            );
+            decision::write(envoy, d);
         }
     }
 }
 
 impl Planner {
+    /// What the decision record and spans say of this request besides its ledger.
+    fn facts(&self, envoy: &impl Host) -> decision::Request {
+        decision::Request {
+            arrived_ms: self.arrived_ms,
+            request_id: self.request_id.clone(),
+            node: self
+                .cfg
+                .fleet
+                .as_ref()
+                .map_or_else(|| envoy.node_id(), |l| l.node.clone()),
+            route: self.route.clone(),
+            endpoint: metrics::endpoint(self.endpoint, self.client_api),
+            stream: self.stream,
+            caller: self.auth.as_ref().map(|a| {
+                let e = a.entry();
+                (e.key.id.clone(), e.key.team.clone())
+            }),
+            moved_back: self.moved_back.clone(),
+        }
+    }
+
+    /// The request's span facts, once its response is over.
+    fn span_facts(&self, envoy: &impl Host) {
+        let caller = self.auth.as_ref().map(|a| a.entry().key.id.clone());
+        ledger::read(&self.request_id, |e| {
+            let summary = metrics::summarize(e, self.final_status);
+            decision::request_facts(
+                envoy,
+                &self.cfg,
+                &self.model_named,
+                caller.as_deref(),
+                e,
+                &summary,
+            );
+        });
+    }
+
     /// Keeps only the client headers the allow-list forwards ([`headers`]): every
     /// other one — credentials, `x-envoy-*` (which would steer the router),
     /// `x-switchyard-*`, anything unknown — is gone before the request is planned,
@@ -637,12 +1090,17 @@ impl Planner {
     /// providers only are kept aside for their attempts. Providers get plain JSON
     /// bodies: `content-type` and `accept-encoding` are normalised in the same call.
     fn filter_headers(&mut self, envoy: &impl Host, headers: Headers) {
-        let per_provider: Vec<&str> = self
+        let mut per_provider: Vec<&str> = self
             .cfg
             .providers
             .values()
             .flat_map(|p| p.forward_headers.iter().map(String::as_str))
             .collect();
+        // A Messages client's beta switches, for the targets that speak Messages
+        // (the adapter forwards it to those only).
+        if self.client_api == ClientApi::Messages {
+            per_provider.push("anthropic-beta");
+        }
         let mut kept = Vec::with_capacity(headers.0.len());
         let mut changed = false;
         for (name, value) in headers.0 {
@@ -670,6 +1128,171 @@ impl Planner {
         }
         if changed {
             envoy.replace_headers(Map::Request, &kept);
+        }
+    }
+
+    /// A 429 for the gateway's own limits: OpenAI's `x-ratelimit-*` headers,
+    /// `Retry-After`, and `x-switchyard-limit: gateway` (a provider's 429 never
+    /// carries it); `budget_exceeded` when a budget is spent.
+    fn over_limit(&mut self, envoy: &impl Host, r: &governance::LimitRefusal) -> Action {
+        use switchyard_core::governance::Dim;
+        let now = envoy.now_ms();
+        let d = r.refusal.dim;
+        let wait_ms = r.refusal.retry_at_ms.saturating_sub(now);
+        let retry_after = wait_ms.div_ceil(1000).max(1).to_string();
+        let (kind, name) = match r.subject.split_once(':') {
+            Some(("t", team)) => ("Team", team.to_string()),
+            _ => (
+                "Key",
+                self.auth
+                    .as_ref()
+                    .map(|a| a.entry().key.name.clone())
+                    .unwrap_or_default(),
+            ),
+        };
+        let limit = r.limits[d.index()].unwrap_or(0);
+        let what = match d {
+            Dim::Requests => format!("{limit} requests per minute"),
+            Dim::Tokens => format!("{limit} tokens per minute"),
+            Dim::CostDay => format!("its daily budget of ${:.2}", limit as f64 / 1e6),
+            Dim::CostMonth => format!("its monthly budget of ${:.2}", limit as f64 / 1e6),
+        };
+        let (code, message) = if d.is_budget() && r.refusal.exhausted {
+            (
+                "budget_exceeded",
+                format!(
+                    "{kind} `{name}` has spent {what}; it resets in {}.",
+                    switchyard_core::governance::reset_header(wait_ms)
+                ),
+            )
+        } else if r.refusal.exhausted {
+            (
+                "rate_limit_exceeded",
+                format!(
+                    "{kind} `{name}` reached its limit of {what}; retry after {retry_after} s."
+                ),
+            )
+        } else {
+            (
+                "rate_limit_exceeded",
+                format!(
+                    "{kind} `{name}` is at its limit of {what} on this gateway for now; retry after {retry_after} s."
+                ),
+            )
+        };
+        let mut extra: Vec<(String, String)> = vec![
+            ("retry-after".into(), retry_after.clone()),
+            ("x-switchyard-limit".into(), "gateway".into()),
+            (
+                "x-switchyard-limit-subject".into(),
+                format!("{} {name}", kind.to_lowercase()),
+            ),
+        ];
+        for (dim, label) in [(Dim::Requests, "requests"), (Dim::Tokens, "tokens")] {
+            if let Some(l) = r.limits[dim.index()] {
+                let w = dim.window(now);
+                let reset = if dim == d {
+                    wait_ms
+                } else {
+                    dim.window_end_ms(w).saturating_sub(now)
+                };
+                let remaining = if dim == d {
+                    0
+                } else {
+                    r.remaining[dim.index()].unwrap_or(l)
+                };
+                extra.push((format!("x-ratelimit-limit-{label}"), l.to_string()));
+                extra.push((
+                    format!("x-ratelimit-remaining-{label}"),
+                    remaining.to_string(),
+                ));
+                extra.push((
+                    format!("x-ratelimit-reset-{label}"),
+                    switchyard_core::governance::reset_header(reset),
+                ));
+            }
+        }
+        let extra: Vec<(&str, &str)> = extra
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self.reply_as(envoy, 429, "gateway_limit_error", code, &message, &extra)
+    }
+
+    /// A `/v1/messages` or `/v1/responses` request in the gateway's chat form,
+    /// which replaces the body Envoy holds (every attempt starts from it). A
+    /// request only targets of its own API can take (it uses something only
+    /// they do) is planned from its model alone and goes to those targets only.
+    fn chat_form(&mut self, envoy: &impl Host, original: Vec<u8>) -> Result<Vec<u8>, Action> {
+        let api = self.client_api;
+        match api.to_chat(&original) {
+            Ok(inbound) => {
+                let chat = serde_json::to_vec(&inbound.chat).unwrap_or_default();
+                self.inbound.stream = inbound.stream;
+                self.inbound.model = inbound
+                    .chat
+                    .get("model")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or_default()
+                    .to_string();
+                envoy.replace_body(Body::Request, &chat);
+                self.inbound.original = Some(original);
+                Ok(chat)
+            }
+            Err(e) if api.only_native(&e) => {
+                let head: serde_json::Value = serde_json::from_slice(&original).unwrap_or_default();
+                let model = head
+                    .get("model")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or_default();
+                let stream = head
+                    .get("stream")
+                    .and_then(|s| s.as_bool())
+                    .unwrap_or(false);
+                // Just what planning reads: the model and whether it streams.
+                let plan = serde_json::json!({
+                    "model": model,
+                    "stream": stream,
+                    "messages": [{"role": "user", "content": ""}],
+                });
+                self.inbound.stream = stream;
+                self.inbound.model = model.to_string();
+                self.inbound.original = Some(original);
+                self.inbound.only_native = Some(e);
+                Ok(serde_json::to_vec(&plan).unwrap_or_default())
+            }
+            Err(e) => Err(self.reject(envoy, 400, e.code, &e.message)),
+        }
+    }
+
+    /// The client's own body, kept for the plan's targets that speak its API.
+    fn native_body(&mut self, plan: &[plan::Target]) -> Option<Vec<u8>> {
+        let api = self.client_api;
+        let any = plan.iter().any(|t| {
+            self.cfg
+                .providers
+                .get(&t.provider)
+                .is_some_and(|p| api.native_to(p.dialect))
+        });
+        let body = self.inbound.original.take();
+        if any { body } else { None }
+    }
+
+    /// `POST /v1/messages/count_tokens`: an estimate, answered here (documented
+    /// in docs/apis.md).
+    fn count_tokens(&mut self, envoy: &impl Host, body: &[u8]) -> Action {
+        match switchyard_core::inbound::anthropic::count_tokens_estimate(body) {
+            Ok(n) => {
+                let out = serde_json::json!({ "input_tokens": n }).to_string();
+                let mut headers = vec![("content-type", "application/json")];
+                if !self.request_id.is_empty() {
+                    headers.push(("x-request-id", self.request_id.as_str()));
+                }
+                envoy.send_response(200, &headers, out.as_bytes());
+                self.replied = true;
+                Action::Pause
+            }
+            Err(e) => self.reject(envoy, 400, e.code, &e.message),
         }
     }
 

@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use crate::host::{Body, Cas, Counter, Host, Map};
+use crate::host::{Body, Cas, Counter, Gauge, Histogram, Host, Map};
 
 /// A local reply the filter sent.
 #[derive(Clone, Debug, PartialEq)]
@@ -172,6 +172,18 @@ impl Host for MemHost {
             .borrow_mut()
             .entry(crate::metrics::flat_name(counter, labels))
             .or_default() += delta;
+    }
+
+    fn gauge(&self, gauge: Gauge, labels: &[&str], value: u64) {
+        self.counters
+            .borrow_mut()
+            .insert(crate::metrics::flat_name(gauge, labels), value);
+    }
+
+    fn record(&self, histogram: Histogram, labels: &[&str], value: u64) {
+        self.counters
+            .borrow_mut()
+            .insert(crate::metrics::flat_name(histogram, labels), value);
     }
 
     fn http_call(

@@ -441,6 +441,7 @@ impl GatewayBuilder {
         let dir = &scratch.0;
         let config = dir.join("switchyard.yaml");
         std::fs::write(&config, self.config_text(paths)).expect("write config");
+        let data_dir = dir.join("data");
         let mut cp = Proc::spawn(
             "switchyard",
             dir,
@@ -451,8 +452,12 @@ impl GatewayBuilder {
                     "127.0.0.1:0",
                     "--status-addr",
                     "127.0.0.1:0",
-                    "--config",
+                    "--admin-addr",
+                    "127.0.0.1:0",
+                    "--data-dir",
                 ])
+                .arg(&data_dir)
+                .arg("--config")
                 .arg(&config),
         );
         let xds: SocketAddr = cp
@@ -461,6 +466,11 @@ impl GatewayBuilder {
             .expect("xds address");
         let status = cp.wait_for_line("status on http://", Duration::from_secs(1));
         let status: SocketAddr = status.trim_end_matches("/status").parse().expect("status address");
+        let admin_api = cp.wait_for_line("admin API on http://", Duration::from_secs(1));
+        let admin_api: SocketAddr = admin_api
+            .trim_end_matches("/admin/v1")
+            .parse()
+            .expect("admin API address");
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let node = format!("test-envoy-{n}");
         let envoy = start_envoy(paths, dir, &config, &node, xds, n, self.workers.max(1), self.delta);
@@ -476,6 +486,8 @@ impl GatewayBuilder {
             config,
             xds,
             status,
+            admin_api,
+            data_dir,
             envoys: vec![envoy],
             urls: Vec::new(),
             cp,
@@ -552,6 +564,10 @@ pub struct Gateway {
     pub xds: SocketAddr,
     /// The control plane's status endpoint.
     pub status: SocketAddr,
+    /// The control plane's admin API.
+    pub admin_api: SocketAddr,
+    /// The control plane's data directory (key database, audit log, admin token).
+    pub data_dir: PathBuf,
     /// Envoy processes.
     pub envoys: Vec<Proc>,
     /// Listener URL of each Envoy (`urls[0] == url`).
@@ -633,12 +649,99 @@ impl Gateway {
                     &self.xds.to_string(),
                     "--status-addr",
                     &self.status.to_string(),
-                    "--config",
+                    "--admin-addr",
+                    &self.admin_api.to_string(),
+                    "--data-dir",
                 ])
+                .arg(&self.data_dir)
+                .arg("--config")
                 .arg(&self.config),
         );
         cp.wait_for_line("listening on", Duration::from_secs(10));
         self.cp = cp;
+    }
+
+    /// The admin token the control plane generated.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("admin-token"))
+            .expect("admin token")
+            .trim()
+            .to_string()
+    }
+
+    /// Calls the admin API with the admin token; `(status, JSON body)`.
+    pub async fn admin_call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let url = format!("http://{}{path}", self.admin_api);
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = reqwest::Client::new()
+            .request(method, url)
+            .bearer_auth(self.admin_token());
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let r = req.send().await.expect("admin API");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Creates a key through the admin API; returns `(id, key)`.
+    pub async fn create_key(&self, spec: &Value) -> (String, String) {
+        let (status, v) = self.admin_call("POST", "/admin/v1/keys", Some(spec)).await;
+        assert_eq!(status, 200, "create key: {v}");
+        (
+            v["record"]["id"].as_str().expect("id").to_string(),
+            v["key"].as_str().expect("key").to_string(),
+        )
+    }
+
+    /// Runs the `switchyard` CLI against this control plane (its admin address
+    /// and data directory are passed); `(exit code, stdout, stderr)`.
+    pub fn cli(&self, paths: &Paths, args: &[&str]) -> (i32, String, String) {
+        let mut cmd = Command::new(&paths.switchyard);
+        cmd.args(args);
+        if matches!(args.first(), Some(&"keys") | Some(&"teams")) {
+            cmd.arg("--admin-addr").arg(self.admin_api.to_string());
+        }
+        cmd.arg("--data-dir").arg(&self.data_dir);
+        let out = cmd
+            .env_remove("SWITCHYARD_ADMIN_TOKEN")
+            .output()
+            .expect("switchyard CLI");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Waits until every Envoy serves `key` on route `model` (the first key
+    /// turns authentication on: a listener update, then the key table with the
+    /// next fleet exchange).
+    pub async fn wait_for_key(&self, key: &str, model: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let client = reqwest::Client::new();
+        for url in &self.urls {
+            loop {
+                // Authentication is on (a request without a key is refused)…
+                let anonymous = client
+                    .get(format!("{url}/v1/models"))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16());
+                // …and this key is known.
+                let r = client
+                    .post(format!("{url}/v1/chat/completions"))
+                    .bearer_auth(key)
+                    .json(&chat_body(model))
+                    .send()
+                    .await;
+                if anonymous.is_ok_and(|s| s == 401) && r.is_ok_and(|r| r.status().is_success()) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "key not in force on {url} within 15 s");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 
     /// The full URL of a path on the gateway.

@@ -49,6 +49,16 @@ async fn invalid_requests_are_rejected_before_any_provider() {
 
     expect_error(post_raw(&gw, "{\"model\": \"chat\", ").await, 400, "invalid_json").await;
     expect_error(post_raw(&gw, "[1, 2]").await, 400, "invalid_request").await;
+    // The gateway's own answers are counted apart from providers' failures.
+    assert_eq!(
+        gw.filter_stat("switchyard_rejections_total.reason.invalid_json").await,
+        Some(1)
+    );
+    assert_eq!(
+        gw.filter_stat("switchyard_requests_total.route._none.endpoint.chat.outcome.rejected.status_class.4xx")
+            .await,
+        Some(2)
+    );
     expect_error(
         gw.chat(&json!({"messages": [{"role": "user", "content": "x"}]}), &[])
             .await,

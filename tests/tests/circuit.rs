@@ -53,7 +53,15 @@ async fn hanging_provider_is_cut_out_then_probed_back_in() {
         );
     }
     assert_eq!(a.requests().await.len(), 3);
-    assert_eq!(gw.filter_stat("switchyard_circuit_opened_total").await, Some(1));
+    assert_eq!(
+        gw.filter_stat("switchyard_circuit_transitions_total.provider.a.model.m-a.to.open")
+            .await,
+        Some(1)
+    );
+    assert_eq!(
+        gw.filter_stat("switchyard_circuit_state.provider.a.model.m-a").await,
+        Some(2)
+    );
 
     // After the cool-down (and the fleet-wide state, up to one 250 ms report
     // later) one probe goes to a; a has recovered, the circuit
@@ -65,8 +73,20 @@ async fn hanging_provider_is_cut_out_then_probed_back_in() {
         let r = gw.chat(&chat_body("chat"), &[]).await;
         assert_eq!(served(&r), ("a".into(), "1".into()));
     }
-    assert_eq!(gw.filter_stat("switchyard_circuit_half_opened_total").await, Some(1));
-    assert_eq!(gw.filter_stat("switchyard_circuit_closed_total").await, Some(1));
+    assert_eq!(
+        gw.filter_stat("switchyard_circuit_transitions_total.provider.a.model.m-a.to.half_open")
+            .await,
+        Some(1)
+    );
+    assert_eq!(
+        gw.filter_stat("switchyard_circuit_transitions_total.provider.a.model.m-a.to.closed")
+            .await,
+        Some(1)
+    );
+    assert_eq!(
+        gw.filter_stat("switchyard_circuit_state.provider.a.model.m-a").await,
+        Some(0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,7 +133,11 @@ async fn a_failed_probe_reopens_for_longer() {
         ("a".into(), "1".into()),
         "probe succeeds"
     );
-    assert_eq!(gw.filter_stat("switchyard_circuit_opened_total").await, Some(2));
+    assert_eq!(
+        gw.filter_stat("switchyard_circuit_transitions_total.provider.a.model.m-a.to.open")
+            .await,
+        Some(2)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,4 +170,50 @@ async fn a_high_failure_rate_opens_the_circuit_without_consecutive_failures() {
         "a's circuit should be open at 50 % failures"
     );
     assert_eq!(a.requests().await.len(), 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_leave_early_do_not_open_a_circuit() {
+    let paths = Paths::discover();
+    let dir = Scratch::new("circuit-abort");
+    let a = Mock::start(&paths, &dir.0, "a", Dialect::Openai, &[]);
+    let b = Mock::start(&paths, &dir.0, "b", Dialect::Openai, &[]);
+    let gw = Gateway::builder()
+        .provider(&a)
+        .provider(&b)
+        .route("chat", &["a/m-a", "b/m-b"])
+        .yaml("circuit_breaker: { consecutive_failures: 2, base_open_ms: 10000, max_open_ms: 60000 }\n")
+        .start(&paths, &dir)
+        .await;
+    // Four clients give up on a slow (healthy) primary before it answers.
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(150))
+        .build()
+        .unwrap();
+    for _ in 0..4 {
+        let r = impatient
+            .post(gw.at("/v1/chat/completions"))
+            .header("x-mock", "a:delay_ms=1000")
+            .json(&chat_body("chat"))
+            .send()
+            .await;
+        assert!(r.is_err(), "the client was meant to give up");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Their leaving says nothing about a: it is still first for everyone.
+    assert_eq!(
+        served(&gw.chat(&chat_body("chat"), &[]).await),
+        ("a".into(), "1".into())
+    );
+    assert_eq!(
+        gw.filter_stat("switchyard_circuit_transitions_total.provider.a.model.m-a.to.open")
+            .await
+            .unwrap_or(0),
+        0
+    );
+    assert_eq!(
+        gw.filter_stat("switchyard_requests_total.route.chat.endpoint.chat.outcome.cancelled.status_class.none")
+            .await,
+        Some(4)
+    );
 }

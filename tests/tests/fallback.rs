@@ -51,6 +51,42 @@ async fn primary_503_is_answered_by_the_fallback_json_and_stream() {
     // Each mock saw exactly what it should: a twice (both failed), b twice.
     assert_eq!(a.requests().await.len(), 2);
     assert_eq!(b.requests().await.len(), 2);
+
+    // What operators see: two requests served from the second slot after a
+    // server error each, every attempt counted with its result, b's latencies.
+    let stat = |name: &'static str| {
+        let gw = &gw;
+        async move { gw.filter_stat(name).await.unwrap_or(0) }
+    };
+    assert_eq!(
+        stat("switchyard_requests_total.route.chat.endpoint.chat.outcome.served.status_class.2xx").await,
+        2
+    );
+    assert_eq!(
+        stat("switchyard_fallbacks_total.route.chat.class.server_error").await,
+        2
+    );
+    assert_eq!(stat("switchyard_served_total.route.chat.position.2").await, 2);
+    assert_eq!(
+        stat("switchyard_attempts_total.provider.a.model.gpt-a.result.server_error").await,
+        2
+    );
+    assert_eq!(
+        stat("switchyard_attempts_total.provider.b.model.gpt-b.result.success").await,
+        2
+    );
+    // The mocks report usage: tokens are counted without prices configured.
+    assert!(stat("switchyard_tokens_total.provider.b.model.gpt-b.kind.output").await > 0);
+    let hist = reqwest::get(format!("{}/stats?filter=time_to_first_token", gw.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        hist.contains("switchyard_time_to_first_token_ms.provider.b.model.gpt-b"),
+        "{hist}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,6 +35,8 @@ async fn unhealthy_provider_is_left_out_and_returns_when_healthy() {
         let r = gw.chat(&chat_body("chat"), &[]).await;
         assert_eq!(served(&r), ("b".into(), "1".into()), "a was still tried first");
     }
+    assert_eq!(gw.filter_stat("switchyard_health_state.provider.a").await, Some(0));
+    assert_eq!(gw.filter_stat("switchyard_health_state.provider.b").await, Some(1));
     let connect_failures = gw
         .stat("cluster.sy_provider_a.upstream_cx_connect_fail")
         .await
@@ -52,6 +54,7 @@ async fn unhealthy_provider_is_left_out_and_returns_when_healthy() {
         served(&gw.chat(&chat_body("chat"), &[]).await),
         ("a".into(), "1".into())
     );
+    assert_eq!(gw.filter_stat("switchyard_health_state.provider.a").await, Some(1));
     assert!(gw.envoys[0].output().contains("provider a is now unhealthy"));
     assert!(gw.envoys[0].output().contains("provider a is now healthy"));
 }

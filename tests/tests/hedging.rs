@@ -58,10 +58,29 @@ async fn slow_primary_is_hedged() {
     let a_cost = 5 * prompt_estimate * 2;
     let gw = &gw;
     let stat = |name: &'static str| async move { gw.filter_stat(name).await.unwrap_or(0) };
-    assert_eq!(stat("switchyard_target_cost_micros.provider.b.model.m-b").await, b_cost);
-    assert_eq!(stat("switchyard_target_cost_micros.provider.a.model.m-a").await, a_cost);
-    assert_eq!(stat("switchyard_cost_micros_total").await, a_cost + b_cost);
-    assert_eq!(stat("switchyard_cost_estimated_micros_total").await, a_cost);
+    assert_eq!(stat("switchyard_cost_micros_total.provider.b.model.m-b").await, b_cost);
+    assert_eq!(stat("switchyard_cost_micros_total.provider.a.model.m-a").await, a_cost);
+    assert_eq!(
+        stat("switchyard_cost_estimated_micros_total.provider.a.model.m-a").await,
+        a_cost
+    );
+    assert_eq!(
+        stat("switchyard_cost_estimated_micros_total.provider.b.model.m-b").await,
+        0
+    );
+    // Each request: one hedge fired and won, the primary's attempt cancelled
+    // (not failed), served from the plan's second slot.
+    assert_eq!(stat("switchyard_hedges_total.route.hedged.outcome.fired").await, 5);
+    assert_eq!(stat("switchyard_hedges_total.route.hedged.outcome.won").await, 5);
+    assert_eq!(
+        stat("switchyard_attempts_total.provider.a.model.m-a.result.cancelled").await,
+        5
+    );
+    assert_eq!(stat("switchyard_served_total.route.hedged.position.2").await, 5);
+    assert_eq!(
+        stat("switchyard_fallbacks_total.route.hedged.class.unreachable").await,
+        0
+    );
 
     // Both keep running: a first attempt that answers after the hedge started but
     // before the hedge does still wins (a timeout-and-retry would have cut it).

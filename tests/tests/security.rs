@@ -239,5 +239,24 @@ async fn client_caused_failures_do_not_count_against_providers() {
         let r = gw.chat(&chat_body("chat"), &[]).await;
         assert_eq!(served(&r), ("a".into(), "1".into()), "the primary was moved back");
     }
-    assert_eq!(gw.filter_stat("switchyard_circuit_opened_total").await.unwrap_or(0), 0);
+    assert_eq!(
+        gw.filter_stat("switchyard_circuit_transitions_total.provider.a.model.m-a.to.open")
+            .await
+            .unwrap_or(0),
+        0
+    );
+    // The client's model names became no stat (labels are bounded).
+    let stats = reqwest::get(format!("{}/stats", gw.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!stats.contains("made-up"), "a client's name became a stat");
+    assert!(
+        gw.filter_stat("switchyard_attempts_total.provider.a.model._direct.result.server_error")
+            .await
+            .unwrap_or(0)
+            >= 3
+    );
 }

@@ -2,8 +2,10 @@
 //! validated [`Config`]. Errors name the file, the path inside it and what was
 //! expected. One module per section, each type's limits next to the type.
 
+mod governance;
 mod limits;
 mod listener;
+mod observe;
 mod providers;
 mod retry;
 mod routes;
@@ -13,14 +15,18 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use switchyard_core::config::{Price, Route};
+use switchyard_core::config::{ModelInfo, Price, Route};
 use switchyard_core::policy::Policy;
 
+pub use governance::{AdminToken, Governance, valid_name};
 pub use limits::BootstrapLimits;
+pub use observe::{DecisionLog, Tracing};
 pub use providers::Provider;
 
+use governance::RawGovernance;
 use limits::RawLimits;
 use listener::{RawFilter, RawListener};
+use observe::{RawDecisionLog, RawTracing};
 use providers::RawProvider;
 use retry::RawRetry;
 use routes::RawRoute;
@@ -82,6 +88,9 @@ struct RawConfig {
     /// Prices per `provider/model`, per million tokens.
     #[serde(default)]
     prices: BTreeMap<String, Price>,
+    /// What is known of each `provider/model`: context window, owner, release.
+    #[serde(default)]
+    models: BTreeMap<String, ModelInfo>,
     /// Active health checks of every provider (off when absent).
     #[serde(default)]
     health_check: Option<switchyard_core::config::HealthCheck>,
@@ -95,6 +104,15 @@ struct RawConfig {
     providers: Vec<RawProvider>,
     #[serde(default)]
     routes: Vec<RawRoute>,
+    /// Virtual keys, teams, budgets and limits.
+    #[serde(default)]
+    governance: RawGovernance,
+    /// Envoy's OpenTelemetry tracer (off when absent).
+    #[serde(default)]
+    tracing: Option<RawTracing>,
+    /// One JSON line per request from an Envoy access log (off when absent).
+    #[serde(default)]
+    decision_log: Option<RawDecisionLog>,
 }
 
 // === checked ===
@@ -140,6 +158,8 @@ pub struct Config {
     pub circuit_breaker: Option<switchyard_core::circuit::Settings>,
     /// Prices per `provider/model`.
     pub prices: BTreeMap<String, Price>,
+    /// Model facts per `provider/model`.
+    pub models: BTreeMap<String, ModelInfo>,
     /// Active health checks.
     pub health_check: Option<switchyard_core::config::HealthCheck>,
     /// Adaptive weights bounds.
@@ -149,6 +169,15 @@ pub struct Config {
     pub fleet_addr: Option<std::net::SocketAddr>,
     /// Client request headers forwarded to every provider (lower-case).
     pub forward_headers: Vec<String>,
+    /// The `governance:` section.
+    pub governance: Governance,
+    /// Whether filters require keys: the control plane holds some (or the
+    /// file requires them). Set by `serve`, not by the file.
+    pub governance_on: bool,
+    /// The `tracing:` section.
+    pub tracing: Option<Tracing>,
+    /// The `decision_log:` section.
+    pub decision_log: Option<DecisionLog>,
 }
 
 /// Everything wrong with a config file, each problem with its location.
@@ -237,6 +266,7 @@ pub fn parse(
     raw.listener.check(&mut problems);
     let (providers, names) = providers::check(&raw.providers, base, env, &mut problems);
     routes::check_prices(&raw.prices, &names, &mut problems);
+    routes::check_models(&raw.models, &names, &mut problems);
     let routes = routes::check(
         &raw.routes,
         &providers,
@@ -248,6 +278,12 @@ pub fn parse(
     let forward_headers =
         providers::check_forward_headers(&raw.forward_headers, "forward_headers", &mut problems);
     check_resilience(&raw, &mut problems);
+    let governance = governance::check(&raw.governance, base, env, &mut problems);
+    let tracing = raw.tracing.as_ref().and_then(|t| t.check(&mut problems));
+    let decision_log = raw
+        .decision_log
+        .as_ref()
+        .and_then(|d| d.check(base, &mut problems));
     let filter = raw.filter.resolve(base).unwrap_or_else(|e| {
         problems.push(e);
         FilterBuild::Wasm(PathBuf::from(DEFAULT_WASM))
@@ -281,10 +317,15 @@ pub fn parse(
         default_policy: raw.policy,
         circuit_breaker: raw.circuit_breaker,
         prices: raw.prices,
+        models: raw.models,
         health_check: raw.health_check,
         adaptive_weights: raw.adaptive_weights,
         fleet_addr: None,
         forward_headers,
+        governance,
+        governance_on: false,
+        tracing,
+        decision_log,
     })
 }
 

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
-use switchyard_core::config::{Price, Route};
+use switchyard_core::config::{ModelInfo, Price, Route};
 use switchyard_core::plan::Target;
 use switchyard_core::policy::Policy;
 
@@ -59,6 +59,24 @@ pub(super) fn check_prices(
         }
         if !(price.input >= 0.0 && price.output >= 0.0) {
             problems.push(format!("prices.{key}: expected non-negative prices"));
+        }
+    }
+}
+
+/// Checks `models:` against the configured providers.
+pub(super) fn check_models(
+    models: &BTreeMap<String, ModelInfo>,
+    providers: &BTreeSet<String>,
+    problems: &mut Vec<String>,
+) {
+    for (key, info) in models {
+        if !Target::parse(key).is_some_and(|t| providers.contains(&t.provider)) {
+            problems.push(format!(
+                "models.{key}: expected `provider/model` of a configured provider"
+            ));
+        }
+        if info.context_window == Some(0) {
+            problems.push(format!("models.{key}.context_window: expected > 0"));
         }
     }
 }

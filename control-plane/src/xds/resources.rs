@@ -63,7 +63,7 @@ pub fn any<M: Message + Name>(m: &M) -> Any {
     }
 }
 
-fn duration_ms(ms: u64) -> Duration {
+pub(crate) fn duration_ms(ms: u64) -> Duration {
     Duration {
         seconds: (ms / 1000) as i64,
         nanos: ((ms % 1000) * 1_000_000) as i32,
@@ -126,6 +126,11 @@ pub fn filter_config(cfg: &Config, role: Role, node: &str) -> FilterConfig {
             .collect(),
         routes: cfg.routes.clone(),
         prices: cfg.prices.clone(),
+        models: cfg.models.clone(),
+        observers: switchyard_core::config::Observers {
+            spans: cfg.tracing.is_some(),
+            decisions: cfg.decision_log.is_some(),
+        },
         health_check: cfg.health_check.clone().filter(|_| role == Role::Adapter),
         default_policy: cfg.default_policy.clone(),
         max_request_bytes: cfg.max_request_bytes,
@@ -145,6 +150,13 @@ pub fn filter_config(cfg: &Config, role: Role, node: &str) -> FilterConfig {
                 min_concurrency,
             }
         }),
+        // The planner authenticates and admits (keys come through the fleet
+        // exchange, not in this config).
+        governance: (cfg.governance_on && role == Role::Planner).then_some(
+            switchyard_core::config::Governance {
+                completion_estimate: cfg.governance.completion_estimate,
+            },
+        ),
     }
 }
 
@@ -307,6 +319,9 @@ pub fn listener(cfg: &Config, node: &str) -> listener::Listener {
         // closed once its last bytes are flushed, not one second later (Envoy's
         // default delayed close): the client learns of the failure at once.
         delayed_close_timeout: Some(duration_ms(0)),
+        // Traces and the decision log (`tracing:`, `decision_log:`).
+        tracing: super::observe::tracing(cfg),
+        access_log: super::observe::access_logs(cfg),
         ..Default::default()
     };
     listener::Listener {
@@ -552,6 +567,35 @@ pub fn route_configuration(cfg: &Config) -> route::RouteConfiguration {
 
 /// One cluster per provider: static for IP literals, logical DNS for names; TLS with
 /// SNI and certificate verification for https.
+/// TLS to a public server: SNI `host`, `alpn`, verified against the system CAs.
+pub fn upstream_tls(host: &str, alpn: &[&str]) -> core::TransportSocket {
+    let ctx = tls::UpstreamTlsContext {
+        sni: host.to_string(),
+        common_tls_context: Some(tls::CommonTlsContext {
+            alpn_protocols: alpn.iter().map(|a| (*a).to_string()).collect(),
+            validation_context_type: Some(
+                tls::common_tls_context::ValidationContextType::ValidationContext(
+                    tls::CertificateValidationContext {
+                        trusted_ca: Some(core::DataSource {
+                            specifier: Some(core::data_source::Specifier::Filename(
+                                CA_BUNDLE.to_string(),
+                            )),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                ),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    core::TransportSocket {
+        name: "envoy.transport_sockets.tls".to_string(),
+        config_type: Some(core::transport_socket::ConfigType::TypedConfig(any(&ctx))),
+    }
+}
+
 pub fn provider_cluster(p: &Provider, budget: Option<(f64, u32)>) -> cluster::Cluster {
     let name = cluster_name(p);
     let discovery = if p.host_is_ip() {
@@ -582,33 +626,7 @@ pub fn provider_cluster(p: &Provider, budget: Option<(f64, u32)>) -> cluster::Cl
         upstream_protocol_options: Some(protocol),
         ..Default::default()
     };
-    let transport_socket = p.tls.then(|| {
-        let ctx = tls::UpstreamTlsContext {
-            sni: p.host.clone(),
-            common_tls_context: Some(tls::CommonTlsContext {
-                alpn_protocols: vec!["h2".to_string(), "http/1.1".to_string()],
-                validation_context_type: Some(
-                    tls::common_tls_context::ValidationContextType::ValidationContext(
-                        tls::CertificateValidationContext {
-                            trusted_ca: Some(core::DataSource {
-                                specifier: Some(core::data_source::Specifier::Filename(
-                                    CA_BUNDLE.to_string(),
-                                )),
-                                ..Default::default()
-                            }),
-                            ..Default::default()
-                        },
-                    ),
-                ),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        core::TransportSocket {
-            name: "envoy.transport_sockets.tls".to_string(),
-            config_type: Some(core::transport_socket::ConfigType::TypedConfig(any(&ctx))),
-        }
-    });
+    let transport_socket = p.tls.then(|| upstream_tls(&p.host, &["h2", "http/1.1"]));
     // Envoy's default thresholds (e.g. 3 concurrent retries per cluster) would turn
     // fail-over into 503s under load; fail-over volume is bounded by the plan instead.
     let thresholds = cluster::circuit_breakers::Thresholds {
@@ -705,6 +723,12 @@ pub fn resources(cfg: &Config) -> HashMap<&'static str, Vec<(String, Any)>> {
         .collect();
     if let Some(addr) = cfg.fleet_addr {
         clusters.push((FLEET_CLUSTER.to_string(), any(&fleet_cluster(addr))));
+    }
+    if let Some(t) = &cfg.tracing {
+        clusters.push((
+            super::observe::COLLECTOR_CLUSTER.to_string(),
+            any(&super::observe::collector_cluster(t)),
+        ));
     }
     clusters.extend(
         chain_clusters(cfg)

@@ -42,6 +42,8 @@ pub struct Snapshot {
     pub adaptive_weights: Option<switchyard_core::fleet::AdaptiveWeights>,
     /// The targets filters report on: `provider/model` of every route's chain.
     pub targets: HashSet<String>,
+    /// The route aliases filters report rates on (besides `_direct`).
+    pub routes: HashSet<String>,
     /// The config, for each node's own listener.
     config: Option<Config>,
 }
@@ -59,6 +61,7 @@ impl Snapshot {
                 .values()
                 .flat_map(|r| r.chain.iter().map(ToString::to_string))
                 .collect(),
+            routes: cfg.routes.keys().cloned().collect(),
             config: Some(cfg.clone()),
         }
     }

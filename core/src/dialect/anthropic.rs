@@ -7,7 +7,7 @@ use super::{
     Answer, Api, Context, Members, Progress, StreamEnd, StreamTranslator as Translate,
     TranslateError,
 };
-use crate::failure::{FailureClass, mentions_content_policy, scrub};
+use crate::failure::{FailureClass, mentions_content_policy, mentions_context_length, scrub};
 use crate::request::Endpoint;
 use crate::sse;
 
@@ -460,6 +460,9 @@ fn classify_type(kind: &str, message: &str) -> Option<FailureClass> {
         "rate_limit_error" => FailureClass::RateLimited,
         "overloaded_error" | "api_error" => FailureClass::ServerError,
         "invalid_request_error" if mentions_content_policy(&lower) => FailureClass::ContentFilter,
+        "invalid_request_error" | "request_too_large" if mentions_context_length(&lower) => {
+            FailureClass::ContextLength
+        }
         "invalid_request_error" if lower.starts_with("model:") => FailureClass::ModelUnavailable,
         _ => return None,
     })

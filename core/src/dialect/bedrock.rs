@@ -328,6 +328,9 @@ pub fn classify(status: u16, error_type: &str, message: &str) -> Option<FailureC
         {
             FailureClass::ModelUnavailable
         }
+        "ValidationException" if crate::failure::mentions_context_length(&m) => {
+            FailureClass::ContextLength
+        }
         "InternalServerException"
         | "ServiceUnavailableException"
         | "ModelNotReadyException"

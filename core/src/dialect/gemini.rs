@@ -8,7 +8,7 @@ use super::{
     Answer, Api, Context, Members, Progress, StreamEnd, StreamTranslator as Translate,
     TranslateError,
 };
-use crate::failure::{FailureClass, mentions_content_policy, scrub};
+use crate::failure::{FailureClass, mentions_content_policy, mentions_context_length, scrub};
 use crate::request::Endpoint;
 use crate::sse;
 
@@ -277,7 +277,7 @@ fn usage(v: &Value) -> Option<Value> {
     let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
     Some(super::usage(
         n("promptTokenCount"),
-        n("candidatesTokenCount") + n("thoughtsTokenCount"),
+        n("candidatesTokenCount").saturating_add(n("thoughtsTokenCount")),
     ))
 }
 
@@ -362,6 +362,7 @@ fn classify_status(status: &str, message: &str) -> Option<FailureClass> {
         // Gemini answers a bad key with 400 INVALID_ARGUMENT.
         "INVALID_ARGUMENT" if lower.contains("api key") => FailureClass::Auth,
         "INVALID_ARGUMENT" if mentions_content_policy(&lower) => FailureClass::ContentFilter,
+        "INVALID_ARGUMENT" if mentions_context_length(&lower) => FailureClass::ContextLength,
         "UNAVAILABLE" | "INTERNAL" | "DEADLINE_EXCEEDED" => FailureClass::ServerError,
         _ => return None,
     })

@@ -226,9 +226,10 @@ pub fn base64(bytes: &[u8]) -> String {
     out
 }
 
-/// An OpenAI `usage` object.
+/// An OpenAI `usage` object. The counts come from the provider: their sum
+/// saturates rather than overflow.
 pub(crate) fn usage(prompt: u64, completion: u64) -> Value {
-    serde_json::json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
+    serde_json::json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt.saturating_add(completion)})
 }
 
 /// The texts of an embeddings request's `input` (token-id inputs have no

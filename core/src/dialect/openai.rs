@@ -7,7 +7,9 @@ use super::{
     Answer, Api, Context, GATEWAY_FIELDS, Members, Progress, StreamEnd, StreamTranslator,
     TranslateError,
 };
-use crate::failure::{FailureClass, mentions_content_policy, mentions_model_gone, scrub};
+use crate::failure::{
+    FailureClass, mentions_content_policy, mentions_context_length, mentions_model_gone, scrub,
+};
 use crate::request::Endpoint;
 use crate::sse;
 
@@ -149,6 +151,10 @@ impl Api for OpenAi {
             "content_policy_violation" | "content_filter" => FailureClass::ContentFilter,
             "invalid_api_key" => FailureClass::Auth,
             "rate_limit_exceeded" | "insufficient_quota" => FailureClass::RateLimited,
+            "context_length_exceeded" | "string_above_max_length" => FailureClass::ContextLength,
+            _ if by_status == FailureClass::BadRequest && mentions_context_length(&lower) => {
+                FailureClass::ContextLength
+            }
             _ if by_status == FailureClass::BadRequest && mentions_content_policy(&lower) => {
                 FailureClass::ContentFilter
             }

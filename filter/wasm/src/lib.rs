@@ -22,7 +22,7 @@ use proxy_wasm::types::{
 use switchyard_core::config::{FilterConfig, Role};
 use switchyard_filter::adapter::Adapter;
 use switchyard_filter::background::Background;
-use switchyard_filter::host::{Action, Body, Cas, Counter, Host, Map};
+use switchyard_filter::host::{Action, Body, Cas, Counter, Gauge, Histogram, Host, Map};
 use switchyard_filter::metrics;
 use switchyard_filter::planner::Planner;
 
@@ -148,17 +148,20 @@ impl Host for WasmHost {
     }
 
     fn count(&self, counter: Counter, labels: &[&str], delta: u64) {
-        let name = metrics::flat_name(counter, labels);
-        let id = METRICS.with(|m| {
-            if let Some(id) = m.borrow().get(&name) {
-                return Some(*id);
-            }
-            let id = hostcalls::define_metric(MetricType::Counter, &name).ok()?;
-            m.borrow_mut().insert(name, id);
-            Some(id)
-        });
-        if let Some(id) = id {
+        if let Some(id) = metric_id(MetricType::Counter, metrics::flat_name(counter, labels)) {
             let _ = hostcalls::increment_metric(id, i64::try_from(delta).unwrap_or(i64::MAX));
+        }
+    }
+
+    fn gauge(&self, gauge: Gauge, labels: &[&str], value: u64) {
+        if let Some(id) = metric_id(MetricType::Gauge, metrics::flat_name(gauge, labels)) {
+            let _ = hostcalls::record_metric(id, value);
+        }
+    }
+
+    fn record(&self, histogram: Histogram, labels: &[&str], value: u64) {
+        if let Some(id) = metric_id(MetricType::Histogram, metrics::flat_name(histogram, labels)) {
+            let _ = hostcalls::record_metric(id, value);
         }
     }
 
@@ -178,6 +181,19 @@ impl Host for WasmHost {
         )
         .ok()
     }
+}
+
+/// The id of the metric `name` (a flat name carries its labels), defined on
+/// first use and kept per worker.
+fn metric_id(kind: MetricType, name: String) -> Option<u32> {
+    METRICS.with(|m| {
+        if let Some(id) = m.borrow().get(&name) {
+            return Some(*id);
+        }
+        let id = hostcalls::define_metric(kind, &name).ok()?;
+        m.borrow_mut().insert(name, id);
+        Some(id)
+    })
 }
 
 /// Nanoseconds since the Unix epoch, from the host's clock.

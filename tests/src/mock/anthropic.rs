@@ -2,14 +2,18 @@
 //! request validation (extra inputs, `max_tokens`, roles), `{"type":"error",
 //! "error":{"type","message"},"request_id"}` errors, the SSE event sequence
 //! (`message_start`, `content_block_*`, `ping`, `message_delta`, `message_stop`),
-//! in-stream `event: error`, and `stop_reason: refusal` with `stop_details`.
+//! in-stream `event: error`, and `stop_reason: refusal` with `stop_details`;
+//! extended thinking (`thinking: {type: enabled, budget_tokens}` or `adaptive`:
+//! a `thinking` block with its `signature` before the answer, streamed as
+//! `thinking_delta`s and a `signature_delta`); server tools (`web_search_*`,
+//! `code_execution_*`, …) accepted and never called, as Anthropic runs them.
 
 use hyper::Response;
 use serde_json::{Value, json};
 
 use super::{
     Body, Call, ChatRequest, Data, Event, Failure, Provider, Refused, Reply, StreamFailure, ToolChoice, asks_for_json,
-    cut_json, json_response, names, texts, unknown_param, words,
+    cut_json, json_response, texts, unknown_param, words,
 };
 
 pub(super) struct Anthropic;
@@ -31,7 +35,29 @@ const PARAMS: &[&str] = &[
     "service_tier",
     "container",
     "mcp_servers",
+    "output_config",
+    "inference_geo",
+    "context_management",
 ];
+
+/// Type prefixes of the tools Anthropic defines (server tools and the
+/// schema-less client tools), each `{type: "<prefix>_YYYYMMDD", name}`.
+const DEFINED_TOOLS: &[&str] = &[
+    "web_search_",
+    "web_fetch_",
+    "code_execution_",
+    "bash_",
+    "text_editor_",
+    "computer_",
+    "memory_",
+    "tool_search_tool_",
+];
+
+/// The thinking the mock shows, and the signature Anthropic puts on it (opaque
+/// to clients, checked by Anthropic when the block comes back).
+pub const THINKING: &str = "The user wants a greeting. I will say hello.";
+/// The `signature` of the mock's `thinking` blocks.
+pub const THINKING_SIGNATURE: &str = "EqQBCkYIBhgCIkBmb2NrLXNpZ25hdHVyZS1vZi10aGUtbW9jay1wcm92aWRlcg==";
 
 fn stop_details() -> Value {
     json!({"type": "refusal", "category": "cyber", "explanation": "This request was declined because it could enable cyber harm."})
@@ -66,8 +92,19 @@ impl Anthropic {
             "output_tokens": output})
     }
 
-    /// Content blocks, stop reason and stop details of `reply`.
-    fn content(reply: &Reply) -> (Value, &'static str, Value) {
+    /// Content blocks, stop reason and stop details of `reply` (after a
+    /// `thinking` block when the request asked for thinking).
+    fn content(req: &ChatRequest, reply: &Reply) -> (Value, &'static str, Value) {
+        let (content, stop, details) = Self::answer(reply);
+        if !req.reasoning || matches!(reply, Reply::Blocked(_)) {
+            return (content, stop, details);
+        }
+        let mut blocks = vec![json!({"type": "thinking", "thinking": THINKING, "signature": THINKING_SIGNATURE})];
+        blocks.extend(content.as_array().cloned().unwrap_or_default());
+        (Value::Array(blocks), stop, details)
+    }
+
+    fn answer(reply: &Reply) -> (Value, &'static str, Value) {
         match reply {
             Reply::Text(t) => (json!([{"type": "text", "text": t}]), "end_turn", Value::Null),
             Reply::Tool { id, name, args } => (
@@ -152,7 +189,73 @@ impl Provider for Anthropic {
         if !call.state.serves(model) {
             return Err(Box::new(self.reject(404, &format!("model: {model}"))));
         }
-        let tools = names(obj.get("tools"), "/name");
+        let max_tokens = obj.get("max_tokens").and_then(Value::as_u64).unwrap_or(0);
+        let reasoning = match obj.get("thinking") {
+            None => false,
+            Some(t) => match t.get("type").and_then(Value::as_str) {
+                Some("enabled") => {
+                    let Some(budget) = t.get("budget_tokens").and_then(Value::as_u64) else {
+                        return Err(Box::new(
+                            self.reject(400, "thinking.enabled.budget_tokens: Field required"),
+                        ));
+                    };
+                    if budget < 1024 {
+                        return Err(Box::new(self.reject(
+                            400,
+                            "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024",
+                        )));
+                    }
+                    if max_tokens <= budget {
+                        return Err(Box::new(self.reject(
+                            400,
+                            "`max_tokens` must be greater than `thinking.budget_tokens`. Please consult our documentation at https://docs.claude.com/en/docs/build-with-claude/extended-thinking#max-tokens-and-context-window-size",
+                        )));
+                    }
+                    true
+                }
+                Some("adaptive") => true,
+                Some("disabled") => false,
+                _ => {
+                    return Err(Box::new(self.reject(
+                        400,
+                        "thinking: Input tag does not match any of the expected tags: 'enabled', 'disabled', 'adaptive'",
+                    )));
+                }
+            },
+        };
+        // Custom tools are the model's to call; the tools Anthropic defines
+        // (`{type: "web_search_20250305", name: "web_search"}`, …) it runs itself.
+        let mut tools = Vec::new();
+        for (i, t) in obj
+            .get("tools")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let Some(name) = t.get("name").and_then(Value::as_str) else {
+                return Err(Box::new(
+                    self.reject(400, &format!("tools.{i}.custom.name: Field required")),
+                ));
+            };
+            match t.get("type").and_then(Value::as_str) {
+                None | Some("custom") => {
+                    if t.get("input_schema").is_none() {
+                        return Err(Box::new(
+                            self.reject(400, &format!("tools.{i}.custom.input_schema: Field required")),
+                        ));
+                    }
+                    tools.push(name.to_string());
+                }
+                Some(kind) if DEFINED_TOOLS.iter().any(|p| kind.starts_with(p)) => {}
+                Some(kind) => {
+                    return Err(Box::new(self.reject(
+                        400,
+                        &format!("tools.{i}: Input tag '{kind}' found using 'type' does not match any of the expected tags: 'custom', 'web_search_20250305', 'web_fetch_20250910', 'code_execution_20250825', 'bash_20250124', 'text_editor_20250728', 'computer_20250124', 'memory_20250818'"),
+                    )));
+                }
+            }
+        }
         let tool_choice = match obj.get("tool_choice") {
             None => ToolChoice::Auto,
             Some(c) => match (
@@ -203,6 +306,8 @@ impl Provider for Anthropic {
                 .and_then(|m| blocks(m, "tool_result").into_iter().next())
                 .and_then(|b| texts(b.get("content"))),
             tool_choice,
+            reasoning,
+            ..ChatRequest::default()
         })
     }
 
@@ -228,17 +333,21 @@ impl Provider for Anthropic {
         r
     }
 
-    fn failure(&self, _call: &Call, failure: Failure, req: &ChatRequest) -> Response<Body> {
+    fn failure(&self, call: &Call, failure: Failure, req: &ChatRequest) -> Response<Body> {
         match failure {
             Failure::ContentPolicy => self.reject(400, "Output blocked by content filtering policy"),
             Failure::ModelGone => self.reject(404, &format!("model: {}", req.model)),
             Failure::InvalidKey => self.reject(401, "invalid x-api-key"),
             Failure::BadRequest => self.reject(400, "temperature: Input should be less than or equal to 1"),
+            Failure::ContextLength => {
+                let (tokens, window) = req.over_window(call.b, 200_000);
+                self.reject(400, &format!("prompt is too long: {tokens} tokens > {window} maximum"))
+            }
         }
     }
 
     fn json(&self, req: &ChatRequest, reply: &Reply, n: u64) -> Value {
-        let (content, stop, details) = Self::content(reply);
+        let (content, stop, details) = Self::content(req, reply);
         let mut v = json!({
             "id": format!("msg_mock{n}"), "type": "message", "role": "assistant", "model": req.model,
             "content": content, "stop_reason": stop, "stop_sequence": null,
@@ -251,36 +360,60 @@ impl Provider for Anthropic {
     }
 
     fn events(&self, req: &ChatRequest, reply: &Reply, n: u64) -> Vec<Event> {
-        let (content, stop, details) = Self::content(reply);
+        let (content, stop, details) = Self::content(req, reply);
         let mut out = vec![Event::json(
             "message_start",
             json!({"type": "message_start", "message": {"id": format!("msg_mock{n}"), "type": "message",
                 "role": "assistant", "model": req.model, "content": [], "stop_reason": null, "stop_sequence": null,
                 "usage": Self::usage(req, 1)}}),
         )];
+        // The thinking block first (index 0), its text in two pieces, then its
+        // signature, as Anthropic streams it.
+        let thinking = req.reasoning && !matches!(reply, Reply::Blocked(_));
+        if thinking {
+            out.push(Event::json(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+            ));
+            for piece in Reply::arg_pieces(THINKING) {
+                out.push(Event::json(
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": piece}}),
+                ));
+            }
+            out.push(Event::json(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": THINKING_SIGNATURE}}),
+            ));
+            out.push(Event::json(
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": 0}),
+            ));
+        }
+        let index = usize::from(thinking);
         match reply {
             Reply::Text(t) => {
                 out.push(Event::json(
                     "content_block_start",
-                    json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+                    json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}),
                 ));
                 out.push(Event::json("ping", json!({"type": "ping"})));
                 for piece in Reply::pieces(t) {
                     out.push(Event::json(
                         "content_block_delta",
-                        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}),
+                        json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": piece}}),
                     ));
                 }
             }
             Reply::Tool { id, name, args } => {
                 out.push(Event::json(
                     "content_block_start",
-                    json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}),
+                    json!({"type": "content_block_start", "index": index, "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}),
                 ));
                 for piece in Reply::arg_pieces(args) {
                     out.push(Event::json(
                         "content_block_delta",
-                        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": piece}}),
+                        json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": piece}}),
                     ));
                 }
             }
@@ -300,7 +433,7 @@ impl Provider for Anthropic {
         if !matches!(reply, Reply::Blocked(super::Safety::Prompt)) {
             out.push(Event::json(
                 "content_block_stop",
-                json!({"type": "content_block_stop", "index": 0}),
+                json!({"type": "content_block_stop", "index": index}),
             ));
         }
         let mut delta = json!({"stop_reason": stop, "stop_sequence": null});

@@ -394,6 +394,7 @@ impl Provider for Bedrock {
                 .and_then(|m| blocks_of(m, "toolResult").into_iter().next())
                 .and_then(|r| texts(r.get("content"))),
             tool_choice,
+            ..ChatRequest::default()
         })
     }
 
@@ -423,6 +424,8 @@ impl Provider for Bedrock {
             Failure::BadRequest => {
                 validation("The model returned the following errors: temperature: must be less than or equal to 1")
             }
+            // Converse names neither the prompt's size nor the model's window.
+            Failure::ContextLength => validation("Input is too long for requested model."),
         }
     }
 

@@ -487,6 +487,7 @@ impl Provider for Gemini {
                 .and_then(Value::as_str)
                 == Some("application/json"),
             tool_choice,
+            ..ChatRequest::default()
         })
     }
 
@@ -525,6 +526,13 @@ impl Provider for Gemini {
             Failure::BadRequest => self.invalid(
                 "* GenerateContentRequest.generation_config.temperature: temperature must be in the range [0.0, 2.0]\n",
             ),
+            Failure::ContextLength => {
+                // Gemini 2.x models take 1,048,576 input tokens.
+                let (tokens, window) = req.over_window(call.b, 1_048_576);
+                self.invalid(&format!(
+                    "The input token count ({tokens}) exceeds the maximum number of tokens allowed ({window})."
+                ))
+            }
         }
     }
 

@@ -69,13 +69,33 @@
 //!   request and string to sign it computed, which carry every signed header as
 //!   received (`x-amz-security-token` included). Azure, Anthropic, Gemini, Vertex
 //!   and Bedrock API keys are never echoed: they get their usual auth error.
-//! - `error=content_policy|model_gone|invalid_key|bad_request`: the provider's own
-//!   answer for that case (`invalid_key` without echoing the key; Gemini/Vertex
-//!   answer `content_policy` as they refuse a prompt, with a 200 whose
-//!   `promptFeedback.blockReason` is `SAFETY`).
+//! - `error=content_policy|model_gone|invalid_key|bad_request|context_length`: the
+//!   provider's own answer for that case (`invalid_key` without echoing the key;
+//!   Gemini/Vertex answer `content_policy` as they refuse a prompt, with a 200
+//!   whose `promptFeedback.blockReason` is `SAFETY`). `context_length` is each
+//!   provider's "prompt too long" error: OpenAI and Azure a 400
+//!   `context_length_exceeded` ("This model's maximum context length is M
+//!   tokens. However, your messages resulted in N tokens. …"; the Responses API
+//!   words it "Your input exceeds the context window of this model. …"),
+//!   Anthropic a 400 `invalid_request_error` "prompt is too long: N tokens > M
+//!   maximum", Gemini/Vertex a 400 `INVALID_ARGUMENT` "The input token count (N)
+//!   exceeds the maximum number of tokens allowed (M).", Bedrock a 400
+//!   `ValidationException` "Input is too long for requested model.".
+//! - `context_window=M`: the mock refuses, with that same error, every prompt
+//!   whose estimated size (the bytes of its text, system prompt included, over 4)
+//!   is over M tokens; smaller prompts are answered as usual.
 //!
 //! Every request except model lists is recorded; `GET /_mock/requests` returns
 //! them, `DELETE` clears.
+//!
+//! # Besides chat
+//!
+//! The OpenAI and Azure mocks also serve the Responses API (`POST /v1/responses`;
+//! Azure `POST /openai/v1/responses`, the deployment as `model`), validated and
+//! answered as OpenAI documents it (a `response` object, or its event stream);
+//! every misbehaviour above applies to it as to chat. The Anthropic mock answers
+//! `thinking` (`enabled` or `adaptive`) with a signed `thinking` block before the
+//! text and accepts Anthropic's server tools (which it never calls).
 
 mod anthropic;
 mod bedrock;
@@ -98,8 +118,9 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+pub use anthropic::{THINKING, THINKING_SIGNATURE};
 pub use bedrock::eventstream::{Frame as EventStreamFrame, decode as decode_event_stream};
-pub use openai::base64;
+pub use openai::{ENCRYPTED_REASONING, base64};
 
 use conn::{Conn, Cut, Stop};
 
@@ -232,6 +253,7 @@ pub async fn serve(cfg: MockConfig, addr: &str) -> std::io::Result<(SocketAddr, 
         log: Mutex::new(Vec::new()),
         rng: AtomicU64::new(seed),
         seq: AtomicU64::new(0),
+        stored: Mutex::new(Vec::new()),
     });
     let task = tokio::spawn(async move {
         loop {
@@ -270,6 +292,8 @@ struct State {
     log: Mutex<Vec<Recorded>>,
     rng: AtomicU64,
     seq: AtomicU64,
+    /// Ids of the Responses `response`s stored (what `previous_response_id` may name).
+    stored: Mutex<Vec<String>>,
 }
 
 impl State {
@@ -304,6 +328,11 @@ impl State {
         self.cfg.models.is_empty() || self.cfg.models.iter().any(|m| m == model)
     }
 
+    /// Whether a Responses `response` of this id was stored here.
+    fn has_stored(&self, id: &str) -> bool {
+        self.stored.lock().is_ok_and(|s| s.iter().any(|i| i == id))
+    }
+
     fn record(&self, r: Recorded) {
         if let Ok(mut log) = self.log.lock() {
             log.push(r);
@@ -332,6 +361,7 @@ struct Behaviour {
     error_event_after: Option<usize>,
     safety: Option<Safety>,
     echo_key_in_error: bool,
+    context_window: Option<u64>,
 }
 
 /// A provider's safety block (`safety=…`).
@@ -350,6 +380,7 @@ enum Failure {
     ModelGone,
     InvalidKey,
     BadRequest,
+    ContextLength,
 }
 
 fn parse_behaviour(header: &str, name: &str) -> Behaviour {
@@ -380,6 +411,7 @@ fn parse_behaviour(header: &str, name: &str) -> Behaviour {
                         "content_policy" => Failure::ContentPolicy,
                         "model_gone" => Failure::ModelGone,
                         "invalid_key" => Failure::InvalidKey,
+                        "context_length" => Failure::ContextLength,
                         _ => Failure::BadRequest,
                     })
                 }
@@ -397,6 +429,7 @@ fn parse_behaviour(header: &str, name: &str) -> Behaviour {
                 "corrupt_event" => b.corrupt_event = v.parse().ok().filter(|n| *n >= 1),
                 "error_event_after" => b.error_event_after = v.parse().ok(),
                 "echo_key_in_error" => b.echo_key_in_error = true,
+                "context_window" => b.context_window = v.parse().ok(),
                 _ => {}
             }
         }
@@ -561,6 +594,79 @@ struct ChatRequest {
     json: bool,
     /// How the request lets the model use its tools.
     tool_choice: ToolChoice,
+    /// Which of the provider's APIs the request came in.
+    api: Api,
+    /// Bytes of the prompt's text (messages and system prompt), what the mock's
+    /// context window is measured against.
+    text_bytes: usize,
+    /// Reasoning was asked for (Anthropic `thinking`, Responses `reasoning`).
+    reasoning: bool,
+    /// Members a Responses `response` echoes from its request.
+    echo: Value,
+    /// The answer's id where the API's ids are the mock's to choose (Responses).
+    id: String,
+}
+
+/// Which of a provider's APIs a chat-like request used.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Api {
+    /// The provider's chat API (the dialect's own).
+    #[default]
+    Chat,
+    /// OpenAI's Responses API.
+    Responses,
+}
+
+impl ChatRequest {
+    /// The prompt's size as the mock estimates it: its text's bytes over 4.
+    fn estimated_tokens(&self) -> u64 {
+        (self.text_bytes / 4) as u64
+    }
+
+    /// `(prompt tokens, window)` for a context-length error: the estimate
+    /// against the mock's `context_window`, or `default_window` when the error
+    /// was asked for by name (then the prompt is made out to be over it).
+    fn over_window(&self, b: &Behaviour, default_window: u64) -> (u64, u64) {
+        let tokens = self.estimated_tokens();
+        match b.context_window {
+            Some(w) if tokens > w => (tokens, w),
+            Some(w) => (w + 1 + tokens, w),
+            None => (default_window + 1 + tokens, default_window),
+        }
+    }
+}
+
+/// Bytes of the prompt text in a request body of any dialect: every string held
+/// by a `content`, `text`, `system`, `input` or `instructions` member (directly
+/// or in arrays and objects below one).
+fn text_bytes(v: &Value) -> usize {
+    fn all(v: &Value) -> usize {
+        match v {
+            Value::String(s) => s.len(),
+            Value::Array(a) => a.iter().map(all).sum(),
+            Value::Object(o) => o
+                .iter()
+                .filter(|(k, _)| PROMPT_KEYS.contains(&k.as_str()))
+                .map(|(_, v)| all(v))
+                .sum(),
+            _ => 0,
+        }
+    }
+    const PROMPT_KEYS: &[&str] = &["content", "text", "system", "input", "instructions"];
+    match v {
+        Value::Object(o) => o
+            .iter()
+            .map(|(k, v)| {
+                if PROMPT_KEYS.contains(&k.as_str()) {
+                    all(v)
+                } else {
+                    text_bytes(v)
+                }
+            })
+            .sum(),
+        Value::Array(a) => a.iter().map(text_bytes).sum(),
+        _ => 0,
+    }
 }
 
 /// The tool choice of a request, in any dialect.
@@ -778,10 +884,11 @@ async fn handle(state: Arc<State>, conn: Conn, req: Request<Incoming>) -> Respon
     if b.hang {
         std::future::pending::<()>().await;
     }
-    let req = match p.chat(&call) {
+    let mut req = match p.chat(&call) {
         Ok(r) => r,
         Err(resp) => return *resp,
     };
+    req.text_bytes = text_bytes(&body);
     if let Some(status) = status.filter(|s| *s >= 300) {
         let mut r = p.error(status, &call.failing_on_purpose(status));
         if let Some(ra) = &b.retry_after
@@ -794,12 +901,23 @@ async fn handle(state: Arc<State>, conn: Conn, req: Request<Incoming>) -> Respon
     if let Some(f) = b.error {
         return p.failure(&call, f, &req);
     }
+    if b.context_window.is_some_and(|w| req.estimated_tokens() > w) {
+        return p.failure(&call, Failure::ContextLength, &req);
+    }
     if let Some(s) = b.safety
         && let Some(r) = p.blocked(&req, s)
     {
         return r;
     }
     let n = state.seq.fetch_add(1, Ordering::Relaxed);
+    if req.api == Api::Responses {
+        req.id = format!("resp_mock{}{n}", state.cfg.name);
+        if req.echo.get("store").and_then(Value::as_bool) != Some(false)
+            && let Ok(mut stored) = state.stored.lock()
+        {
+            stored.push(req.id.clone());
+        }
+    }
     let reply = Reply::to(&req, &state.cfg.name, n, b.safety);
     if b.malformed {
         return if req.stream {
@@ -954,6 +1072,53 @@ mod tests {
             parse_behaviour("m:error=whatever", "m").error,
             Some(Failure::BadRequest)
         );
+    }
+
+    #[test]
+    fn context_length_keys() {
+        let b = parse_behaviour("m:error=context_length;n:context_window=50", "m");
+        assert_eq!(b.error, Some(Failure::ContextLength));
+        assert_eq!(b.context_window, None);
+        let b = parse_behaviour("m:error=context_length;n:context_window=50", "n");
+        assert_eq!((b.error, b.context_window), (None, Some(50)));
+    }
+
+    #[test]
+    fn the_prompt_is_measured_by_its_text_in_every_dialect() {
+        // OpenAI chat: messages' content (strings or parts).
+        let chat = json!({"model": "a-long-model-name", "messages": [
+            {"role": "system", "content": "1234"},
+            {"role": "user", "content": [{"type": "text", "text": "12345678"}]}],
+            "tools": [{"type": "function", "function": {"name": "f", "description": "not the prompt"}}]});
+        assert_eq!(text_bytes(&chat), 12);
+        // Anthropic: system and messages; Gemini: contents' parts and the system
+        // instruction; Bedrock: messages' content blocks and system blocks.
+        let anthropic = json!({"system": "1234", "messages": [{"role": "user", "content": "1234"}], "max_tokens": 5});
+        assert_eq!(text_bytes(&anthropic), 8);
+        let gemini = json!({"systemInstruction": {"parts": [{"text": "1234"}]},
+            "contents": [{"role": "user", "parts": [{"text": "1234"}]}]});
+        assert_eq!(text_bytes(&gemini), 8);
+        let bedrock =
+            json!({"system": [{"text": "1234"}], "messages": [{"role": "user", "content": [{"text": "1234"}]}]});
+        assert_eq!(text_bytes(&bedrock), 8);
+        // Responses: instructions and input, a string or items.
+        let responses = json!({"instructions": "1234", "input": [{"role": "user", "content": "1234"},
+            {"type": "function_call_output", "call_id": "c", "output": "x"}]});
+        assert_eq!(text_bytes(&responses), 8);
+        assert_eq!(text_bytes(&json!({"input": "12345678"})), 8);
+    }
+
+    #[test]
+    fn a_context_length_error_names_the_window() {
+        let req = ChatRequest {
+            text_bytes: 400,
+            ..ChatRequest::default()
+        };
+        assert_eq!(req.estimated_tokens(), 100);
+        let window = parse_behaviour("m:context_window=50", "m");
+        assert_eq!(req.over_window(&window, 8192), (100, 50));
+        // Asked for by name: over the window whatever the prompt.
+        assert_eq!(req.over_window(&Behaviour::default(), 8192), (8293, 8192));
     }
 
     #[test]

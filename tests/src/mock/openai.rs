@@ -5,13 +5,17 @@
 //! `{"error":{"code","message"}}`), SSE chunks ending in `data: [DONE]`, Azure's
 //! content-filter annotations (`prompt_filter_results`, `content_filter_results`,
 //! and the first stream chunk that carries only the prompt's), embeddings (`encoding_format: base64` as
-//! little-endian f32s).
+//! little-endian f32s). The Responses API is [`responses`]'s.
 
 use hyper::Response;
 use serde_json::{Value, json};
 
+mod responses;
+
+pub use responses::ENCRYPTED_REASONING;
+
 use super::{
-    Body, Call, ChatRequest, Data, Event, Failure, Provider, Refused, Reply, Safety, StreamFailure, ToolChoice,
+    Api, Body, Call, ChatRequest, Data, Event, Failure, Provider, Refused, Reply, Safety, StreamFailure, ToolChoice,
     cut_json, json_response, mock_embedding, names, now, texts, unknown_param, words,
 };
 
@@ -269,6 +273,9 @@ impl Provider for OpenAi {
     }
 
     fn chat(&self, call: &Call) -> Result<ChatRequest, Refused> {
+        if self.is_responses(call) {
+            return self.responses(call);
+        }
         let deployment = if self.azure {
             match self.deployment(call, "chat/completions") {
                 Some(d) if call.method == "POST" => Some(d),
@@ -411,6 +418,7 @@ impl Provider for OpenAi {
                 .and_then(Value::as_str)
                 .is_some_and(|t| t.starts_with("json")),
             tool_choice,
+            ..ChatRequest::default()
         })
     }
 
@@ -429,7 +437,7 @@ impl Provider for OpenAi {
         self.openai_error(status, message, kind, None, code)
     }
 
-    fn failure(&self, _call: &Call, failure: Failure, req: &ChatRequest) -> Response<Body> {
+    fn failure(&self, call: &Call, failure: Failure, req: &ChatRequest) -> Response<Body> {
         match failure {
             Failure::ContentPolicy => self.openai_error(
                 400,
@@ -461,6 +469,20 @@ impl Provider for OpenAi {
                 Some("temperature"),
                 None,
             ),
+            Failure::ContextLength if req.api == Api::Responses => self.responses_too_long(),
+            // Azure answers this one in OpenAI's shape too.
+            Failure::ContextLength => {
+                let (tokens, window) = req.over_window(call.b, 128_000);
+                self.openai_error(
+                    400,
+                    &format!(
+                        "This model's maximum context length is {window} tokens. However, your messages resulted in {tokens} tokens. Please reduce the length of the messages."
+                    ),
+                    "invalid_request_error",
+                    Some("messages"),
+                    Some("context_length_exceeded"),
+                )
+            }
         }
     }
 
@@ -488,6 +510,9 @@ impl Provider for OpenAi {
     }
 
     fn json(&self, req: &ChatRequest, reply: &Reply, n: u64) -> Value {
+        if req.api == Api::Responses {
+            return responses::json(req, reply, n);
+        }
         let (message, finish) = match reply {
             Reply::Text(t) => (json!({"role": "assistant", "content": t, "refusal": null}), "stop"),
             Reply::Tool { id, name, args } => (
@@ -514,6 +539,9 @@ impl Provider for OpenAi {
     }
 
     fn events(&self, req: &ChatRequest, reply: &Reply, n: u64) -> Vec<Event> {
+        if req.api == Api::Responses {
+            return responses::events(req, reply, n);
+        }
         let azure = self.azure;
         let ev = |delta: Value, finish: Value| {
             let mut choice = json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish});
@@ -580,7 +608,10 @@ impl Provider for OpenAi {
         "text/event-stream"
     }
 
-    fn frame(&self, _call: &Call, events: Vec<Event>) -> Vec<Vec<u8>> {
+    fn frame(&self, call: &Call, events: Vec<Event>) -> Vec<Vec<u8>> {
+        if self.is_responses(call) {
+            return responses::frame(events);
+        }
         events
             .into_iter()
             .map(|e| {

@@ -16,7 +16,8 @@ use std::time::Duration;
 use switchyard_core::config::{FilterConfig as Config, Role};
 use switchyard_filter::adapter::Adapter;
 use switchyard_filter::background::Background;
-use switchyard_filter::host::{Action, Body, Cas, Counter, Host, Map};
+use switchyard_filter::host::{Action, Body, Cas, Counter, Gauge, Histogram, Host, Map};
+use switchyard_filter::metrics::Metric;
 use switchyard_filter::planner::Planner;
 
 use crate::api::{
@@ -26,23 +27,41 @@ use crate::api::{
 use crate::store;
 use crate::ticker::Ticker;
 
-/// The counters of one config, defined at its creation.
-struct Metrics(Vec<(Counter, api::Counter)>);
+/// The metrics of one config, defined at its creation (the ABI refuses later
+/// definitions), with their label names as Envoy tags.
+struct Metrics {
+    counters: Vec<(Counter, api::Counter)>,
+    gauges: Vec<(Gauge, api::Gauge)>,
+    histograms: Vec<(Histogram, api::Histogram)>,
+}
+
+/// Defines every metric of one kind; one that fails is logged and left out.
+fn define_all<M: Metric + std::fmt::Debug, I>(
+    all: &[M],
+    mut define: impl FnMut(&str, &[&str]) -> Result<I, api::MetricsError>,
+) -> Vec<(M, I)> {
+    all.iter()
+        .filter_map(|m| match define(m.name(), m.labels()) {
+            Ok(id) => Some((*m, id)),
+            Err(e) => {
+                log::warn!("switchyard: metric {} not defined: {e:?}", m.name());
+                None
+            }
+        })
+        .collect()
+}
+
+fn find<M: PartialEq, I: Copy>(defined: &[(M, I)], m: M) -> Option<I> {
+    defined.iter().find(|(k, _)| *k == m).map(|(_, id)| *id)
+}
 
 impl Metrics {
     fn define(handle: &mut ConfigHandle<'_>) -> Metrics {
-        let mut out = Vec::new();
-        for c in Counter::ALL {
-            match handle.define_counter(c.name(), c.labels()) {
-                Ok(id) => out.push((c, id)),
-                Err(e) => log::warn!("switchyard: counter {} not defined: {e:?}", c.name()),
-            }
+        Metrics {
+            counters: define_all(&Counter::ALL, |n, l| handle.define_counter(n, l)),
+            gauges: define_all(&Gauge::ALL, |n, l| handle.define_gauge(n, l)),
+            histograms: define_all(&Histogram::ALL, |n, l| handle.define_histogram(n, l)),
         }
-        Metrics(out)
-    }
-
-    fn get(&self, c: Counter) -> Option<api::Counter> {
-        self.0.iter().find(|(k, _)| *k == c).map(|(_, id)| *id)
     }
 }
 
@@ -92,7 +111,7 @@ impl SwitchyardConfig {
 impl FilterConfig for SwitchyardConfig {
     fn new_filter(&self) -> Box<dyn Filter> {
         let part = match self.cfg.role {
-            Role::Planner => Part::Planner(Planner::new(self.cfg.clone())),
+            Role::Planner => Part::Planner(Box::new(Planner::new(self.cfg.clone()))),
             Role::Adapter => Part::Adapter(Box::new(Adapter::new(self.cfg.clone()))),
         };
         Box::new(Switchyard {
@@ -139,13 +158,28 @@ impl FilterConfig for SwitchyardConfig {
 
 /// The filter logic of one stream (planner) or one attempt (adapter).
 enum Part {
-    Planner(Planner),
+    Planner(Box<Planner>),
     Adapter(Box<Adapter>),
 }
 
 struct Switchyard {
     part: Part,
     metrics: Arc<Metrics>,
+}
+
+/// Times the rest of the block as callback `planner.$hook` or `adapter.$hook`, by the
+/// part of `$part` (feature `profile` only).
+macro_rules! profile_span {
+    ($part:expr, $hook:literal) => {
+        #[cfg(feature = "profile")]
+        let _span = switchyard_filter::profile::Span::new(
+            match $part {
+                Part::Planner(_) => concat!("planner.", $hook),
+                Part::Adapter(_) => concat!("adapter.", $hook),
+            },
+            now_ns,
+        );
+    };
 }
 
 fn headers_status(a: Action) -> HeadersStatus {
@@ -164,6 +198,7 @@ fn body_status(a: Action) -> BodyStatus {
 
 impl Filter for Switchyard {
     fn on_request_headers(&mut self, s: &mut Stream<'_>, end_of_stream: bool) -> HeadersStatus {
+        profile_span!(&self.part, "request_headers");
         let host = StreamHost {
             s: RefCell::new(s),
             metrics: &self.metrics,
@@ -175,6 +210,7 @@ impl Filter for Switchyard {
     }
 
     fn on_request_body(&mut self, s: &mut Stream<'_>, end_of_stream: bool) -> BodyStatus {
+        profile_span!(&self.part, "request_body");
         let size = whole_size(s, BodyKind::BufferedRequest, BodyKind::ReceivedRequest);
         let host = StreamHost {
             s: RefCell::new(s),
@@ -187,6 +223,7 @@ impl Filter for Switchyard {
     }
 
     fn on_response_headers(&mut self, s: &mut Stream<'_>, end_of_stream: bool) -> HeadersStatus {
+        profile_span!(&self.part, "response_headers");
         let host = StreamHost {
             s: RefCell::new(s),
             metrics: &self.metrics,
@@ -198,6 +235,7 @@ impl Filter for Switchyard {
     }
 
     fn on_response_body(&mut self, s: &mut Stream<'_>, end_of_stream: bool) -> BodyStatus {
+        profile_span!(&self.part, "response_body");
         let host = StreamHost {
             s: RefCell::new(s),
             metrics: &self.metrics,
@@ -234,13 +272,21 @@ impl Filter for Switchyard {
     }
 
     fn on_stream_complete(&mut self, s: &mut Stream<'_>) {
-        let metrics = self.metrics.clone();
-        let host = StreamHost {
-            s: RefCell::new(s),
-            metrics: &metrics,
-        };
-        if let Part::Planner(p) = &mut self.part {
-            p.on_done(&host);
+        {
+            profile_span!(&self.part, "log");
+            let metrics = self.metrics.clone();
+            let host = StreamHost {
+                s: RefCell::new(s),
+                metrics: &metrics,
+            };
+            if let Part::Planner(p) = &mut self.part {
+                p.on_done(&host);
+            }
+        }
+        // Called for the planner only (upstream filters get no stream completion).
+        #[cfg(feature = "profile")]
+        if let Part::Planner(_) = self.part {
+            switchyard_filter::profile::request_done();
         }
     }
 }
@@ -381,8 +427,20 @@ impl Host for StreamHost<'_, '_, '_> {
     }
 
     fn count(&self, counter: Counter, labels: &[&str], delta: u64) {
-        if let Some(id) = self.metrics.get(counter) {
+        if let Some(id) = find(&self.metrics.counters, counter) {
             let _ = self.s.borrow().increment_counter(id, labels, delta);
+        }
+    }
+
+    fn gauge(&self, gauge: Gauge, labels: &[&str], value: u64) {
+        if let Some(id) = find(&self.metrics.gauges, gauge) {
+            let _ = self.s.borrow().set_gauge(id, labels, value);
+        }
+    }
+
+    fn record(&self, histogram: Histogram, labels: &[&str], value: u64) {
+        if let Some(id) = find(&self.metrics.histograms, histogram) {
+            let _ = self.s.borrow().record_histogram(id, labels, value);
         }
     }
 
@@ -456,8 +514,20 @@ impl Host for ConfigHost<'_, '_, '_> {
     }
 
     fn count(&self, counter: Counter, labels: &[&str], delta: u64) {
-        if let Some(id) = self.metrics.get(counter) {
+        if let Some(id) = find(&self.metrics.counters, counter) {
             let _ = self.handle.borrow().increment_counter(id, labels, delta);
+        }
+    }
+
+    fn gauge(&self, gauge: Gauge, labels: &[&str], value: u64) {
+        if let Some(id) = find(&self.metrics.gauges, gauge) {
+            let _ = self.handle.borrow().set_gauge(id, labels, value);
+        }
+    }
+
+    fn record(&self, histogram: Histogram, labels: &[&str], value: u64) {
+        if let Some(id) = find(&self.metrics.histograms, histogram) {
+            let _ = self.handle.borrow().record_histogram(id, labels, value);
         }
     }
 
@@ -475,6 +545,14 @@ impl Host for ConfigHost<'_, '_, '_> {
             .ok()
             .and_then(|id| u32::try_from(id).ok())
     }
+}
+
+/// Monotonic nanoseconds for [`switchyard_filter::profile::Span`].
+#[cfg(feature = "profile")]
+fn now_ns() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(std::time::Instant::now);
+    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn now_ms() -> u64 {

@@ -1,0 +1,350 @@
+//! The audit log: one JSON record per line, each carrying the SHA-256 of the one
+//! before it, so a changed, removed or reordered record breaks the chain
+//! ([`verify`]). The head (last sequence number and hash) is also kept in the
+//! key database: records cut off the end are noticed too. Keys, key hashes and
+//! prompts never appear in it.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use switchyard_core::governance::hex;
+
+use super::store::{AuditHead, Store};
+
+/// The hash before the first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// One record as written.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// 1, 2, 3 …
+    pub seq: u64,
+    /// Unix ms.
+    pub ts_ms: u64,
+    /// What happened: `key.created`, `key.updated`, `key.revoked`, `team.set`,
+    /// `config.applied`, `requests` (a summary of governance decisions).
+    pub event: String,
+    /// Details (ids, names, limits, counts; never a key).
+    pub detail: Value,
+    /// Hash of the previous record.
+    pub prev: String,
+    /// SHA-256 of `prev` and this record without `hash`.
+    pub hash: String,
+}
+
+#[derive(Serialize)]
+struct Hashed<'a> {
+    seq: u64,
+    ts_ms: u64,
+    event: &'a str,
+    detail: &'a Value,
+    prev: &'a str,
+}
+
+fn hash_of(seq: u64, ts_ms: u64, event: &str, detail: &Value, prev: &str) -> String {
+    let body = serde_json::to_vec(&Hashed {
+        seq,
+        ts_ms,
+        event,
+        detail,
+        prev,
+    })
+    .unwrap_or_default();
+    let mut h = Sha256::new();
+    h.update(prev.as_bytes());
+    h.update(b"\n");
+    h.update(&body);
+    hex(&h.finalize())
+}
+
+/// Why the log cannot be appended to.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// File trouble.
+    #[error("audit log {path}: {source}")]
+    Io {
+        /// The log.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// The log, open for appending.
+#[derive(Debug)]
+pub struct Log {
+    path: PathBuf,
+    inner: Mutex<(std::fs::File, u64, String)>,
+}
+
+impl Log {
+    /// Opens (or creates) the log and finds its head. A chain already broken is
+    /// reported (`verify` names the record) and appending goes on after the last
+    /// record.
+    pub fn open(path: &Path) -> Result<Log, AuditError> {
+        let io = |source| AuditError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let (mut seq, mut head) = (0, GENESIS.to_string());
+        if path.exists() {
+            match verify(path, None) {
+                Ok(v) => {
+                    seq = v.records;
+                    head = v.head;
+                }
+                Err(e) => {
+                    tracing::error!("audit log {}: {e}", path.display());
+                    if let Some(last) = last_record(path) {
+                        seq = last.seq;
+                        head = last.hash;
+                    }
+                }
+            }
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(io)?;
+        Ok(Log {
+            path: path.to_path_buf(),
+            inner: Mutex::new((file, seq, head)),
+        })
+    }
+
+    /// Where it is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends a record (and records the new head in `store`).
+    pub fn append(&self, store: Option<&Store>, ts_ms: u64, event: &str, detail: Value) {
+        let Ok(mut g) = self.inner.lock() else {
+            return;
+        };
+        let seq = g.1 + 1;
+        let hash = hash_of(seq, ts_ms, event, &detail, &g.2);
+        let record = Record {
+            seq,
+            ts_ms,
+            event: event.to_string(),
+            detail,
+            prev: g.2.clone(),
+            hash: hash.clone(),
+        };
+        let mut line = serde_json::to_vec(&record).unwrap_or_default();
+        line.push(b'\n');
+        if let Err(e) = g.0.write_all(&line).and_then(|()| g.0.flush()) {
+            tracing::error!("audit log {}: cannot append: {e}", self.path.display());
+            return;
+        }
+        g.1 = seq;
+        g.2 = hash.clone();
+        if let Some(store) = store
+            && let Err(e) = store.set_audit_head(&AuditHead { seq, hash })
+        {
+            tracing::error!("audit head: {e}");
+        }
+    }
+}
+
+fn last_record(path: &Path) -> Option<Record> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<Record>(l).ok())
+}
+
+/// A chain that holds.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// Records in the log.
+    pub records: u64,
+    /// Hash of the last one.
+    pub head: String,
+}
+
+/// Where the chain breaks.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Tamper {
+    /// Not readable.
+    #[error("cannot read the log: {0}")]
+    Read(String),
+    /// A line is not a record.
+    #[error("line {line}: not an audit record ({why})")]
+    Malformed {
+        /// 1-based line.
+        line: usize,
+        /// Parser message.
+        why: String,
+    },
+    /// A record's content does not match its hash: it was changed.
+    #[error(
+        "line {line} (record {seq}): its hash does not match its content: the record was changed"
+    )]
+    Changed {
+        /// 1-based line.
+        line: usize,
+        /// Its sequence number.
+        seq: u64,
+    },
+    /// A record does not follow the one before it: one was removed, inserted or
+    /// the order changed.
+    #[error(
+        "line {line} (record {seq}): expected record {expected} chained to the previous one: records were removed or reordered"
+    )]
+    Broken {
+        /// 1-based line.
+        line: usize,
+        /// Its sequence number.
+        seq: u64,
+        /// The sequence number that should be there.
+        expected: u64,
+    },
+    /// The log ends before the head recorded in the database.
+    #[error(
+        "the log ends at record {found} but record {expected} was written ({head}): records were cut off the end"
+    )]
+    Truncated {
+        /// Last record in the file.
+        found: u64,
+        /// Last record the database knows.
+        expected: u64,
+        /// Its hash.
+        head: String,
+    },
+}
+
+/// Checks the chain from the first record; with `head`, also that the log
+/// ends where the database says it does.
+pub fn verify(path: &Path, head: Option<&AuditHead>) -> Result<Verified, Tamper> {
+    let file = std::fs::File::open(path).map_err(|e| Tamper::Read(e.to_string()))?;
+    let mut prev = GENESIS.to_string();
+    let mut n = 0u64;
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|e| Tamper::Read(e.to_string()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let r: Record = serde_json::from_str(&line).map_err(|e| Tamper::Malformed {
+            line: i + 1,
+            why: e.to_string(),
+        })?;
+        if hash_of(r.seq, r.ts_ms, &r.event, &r.detail, &r.prev) != r.hash {
+            return Err(Tamper::Changed {
+                line: i + 1,
+                seq: r.seq,
+            });
+        }
+        if r.seq != n + 1 || r.prev != prev {
+            return Err(Tamper::Broken {
+                line: i + 1,
+                seq: r.seq,
+                expected: n + 1,
+            });
+        }
+        n = r.seq;
+        prev = r.hash;
+    }
+    if let Some(h) = head
+        && (h.seq > n || (h.seq == n && h.hash != prev))
+    {
+        return Err(Tamper::Truncated {
+            found: n,
+            expected: h.seq,
+            head: h.hash.clone(),
+        });
+    }
+    Ok(Verified {
+        records: n,
+        head: prev,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log_with(n: u64) -> (PathBuf, Vec<String>) {
+        let dir = std::env::temp_dir().join(format!(
+            "sy-audit-{}-{n}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("audit.log");
+        let log = Log::open(&path).unwrap();
+        for i in 0..n {
+            log.append(
+                None,
+                1000 + i,
+                "key.created",
+                serde_json::json!({"id": format!("key_{i}")}),
+            );
+        }
+        let lines = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
+        (path, lines)
+    }
+
+    #[test]
+    fn the_chain_catches_changes_removals_and_reordering() {
+        let (path, lines) = log_with(4);
+        let v = verify(&path, None).unwrap();
+        assert_eq!(v.records, 4);
+        // Appending after a reopen continues the chain.
+        Log::open(&path).unwrap().append(
+            None,
+            2000,
+            "key.revoked",
+            serde_json::json!({"id": "key_1"}),
+        );
+        assert_eq!(verify(&path, None).unwrap().records, 5);
+
+        let write = |ls: &[String]| std::fs::write(&path, ls.join("\n") + "\n").unwrap();
+        let mut changed = lines.clone();
+        changed[1] = changed[1].replace("key_1", "key_9");
+        write(&changed);
+        assert!(matches!(
+            verify(&path, None),
+            Err(Tamper::Changed { line: 2, .. })
+        ));
+
+        let mut removed = lines.clone();
+        removed.remove(1);
+        write(&removed);
+        assert!(matches!(
+            verify(&path, None),
+            Err(Tamper::Broken { line: 2, .. })
+        ));
+
+        let mut reordered = lines.clone();
+        reordered.swap(1, 2);
+        write(&reordered);
+        assert!(matches!(
+            verify(&path, None),
+            Err(Tamper::Broken { line: 2, .. })
+        ));
+
+        write(&lines[..3]);
+        let head = AuditHead {
+            seq: 4,
+            hash: "x".into(),
+        };
+        assert!(matches!(
+            verify(&path, Some(&head)),
+            Err(Tamper::Truncated { found: 3, .. })
+        ));
+    }
+}

@@ -1,0 +1,910 @@
+//! Governance on the control plane: the key store, the table sent to filters,
+//! the fleet's meters (allowance lent to Envoys), the audit log, and the
+//! operations of the admin API.
+//!
+//! Keys and teams come from the database (managed at run time through the
+//! admin API, `switchyard keys …`) and from the config file's `governance:`
+//! section (declared by hash, read-only at run time). A change rebuilds the
+//! table; filters get it with their next fleet exchange (every 250 ms), so it is
+//! in force on every Envoy within about half a second.
+
+pub mod admin;
+pub mod audit;
+pub mod client;
+pub mod meter;
+pub mod store;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use switchyard_core::config::Price;
+use switchyard_core::governance::{
+    Denials, GovReport, GovState, KEY_PREFIX, KeyRecord, Limits, Table, TeamRecord, hash_key, hex,
+    key_subject, team_subject,
+};
+
+use crate::config;
+use meter::{MeterView, Meters};
+use store::{Store, StoreError};
+
+/// Where a key or team is defined.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The admin API (stored in the database).
+    #[default]
+    Api,
+    /// The config file (read-only at run time).
+    Config,
+}
+
+/// A key as the control plane keeps it (the key itself is never stored).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeyDoc {
+    /// Public id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// SHA-256 of the key (hex).
+    pub sha256: String,
+    /// Team.
+    #[serde(default)]
+    pub team: Option<String>,
+    /// Owner (a person, a service).
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Free-form labels.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Route aliases it may use (`None`: all).
+    #[serde(default)]
+    pub routes: Option<Vec<String>>,
+    /// Targets it may reach (`None`: all).
+    #[serde(default)]
+    pub targets: Option<Vec<String>>,
+    /// May name `provider/model` targets itself.
+    #[serde(default)]
+    pub direct: bool,
+    /// Price ceiling on its targets.
+    #[serde(default)]
+    pub max_price: Option<Price>,
+    /// Its limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Expiry (Unix ms).
+    #[serde(default)]
+    pub expires_at_ms: Option<u64>,
+    /// When it was revoked (Unix ms).
+    #[serde(default)]
+    pub revoked_at_ms: Option<u64>,
+    /// Created (Unix ms).
+    #[serde(default)]
+    pub created_ms: u64,
+    /// Last changed (Unix ms).
+    #[serde(default)]
+    pub updated_ms: u64,
+    /// Where it is defined.
+    #[serde(default)]
+    pub source: Source,
+}
+
+impl KeyDoc {
+    /// The filters' view.
+    pub fn record(&self) -> KeyRecord {
+        KeyRecord {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            sha256: self.sha256.clone(),
+            team: self.team.clone(),
+            routes: self.routes.clone(),
+            targets: self.targets.clone(),
+            direct: self.direct,
+            max_price: self.max_price,
+            limits: self.limits.clone(),
+            expires_at_ms: self.expires_at_ms,
+            revoked: self.revoked_at_ms.is_some(),
+        }
+    }
+
+    /// What the admin API shows (everything but the hash).
+    pub fn public(&self) -> Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("sha256");
+        }
+        v
+    }
+
+    /// What audit records show of it.
+    fn audited(&self) -> Value {
+        json!({
+            "id": self.id, "name": self.name, "team": self.team, "owner": self.owner,
+            "routes": self.routes, "targets": self.targets, "direct": self.direct,
+            "max_price": self.max_price, "limits": self.limits,
+            "expires_at_ms": self.expires_at_ms,
+        })
+    }
+}
+
+/// A team as the control plane keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TeamDoc {
+    /// Name.
+    pub name: String,
+    /// Limits of all its keys together.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Owner.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Last changed (Unix ms).
+    #[serde(default)]
+    pub updated_ms: u64,
+    /// Where it is defined.
+    #[serde(default)]
+    pub source: Source,
+}
+
+/// Why an admin operation failed (the HTTP status is [`AdminError::status`]).
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// No such key or team.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The request is wrong.
+    #[error("{0}")]
+    Invalid(String),
+    /// Defined in the config file: change it there.
+    #[error("{0} is declared in the config file: change it there")]
+    Declared(String),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl AdminError {
+    /// HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            AdminError::NotFound(_) => 404,
+            AdminError::Invalid(_) => 400,
+            AdminError::Declared(_) => 409,
+            AdminError::Store(_) => 500,
+        }
+    }
+}
+
+/// Why governance could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The audit log.
+    #[error(transparent)]
+    Audit(#[from] audit::AuditError),
+}
+
+/// Requests summed up for the audit log since the last summary.
+#[derive(Clone, Debug, Default)]
+struct Tally {
+    allowed: u64,
+    denied: Denials,
+    cost_micros: u64,
+    tokens: u64,
+}
+
+#[derive(Debug)]
+struct State {
+    cfg: config::Governance,
+    keys: Vec<KeyDoc>,
+    teams: Vec<TeamDoc>,
+    table: Table,
+    version: String,
+    meters: Meters,
+    tally: HashMap<String, Tally>,
+    anonymous: Denials,
+    revision: u64,
+    flushed_ms: u64,
+}
+
+/// Governance, shared by the fleet exchange, the admin API and `serve`.
+#[derive(Clone, Debug)]
+pub struct Governance(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    audit: audit::Log,
+    db_path: PathBuf,
+    state: Mutex<State>,
+}
+
+/// Unix ms now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// `n` bytes from the operating system's random source.
+fn random(n: usize) -> Result<Vec<u8>, AdminError> {
+    let mut buf = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .map_err(|e| AdminError::Store(StoreError::Io(e)))?;
+    Ok(buf)
+}
+
+/// Base64url without padding.
+fn b64url(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut s = String::with_capacity(bytes.len() * 4 / 3 + 2);
+    for c in bytes.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        let chars = c.len() + 1;
+        for i in 0..chars {
+            s.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    s
+}
+
+/// A new key (256 random bits) and its hash.
+pub fn new_key() -> Result<(String, String), AdminError> {
+    let key = format!("{KEY_PREFIX}{}", b64url(&random(32)?));
+    let sha = hex(&hash_key(&key));
+    Ok((key, sha))
+}
+
+/// The fields a key's create and update requests may carry.
+const EDITABLE: &[&str] = &[
+    "name",
+    "team",
+    "owner",
+    "metadata",
+    "routes",
+    "targets",
+    "direct",
+    "max_price",
+    "limits",
+    "expires_at_ms",
+];
+
+impl Governance {
+    /// Opens the database and the audit log (`<data_dir>/switchyard.db`,
+    /// `<data_dir>/audit.log` unless the config names others).
+    pub fn open(data_dir: &Path, cfg: &config::Governance) -> Result<Governance, StartError> {
+        let db_path = cfg
+            .database
+            .clone()
+            .unwrap_or_else(|| data_dir.join("switchyard.db"));
+        let store = Store::open(&db_path)?;
+        let audit_path = cfg
+            .audit_log
+            .clone()
+            .unwrap_or_else(|| data_dir.join("audit.log"));
+        let audit = audit::Log::open(&audit_path)?;
+        let keys = store.keys()?;
+        let teams = store.teams()?;
+        let revision = store.revision()?;
+        let g = Governance(Arc::new(Inner {
+            store,
+            audit,
+            db_path,
+            state: Mutex::new(State {
+                cfg: cfg.clone(),
+                keys,
+                teams,
+                table: Table::default(),
+                version: String::new(),
+                meters: Meters::default(),
+                tally: HashMap::new(),
+                anonymous: Denials::default(),
+                revision,
+                flushed_ms: now_ms(),
+            }),
+        }));
+        if let Ok(mut s) = g.0.state.lock() {
+            rebuild(&mut s);
+        }
+        Ok(g)
+    }
+
+    /// The database file.
+    pub fn database(&self) -> &Path {
+        &self.0.db_path
+    }
+
+    /// The audit log file.
+    pub fn audit_log(&self) -> &Path {
+        self.0.audit.path()
+    }
+
+    /// Whether filters require keys: any key exists (revoked ones too: revoking
+    /// the last key never opens the gateway), or the config requires them.
+    pub fn enabled(&self) -> bool {
+        self.0
+            .state
+            .lock()
+            .is_ok_and(|s| s.cfg.require_keys || !s.table.keys.is_empty())
+    }
+
+    fn audit(&self, event: &str, detail: Value) {
+        self.0
+            .audit
+            .append(Some(&self.0.store), now_ms(), event, detail);
+    }
+
+    /// Takes a newly loaded config's `governance:` section.
+    pub fn apply_config(&self, cfg: &config::Governance, version: &str) {
+        let (keys, teams) = {
+            let Ok(mut s) = self.0.state.lock() else {
+                return;
+            };
+            s.cfg = cfg.clone();
+            rebuild(&mut s);
+            (cfg.keys.len(), cfg.teams.len())
+        };
+        self.audit(
+            "config.applied",
+            json!({"version": version, "declared_keys": keys, "declared_teams": teams}),
+        );
+    }
+
+    /// The governance part of the answer to an Envoy's fleet report: the table
+    /// when its copy is stale, grants for what it asked, credit withdrawals.
+    pub fn exchange(&self, r: &GovReport, now: u64) -> Option<GovState> {
+        let Ok(mut s) = self.0.state.lock() else {
+            return None;
+        };
+        if !s.cfg.require_keys && s.table.keys.is_empty() {
+            // No keys: filters that had a table stop requiring keys.
+            return (!r.table.is_empty()).then(GovState::default);
+        }
+        let s = &mut *s;
+        tracing::debug!(
+            "governance report from {}: {} subjects, {:?} anonymous refusals",
+            r.boot,
+            r.subjects.len(),
+            r.anonymous
+        );
+        s.meters.seen(&r.boot, now);
+        s.anonymous.add(&r.anonymous);
+        let mut grants = Vec::new();
+        for sr in &r.subjects {
+            let limits = limits_of(&s.table, &sr.s);
+            let Some(limits) = limits else {
+                continue;
+            };
+            let t = s.tally.entry(sr.s.clone()).or_default();
+            t.allowed = t.allowed.saturating_add(sr.allowed);
+            t.denied.add(&sr.denied);
+            t.cost_micros = t.cost_micros.saturating_add(sr.cost_micros);
+            t.tokens = t.tokens.saturating_add(sr.tokens);
+            for dr in &sr.dims {
+                let Some(limit) = limits.of(dr.d) else {
+                    continue;
+                };
+                let store = &self.0.store;
+                let saved = || store.usage(&sr.s, dr.d, dr.d.window(now)).unwrap_or(0);
+                if let Some(g) = s.meters.report(&r.boot, &sr.s, dr, limit, now, saved) {
+                    grants.push(g);
+                }
+            }
+        }
+        grants.extend(s.meters.withdrawals(&r.boot, now));
+        Some(GovState {
+            version: s.version.clone(),
+            table: (r.table != s.version).then(|| s.table.clone()),
+            envoys: s.meters.envoys(),
+            grants,
+        })
+    }
+
+    /// Once a second: saves budget use, picks up changes other control planes
+    /// made to a shared database, writes request summaries to the audit log.
+    pub fn tick(&self, now: u64) {
+        let (dirty, summaries) = {
+            let Ok(mut s) = self.0.state.lock() else {
+                return;
+            };
+            let dirty = s.meters.take_dirty();
+            if let Ok(rev) = self.0.store.revision()
+                && rev != s.revision
+            {
+                s.revision = rev;
+                if let (Ok(keys), Ok(teams)) = (self.0.store.keys(), self.0.store.teams()) {
+                    s.keys = keys;
+                    s.teams = teams;
+                    rebuild(&mut s);
+                }
+            }
+            let mut summaries = Vec::new();
+            if now.saturating_sub(s.flushed_ms) >= s.cfg.audit_flush_s * 1000 {
+                let since = s.flushed_ms;
+                s.flushed_ms = now;
+                let mut tally: Vec<(String, Tally)> = s.tally.drain().collect();
+                tally.sort_by(|a, b| a.0.cmp(&b.0));
+                for (subject, t) in tally {
+                    if t.allowed == 0 && t.denied.is_empty() && t.cost_micros == 0 {
+                        continue;
+                    }
+                    let (kind, id) = subject.split_once(':').unwrap_or(("k", &subject));
+                    summaries.push(json!({
+                        "from_ms": since, "to_ms": now,
+                        if kind == "t" { "team" } else { "key" }: id,
+                        "allowed": t.allowed, "denied": t.denied,
+                        "cost_usd": t.cost_micros as f64 / 1e6, "tokens": t.tokens,
+                    }));
+                }
+                let anonymous = std::mem::take(&mut s.anonymous);
+                if !anonymous.is_empty() {
+                    summaries.push(json!({
+                        "from_ms": since, "to_ms": now, "key": null,
+                        "denied": anonymous, "reason": "missing, unknown, revoked or expired key",
+                    }));
+                }
+            }
+            (dirty, summaries)
+        };
+        if !dirty.is_empty()
+            && let Err(e) = self.0.store.save_usage(&dirty)
+        {
+            tracing::error!("saving budget use: {e}");
+        }
+        for detail in summaries {
+            self.audit("requests", detail);
+        }
+    }
+
+    // === admin operations ===
+
+    /// Every key (the hash left out).
+    pub fn keys(&self) -> Vec<KeyDoc> {
+        self.0
+            .state
+            .lock()
+            .map(|s| merged_keys(&s))
+            .unwrap_or_default()
+    }
+
+    /// One key.
+    pub fn key(&self, id: &str) -> Result<KeyDoc, AdminError> {
+        self.keys()
+            .into_iter()
+            .find(|k| k.id == id)
+            .ok_or_else(|| AdminError::NotFound(format!("key `{id}`")))
+    }
+
+    /// Every team.
+    pub fn teams(&self) -> Vec<TeamDoc> {
+        self.0
+            .state
+            .lock()
+            .map(|s| merged_teams(&s))
+            .unwrap_or_default()
+    }
+
+    /// The meters of the current windows.
+    pub fn meters(&self) -> Vec<MeterView> {
+        self.0
+            .state
+            .lock()
+            .map(|s| s.meters.view(now_ms()))
+            .unwrap_or_default()
+    }
+
+    /// Creates a key from `spec` (the editable fields, `name` required); returns
+    /// it and the key itself, shown this once.
+    pub fn create_key(&self, spec: &Value, actor: &str) -> Result<(KeyDoc, String), AdminError> {
+        let (key, sha256) = new_key()?;
+        let id = format!("key_{}", hex(&random(6)?));
+        let now = now_ms();
+        let blank = KeyDoc {
+            id: id.clone(),
+            name: String::new(),
+            sha256,
+            team: None,
+            owner: None,
+            metadata: BTreeMap::new(),
+            routes: None,
+            targets: None,
+            direct: false,
+            max_price: None,
+            limits: Limits::default(),
+            expires_at_ms: None,
+            revoked_at_ms: None,
+            created_ms: now,
+            updated_ms: now,
+            source: Source::Api,
+        };
+        let doc = patched(&blank, spec)?;
+        if doc.name.is_empty() {
+            return Err(AdminError::Invalid("`name` is required".into()));
+        }
+        self.0.store.put_key(&doc)?;
+        self.changed(|s| s.keys.push(doc.clone()));
+        self.audit("key.created", json!({"actor": actor, "key": doc.audited()}));
+        Ok((doc, key))
+    }
+
+    /// Changes a key's editable fields (a JSON merge patch).
+    pub fn update_key(&self, id: &str, patch: &Value, actor: &str) -> Result<KeyDoc, AdminError> {
+        let current = self.key(id)?;
+        if current.source == Source::Config {
+            return Err(AdminError::Declared(format!("key `{id}`")));
+        }
+        let mut doc = patched(&current, patch)?;
+        doc.updated_ms = now_ms();
+        self.0.store.put_key(&doc)?;
+        self.changed(|s| {
+            if let Some(k) = s.keys.iter_mut().find(|k| k.id == doc.id) {
+                *k = doc.clone();
+            }
+        });
+        let fields: Vec<&String> = patch
+            .as_object()
+            .map(|o| o.keys().collect())
+            .unwrap_or_default();
+        self.audit(
+            "key.updated",
+            json!({"actor": actor, "changed": fields, "key": doc.audited()}),
+        );
+        Ok(doc)
+    }
+
+    /// Revokes a key (it stays listed, refused everywhere).
+    pub fn revoke_key(&self, id: &str, actor: &str) -> Result<KeyDoc, AdminError> {
+        let current = self.key(id)?;
+        if current.source == Source::Config {
+            return Err(AdminError::Declared(format!("key `{id}`")));
+        }
+        if current.revoked_at_ms.is_some() {
+            return Ok(current);
+        }
+        let mut doc = current;
+        let now = now_ms();
+        doc.revoked_at_ms = Some(now);
+        doc.updated_ms = now;
+        self.0.store.put_key(&doc)?;
+        self.changed(|s| {
+            if let Some(k) = s.keys.iter_mut().find(|k| k.id == doc.id) {
+                *k = doc.clone();
+            }
+        });
+        self.audit(
+            "key.revoked",
+            json!({"actor": actor, "key": {"id": doc.id, "name": doc.name}}),
+        );
+        Ok(doc)
+    }
+
+    /// Creates or replaces a team's limits and owner.
+    pub fn put_team(&self, name: &str, spec: &Value, actor: &str) -> Result<TeamDoc, AdminError> {
+        if !config::valid_name(name) {
+            return Err(AdminError::Invalid(
+                "a team name is [a-zA-Z0-9_.-], 1 to 64 characters".into(),
+            ));
+        }
+        if self
+            .teams()
+            .iter()
+            .any(|t| t.name == name && t.source == Source::Config)
+        {
+            return Err(AdminError::Declared(format!("team `{name}`")));
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Spec {
+            #[serde(default)]
+            limits: Limits,
+            #[serde(default)]
+            owner: Option<String>,
+        }
+        let spec: Spec = serde_json::from_value(spec.clone())
+            .map_err(|e| AdminError::Invalid(format!("team: {e}")))?;
+        let problems = spec.limits.check("limits");
+        if !problems.is_empty() {
+            return Err(AdminError::Invalid(problems.join("; ")));
+        }
+        let doc = TeamDoc {
+            name: name.to_string(),
+            limits: spec.limits,
+            owner: spec.owner,
+            updated_ms: now_ms(),
+            source: Source::Api,
+        };
+        self.0.store.put_team(&doc)?;
+        self.changed(|s| {
+            s.teams.retain(|t| t.name != doc.name);
+            s.teams.push(doc.clone());
+        });
+        self.audit(
+            "team.set",
+            json!({"actor": actor, "team": {"name": doc.name, "limits": doc.limits, "owner": doc.owner}}),
+        );
+        Ok(doc)
+    }
+
+    fn changed(&self, f: impl FnOnce(&mut State)) {
+        if let Ok(mut s) = self.0.state.lock() {
+            f(&mut s);
+            if let Ok(rev) = self.0.store.revision() {
+                s.revision = rev;
+            }
+            rebuild(&mut s);
+        }
+    }
+}
+
+/// Applies the editable fields of `patch` (a JSON merge patch) to `doc`.
+fn patched(doc: &KeyDoc, patch: &Value) -> Result<KeyDoc, AdminError> {
+    let Some(fields) = patch.as_object() else {
+        return Err(AdminError::Invalid("expected a JSON object".into()));
+    };
+    let mut v = serde_json::to_value(doc).map_err(|e| AdminError::Invalid(e.to_string()))?;
+    for (k, val) in fields {
+        if !EDITABLE.contains(&k.as_str()) {
+            return Err(AdminError::Invalid(format!(
+                "`{k}` cannot be set (editable: {})",
+                EDITABLE.join(", ")
+            )));
+        }
+        if k == "limits" && val.is_object() {
+            // Limits merge too: `{"limits": {"rpm": null}}` removes one.
+            let limits = v["limits"]
+                .as_object_mut()
+                .map(std::mem::take)
+                .unwrap_or_default();
+            let mut merged = serde_json::Map::from_iter(limits);
+            for (lk, lv) in val.as_object().into_iter().flatten() {
+                if lv.is_null() {
+                    merged.remove(lk);
+                } else {
+                    merged.insert(lk.clone(), lv.clone());
+                }
+            }
+            v["limits"] = Value::Object(merged);
+        } else {
+            v[k] = val.clone();
+        }
+    }
+    let out: KeyDoc =
+        serde_json::from_value(v).map_err(|e| AdminError::Invalid(format!("key: {e}")))?;
+    let mut problems = out.limits.check("limits");
+    if let Some(t) = &out.team
+        && !config::valid_name(t)
+    {
+        problems.push("team: expected [a-zA-Z0-9_.-], 1 to 64 characters".into());
+    }
+    for p in out.targets.iter().flatten() {
+        if p != "*" && !p.contains('/') && p.is_empty() {
+            problems.push(format!(
+                "targets: `{p}` is not `*`, `provider/*` or `provider/model`"
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(AdminError::Invalid(problems.join("; ")));
+    }
+    Ok(out)
+}
+
+fn merged_keys(s: &State) -> Vec<KeyDoc> {
+    let mut out: Vec<KeyDoc> = s
+        .cfg
+        .keys
+        .iter()
+        .map(|(k, owner)| KeyDoc {
+            id: k.id.clone(),
+            name: k.name.clone(),
+            sha256: k.sha256.clone(),
+            team: k.team.clone(),
+            owner: owner.clone(),
+            metadata: BTreeMap::new(),
+            routes: k.routes.clone(),
+            targets: k.targets.clone(),
+            direct: k.direct,
+            max_price: k.max_price,
+            limits: k.limits.clone(),
+            expires_at_ms: k.expires_at_ms,
+            revoked_at_ms: None,
+            created_ms: 0,
+            updated_ms: 0,
+            source: Source::Config,
+        })
+        .collect();
+    for k in &s.keys {
+        if out.iter().any(|d| d.id == k.id) {
+            tracing::warn!(
+                "key `{}` is declared in the config file and stored: the file's wins",
+                k.id
+            );
+            continue;
+        }
+        out.push(k.clone());
+    }
+    out
+}
+
+fn merged_teams(s: &State) -> Vec<TeamDoc> {
+    let mut out: Vec<TeamDoc> = s
+        .cfg
+        .teams
+        .iter()
+        .map(|t| TeamDoc {
+            name: t.name.clone(),
+            limits: t.limits.clone(),
+            owner: None,
+            updated_ms: 0,
+            source: Source::Config,
+        })
+        .collect();
+    for t in &s.teams {
+        if !out.iter().any(|d| d.name == t.name) {
+            out.push(t.clone());
+        }
+    }
+    out
+}
+
+/// Rebuilds the filters' table (and its version) from the keys and teams.
+fn rebuild(s: &mut State) {
+    let table = Table {
+        keys: merged_keys(s).iter().map(KeyDoc::record).collect(),
+        teams: merged_teams(s)
+            .into_iter()
+            .map(|t| TeamRecord {
+                name: t.name,
+                limits: t.limits,
+            })
+            .collect(),
+    };
+    s.version = table.version();
+    s.table = table;
+}
+
+/// The limits a subject is metered against (`k:<id>`, `t:<team>`).
+fn limits_of(table: &Table, subject: &str) -> Option<Limits> {
+    if let Some(id) = subject.strip_prefix("k:") {
+        return table
+            .keys
+            .iter()
+            .find(|k| k.id == id)
+            .map(|k| k.limits.clone());
+    }
+    let name = subject.strip_prefix("t:")?;
+    table
+        .teams
+        .iter()
+        .find(|t| t.name == name)
+        .map(|t| t.limits.clone())
+}
+
+/// Subject names of a key and its team (for `status`).
+pub fn subjects_of(k: &KeyDoc) -> (String, Option<String>) {
+    (key_subject(&k.id), k.team.as_deref().map(team_subject))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_random_and_shown_once() {
+        let (a, ha) = new_key().unwrap();
+        let (b, _) = new_key().unwrap();
+        assert!(a.starts_with("sk-sy-") && a.len() == 6 + 43, "{a}");
+        assert_ne!(a, b);
+        assert_eq!(ha, hex(&hash_key(&a)));
+        assert_eq!(b64url(b"\xff\xff\xff\x00"), "____AA");
+    }
+
+    #[test]
+    fn create_update_revoke_rebuild_the_table_and_are_audited() {
+        let dir = std::env::temp_dir().join(format!("sy-gov-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let g = Governance::open(&dir, &config::Governance::default()).unwrap();
+        assert!(!g.enabled());
+        let (doc, key) = g
+            .create_key(
+                &json!({"name": "ci", "team": "research", "limits": {"rpm": 5}}),
+                "test",
+            )
+            .unwrap();
+        assert!(g.enabled());
+        assert!(
+            !std::fs::read_to_string(g.audit_log())
+                .unwrap()
+                .contains(&key)
+        );
+        let state = g
+            .exchange(
+                &GovReport {
+                    boot: "b".into(),
+                    ..GovReport::default()
+                },
+                now_ms(),
+            )
+            .unwrap();
+        let table = state.table.unwrap();
+        assert_eq!(table.keys[0].sha256, hex(&hash_key(&key)));
+        let doc2 = g
+            .update_key(&doc.id, &json!({"limits": {"tpm": 100}}), "test")
+            .unwrap();
+        assert_eq!((doc2.limits.rpm, doc2.limits.tpm), (Some(5), Some(100)));
+        assert!(
+            g.update_key(&doc.id, &json!({"sha256": "x"}), "test")
+                .is_err()
+        );
+        g.revoke_key(&doc.id, "test").unwrap();
+        assert!(g.key(&doc.id).unwrap().revoked_at_ms.is_some());
+        assert!(
+            g.enabled(),
+            "revoking the last key does not open the gateway"
+        );
+        // Reopened from the database.
+        drop(g);
+        let g = Governance::open(&dir, &config::Governance::default()).unwrap();
+        assert_eq!(g.keys().len(), 1);
+        let v = audit::verify(&dir.join("audit.log"), None).unwrap();
+        assert_eq!(v.records, 3);
+    }
+
+    #[test]
+    fn keys_declared_in_the_config_are_read_only() {
+        let dir = std::env::temp_dir().join(format!("sy-gov-cfg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (key, sha) = new_key().unwrap();
+        let cfg = config::Governance {
+            audit_flush_s: 10,
+            keys: vec![(
+                KeyRecord {
+                    id: "key_ci".into(),
+                    name: "ci".into(),
+                    sha256: sha,
+                    team: None,
+                    routes: None,
+                    targets: None,
+                    direct: false,
+                    max_price: None,
+                    limits: Limits::default(),
+                    expires_at_ms: None,
+                    revoked: false,
+                },
+                Some("platform".into()),
+            )],
+            ..config::Governance::default()
+        };
+        let g = Governance::open(&dir, &cfg).unwrap();
+        assert!(g.enabled());
+        assert_eq!(g.key("key_ci").unwrap().source, Source::Config);
+        assert_eq!(
+            g.revoke_key("key_ci", "test").unwrap_err().status(),
+            409,
+            "change it in the file"
+        );
+        let state = g
+            .exchange(
+                &GovReport {
+                    boot: "b".into(),
+                    ..GovReport::default()
+                },
+                now_ms(),
+            )
+            .unwrap();
+        let index = switchyard_core::governance::Index::new(&state.table.unwrap());
+        assert!(index.find(Some(&key), now_ms()).is_ok());
+        // The file drops it: the gateway is open again (nothing else exists).
+        g.apply_config(&config::Governance::default(), "v2");
+        assert!(!g.enabled());
+    }
+}

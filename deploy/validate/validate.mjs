@@ -1,0 +1,436 @@
+// Renders deploy/kubernetes (Helm) and reads deploy/istio, then checks every
+// object: against its kind's schema (Kubernetes, Istio, Gateway API,
+// cert-manager: kubernetes-models), with unknown fields refused; a kind with no
+// schema fails. Then what no schema knows: the control plane's config passes
+// `switchyard validate` with the files the pod mounts, the gateway bootstrap and
+// the in-mesh EnvoyFilter pass `envoy --mode validate` (the in-mesh filter
+// config through the real filter when it is built), images are pinned,
+// containers run unprivileged, and references between objects resolve.
+// Last, broken manifests must be refused (the checker checks itself).
+//
+//   node deploy/validate/validate.mjs        (make validate-deploy)
+//   SWITCHYARD_BIN, ENVOY_BIN                override the binaries used
+import { execFileSync, spawnSync } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import YAML from "yaml";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const HELM = path.join(ROOT, "deploy/validate/node_modules/.bin/helm");
+const CHART = path.join(ROOT, "deploy/kubernetes/switchyard");
+const SWITCHYARD = process.env.SWITCHYARD_BIN || path.join(ROOT, "target/debug/switchyard");
+const ENVOY = process.env.ENVOY_BIN || path.join(ROOT, ".venv/bin/envoy");
+const WASM = path.join(ROOT, "target/wasm32-wasip1/wasm-release/switchyard_filter.wasm");
+const NAMESPACE = "switchyard";
+const TMP = fs.mkdtempSync(path.join(os.tmpdir(), "sy-validate-"));
+
+// Both sides of every toggle: the default, and everything switched the other way.
+const VARIANTS = [
+  { name: "default", set: [] },
+  {
+    name: "minimal",
+    set: ["tls.enabled=false", "gateway.autoscaling.enabled=false", "httpRoute.enabled=false",
+      "networkPolicy.enabled=false", "filter.delivery=remote", "images.envoy.digest=sha256:" + "0".repeat(64)],
+  },
+];
+// Secrets the chart names but leaves to the operator (values.yaml says so).
+const EXTERNAL_SECRETS = ["switchyard-provider-keys", "switchyard-admin-token"];
+
+let passed = 0;
+const failures = [];
+const check = (what, ok, detail = "") => {
+  if (ok) passed++;
+  else failures.push(detail ? `${what}: ${detail}` : what);
+  return ok;
+};
+
+// --- schemas -----------------------------------------------------------------
+
+// The model class of apiVersion/kind, or null: only a resource class whose own
+// apiVersion and kind are these counts (not a sub-type of the same name).
+async function modelFor(apiVersion, kind) {
+  const [group, version] = apiVersion.includes("/") ? apiVersion.split("/") : ["", apiVersion];
+  const candidates = group === ""
+    ? [`kubernetes-models/${version}/${kind}`]
+    : [`kubernetes-models/${group}/${version}/${kind}`, `@kubernetes-models/istio/${group}/${version}/${kind}`,
+      `@kubernetes-models/gateway-api/${group}/${version}/${kind}`,
+      `@kubernetes-models/cert-manager/${group}/${version}/${kind}`];
+  for (const spec of candidates) {
+    let mod;
+    try { mod = await import(spec); } catch { continue; }
+    const cls = mod[kind];
+    if (cls && cls.apiVersion === apiVersion && cls.kind === kind) return cls;
+  }
+  return null;
+}
+
+// Runs the schema's validator on `data` through proxies that record which
+// properties it looked at: in an object whose properties it read, a key it
+// never read is not in the schema. Objects it enumerated (maps) or never
+// looked into (free-form, e.g. an EnvoyFilter patch value) are left alone.
+function validateStrict(cls, data) {
+  const records = [];
+  const proxies = new Map();
+  const wrap = (value, at) => {
+    if (value === null || typeof value !== "object") return value;
+    if (proxies.has(value)) return proxies.get(value);
+    const rec = { obj: value, at, read: new Set(), enumerated: false };
+    records.push(rec);
+    const note = (k) => { if (typeof k === "string") rec.read.add(k); };
+    const proxy = new Proxy(value, {
+      get(t, k, r) {
+        note(k);
+        const v = Reflect.get(t, k, r);
+        return typeof k === "string" && Object.hasOwn(t, k) ? wrap(v, `${at}/${k}`) : v;
+      },
+      has(t, k) { note(k); return Reflect.has(t, k); },
+      getOwnPropertyDescriptor(t, k) { note(k); return Reflect.getOwnPropertyDescriptor(t, k); },
+      ownKeys(t) { rec.enumerated = true; return Reflect.ownKeys(t); },
+    });
+    proxies.set(value, proxy);
+    return proxy;
+  };
+  const problems = [];
+  try {
+    cls.prototype.validate.call(wrap(data, ""));
+  } catch (e) {
+    problems.push(e.message);
+  }
+  for (const rec of records) {
+    if (Array.isArray(rec.obj) || rec.enumerated || rec.read.size === 0) continue;
+    for (const k of Object.keys(rec.obj)) if (!rec.read.has(k)) problems.push(`${rec.at}/${k}: unknown field`);
+  }
+  return problems;
+}
+
+async function validateObject(obj, where) {
+  const id = `${where}: ${obj?.kind}/${obj?.metadata?.name}`;
+  if (!obj?.apiVersion || !obj?.kind) return check(id, false, "no apiVersion/kind");
+  const cls = await modelFor(obj.apiVersion, obj.kind);
+  if (!check(id, !!cls, `no schema for ${obj.apiVersion} ${obj.kind}`)) return false;
+  const problems = validateStrict(cls, obj);
+  return check(id, problems.length === 0, problems.join("; "));
+}
+
+// --- rendering -----------------------------------------------------------------
+
+function readDocs(text, where) {
+  return YAML.parseAllDocuments(text).map((d) => {
+    if (d.errors.length) throw new Error(`${where}: ${d.errors[0].message}`);
+    return d.toJS({ maxAliasCount: 100 });
+  }).filter((o) => o !== null);
+}
+
+function render(variant) {
+  const args = ["template", "sy", CHART, "--namespace", NAMESPACE];
+  for (const s of variant.set) args.push("--set", s);
+  return readDocs(execFileSync(HELM, args, { encoding: "utf8" }), `helm template (${variant.name})`);
+}
+
+function run(bin, args) {
+  const r = spawnSync(bin, args, { encoding: "utf8" });
+  return { ok: r.status === 0, out: `${r.stdout ?? ""}${r.stderr ?? ""}${r.error ? r.error.message : ""}`.trim() };
+}
+
+// --- project invariants ------------------------------------------------------
+
+const byKind = (objs, kind) => objs.filter((o) => o.kind === kind);
+const named = (objs, kind, name) => objs.find((o) => o.kind === kind && o.metadata.name === name);
+const containersOf = (pod) => [...(pod.initContainers ?? []), ...pod.containers];
+const lastLine = (s) => s.split("\n").filter(Boolean).slice(-3).join(" | ");
+
+function pinned(image) {
+  if (/@sha256:[0-9a-f]{64}$/.test(image)) return true;
+  const tag = image.split("/").pop().split(":")[1];
+  return !!tag && tag !== "latest";
+}
+
+function checkPods(objs, v) {
+  for (const d of byKind(objs, "Deployment")) {
+    const pod = d.spec.template.spec;
+    const id = `${v}: Deployment/${d.metadata.name}`;
+    check(`${id} runs as non-root`, pod.securityContext?.runAsNonRoot === true);
+    for (const c of containersOf(pod)) {
+      const sc = c.securityContext ?? {};
+      check(`${id} ${c.name}: image pinned`, pinned(c.image), c.image);
+      check(`${id} ${c.name}: unprivileged, read-only root`, sc.allowPrivilegeEscalation === false &&
+        sc.readOnlyRootFilesystem === true && (sc.capabilities?.drop ?? []).includes("ALL"));
+      check(`${id} ${c.name}: requests and limits`, !!(c.resources?.requests && c.resources?.limits));
+      for (const m of c.volumeMounts ?? []) {
+        check(`${id} ${c.name}: mount ${m.name} has a volume`, (pod.volumes ?? []).some((vol) => vol.name === m.name));
+      }
+    }
+    for (const vol of pod.volumes ?? []) {
+      if (vol.configMap) check(`${id}: ConfigMap ${vol.configMap.name} rendered`, !!named(objs, "ConfigMap", vol.configMap.name));
+      if (vol.persistentVolumeClaim) {
+        check(`${id}: PVC ${vol.persistentVolumeClaim.claimName} rendered`,
+          !!named(objs, "PersistentVolumeClaim", vol.persistentVolumeClaim.claimName));
+      }
+      if (vol.secret) {
+        const name = vol.secret.secretName;
+        const issued = byKind(objs, "Certificate").some((c) => c.spec.secretName === name);
+        check(`${id}: Secret ${name} issued by a Certificate or left to the operator`,
+          issued || EXTERNAL_SECRETS.includes(name));
+      }
+    }
+  }
+  for (const s of byKind(objs, "Service")) {
+    const target = byKind(objs, "Deployment").find((d) =>
+      Object.entries(s.spec.selector).every(([k, val]) => d.spec.template.metadata.labels[k] === val));
+    if (!check(`${v}: Service/${s.metadata.name} selects a Deployment`, !!target)) continue;
+    const ports = target.spec.template.spec.containers.flatMap((c) => c.ports ?? []);
+    for (const p of s.spec.ports) {
+      check(`${v}: Service/${s.metadata.name} port ${p.name} targets a container port`,
+        ports.some((cp) => cp.name === p.targetPort || cp.containerPort === p.targetPort));
+    }
+  }
+  for (const o of [...byKind(objs, "PodDisruptionBudget"), ...byKind(objs, "NetworkPolicy")]) {
+    const sel = o.spec.selector?.matchLabels ?? o.spec.podSelector?.matchLabels;
+    check(`${v}: ${o.kind}/${o.metadata.name} selects pods`, byKind(objs, "Deployment").some((d) =>
+      Object.entries(sel).every(([k, val]) => d.spec.template.metadata.labels[k] === val)));
+  }
+  for (const h of byKind(objs, "HorizontalPodAutoscaler")) {
+    const d = named(objs, "Deployment", h.spec.scaleTargetRef.name);
+    check(`${v}: HPA targets a Deployment without fixed replicas`, !!d && d.spec.replicas === undefined);
+  }
+  for (const r of byKind(objs, "HTTPRoute")) {
+    for (const b of r.spec.rules.flatMap((rule) => rule.backendRefs ?? [])) {
+      const s = named(objs, "Service", b.name);
+      check(`${v}: HTTPRoute backend ${b.name}:${b.port} is a Service port`, !!s && s.spec.ports.some((p) => p.port === b.port));
+    }
+  }
+}
+
+// The control plane's config, validated by the real binary inside a copy of the
+// files its container mounts: every file it names must lie under a mount.
+function checkControlPlaneConfig(objs, v) {
+  const cp = byKind(objs, "Deployment").find((d) => d.metadata.name.endsWith("-control-plane"));
+  const c = cp.spec.template.spec.containers[0];
+  const configPath = c.args[c.args.indexOf("--config") + 1];
+  const configVolume = c.volumeMounts.find((m) => configPath.startsWith(m.mountPath + "/"));
+  const cmName = cp.spec.template.spec.volumes.find((vol) => vol.name === configVolume.name).configMap.name;
+  const text = named(objs, "ConfigMap", cmName).data[path.basename(configPath)];
+  const config = YAML.parse(text);
+  const fsRoot = path.join(TMP, v, "cp");
+  const local = (p) => path.join(fsRoot, p);
+  fs.mkdirSync(path.dirname(local(configPath)), { recursive: true });
+  const files = [];
+  const collect = (o) => {
+    if (Array.isArray(o)) o.forEach(collect);
+    else if (o && typeof o === "object") {
+      for (const [k, val] of Object.entries(o)) {
+        if (k === "file" && typeof val === "string") files.push(val);
+        else collect(val);
+      }
+    }
+  };
+  collect(config.providers);
+  collect(config.governance);
+  let rewritten = text;
+  for (const f of files) {
+    const abs = path.posix.resolve(path.posix.dirname(configPath), f);
+    const mounted = c.volumeMounts.some((m) => abs.startsWith(m.mountPath + "/"));
+    check(`${v}: config file ${f} is in a mounted volume`, mounted, abs);
+    fs.mkdirSync(path.dirname(local(abs)), { recursive: true });
+    fs.writeFileSync(local(abs), "placeholder-secret\n");
+    if (path.posix.isAbsolute(f)) rewritten = rewritten.replaceAll(f, local(abs));
+  }
+  fs.writeFileSync(local(configPath), rewritten);
+  const r = run(SWITCHYARD, ["validate", local(configPath)]);
+  check(`${v}: switchyard validate on the ConfigMap's config`, r.ok, r.out);
+  return config;
+}
+
+function selfSignedCert(dir) {
+  fs.mkdirSync(dir, { recursive: true });
+  execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+    "-days", "1", "-subj", "/CN=validate", "-keyout", path.join(dir, "tls.key"), "-out", path.join(dir, "tls.crt")],
+  { stdio: "ignore" });
+  fs.copyFileSync(path.join(dir, "tls.crt"), path.join(dir, "ca.crt"));
+}
+
+const memBytes = (q) => {
+  const m = /^(\d+)(Ki|Mi|Gi)?$/.exec(String(q));
+  return m ? Number(m[1]) * { Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, undefined: 1 }[m[2]] : NaN;
+};
+
+function checkGateway(objs, v, config) {
+  const gw = byKind(objs, "Deployment").find((d) => d.metadata.name.endsWith("-gateway"));
+  const pod = gw.spec.template.spec;
+  const envoy = pod.containers[0];
+  const cpService = byKind(objs, "Service").find((s) => s.metadata.name.endsWith("-control-plane"));
+  const env = Object.fromEntries((envoy.env ?? []).filter((e) => "value" in e).map((e) => [e.name, e.value]));
+
+  // The listener the control plane sends is the port the Service reaches.
+  check(`${v}: config listener.port is the gateway's container port`,
+    envoy.ports.some((p) => p.containerPort === config.listener?.port), `listener.port ${config.listener?.port}`);
+
+  // Where the filter comes from.
+  const filterPath = config.filter?.wasm ?? config.filter?.module;
+  const filterMount = envoy.volumeMounts.find((m) => m.name === "filter");
+  if ((pod.initContainers ?? []).length) {
+    check(`${v}: config filter path is in the gateway's filter volume`,
+      !!filterMount && typeof filterPath === "string" && filterPath.startsWith(filterMount.mountPath + "/"), filterPath);
+    const cp = pod.initContainers[0].command;
+    check(`${v}: the init container copies the config's filter file`,
+      cp.some((a) => a.endsWith("/" + path.basename(filterPath))) && cp.at(-1).replace(/\/$/, "") === filterMount.mountPath);
+  } else {
+    check(`${v}: remote filter delivery mounts no filter volume`, !filterMount);
+  }
+
+  // The bootstrap: valid for Envoy 1.40, pointing at the control plane.
+  const bootstrapText = named(objs, "ConfigMap", pod.volumes.find((vol) => vol.name === "bootstrap").configMap.name).data["bootstrap.yaml"];
+  const bootstrap = YAML.parse(bootstrapText);
+  const xds = bootstrap.static_resources.clusters.find((c) => c.name === "switchyard_xds");
+  const sock = xds.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address;
+  const host = `${cpService.metadata.name}.${NAMESPACE}.svc.cluster.local`;
+  check(`${v}: bootstrap dials the control-plane Service's xDS port`, sock.address === host &&
+    cpService.spec.ports.some((p) => p.name === "grpc-xds" && p.port === sock.port_value), `${sock.address}:${sock.port_value}`);
+  check(`${v}: bootstrap admin stays on loopback`, bootstrap.admin.address.socket_address.address === "127.0.0.1" &&
+    String(bootstrap.admin.address.socket_address.port_value) === env.ADMIN_PORT);
+  const tlsOn = pod.volumes.some((vol) => vol.name === "tls");
+  check(`${v}: bootstrap uses mTLS exactly when certificates are mounted`, !!xds.transport_socket === tlsOn);
+  const heap = bootstrap.overload_manager.resource_monitors
+    .find((m) => m.name === "envoy.resource_monitors.fixed_heap").typed_config.max_heap_size_bytes;
+  check(`${v}: Envoy's heap limit is below the container's memory limit`, heap < memBytes(envoy.resources.limits.memory),
+    `${heap} vs ${envoy.resources.limits.memory}`);
+  const grace = pod.terminationGracePeriodSeconds;
+  check(`${v}: grace period covers the drain and the wait for streams`,
+    grace > Number(env.DRAIN_TIME_S) + Number(env.DRAIN_WAIT_S), `${grace}`);
+  const dir = path.join(TMP, v, "gw");
+  selfSignedCert(path.join(dir, "tls"));
+  const file = path.join(dir, "bootstrap.yaml");
+  fs.writeFileSync(file, bootstrapText.replaceAll("/etc/switchyard/tls/", path.join(dir, "tls") + "/"));
+  const r = run(ENVOY, ["--mode", "validate", "-c", file, "--log-level", "error"]);
+  check(`${v}: envoy --mode validate on the gateway bootstrap`, r.ok, lastLine(r.out));
+}
+
+// The chart's bootstrap file must be what `switchyard bootstrap` prints today.
+function checkBootstrapFile() {
+  const r = run(SWITCHYARD, ["bootstrap", "--config", path.join(CHART, "files/switchyard.yaml"), "--node", "envoy",
+    "--xds", "127.0.0.1:18000", "--admin", "127.0.0.1:9901"]);
+  const committed = fs.readFileSync(path.join(CHART, "files/envoy-bootstrap.yaml"), "utf8");
+  check("chart files/envoy-bootstrap.yaml is `switchyard bootstrap` output (deploy/kubernetes/update-bootstrap.sh)",
+    r.ok && r.out === committed.trim(), r.ok ? "differs" : r.out);
+}
+
+// The in-mesh patches, assembled into the listener, route and clusters Istio
+// would produce, checked by Envoy 1.40 (with the built filter, which rejects a
+// filter config it cannot read).
+function checkInMesh(objs) {
+  const ef = byKind(objs, "EnvoyFilter")[0];
+  const patch = (applyTo) => ef.spec.configPatches.filter((p) => p.applyTo === applyTo).map((p) => p.patch);
+  const [planner, router] = patch("HTTP_FILTER").map((p) => p.value);
+  const vhost = patch("VIRTUAL_HOST")[0].value;
+  const route = patch("HTTP_ROUTE")[0].value.route;
+  const clusters = byKind(objs, "ServiceEntry").flatMap((se) => se.spec.ports.map((p) => {
+    const dr = byKind(objs, "DestinationRule").find((d) => d.spec.host === se.spec.hosts[0]);
+    const tls = dr?.spec.trafficPolicy.portLevelSettings.find((s) => s.port.number === p.number)?.tls;
+    return {
+      name: `outbound|${p.number}||${se.spec.hosts[0]}`, type: "LOGICAL_DNS", connect_timeout: "1s",
+      load_assignment: { cluster_name: "x", endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: se.spec.hosts[0], port_value: p.targetPort ?? p.number } } } }] }] },
+      ...(tls?.mode === "SIMPLE" ? { transport_socket: { name: "envoy.transport_sockets.tls", typed_config: { "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext", sni: tls.sni } } } : {}),
+    };
+  }));
+  const names = new Set(clusters.map((c) => c.name));
+  for (const w of [planner.typed_config.config, router.typed_config.upstream_http_filters[0].typed_config.config]) {
+    const fc = JSON.parse(w.configuration.value);
+    for (const [p, prov] of Object.entries(fc.providers)) {
+      check(`in-mesh ${fc.role}: provider ${p}'s cluster comes from a ServiceEntry`, names.has(prov.cluster), prov.cluster);
+    }
+  }
+  const matched = JSON.stringify(route).match(/"cluster":"[^"]+"/g).map((m) => m.slice(11, -1));
+  check("in-mesh route: every slot cluster comes from a ServiceEntry", matched.every((c) => names.has(c)), matched.join(","));
+  const filterServer = named(objs, "Service", "switchyard-filter");
+  clusters.push({ name: `outbound|80||switchyard-filter.switchyard.svc.cluster.local`, type: "STRICT_DNS", connect_timeout: "1s",
+    load_assignment: { cluster_name: "f", endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: "switchyard-filter.switchyard.svc.cluster.local", port_value: filterServer.spec.ports[0].port } } } }] }] } });
+  const built = fs.existsSync(WASM);
+  if (built) planner.typed_config.config.vm_config.code = { local: { filename: WASM } };
+  const bootstrap = {
+    static_resources: {
+      listeners: [{
+        name: "gateway", address: { socket_address: { address: "127.0.0.1", port_value: 0 } },
+        per_connection_buffer_limit_bytes: patch("LISTENER")[0].value.per_connection_buffer_limit_bytes,
+        filter_chains: [{ filters: [{ name: "envoy.filters.network.http_connection_manager", typed_config: {
+          "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+          stat_prefix: "gateway",
+          route_config: { virtual_hosts: [{ name: "llm.example.com:80", domains: ["*"], ...vhost, routes: [{ match: { prefix: "/" }, route }] }] },
+          http_filters: [planner, { name: "envoy.filters.http.router", ...router }],
+        } }] }],
+      }],
+      clusters,
+    },
+  };
+  const file = path.join(TMP, "in-mesh.json");
+  fs.writeFileSync(file, JSON.stringify(bootstrap));
+  const r = run(ENVOY, ["--mode", "validate", "-c", file, "--log-level", "error"]);
+  check(`in-mesh: envoy --mode validate on the patched gateway${built ? " (filter configs read by the built filter)" : ""}`,
+    r.ok, lastLine(r.out));
+  if (!built) console.log(`note: ${path.relative(ROOT, WASM)} not built: the in-mesh filter configs were not read by the filter`);
+}
+
+// --- the checker checks itself ---------------------------------------------------
+
+async function selfCheck(objs) {
+  const dep = structuredClone(byKind(objs, "Deployment")[0]);
+  const typo = structuredClone(dep);
+  typo.spec.replicas = "two";
+  const unknown = structuredClone(dep);
+  unknown.spec.template.spec.containers[0].readinessProbes = unknown.spec.template.spec.containers[0].readinessProbe;
+  const cases = [
+    ["a wrong field type", typo],
+    ["an unknown field", unknown],
+    ["a kind without a schema", { apiVersion: "example.com/v1", kind: "Gizmo", metadata: { name: "x" } }],
+  ];
+  for (const [what, obj] of cases) {
+    const cls = await modelFor(obj.apiVersion, obj.kind);
+    const refused = !cls || validateStrict(cls, obj).length > 0;
+    check(`self-check: ${what} is refused`, refused);
+  }
+  // The chart's values.schema.json: a misspelt value fails the render.
+  for (const set of ["gateway.replica=3", "filter.delivery=ftp", "images.envoy.tag=latest"]) {
+    check(`self-check: helm refuses --set ${set}`, !run(HELM, ["template", "sy", CHART, "--set", set]).ok);
+  }
+}
+
+// --- main --------------------------------------------------------------------------
+
+const started = Date.now();
+const counts = {};
+let first;
+try {
+  for (const v of VARIANTS) {
+    const objs = render(v);
+    first ??= objs;
+    for (const o of objs) {
+      await validateObject(o, `chart (${v.name})`);
+      counts[o.kind] = (counts[o.kind] ?? 0) + 1;
+    }
+    checkPods(objs, v.name);
+    const config = checkControlPlaneConfig(objs, v.name);
+    checkGateway(objs, v.name, config);
+  }
+  checkBootstrapFile();
+  const lint = run(HELM, ["lint", "--strict", CHART]);
+  check("helm lint --strict", lint.ok, lastLine(lint.out));
+  const istioDir = path.join(ROOT, "deploy/istio");
+  const istio = fs.readdirSync(istioDir, { recursive: true }).filter((f) => /\.ya?ml$/.test(f)).sort()
+    .flatMap((f) => readDocs(fs.readFileSync(path.join(istioDir, f), "utf8"), f));
+  for (const o of istio) {
+    await validateObject(o, "istio");
+    counts[o.kind] = (counts[o.kind] ?? 0) + 1;
+  }
+  checkPods(istio, "istio");
+  checkInMesh(istio);
+  await selfCheck(first);
+} catch (e) {
+  failures.push(`stopped: ${e.stack ?? e}`);
+} finally {
+  fs.rmSync(TMP, { recursive: true, force: true });
+}
+console.log(`objects: ${Object.entries(counts).sort().map(([k, n]) => `${n} ${k}`).join(", ")}`);
+for (const f of failures) console.log(`FAILED ${f}`);
+console.log(`validate-deploy: ${passed} passed, ${failures.length} failed (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+process.exit(failures.length ? 1 : 0);
