@@ -53,7 +53,7 @@ bench: build ## Benchmark both builds vs bare Envoy and their floors (BENCH_SECO
 bench-peers: build ## Benchmark Switchyard (native) vs LiteLLM and Portkey; installs them pinned under .switchyard/peers (not in CI)
 	@bash bench/peers.sh
 
-fuzz: ## Fuzz every parser and translator, FUZZ_RUNS (10 M) executions each, niced; merges corpora (docs/fuzzing.md)
+fuzz: ## Fuzz every parser and translator, FUZZ_RUNS (10 M) executions each, niced; re-picks core/fuzz/corpus (docs/fuzzing.md)
 	@bash core/fuzz/run.sh full
 
 fuzz-smoke: ## Replay the fuzz corpora, then fuzz each target for FUZZ_SMOKE_SECONDS (5); fails on any finding

@@ -598,6 +598,7 @@ pub const USAGE: &str = "usage:
                    [--settle 30] [--json]
   switchyard drill show|abort
   common: [--status-addr 127.0.0.1:18001] [--token-file FILE | $SWITCHYARD_ADMIN_TOKEN | --data-dir .switchyard/data]
+          [--tls-ca FILE [--tls-cert FILE --tls-key FILE]]   (a status port that runs TLS)
 A drill makes the fleet's filters fail that share of the target's attempts for --duration
 seconds (at most 600), watches fail-over, and passes when the fallbacks served at least
 --min-rescued % of the affected requests, added at most --max-added-ms, and the target's
@@ -617,10 +618,12 @@ pub struct CliResult {
 pub fn cli(args: &[String]) -> Result<CliResult, String> {
     let a = crate::governance::client::Args::parse(args)?;
     let flag = |f: &str| a.flags.get(f).map(String::as_str);
-    let addr: std::net::SocketAddr = flag("--status-addr")
-        .unwrap_or("127.0.0.1:18001")
-        .parse()
-        .map_err(|_| "--status-addr: expected IP:port".to_string())?;
+    let tls = crate::status::client_tls(flag("--tls-ca"), flag("--tls-cert"), flag("--tls-key"))?;
+    let addr = flag("--status-addr").unwrap_or("127.0.0.1:18001");
+    // Reading a drill needs the token only when the status port runs TLS
+    // (and no client certificate is given): send it when there is one.
+    let reader = crate::status::Client::new(addr, tls.as_ref(), token(&a).unwrap_or_default())?;
+    let admin = || crate::status::Client::new(addr, tls.as_ref(), token(&a)?);
     let json = a.flags.contains_key("--json");
     let show = |v: &DrillView| {
         if json {
@@ -631,7 +634,7 @@ pub fn cli(args: &[String]) -> Result<CliResult, String> {
     };
     match a.positional.first().map(String::as_str) {
         Some("show") => {
-            let (code, body) = call(addr, "GET", "", None)?;
+            let (code, body) = call(&reader, "GET", None)?;
             let v = drill_answer(code, &body)?;
             return Ok(CliResult {
                 output: show(&v),
@@ -639,7 +642,7 @@ pub fn cli(args: &[String]) -> Result<CliResult, String> {
             });
         }
         Some("abort") => {
-            let (code, body) = call(addr, "DELETE", &token(&a)?, None)?;
+            let (code, body) = call(&admin()?, "DELETE", None)?;
             let v = drill_answer(code, &body)?;
             return Ok(CliResult {
                 output: show(&v),
@@ -676,7 +679,7 @@ pub fn cli(args: &[String]) -> Result<CliResult, String> {
         settle_s: number("--settle", default_settle() as f64)? as u64,
     };
     let body = serde_json::to_string(&spec).unwrap_or_default();
-    let (code, answer) = call(addr, "POST", &token(&a)?, Some(&body))?;
+    let (code, answer) = call(&admin()?, "POST", Some(&body))?;
     let started = drill_answer(code, &answer)?;
     eprintln!(
         "drill {} started: {} % of {}'s attempts fail as {} for {} s",
@@ -691,7 +694,7 @@ pub fn cli(args: &[String]) -> Result<CliResult, String> {
     let mut last_print = std::time::Instant::now();
     loop {
         std::thread::sleep(std::time::Duration::from_millis(250));
-        let (code, body) = call(addr, "GET", "", None)?;
+        let (code, body) = call(&reader, "GET", None)?;
         let v = drill_answer(code, &body)?;
         if v.id != started.id {
             return Err(format!("drill {} was replaced by {}", started.id, v.id));
@@ -756,39 +759,13 @@ fn drill_answer(code: u16, body: &str) -> Result<DrillView, String> {
     Err(format!("{code}: {}", v["error"].as_str().unwrap_or(body)))
 }
 
-/// One blocking HTTP/1.1 call to the status endpoint.
+/// One blocking HTTP/1.1 call to the drill endpoint.
 fn call(
-    addr: std::net::SocketAddr,
+    client: &crate::status::Client,
     method: &str,
-    token: &str,
     body: Option<&str>,
 ) -> Result<(u16, String), String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(3))
-        .map_err(|e| format!("cannot reach the control plane's status endpoint at {addr}: {e}"))?;
-    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(10)));
-    let body = body.unwrap_or("");
-    let auth = if token.is_empty() {
-        String::new()
-    } else {
-        format!("authorization: Bearer {token}\r\n")
-    };
-    let req = format!(
-        "{method} {} HTTP/1.1\r\nhost: {addr}\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        crate::status::DRILL_PATH,
-        body.len()
-    );
-    stream
-        .write_all(req.as_bytes())
-        .map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or("not an HTTP answer")?;
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    Ok((code, body.to_string()))
+    client
+        .call(method, crate::status::DRILL_PATH, body)
+        .map_err(|e| e.to_string())
 }

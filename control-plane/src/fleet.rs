@@ -3,9 +3,10 @@
 //! (`switchyard_core::circuit`); targets whose fleet circuit is open are sent back
 //! to every filter, which then leaves them out of plans.
 //!
-//! Reports arrive on an unauthenticated HTTP endpoint, so each is [`check`]ed
-//! before it touches the aggregate: bounded size and number of outcomes, a node
-//! this control plane serves over xDS, configured targets only (others are
+//! Reports arrive on the status endpoint (mutual TLS when `serve` runs with
+//! certificates, else unauthenticated), so each is [`check`]ed before it
+//! touches the aggregate: bounded size and number of outcomes, a node the
+//! client certificate names (with TLS) and this control plane serves over xDS, configured targets only (others are
 //! ignored), counts and latency sums clamped to what one Envoy can do in an
 //! interval. A report's counts are applied to a target's circuit at once
 //! ([`circuit::State::record`]): the lock is held for time proportional to the
@@ -45,6 +46,10 @@ pub enum Refused {
     /// and reports again).
     #[error("node `{0}` is not served by this control plane")]
     UnknownNode(String),
+    /// With TLS on the status port: the client certificate is missing or
+    /// does not name the report's node (docs/security.md).
+    #[error("{0}")]
+    NotYourNode(String),
 }
 
 impl Refused {
@@ -52,7 +57,7 @@ impl Refused {
     pub fn status(&self) -> u16 {
         match self {
             Refused::TooLarge => 413,
-            Refused::UnknownNode(_) => 403,
+            Refused::UnknownNode(_) | Refused::NotYourNode(_) => 403,
             _ => 400,
         }
     }
@@ -170,13 +175,16 @@ fn check_gov(
     Ok(Some(g))
 }
 
-/// Parses and bounds a report body. `known` tells whether a node id has an xDS
-/// stream to this control plane; `targets` are the configured targets
+/// Parses and bounds a report body. `identity` tells whether the caller may
+/// report as a node id (with TLS: whether its client certificate names it),
+/// `known` whether a node id has an xDS stream to this control plane;
+/// `targets` are the configured targets
 /// (`provider/model` of every route's chain): outcomes of other targets are
 /// dropped, since a filter only counts configured targets and anything else
 /// would grow the aggregate without bound.
 pub fn check(
     body: &[u8],
+    identity: impl Fn(&str) -> Result<(), String>,
     known: impl Fn(&str) -> bool,
     targets: &HashSet<String>,
 ) -> Result<Checked, Refused> {
@@ -191,6 +199,7 @@ pub fn check(
     if report.node.is_empty() || report.node.len() > MAX_NODE_BYTES {
         return Err(Refused::BadNode);
     }
+    identity(&report.node).map_err(Refused::NotYourNode)?;
     if !known(&report.node) {
         return Err(Refused::UnknownNode(report.node));
     }
@@ -529,6 +538,10 @@ mod tests {
         );
     }
 
+    fn open(_: &str) -> Result<(), String> {
+        Ok(())
+    }
+
     fn body(v: serde_json::Value) -> Vec<u8> {
         serde_json::to_vec(&v).unwrap()
     }
@@ -544,6 +557,7 @@ mod tests {
                 outcome("a/m", u64::MAX, 600_000_000, u64::MAX),
                 outcome("evil/made-up", 0, 5, 0),
             ]})),
+            open,
             known,
             &t,
         )
@@ -557,7 +571,7 @@ mod tests {
                 latency_ms_sum: MAX_ATTEMPTS_PER_REPORT * MAX_LATENCY_MS_PER_ATTEMPT,
             }]
         );
-        let refused = |v: serde_json::Value| check(&body(v), known, &t).unwrap_err();
+        let refused = |v: serde_json::Value| check(&body(v), open, known, &t).unwrap_err();
         assert!(matches!(
             refused(serde_json::json!({"node": "intruder", "outcomes": []})),
             Refused::UnknownNode(n) if n == "intruder"
@@ -586,11 +600,24 @@ mod tests {
         );
         let big = vec![b' '; MAX_REPORT_BYTES + 1];
         assert!(matches!(
-            check(&big, known, &t).unwrap_err(),
+            check(&big, open, known, &t).unwrap_err(),
             Refused::TooLarge
         ));
         assert_eq!(Refused::TooLarge.status(), 413);
         assert_eq!(Refused::UnknownNode("x".into()).status(), 403);
+        // A certificate that names another node is refused before anything counts.
+        let e = check(
+            &body(serde_json::json!({"node": "e1", "outcomes": []})),
+            |n: &str| Err(format!("not {n}")),
+            known,
+            &t,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, Refused::NotYourNode(ref m) if m == "not e1"),
+            "{e}"
+        );
+        assert_eq!(e.status(), 403);
     }
 
     #[test]
@@ -604,7 +631,7 @@ mod tests {
         let started = std::time::Instant::now();
         let raw = report("e1", "a/m", u64::MAX, u64::MAX, u64::MAX);
         // Through `check`, as the endpoint does.
-        let c = check(&serde_json::to_vec(&raw.0).unwrap(), |_| true, &t).unwrap();
+        let c = check(&serde_json::to_vec(&raw.0).unwrap(), open, |_| true, &t).unwrap();
         let state = fleet.exchange(&c, &t, Some(&rate), None, 10);
         assert_eq!(state.open.len(), 1, "half failed: open");
         // Even unclamped, the state machine takes the counts at once.
@@ -630,6 +657,7 @@ mod tests {
         };
         let ok = check(
             body(r#","routes":[{"route":"chat","requests":3,"served":[2,1],"fallbacks":[{"class":"server_error","n":1}]}],"latency":[{"target":"a/m","buckets":[0,1]}],"drill":{"id":"d","injected":1,"affected":1,"rescued":1}"#).as_bytes(),
+            open,
             |_| true,
             &t,
         )
@@ -637,7 +665,7 @@ mod tests {
         assert_eq!(ok.observed().routes[0].served, vec![2, 1]);
         assert_eq!(ok.observed().drill.as_ref().map(|d| d.rescued), Some(1));
         // A plain report observed nothing.
-        let plain = check(body("").as_bytes(), |_| true, &t).unwrap();
+        let plain = check(body("").as_bytes(), open, |_| true, &t).unwrap();
         assert_eq!(plain.observed(), &Observed::default());
         for bad in [
             r#","routes":[{"route":"chat","requests":1},{"route":"chat","requests":1}]"#,
@@ -647,7 +675,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    check(body(bad).as_bytes(), |_| true, &t),
+                    check(body(bad).as_bytes(), open, |_| true, &t),
                     Err(Refused::Duplicate(_) | Refused::Malformed(_))
                 ),
                 "{bad}"

@@ -7,6 +7,8 @@ pub mod defaults;
 pub mod drill;
 pub mod fleet;
 pub mod governance;
+pub mod health;
 pub mod rates;
 pub mod status;
+pub mod tls;
 pub mod xds;

@@ -1,13 +1,17 @@
 //! `switchyard`: the control plane's command line.
 //!
-//! - `switchyard serve [--config FILE] [--xds-addr ADDR]`: serve ADS; without
-//!   `--config`, the built-in default (real providers when keys are set, else mocks).
+//! - `switchyard serve [--config FILE] [--xds-addr ADDR] [--tls-cert F --tls-key F
+//!   --tls-client-ca F]`: serve ADS (mutual TLS with the certificate flags, plain
+//!   TCP on loopback only unless `--insecure-plaintext`); without `--config`,
+//!   the built-in default (real providers when keys are set, else mocks).
 //! - `switchyard validate FILE`: check a config; exit 0 when valid, 1 when not.
 //! - `switchyard drill --target PROVIDER/MODEL …`: a fail-over drill against the
 //!   live fleet (`switchyard drill help`).
-//! - `switchyard bootstrap [--node ID] [--xds ADDR] [--admin ADDR] [--config FILE]`:
-//!   print an Envoy bootstrap that points at this control plane (with the
-//!   connection and heap limits of FILE's `limits:`, else the defaults).
+//! - `switchyard bootstrap [--node ID] [--xds HOST:PORT] [--admin ADDR] [--config FILE]
+//!   [--tls-cert F --tls-key F --tls-ca F --sds-dir DIR]`: print an Envoy
+//!   bootstrap that points at this control plane (with the connection and heap
+//!   limits of FILE's `limits:`, else the defaults; with mutual TLS through
+//!   file-based SDS, whose two files it writes into DIR or `--sds-out`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,14 +21,19 @@ use switchyard_control_plane::{bootstrap, config, governance, xds};
 
 const USAGE: &str = "usage:
   switchyard serve [--config FILE] [--xds-addr 127.0.0.1:18000] [--status-addr 127.0.0.1:18001]
+                   [--health-addr 127.0.0.1:18003] [--advertise-addr HOST:PORT]
                    [--data-dir .switchyard/data] [--admin-addr 127.0.0.1:18002] [--admin-token-file FILE]
+                   [--tls-cert FILE --tls-key FILE --tls-client-ca FILE [--tls-node-rule IDENTITY=NODES]...]
+                   [--insecure-plaintext]   (plain TCP on a non-loopback address)
   switchyard keys create|list|show|update|revoke|generate …   (switchyard keys help)
   switchyard teams set|list …
   switchyard audit verify [--file FILE] [--data-dir .switchyard/data]
   switchyard status [--status-addr 127.0.0.1:18001] [--json]
+                    [--tls-ca FILE [--tls-cert FILE --tls-key FILE]] [--token-file FILE | --data-dir DIR]
   switchyard drill --target PROVIDER/MODEL [--share 100] [--duration 30] …   (switchyard drill help)
   switchyard validate FILE
-  switchyard bootstrap [--node envoy-1] [--xds 127.0.0.1:18000] [--admin 127.0.0.1:9901] [--delta] [--config FILE]";
+  switchyard bootstrap [--node envoy-1] [--xds 127.0.0.1:18000] [--admin 127.0.0.1:9901] [--delta] [--config FILE]
+                       [--tls-cert FILE --tls-key FILE --tls-ca FILE --sds-dir DIR [--sds-out DIR]]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -93,6 +102,17 @@ struct Flags {
     admin_token_file: Option<PathBuf>,
     json: bool,
     delta: bool,
+    health_addr: Option<String>,
+    advertise_addr: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+    tls_node_rules: Vec<String>,
+    insecure_plaintext: bool,
+    sds_dir: Option<String>,
+    sds_out: Option<PathBuf>,
+    token_file: Option<PathBuf>,
 }
 
 impl Flags {
@@ -116,6 +136,17 @@ impl Flags {
                 "--admin-token-file" => f.admin_token_file = Some(PathBuf::from(value()?)),
                 "--json" => f.json = true,
                 "--delta" => f.delta = true,
+                "--health-addr" => f.health_addr = Some(value()?),
+                "--advertise-addr" => f.advertise_addr = Some(value()?),
+                "--tls-cert" => f.tls_cert = Some(PathBuf::from(value()?)),
+                "--tls-key" => f.tls_key = Some(PathBuf::from(value()?)),
+                "--tls-client-ca" => f.tls_client_ca = Some(PathBuf::from(value()?)),
+                "--tls-ca" => f.tls_ca = Some(PathBuf::from(value()?)),
+                "--tls-node-rule" => f.tls_node_rules.push(value()?),
+                "--insecure-plaintext" => f.insecure_plaintext = true,
+                "--sds-dir" => f.sds_dir = Some(value()?),
+                "--sds-out" => f.sds_out = Some(PathBuf::from(value()?)),
+                "--token-file" => f.token_file = Some(PathBuf::from(value()?)),
                 s if s.starts_with('-') => return Err(format!("unknown flag {s}")),
                 s => f.positional.push(s.to_string()),
             }
@@ -154,12 +185,32 @@ fn validate(flags: Flags) -> ExitCode {
 }
 
 fn print_bootstrap(flags: Flags) -> ExitCode {
-    let parsed = addr(flags.xds_addr.as_deref(), "127.0.0.1:18000")
+    let parsed = bootstrap::Endpoint::parse(flags.xds_addr.as_deref().unwrap_or("127.0.0.1:18000"))
         .and_then(|x| addr(flags.admin.as_deref(), "127.0.0.1:9901").map(|a| (x, a)));
     let (xds, admin) = match parsed {
         Ok(p) => p,
         Err(e) => {
             eprintln!("switchyard bootstrap: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let tls = match (
+        &flags.tls_cert,
+        &flags.tls_key,
+        &flags.tls_ca,
+        &flags.sds_dir,
+    ) {
+        (None, None, None, None) => None,
+        (Some(cert), Some(key), Some(ca), Some(dir)) => Some(bootstrap::Tls {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
+            sds_dir: dir.clone(),
+        }),
+        _ => {
+            eprintln!(
+                "switchyard bootstrap: mutual TLS needs --tls-cert, --tls-key, --tls-ca and --sds-dir together"
+            );
             return ExitCode::from(2);
         }
     };
@@ -173,28 +224,80 @@ fn print_bootstrap(flags: Flags) -> ExitCode {
         },
         None => config::BootstrapLimits::default(),
     };
+    if let Some(t) = &tls {
+        // The two SDS files go where the Envoy will read them, or to --sds-out
+        // (e.g. to become a ConfigMap mounted at --sds-dir).
+        let out = flags
+            .sds_out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(&t.sds_dir));
+        let written = std::fs::create_dir_all(&out)
+            .and_then(|()| {
+                std::fs::write(
+                    out.join(bootstrap::CLIENT_SDS_FILE),
+                    bootstrap::client_sds(t),
+                )
+            })
+            .and_then(|()| std::fs::write(out.join(bootstrap::CA_SDS_FILE), bootstrap::ca_sds(t)));
+        if let Err(e) = written {
+            eprintln!(
+                "switchyard bootstrap: cannot write the SDS files into {}: {e}",
+                out.display()
+            );
+            return ExitCode::from(1);
+        }
+    }
     print!(
         "{}",
         bootstrap::render(
             flags.node.as_deref().unwrap_or("envoy-1"),
-            xds,
+            &xds,
             admin,
             flags.delta,
-            &limits
+            &limits,
+            tls.as_ref(),
         )
     );
     ExitCode::SUCCESS
 }
 
 fn status(flags: Flags) -> ExitCode {
-    let addr = match addr(flags.status_addr.as_deref(), "127.0.0.1:18001") {
-        Ok(a) => a,
+    use switchyard_control_plane::status;
+    let tls = status::client_tls(
+        flags.tls_ca.as_deref().and_then(|p| p.to_str()),
+        flags.tls_cert.as_deref().and_then(|p| p.to_str()),
+        flags.tls_key.as_deref().and_then(|p| p.to_str()),
+    );
+    // With TLS the status needs a client certificate or the admin token: send
+    // the token when one is at hand.
+    let token_file = flags.token_file.clone().unwrap_or_else(|| {
+        flags
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(governance::client::DEFAULT_DATA_DIR))
+            .join("admin-token")
+    });
+    let token = std::env::var(governance::client::TOKEN_ENV)
+        .ok()
+        .filter(|t| !t.trim().is_empty() && flags.token_file.is_none())
+        .or_else(|| std::fs::read_to_string(&token_file).ok())
+        .map(|t| t.trim().to_string())
+        .unwrap_or_default();
+    let client = tls.and_then(|tls| {
+        status::Client::new(
+            flags.status_addr.as_deref().unwrap_or("127.0.0.1:18001"),
+            tls.as_ref(),
+            token,
+        )
+    });
+    let client = match client {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("switchyard status: {e}");
             return ExitCode::from(2);
         }
     };
-    match switchyard_control_plane::status::fetch(addr) {
+    match status::fetch(&client) {
         Ok(s) if flags.json => {
             println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
             ExitCode::SUCCESS
@@ -219,8 +322,8 @@ fn serve(flags: Flags) -> ExitCode {
         .with_target(false)
         .with_writer(std::io::stderr)
         .init();
-    let xds_addr = match addr(flags.xds_addr.as_deref(), "127.0.0.1:18000") {
-        Ok(a) => a,
+    let options = match serve_options(flags) {
+        Ok(o) => o,
         Err(e) => {
             eprintln!("switchyard serve: {e}");
             return ExitCode::from(2);
@@ -237,42 +340,61 @@ fn serve(flags: Flags) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let status_addr = match addr(flags.status_addr.as_deref(), "127.0.0.1:18001") {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("switchyard serve: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let admin_addr = match addr(
-        flags.admin_addr.as_deref(),
-        governance::client::DEFAULT_ADMIN_ADDR,
-    ) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("switchyard serve: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let options = xds::serve::GovernanceOptions {
-        data_dir: flags
-            .data_dir
-            .unwrap_or_else(|| PathBuf::from(governance::client::DEFAULT_DATA_DIR)),
-        admin_addr,
-        admin_token_file: flags.admin_token_file,
-    };
-    match runtime.block_on(xds::serve::run(
-        flags.config,
-        xds_addr,
-        status_addr,
-        options,
-    )) {
+    match runtime.block_on(xds::serve::run(options)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("switchyard serve: {e}");
             ExitCode::from(1)
         }
     }
+}
+
+fn serve_options(flags: Flags) -> Result<xds::serve::ServeOptions, String> {
+    use switchyard_control_plane::tls;
+    let tls = match (flags.tls_cert, flags.tls_key, flags.tls_client_ca) {
+        (None, None, None) if flags.tls_node_rules.is_empty() => None,
+        (Some(cert), Some(key), Some(client_ca)) => Some((
+            tls::TlsFiles {
+                cert,
+                key,
+                client_ca,
+            },
+            tls::NodePolicy::new(&flags.tls_node_rules).map_err(|e| e.to_string())?,
+        )),
+        _ => {
+            return Err(
+                "mutual TLS needs --tls-cert, --tls-key and --tls-client-ca together (and --tls-node-rule only with them)"
+                    .into(),
+            );
+        }
+    };
+    if tls.is_some() && flags.insecure_plaintext {
+        return Err("--insecure-plaintext contradicts the --tls-* flags".into());
+    }
+    Ok(xds::serve::ServeOptions {
+        config_path: flags.config,
+        xds_addr: addr(flags.xds_addr.as_deref(), "127.0.0.1:18000")?,
+        status_addr: addr(flags.status_addr.as_deref(), "127.0.0.1:18001")?,
+        health_addr: addr(flags.health_addr.as_deref(), "127.0.0.1:18003")?,
+        advertise: flags
+            .advertise_addr
+            .as_deref()
+            .map(bootstrap::Endpoint::parse)
+            .transpose()
+            .map_err(|e| format!("--advertise-addr: {e}"))?,
+        tls,
+        insecure_plaintext: flags.insecure_plaintext,
+        governance: xds::serve::GovernanceOptions {
+            data_dir: flags
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(governance::client::DEFAULT_DATA_DIR)),
+            admin_addr: addr(
+                flags.admin_addr.as_deref(),
+                governance::client::DEFAULT_ADMIN_ADDR,
+            )?,
+            admin_token_file: flags.admin_token_file,
+        },
+    })
 }
 
 /// `switchyard audit verify [--file FILE] [--data-dir DIR]`: checks the audit

@@ -4,11 +4,14 @@
 //! drill, if one runs. Served as JSON on `GET /status` and printed by
 //! `switchyard status`. The same endpoint takes the fleet exchange and drills
 //! (`/drill/v1`, admin token required to start or abort one).
+//!
+//! With TLS (`serve --tls-*`) every connection is TLS; a fleet report needs a
+//! client certificate that names its node, and anything else a verified
+//! client certificate or the admin token (docs/security.md).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{Read as _, Write as _};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +29,8 @@ use crate::drill::{DrillError, DrillSpec, DrillView, Drills};
 use crate::fleet::{self, Fleet, Refused, TargetView};
 use crate::governance::Governance;
 use crate::rates::{Rates, Window};
-use crate::xds::server::{NodeStatus, Registry, Snapshot};
+use crate::tls;
+use crate::xds::server::{Gate, NodeStatus, Registry, Snapshot};
 use switchyard_core::fleet::MAX_REPORT_BYTES;
 
 /// The status document.
@@ -69,7 +73,7 @@ fn now_ms() -> u64 {
 
 /// Serves `GET /status`, the fleet exchange (`POST /fleet/v1/exchange`) and
 /// drills ([`DRILL_PATH`], starting and aborting with `admin_token`) on
-/// `listener` until the task is dropped.
+/// `listener` until the task is dropped; over TLS when `tls` is given.
 pub async fn serve(
     listener: TcpListener,
     registry: Registry,
@@ -77,6 +81,7 @@ pub async fn serve(
     fleet: Fleet,
     governance: Governance,
     admin_token: String,
+    tls: Option<Arc<tls::Server>>,
 ) {
     let observers = Observers {
         rates: Window::default(),
@@ -97,27 +102,56 @@ pub async fn serve(
     }
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         };
-        let (registry, snapshots, fleet, governance, observers) = (
+        let (registry, snapshots, fleet, governance, observers, tls) = (
             registry.clone(),
             snapshots.clone(),
             fleet.clone(),
             governance.clone(),
             observers.clone(),
+            tls.clone(),
         );
         tokio::spawn(async move {
+            // The handshake runs here, off the accept loop.
+            let (io, gate) = match &tls {
+                None => (Io::Plain(stream), Gate::Open),
+                Some(server) => match server.accept(stream, tls::Port::Status).await {
+                    Ok(conn) => {
+                        let gate = Gate::Certificate {
+                            peer: conn.info().peer.clone(),
+                            policy: server.policy().clone(),
+                        };
+                        (Io::Tls(Box::new(conn)), gate)
+                    }
+                    Err(e) => {
+                        tracing::info!("TLS handshake refused (status port): {e}");
+                        return;
+                    }
+                },
+            };
+            let gate = Arc::new(gate);
             let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                let (registry, snapshots, fleet, governance, observers) = (
+                let (registry, snapshots, fleet, governance, observers, gate) = (
                     registry.clone(),
                     snapshots.clone(),
                     fleet.clone(),
                     governance.clone(),
                     observers.clone(),
+                    gate.clone(),
                 );
                 async move {
-                    let (code, body) =
-                        route(req, &registry, &snapshots, &fleet, &governance, &observers).await;
+                    let (code, body) = route(
+                        req,
+                        &gate,
+                        &registry,
+                        &snapshots,
+                        &fleet,
+                        &governance,
+                        &observers,
+                    )
+                    .await;
                     let mut r = Response::new(Full::new(Bytes::from(body)));
                     *r.status_mut() = code;
                     r.headers_mut().insert(
@@ -131,20 +165,85 @@ pub async fn serve(
                 .keep_alive(true)
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), svc)
+                .serve_connection(TokioIo::new(io), svc)
                 .await;
         });
     }
 }
 
+/// A status-port connection, plain or TLS.
+enum Io {
+    Plain(tokio::net::TcpStream),
+    Tls(Box<tls::TlsConn>),
+}
+
+impl tokio::io::AsyncRead for Io {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Io {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
 async fn route(
     req: Request<hyper::body::Incoming>,
+    gate: &Gate,
     registry: &Registry,
     snapshots: &watch::Receiver<Arc<Snapshot>>,
     fleet: &Fleet,
     governance: &Governance,
     observers: &Observers,
 ) -> (StatusCode, Vec<u8>) {
+    let is_report = req.method() == hyper::Method::POST
+        && req.uri().path() == switchyard_core::fleet::EXCHANGE_PATH;
+    // With TLS, reading needs a certificate or the admin token; a report is
+    // checked against its node below.
+    let certified = matches!(gate, Gate::Open | Gate::Certificate { peer: Some(_), .. });
+    if !is_report && !certified && !authorized(&req, &observers.token) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            br#"{"error":"a client certificate or the admin token (authorization: Bearer ...) is required"}"#
+                .to_vec(),
+        );
+    }
     match (req.method().clone(), req.uri().path()) {
         (hyper::Method::GET, "/status") => {
             let now = now_ms();
@@ -168,7 +267,12 @@ async fn route(
                 Err(refused) => return refusal(&refused),
             };
             let snapshot = snapshots.borrow().clone();
-            let checked = match fleet::check(&body, |n| registry.knows(n), &snapshot.targets) {
+            let checked = match fleet::check(
+                &body,
+                |n| gate.check(n),
+                |n| registry.knows(n),
+                &snapshot.targets,
+            ) {
                 Ok(c) => c,
                 Err(refused) => return refusal(&refused),
             };
@@ -309,52 +413,147 @@ fn refusal(refused: &Refused) -> (StatusCode, Vec<u8>) {
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     /// The control plane did not answer.
-    #[error("cannot reach the control plane's status endpoint at {addr}: {source}")]
+    #[error("cannot reach the control plane's status endpoint at {addr}: {message}")]
     Connect {
         /// The address tried.
-        addr: SocketAddr,
+        addr: String,
         /// The error.
-        source: std::io::Error,
+        message: String,
     },
     /// It answered something else than a status document.
     #[error("unexpected answer from {addr}: {message}")]
     Answer {
         /// The address tried.
-        addr: SocketAddr,
+        addr: String,
         /// What was wrong.
         message: String,
     },
 }
 
-/// Fetches the status from a control plane (a blocking one-shot HTTP/1.1 GET).
-pub fn fetch(addr: SocketAddr) -> Result<Status, FetchError> {
-    let connect = |source| FetchError::Connect { addr, source };
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(connect)?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(connect)?;
-    stream
-        .write_all(
-            format!("GET /status HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").as_bytes(),
+/// The CLI's way to the status endpoint (`switchyard status`, `switchyard
+/// drill`): `HOST:PORT`, plain or TLS, and the admin token to send (if any).
+#[derive(Debug)]
+pub struct Client {
+    host: String,
+    port: u16,
+    tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
+    token: String,
+}
+
+impl Client {
+    /// A client for `addr` (`HOST:PORT`); with `tls`, the status port's
+    /// certificate must be valid for HOST under `tls.ca`.
+    pub fn new(
+        addr: &str,
+        tls: Option<&tls::ClientFiles>,
+        token: String,
+    ) -> Result<Client, String> {
+        let (host, port) = tls::split_host_port(addr)
+            .ok_or_else(|| format!("`{addr}` is not a HOST:PORT address"))?;
+        let tls = tls
+            .map(tls::client_config)
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        Ok(Client {
+            host,
+            port,
+            tls,
+            token,
+        })
+    }
+
+    /// The address, for messages.
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    /// One blocking HTTP/1.1 call: `(status, body)`.
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<(u16, String), FetchError> {
+        let connect = |e: std::io::Error| FetchError::Connect {
+            addr: self.addr(),
+            message: e.to_string(),
+        };
+        let mut stream = tls::dial(
+            &self.host,
+            self.port,
+            self.tls.as_ref(),
+            Duration::from_secs(5),
         )
         .map_err(connect)?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).map_err(connect)?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| FetchError::Answer {
-            addr,
-            message: "no HTTP header/body separator".into(),
-        })?;
-    if !head.starts_with("HTTP/1.1 200") {
+        let body = body.unwrap_or("");
+        let auth = if self.token.is_empty() {
+            String::new()
+        } else {
+            format!("authorization: Bearer {}\r\n", self.token)
+        };
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nhost: {}\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            self.addr(),
+            body.len()
+        );
+        stream.write_all(req.as_bytes()).map_err(connect)?;
+        let mut raw = Vec::new();
+        // A TLS peer that closes without close_notify still sent a whole answer
+        // (connection: close): keep what arrived.
+        if let Err(e) = stream.read_to_end(&mut raw)
+            && (raw.is_empty() || e.kind() != std::io::ErrorKind::UnexpectedEof)
+        {
+            return Err(connect(e));
+        }
+        let text = String::from_utf8_lossy(&raw);
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| FetchError::Answer {
+                addr: self.addr(),
+                message: "no HTTP header/body separator".into(),
+            })?;
+        let code = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        Ok((code, body.to_string()))
+    }
+}
+
+/// The CLI's TLS files from `--tls-ca`, `--tls-cert`, `--tls-key` (`None`
+/// without `--tls-ca`: plain HTTP).
+pub fn client_tls(
+    ca: Option<&str>,
+    cert: Option<&str>,
+    key: Option<&str>,
+) -> Result<Option<tls::ClientFiles>, String> {
+    let cert_key = match (cert, key) {
+        (Some(c), Some(k)) => Some((c.into(), k.into())),
+        (None, None) => None,
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    };
+    match ca {
+        Some(ca) => Ok(Some(tls::ClientFiles {
+            ca: ca.into(),
+            cert_key,
+        })),
+        None if cert_key.is_some() => Err("--tls-cert needs --tls-ca".into()),
+        None => Ok(None),
+    }
+}
+
+/// Fetches the status from a control plane.
+pub fn fetch(client: &Client) -> Result<Status, FetchError> {
+    let (code, body) = client.call("GET", "/status", None)?;
+    if code != 200 {
         return Err(FetchError::Answer {
-            addr,
-            message: head.lines().next().unwrap_or("").to_string(),
+            addr: client.addr(),
+            message: format!("HTTP {code}: {}", body.trim()),
         });
     }
-    serde_json::from_str(body).map_err(|e| FetchError::Answer {
-        addr,
+    serde_json::from_str(&body).map_err(|e| FetchError::Answer {
+        addr: client.addr(),
         message: e.to_string(),
     })
 }

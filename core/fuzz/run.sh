@@ -21,8 +21,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # Slowest first, so that `full` keeps FUZZ_JOBS busy until the end.
-TARGETS=(dialect_stream control_plane_config sigv4 sse_parser request_inspect
-  dialect_prepare eventstream_decoder dialect_answer dialect_error filter_config)
+TARGETS=(dialect_stream inbound_stream control_plane_config sigv4 sse_parser request_inspect
+  inbound_request dialect_prepare eventstream_decoder dialect_answer dialect_error filter_config)
 # FUZZ_CONTROL_PLANE=0: build without the control plane (its dependencies are
 # most of the build) and leave control_plane_config out.
 FUZZ_CONTROL_PLANE=${FUZZ_CONTROL_PLANE:-1}

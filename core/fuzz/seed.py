@@ -26,6 +26,10 @@ EMBEDDINGS = 0x40  # selector bit: the embeddings endpoint
 INCLUDE_USAGE = 0x80  # dialect_stream selector bit
 RAW = 0x40  # dialect_stream selector bit (Bedrock): raw event-stream bytes
 CUT = (7).to_bytes(4, "little")  # a seed for the cutting
+# inbound_request selector: the client API.
+MESSAGES, RESPONSES = 0, 1
+# inbound_stream selector: the stream (low two bits), the native judge's include_usage.
+BACK_MESSAGES, BACK_RESPONSES, NATIVE_MESSAGES, NATIVE_RESPONSES = range(4)
 
 
 def fixture(path):
@@ -241,6 +245,115 @@ def seeds():
     yield "filter_config", "adapter", compact(cfg)
     yield "filter_config", "planner", compact({"version": "t", "role": "planner", "providers": {},
                                                "max_request_bytes": 1, "max_attempts": 1})
+
+    # --- inbound_request ---------------------------------------------------------
+    inbound = FIXTURES / "inbound"
+    for path in sorted((inbound / "anthropic").glob("request_*.json")):
+        yield "inbound_request", f"messages-{path.stem}", bytes([MESSAGES]) + path.read_bytes()
+    for path in sorted((inbound / "responses").glob("*_request.json")):
+        yield "inbound_request", f"responses-{path.stem}", bytes([RESPONSES]) + path.read_bytes()
+    yield "inbound_request", "messages-everything", bytes([MESSAGES]) + compact({
+        "model": "claude", "max_tokens": 64, "stream": True, "temperature": 0.5, "top_p": 0.9, "top_k": 5,
+        "stop_sequences": ["END"], "metadata": {"user_id": "u1"}, "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "system": [{"type": "text", "text": "be brief", "cache_control": {"type": "ephemeral"}}],
+        "output_config": {"format": {"type": "json_schema", "schema": {"type": "object"}}, "effort": "low"},
+        "tools": [{"name": "look", "description": "d", "input_schema": {"type": "object"}, "strict": True}],
+        "tool_choice": {"type": "tool", "name": "look", "disable_parallel_tool_use": True},
+        "messages": [
+            {"role": "user", "content": [
+                {"type": "text", "text": "what is in"},
+                {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}},
+                {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "doc"}},
+                {"type": "document", "title": "a.pdf", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="}}]},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "t", "signature": "s"}, {"type": "text", "text": "looking"},
+                {"type": "tool_use", "id": "t1", "name": "look", "input": {"q": "cat"}}]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "t1", "is_error": True, "content": [
+                    {"type": "text", "text": "no"},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}]},
+                {"type": "text", "text": "and?"}]},
+            {"role": "assistant", "content": []}]})
+    yield "inbound_request", "messages-untranslatable", bytes([MESSAGES]) + compact({
+        "model": "claude", "max_tokens": 8, "mcp_servers": [], "tools": [{"type": "web_search_20250305", "name": "web_search"}],
+        "messages": [{"role": "user", "content": [{"type": "search_result", "source": "s"}]}]})
+    yield "inbound_request", "responses-everything", bytes([RESPONSES]) + compact({
+        "model": "gpt", "instructions": "be brief", "stream": True, "store": False, "max_output_tokens": 64,
+        "temperature": 1.5, "top_p": 0.5, "parallel_tool_calls": False, "user": "u", "safety_identifier": "s",
+        "truncation": "auto", "metadata": {"k": "v"}, "reasoning": {"effort": "xhigh", "summary": "auto"},
+        "text": {"format": {"type": "json_schema", "name": "out", "schema": {"type": "object"}, "strict": True, "description": "d"}},
+        "tools": [{"type": "function", "name": "look", "description": "d", "parameters": {"type": "object"}, "strict": True},
+                  {"type": "function", "name": "other"}],
+        "tool_choice": {"type": "allowed_tools", "mode": "required", "tools": [{"type": "function", "name": "look"}]},
+        "input": [
+            {"role": "developer", "content": [{"type": "input_text", "text": "json"}]},
+            {"type": "message", "role": "user", "content": [
+                {"type": "input_text", "text": "what is in"},
+                {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"},
+                {"type": "input_file", "filename": "a.pdf", "file_data": "data:application/pdf;base64,JVBERi0="}]},
+            {"type": "reasoning", "id": "rs_1", "summary": []},
+            {"role": "assistant", "content": [{"type": "output_text", "text": "looking"}, {"type": "refusal", "refusal": "no"}]},
+            {"type": "function_call", "call_id": "c1", "name": "look", "arguments": "{}"},
+            {"type": "function_call", "call_id": "c2", "name": "look", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": "a cat"},
+            {"type": "function_call_output", "call_id": "c2", "output": [{"type": "input_text", "text": "a dog"}]},
+            {"role": "user", "content": "and?"}]})
+    yield "inbound_request", "responses-stored-state", bytes([RESPONSES]) + compact(
+        {"model": "gpt", "input": "hi", "previous_response_id": "resp_1"})
+    yield "inbound_request", "responses-item-reference", bytes([RESPONSES]) + compact(
+        {"model": "gpt", "input": [{"type": "item_reference", "id": "msg_1"}]})
+    # Open findings 5 and 6 (docs/fuzzing.md): replayed with FUZZ_STRICT=1 they fail.
+    yield "inbound_request", "finding-5-messages-max-tokens", bytes([MESSAGES]) + compact(
+        {"model": "claude", "max_tokens": 10000001, "messages": [{"role": "user", "content": "hi"}]})
+    yield "inbound_request", "finding-5-responses-max-output-tokens", bytes([RESPONSES]) + compact(
+        {"model": "gpt", "max_output_tokens": 10000001, "input": "hi"})
+    yield "inbound_request", "finding-6-responses-no-model", bytes([RESPONSES]) + compact(
+        {"previous_response_id": "resp_1", "input": "hi"})
+    yield "inbound_request", "finding-6-responses-stream-unchecked", bytes([RESPONSES]) + compact(
+        {"model": "gpt", "previous_response_id": "resp_1", "stream": "yes", "input": "hi"})
+    yield "inbound_request", "finding-6-responses-tool-stream-unchecked", bytes([RESPONSES]) + compact(
+        {"model": "gpt", "tools": [{"type": "web_search"}], "stream": "yes", "input": "hi"})
+
+    # --- inbound_stream ------------------------------------------------------------
+    chat_streams = [fixture("openai/chat_stream.sse"), fixture("inbound/anthropic/chat_stream_parallel_tools.sse")]
+    chunk = lambda delta, finish=None, **kw: b"data: " + compact(dict(
+        {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}, **kw)) + b"\n\n"
+    chat_streams += [
+        # A refusal, then a cut by the token limit.
+        chunk({"role": "assistant", "refusal": "I can't"}) + chunk({"content": "but"}, "length")
+        + b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}\n\ndata: [DONE]\n\n',
+        # Tool calls without index, their id and name late, then an error event.
+        chunk({"tool_calls": [{"function": {"arguments": "{\"a\""}}]}) + chunk({"tool_calls": [{"id": "c1", "function": {"name": "f", "arguments": ":1}"}}]})
+        + chunk({"tool_calls": [{"index": 1, "id": "c2", "function": {"name": "g"}}]}) + chunk({"tool_calls": [{"index": 0, "function": {"arguments": "x"}}]}),
+        b'data: {"error":{"message":"rate_limit_error: slow down","type":"rate_limit_error","code":"rate_limited"}}\n\ndata: [DONE]\n\n',
+        chunk({"content": "cut"}),
+        chunk({"content": "no end"}, "stop"),
+    ]
+    for i, stream in enumerate(chat_streams):
+        yield "inbound_stream", f"messages-{i}", bytes([BACK_MESSAGES]) + CUT + stream
+        yield "inbound_stream", f"responses-{i}", bytes([BACK_RESPONSES]) + CUT + stream
+    for path in ["anthropic/stream_text.sse", "anthropic/stream_tool_use.sse", "anthropic/stream_thinking.sse",
+                 "anthropic/stream_error.sse"]:
+        yield "inbound_stream", f"native-messages-{Path(path).stem}", bytes([NATIVE_MESSAGES | INCLUDE_USAGE]) + CUT + fixture(path)
+    yield "inbound_stream", "native-messages-cut", bytes([NATIVE_MESSAGES]) + CUT + fixture("anthropic/stream_text.sse")[:300]
+    yield "inbound_stream", "native-responses-streaming", bytes([NATIVE_RESPONSES]) + CUT + fixture("inbound/responses/streaming_response.sse")
+    spec = json.loads(fixture("inbound/responses/spec_shapes.json"))["events"]
+    def responses_sse(names):
+        return b"".join(b"event: " + n.encode() + b"\ndata: " + compact(spec[n]["example"]) + b"\n\n" for n in names)
+    body = ["response.created", "response.in_progress", "response.output_item.added", "response.content_part.added",
+            "response.output_text.delta", "response.output_text.done", "response.content_part.done",
+            "response.output_item.done", "response.function_call_arguments.delta",
+            "response.function_call_arguments.done", "response.refusal.delta", "response.refusal.done"]
+    for end in ["response.completed", "response.incomplete", "response.failed"]:
+        yield "inbound_stream", f"native-responses-{end[9:]}", bytes([NATIVE_RESPONSES]) + CUT + responses_sse(body + [end])
+    yield "inbound_stream", "native-responses-error", bytes([NATIVE_RESPONSES]) + CUT + responses_sse(body[:5]) + (
+        b'event: error\ndata: {"type":"error","code":"rate_limit_exceeded","message":"slow down","param":null,"sequence_number":5}\n\n')
+    # Open finding 7 (docs/fuzzing.md): events after the one that ended the stream.
+    after = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"late"}}\n\n'
+    yield "inbound_stream", "finding-7-native-messages-after-stop", bytes([NATIVE_MESSAGES]) + CUT + fixture("anthropic/stream_text.sse") + after
+    yield "inbound_stream", "finding-7-native-responses-after-completed", bytes([NATIVE_RESPONSES]) + CUT + responses_sse(
+        body[:5] + ["response.completed", "response.output_text.delta"])
 
     # --- control_plane_config ----------------------------------------------------------
     for path in ["control-plane/src/defaults/cloud.yaml", "control-plane/src/defaults/mock.yaml",

@@ -9,6 +9,14 @@ pub struct Event {
     pub data: String,
 }
 
+/// Largest event the parser holds while waiting for its end: a provider that
+/// sends more without ending it gets an event whose data is no JSON, which every
+/// translator fails as a bad response, instead of the gateway's memory.
+pub const MAX_EVENT_BYTES: usize = 16 << 20;
+
+/// What an event over [`MAX_EVENT_BYTES`] is read as.
+pub const OVERSIZED: &str = "[event over 16 MiB without its end]";
+
 /// Accumulates bytes and yields complete events.
 #[derive(Debug, Default)]
 pub struct Parser {
@@ -32,6 +40,14 @@ impl Parser {
         }
         // An event end (up to 4 bytes) may start in the last 3 bytes.
         self.scanned = self.buf.len().saturating_sub(3);
+        if self.buf.len() > MAX_EVENT_BYTES {
+            self.buf.clear();
+            self.scanned = 0;
+            out.push(Event {
+                event: None,
+                data: OVERSIZED.to_string(),
+            });
+        }
         out
     }
 
@@ -92,6 +108,20 @@ fn parse_event(raw: &[u8]) -> Option<Event> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_that_never_ends_is_bounded() {
+        let mut p = Parser::default();
+        let piece = vec![b'x'; 1 << 20];
+        let mut events = p.feed(b"data: ");
+        for _ in 0..17 {
+            events.extend(p.feed(&piece));
+        }
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].data, OVERSIZED);
+        assert!(p.pending() < MAX_EVENT_BYTES);
+        assert!(serde_json::from_str::<serde_json::Value>(OVERSIZED).is_err());
+    }
 
     #[test]
     fn split_anywhere() {

@@ -301,19 +301,37 @@ function checkGateway(objs, v, config) {
     grace > Number(env.DRAIN_TIME_S) + Number(env.DRAIN_WAIT_S), `${grace}`);
   const dir = path.join(TMP, v, "gw");
   selfSignedCert(path.join(dir, "tls"));
+  // The ConfigMap's files (bootstrap, file-based SDS) as mounted at /etc/envoy,
+  // the gateway Secret's at /etc/switchyard/tls.
+  const local = (text) => text.replaceAll("/etc/switchyard/tls", path.join(dir, "tls")).replaceAll("/etc/envoy", dir);
+  const cmData = named(objs, "ConfigMap", pod.volumes.find((vol) => vol.name === "bootstrap").configMap.name).data;
+  const sdsFiles = Object.keys(cmData).filter((k) => k.endsWith(".sds.yaml"));
+  check(`${v}: the SDS files the bootstrap reads are in its ConfigMap`,
+    [...bootstrapText.matchAll(/path: "\/etc\/envoy\/([^"]+)"/g)].every((m) => sdsFiles.includes(m[1])) &&
+    (sdsFiles.length > 0) === tlsOn, sdsFiles.join(", "));
+  for (const f of sdsFiles) fs.writeFileSync(path.join(dir, f), local(cmData[f]));
   const file = path.join(dir, "bootstrap.yaml");
-  fs.writeFileSync(file, bootstrapText.replaceAll("/etc/switchyard/tls/", path.join(dir, "tls") + "/"));
+  fs.writeFileSync(file, local(bootstrapText));
   const r = run(ENVOY, ["--mode", "validate", "-c", file, "--log-level", "error"]);
   check(`${v}: envoy --mode validate on the gateway bootstrap`, r.ok, lastLine(r.out));
 }
 
-// The chart's bootstrap file must be what `switchyard bootstrap` prints today.
+// The chart's bootstrap files must be what `switchyard bootstrap` prints today.
 function checkBootstrapFile() {
-  const r = run(SWITCHYARD, ["bootstrap", "--config", path.join(CHART, "files/switchyard.yaml"), "--node", "envoy",
-    "--xds", "127.0.0.1:18000", "--admin", "127.0.0.1:9901"]);
+  const common = ["bootstrap", "--config", path.join(CHART, "files/switchyard.yaml"), "--node", "envoy", "--admin", "127.0.0.1:9901"];
+  const r = run(SWITCHYARD, [...common, "--xds", "127.0.0.1:18000"]);
   const committed = fs.readFileSync(path.join(CHART, "files/envoy-bootstrap.yaml"), "utf8");
   check("chart files/envoy-bootstrap.yaml is `switchyard bootstrap` output (deploy/kubernetes/update-bootstrap.sh)",
     r.ok && r.out === committed.trim(), r.ok ? "differs" : r.out);
+  const sdsOut = path.join(TMP, "sds");
+  const t = run(SWITCHYARD, [...common, "--xds", "switchyard-control-plane.placeholder:18000",
+    "--tls-cert", "/etc/switchyard/tls/tls.crt", "--tls-key", "/etc/switchyard/tls/tls.key", "--tls-ca", "/etc/switchyard/tls/ca.crt",
+    "--sds-dir", "/etc/envoy", "--sds-out", sdsOut]);
+  const same = (f, text) => fs.readFileSync(path.join(CHART, "files", f), "utf8").trim() === text.trim();
+  check("chart files/envoy-bootstrap-tls.yaml and its SDS files are `switchyard bootstrap` output (deploy/kubernetes/update-bootstrap.sh)",
+    t.ok && same("envoy-bootstrap-tls.yaml", t.out) &&
+    ["switchyard-client.sds.yaml", "switchyard-ca.sds.yaml"].every((f) => same(f, fs.readFileSync(path.join(sdsOut, f), "utf8"))),
+    t.ok ? "differs" : t.out);
 }
 
 // The in-mesh patches, assembled into the listener, route and clusters Istio

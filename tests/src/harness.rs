@@ -339,6 +339,48 @@ impl From<&Mock> for ProviderSpec {
     }
 }
 
+/// Mutual TLS on the control channel (tests/tests/control_tls.rs), from files
+/// the test made. Each Envoy gets its own SDS directory (`<node>-sds`).
+#[derive(Clone, Debug)]
+pub struct ControlTls {
+    /// `serve --tls-cert`.
+    pub server_cert: PathBuf,
+    /// `serve --tls-key`.
+    pub server_key: PathBuf,
+    /// `serve --tls-client-ca`.
+    pub client_ca: PathBuf,
+    /// `serve --tls-node-rule` values.
+    pub node_rules: Vec<String>,
+    /// Further `serve` flags (e.g. `--advertise-addr`).
+    pub serve_args: Vec<String>,
+    /// The Envoys' client certificate (`bootstrap --tls-cert`).
+    pub envoy_cert: PathBuf,
+    /// Its key (`bootstrap --tls-key`).
+    pub envoy_key: PathBuf,
+    /// The CA the Envoys trust for the control plane (`bootstrap --tls-ca`).
+    pub envoy_ca: PathBuf,
+    /// The host name the Envoys dial for xDS (in the server certificate).
+    pub host: String,
+}
+
+impl ControlTls {
+    fn serve_args(&self) -> Vec<String> {
+        let mut out: Vec<String> = vec![
+            "--tls-cert".into(),
+            self.server_cert.display().to_string(),
+            "--tls-key".into(),
+            self.server_key.display().to_string(),
+            "--tls-client-ca".into(),
+            self.client_ca.display().to_string(),
+        ];
+        for r in &self.node_rules {
+            out.extend(["--tls-node-rule".to_string(), r.clone()]);
+        }
+        out.extend(self.serve_args.iter().cloned());
+        out
+    }
+}
+
 /// Builds a gateway config and starts it.
 #[derive(Debug, Default)]
 pub struct GatewayBuilder {
@@ -347,6 +389,7 @@ pub struct GatewayBuilder {
     extra_yaml: String,
     workers: u32,
     delta: bool,
+    tls: Option<ControlTls>,
 }
 
 impl GatewayBuilder {
@@ -389,6 +432,12 @@ impl GatewayBuilder {
     /// Envoy worker threads (default 1).
     pub fn workers(mut self, n: u32) -> Self {
         self.workers = n;
+        self
+    }
+
+    /// Mutual TLS between the Envoys and the control plane.
+    pub fn control_tls(mut self, tls: ControlTls) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -454,18 +503,26 @@ impl GatewayBuilder {
                     "127.0.0.1:0",
                     "--admin-addr",
                     "127.0.0.1:0",
+                    "--health-addr",
+                    "127.0.0.1:0",
                     "--data-dir",
                 ])
                 .arg(&data_dir)
                 .arg("--config")
-                .arg(&config),
+                .arg(&config)
+                .args(self.tls.as_ref().map(ControlTls::serve_args).unwrap_or_default()),
         );
         let xds: SocketAddr = cp
             .wait_for_line("listening on", Duration::from_secs(10))
             .parse()
             .expect("xds address");
-        let status = cp.wait_for_line("status on http://", Duration::from_secs(1));
-        let status: SocketAddr = status.trim_end_matches("/status").parse().expect("status address");
+        let status = cp.wait_for_line("status on ", Duration::from_secs(1));
+        let status: SocketAddr = status
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .trim_end_matches("/status")
+            .parse()
+            .expect("status address");
         let admin_api = cp.wait_for_line("admin API on http://", Duration::from_secs(1));
         let admin_api: SocketAddr = admin_api
             .trim_end_matches("/admin/v1")
@@ -473,7 +530,17 @@ impl GatewayBuilder {
             .expect("admin API address");
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let node = format!("test-envoy-{n}");
-        let envoy = start_envoy(paths, dir, &config, &node, xds, n, self.workers.max(1), self.delta);
+        let envoy = start_envoy(
+            paths,
+            dir,
+            &config,
+            &node,
+            xds,
+            n,
+            self.workers.max(1),
+            self.delta,
+            self.tls.as_ref(),
+        );
         let mut gw = Gateway {
             host: paths.host,
             filter_file: paths
@@ -491,6 +558,7 @@ impl GatewayBuilder {
             envoys: vec![envoy],
             urls: Vec::new(),
             cp,
+            tls: self.tls,
         };
         gw.wait_ready(0).await;
         gw
@@ -509,10 +577,24 @@ fn start_envoy(
     n: u32,
     workers: u32,
     delta: bool,
+    tls: Option<&ControlTls>,
 ) -> Proc {
-    let out = Command::new(&paths.switchyard)
-        .args(["bootstrap", "--node", node, "--admin", "127.0.0.1:0", "--xds"])
-        .arg(xds.to_string())
+    let mut cmd = Command::new(&paths.switchyard);
+    cmd.args(["bootstrap", "--node", node, "--admin", "127.0.0.1:0", "--xds"]);
+    match tls {
+        None => cmd.arg(xds.to_string()),
+        Some(t) => cmd
+            .arg(format!("{}:{}", t.host, xds.port()))
+            .arg("--tls-cert")
+            .arg(&t.envoy_cert)
+            .arg("--tls-key")
+            .arg(&t.envoy_key)
+            .arg("--tls-ca")
+            .arg(&t.envoy_ca)
+            .arg("--sds-dir")
+            .arg(dir.join(format!("{node}-sds"))),
+    };
+    let out = cmd
         .arg("--config")
         .arg(config)
         .args(if delta { &["--delta"][..] } else { &[][..] })
@@ -574,6 +656,8 @@ pub struct Gateway {
     pub urls: Vec<String>,
     /// The control plane process.
     pub cp: Proc,
+    /// Mutual TLS on the control channel, when the builder asked for it.
+    pub tls: Option<ControlTls>,
 }
 
 impl Gateway {
@@ -623,8 +707,17 @@ impl Gateway {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let node = format!("test-envoy-{n}");
         let dir = self.config.parent().map(Path::to_path_buf).unwrap_or_default();
-        self.envoys
-            .push(start_envoy(paths, &dir, &self.config, &node, self.xds, n, 1, false));
+        self.envoys.push(start_envoy(
+            paths,
+            &dir,
+            &self.config,
+            &node,
+            self.xds,
+            n,
+            1,
+            false,
+            self.tls.as_ref(),
+        ));
         let i = self.envoys.len() - 1;
         self.wait_ready(i).await;
         i
@@ -651,11 +744,14 @@ impl Gateway {
                     &self.status.to_string(),
                     "--admin-addr",
                     &self.admin_api.to_string(),
+                    "--health-addr",
+                    "127.0.0.1:0",
                     "--data-dir",
                 ])
                 .arg(&self.data_dir)
                 .arg("--config")
-                .arg(&self.config),
+                .arg(&self.config)
+                .args(self.tls.as_ref().map(ControlTls::serve_args).unwrap_or_default()),
         );
         cp.wait_for_line("listening on", Duration::from_secs(10));
         self.cp = cp;

@@ -166,7 +166,7 @@ pub struct Config {
     pub adaptive_weights: Option<switchyard_core::fleet::AdaptiveWeights>,
     /// Where filters reach the control plane's fleet exchange (set by `serve`,
     /// not by the file).
-    pub fleet_addr: Option<std::net::SocketAddr>,
+    pub fleet: Option<FleetEndpoint>,
     /// Client request headers forwarded to every provider (lower-case).
     pub forward_headers: Vec<String>,
     /// The `governance:` section.
@@ -320,7 +320,7 @@ pub fn parse(
         models: raw.models,
         health_check: raw.health_check,
         adaptive_weights: raw.adaptive_weights,
-        fleet_addr: None,
+        fleet: None,
         forward_headers,
         governance,
         governance_on: false,
@@ -371,6 +371,20 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
     })
+}
+
+/// Where filters reach the control plane's fleet exchange: the status
+/// listener's address, or `serve --advertise-addr` (a DNS name makes the fleet
+/// cluster `LOGICAL_DNS`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FleetEndpoint {
+    /// Host name or IP address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Whether the status port runs mutual TLS: the fleet cluster then
+    /// presents each Envoy's client certificate (docs/security.md).
+    pub tls: bool,
 }
 
 #[cfg(test)]

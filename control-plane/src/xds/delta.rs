@@ -32,7 +32,8 @@ struct TypeState {
 
 /// One Envoy's delta stream.
 pub struct DeltaSession {
-    pub(crate) node: String,
+    gate: super::server::Gate,
+    pub(crate) node: super::server::NodeInfo,
     pub(crate) inbound: Streaming<DeltaDiscoveryRequest>,
     pub(crate) tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
     pub(crate) snapshots: watch::Receiver<Arc<Snapshot>>,
@@ -86,13 +87,15 @@ fn diff(
 impl DeltaSession {
     /// A session for a new stream.
     pub fn new(
+        gate: super::server::Gate,
         inbound: Streaming<DeltaDiscoveryRequest>,
         tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
         snapshots: watch::Receiver<Arc<Snapshot>>,
         registry: Registry,
     ) -> Self {
         DeltaSession {
-            node: String::new(),
+            gate,
+            node: super::server::NodeInfo::default(),
             inbound,
             tx,
             snapshots,
@@ -114,7 +117,7 @@ impl DeltaSession {
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        tracing::info!(node = %self.node, "delta xDS stream closed: {e}");
+                        tracing::info!(node = %self.node.id, "delta xDS stream closed: {e}");
                         break;
                     }
                 },
@@ -134,19 +137,25 @@ impl DeltaSession {
     }
 
     fn disconnected(&self) {
-        if !self.node.is_empty() {
-            tracing::info!(node = %self.node, "Envoy disconnected (delta)");
-            self.registry.set_connected(&self.node, false);
+        if !self.node.id.is_empty() {
+            tracing::info!(node = %self.node.id, "Envoy disconnected (delta)");
+            self.registry.set_connected(&self.node.id, false);
         }
     }
 
     async fn on_request(&mut self, req: DeltaDiscoveryRequest) -> Result<(), ()> {
-        if self.node.is_empty()
-            && let Some(node) = &req.node
-        {
-            self.node = node.id.clone();
-            tracing::info!(node = %self.node, "Envoy connected (delta xDS)");
-            self.registry.set_connected(&self.node, true);
+        if self.node.id.is_empty() {
+            let node = req
+                .node
+                .as_ref()
+                .map(super::server::NodeInfo::of)
+                .unwrap_or_default();
+            super::server::admit(&self.gate, &node, &self.tx).await?;
+            self.node = node;
+            if !self.node.id.is_empty() {
+                tracing::info!(node = %self.node.id, "Envoy connected (delta xDS)");
+                self.registry.set_connected(&self.node.id, true);
+            }
         }
         let ty = req.type_url.clone();
         let first = !self.types.contains_key(&ty);
@@ -173,20 +182,20 @@ impl DeltaSession {
             state.has.remove(n);
         }
         if let Some(err) = &req.error_detail {
-            tracing::warn!(node = %self.node, type_url = %ty, rejected_nonce = %req.response_nonce, "NACK: {}", err.message);
+            tracing::warn!(node = %self.node.id, type_url = %ty, rejected_nonce = %req.response_nonce, "NACK: {}", err.message);
             let msg = format!("{ty}: {}", err.message);
             // What was rejected is not what the Envoy has: forget it so the next
             // snapshot is sent in full for those names.
             if req.response_nonce == state.nonce {
                 state.has.clear();
             }
-            self.registry.set_nack(&self.node, msg);
+            self.registry.set_nack(&self.node.id, msg);
             return Ok(());
         }
         if !req.response_nonce.is_empty() {
             if req.response_nonce == state.nonce {
                 let version = state.sent_version.clone();
-                self.registry.set_acked(&self.node, &ty, version);
+                self.registry.set_acked(&self.node.id, &ty, version);
             }
             // Subscription changes ride on ACKs too.
             if req.resource_names_subscribe.is_empty() && req.resource_names_unsubscribe.is_empty()
@@ -207,7 +216,7 @@ impl DeltaSession {
         self.nonce += 1;
         state.nonce = self.nonce.to_string();
         state.sent_version = snapshot.version.clone();
-        tracing::debug!(node = %self.node, type_url = %ty, changed = resources.len(), removed = removed.len(), "delta push");
+        tracing::debug!(node = %self.node.id, type_url = %ty, changed = resources.len(), removed = removed.len(), "delta push");
         let response = DeltaDiscoveryResponse {
             system_version_info: snapshot.version.clone(),
             resources,

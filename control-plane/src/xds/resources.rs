@@ -136,13 +136,15 @@ pub fn filter_config(cfg: &Config, role: Role, node: &str) -> FilterConfig {
         max_request_bytes: cfg.max_request_bytes,
         max_attempts: cfg.max_attempts,
         circuit_breaker: cfg.circuit_breaker.clone(),
-        fleet: cfg.fleet_addr.filter(|_| role == Role::Planner).map(|_| {
-            switchyard_core::fleet::Link {
+        fleet: cfg
+            .fleet
+            .as_ref()
+            .filter(|_| role == Role::Planner)
+            .map(|_| switchyard_core::fleet::Link {
                 cluster: FLEET_CLUSTER.to_string(),
                 interval_ms: FLEET_INTERVAL_MS,
                 node: node.to_string(),
-            }
-        }),
+            }),
         forward_headers: cfg.forward_headers.clone(),
         retry_budget: cfg.retry_budget.map(|(percent, min_concurrency)| {
             switchyard_core::config::RetryBudget {
@@ -684,15 +686,19 @@ pub fn provider_cluster(p: &Provider, budget: Option<(f64, u32)>) -> cluster::Cl
     }
 }
 
-/// The cluster filters use to reach the control plane's fleet exchange (HTTP/1.1).
-pub fn fleet_cluster(addr: std::net::SocketAddr) -> cluster::Cluster {
+/// The cluster filters use to reach the control plane's fleet exchange
+/// (HTTP/1.1). With TLS on the status port it presents the Envoy's client
+/// certificate and checks the control plane's, both through the file-based SDS
+/// secrets the Envoy's bootstrap declared in `sds_dir` (the same subscription
+/// as its xDS cluster's: Envoy watches the files and rotates both).
+pub fn fleet_cluster(ep: &crate::config::FleetEndpoint, sds_dir: Option<&str>) -> cluster::Cluster {
     let mut c = provider_cluster(
         &Provider {
             name: "fleet".into(),
             dialect: switchyard_core::config::Dialect::Openai,
             tls: false,
-            host: addr.ip().to_string(),
-            port: addr.port(),
+            host: ep.host.clone(),
+            port: ep.port,
             base_path: String::new(),
             api_keys: Vec::new(),
             connect_timeout_ms: 1000,
@@ -708,7 +714,97 @@ pub fn fleet_cluster(addr: std::net::SocketAddr) -> cluster::Cluster {
     if let Some(la) = c.load_assignment.as_mut() {
         la.cluster_name = FLEET_CLUSTER.to_string();
     }
+    if let Some(dir) = sds_dir.filter(|_| ep.tls) {
+        c.transport_socket = Some(control_plane_tls(&ep.host, "http/1.1", dir));
+    }
     c
+}
+
+/// The SDS secret reference `name`, read by Envoy from `file` (file-based SDS:
+/// Envoy watches the certificate files the secret names).
+fn file_sds(name: &str, file: String) -> tls::SdsSecretConfig {
+    tls::SdsSecretConfig {
+        name: name.to_string(),
+        sds_config: Some(core::ConfigSource {
+            config_source_specifier: Some(
+                core::config_source::ConfigSourceSpecifier::PathConfigSource(
+                    core::PathConfigSource {
+                        path: file,
+                        ..Default::default()
+                    },
+                ),
+            ),
+            resource_api_version: core::ApiVersion::V3 as i32,
+            ..Default::default()
+        }),
+    }
+}
+
+/// Mutual TLS from an Envoy to the control plane at `host`: the client
+/// certificate and the CA from the bootstrap's SDS files in `sds_dir`
+/// ([`crate::bootstrap::CLIENT_SECRET`], [`crate::bootstrap::CA_SECRET`]), the
+/// control plane's certificate checked for `host` (a DNS or IP SAN). The
+/// bootstrap's xDS cluster says the same in YAML.
+pub fn control_plane_tls(host: &str, alpn: &str, sds_dir: &str) -> core::TransportSocket {
+    use crate::bootstrap::{CA_SDS_FILE, CA_SECRET, CLIENT_SDS_FILE, CLIENT_SECRET};
+    let dir = sds_dir.trim_end_matches('/');
+    let is_ip = host.parse::<std::net::IpAddr>().is_ok();
+    let san_type = if is_ip {
+        tls::subject_alt_name_matcher::SanType::IpAddress
+    } else {
+        tls::subject_alt_name_matcher::SanType::Dns
+    };
+    let ctx = tls::UpstreamTlsContext {
+        // SNI carries host names only.
+        sni: if is_ip {
+            String::new()
+        } else {
+            host.to_string()
+        },
+        common_tls_context: Some(tls::CommonTlsContext {
+            alpn_protocols: vec![alpn.to_string()],
+            tls_params: Some(tls::TlsParameters {
+                tls_maximum_protocol_version: tls::tls_parameters::TlsProtocol::TlSv13 as i32,
+                ..Default::default()
+            }),
+            tls_certificate_sds_secret_configs: vec![file_sds(
+                CLIENT_SECRET,
+                format!("{dir}/{CLIENT_SDS_FILE}"),
+            )],
+            validation_context_type: Some(
+                tls::common_tls_context::ValidationContextType::CombinedValidationContext(
+                    tls::common_tls_context::CombinedCertificateValidationContext {
+                        default_validation_context: Some(tls::CertificateValidationContext {
+                            match_typed_subject_alt_names: vec![tls::SubjectAltNameMatcher {
+                                san_type: san_type as i32,
+                                matcher: Some(type_matcher::StringMatcher {
+                                    match_pattern: Some(
+                                        type_matcher::string_matcher::MatchPattern::Exact(
+                                            host.to_string(),
+                                        ),
+                                    ),
+                                    ..Default::default()
+                                }),
+                                ..Default::default()
+                            }],
+                            ..Default::default()
+                        }),
+                        validation_context_sds_secret_config: Some(file_sds(
+                            CA_SECRET,
+                            format!("{dir}/{CA_SDS_FILE}"),
+                        )),
+                        ..Default::default()
+                    },
+                ),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    core::TransportSocket {
+        name: "envoy.transport_sockets.tls".to_string(),
+        config_type: Some(core::transport_socket::ConfigType::TypedConfig(any(&ctx))),
+    }
 }
 
 /// All resources of a config, by type URL.
@@ -721,8 +817,9 @@ pub fn resources(cfg: &Config) -> HashMap<&'static str, Vec<(String, Any)>> {
         // would be charged to the first attempt's cluster and cap fail-over too.
         .map(|p| (cluster_name(p), any(&provider_cluster(p, None))))
         .collect();
-    if let Some(addr) = cfg.fleet_addr {
-        clusters.push((FLEET_CLUSTER.to_string(), any(&fleet_cluster(addr))));
+    if let Some(ep) = &cfg.fleet {
+        // With TLS, each node gets its own (`Snapshot::resources_for`).
+        clusters.push((FLEET_CLUSTER.to_string(), any(&fleet_cluster(ep, None))));
     }
     if let Some(t) = &cfg.tracing {
         clusters.push((

@@ -25,6 +25,52 @@ pub struct GovernanceOptions {
     pub admin_token_file: Option<PathBuf>,
 }
 
+/// Where and how `serve` listens.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// The config file (`None`: the built-in default).
+    pub config_path: Option<PathBuf>,
+    /// The xDS (ADS) address.
+    pub xds_addr: SocketAddr,
+    /// The status and fleet-exchange address.
+    pub status_addr: SocketAddr,
+    /// The plain health port (`/live`, `/ready`).
+    pub health_addr: SocketAddr,
+    /// The address filters reach the fleet exchange at (`--advertise-addr`;
+    /// default: the status listener's bound address).
+    pub advertise: Option<crate::bootstrap::Endpoint>,
+    /// Mutual TLS on the xDS and status ports, and which nodes a client
+    /// certificate may be served as.
+    pub tls: Option<(crate::tls::TlsFiles, crate::tls::NodePolicy)>,
+    /// Plain TCP on a non-loopback address was asked for explicitly.
+    pub insecure_plaintext: bool,
+    /// Governance state and admin API.
+    pub governance: GovernanceOptions,
+}
+
+impl ServeOptions {
+    /// Refuses plaintext xDS or status on an address other hosts can reach,
+    /// unless `--insecure-plaintext` says so (docs/security.md). The health
+    /// port carries nothing but readiness and may be reached by anyone.
+    pub fn check_plaintext(&self) -> Result<(), ServeError> {
+        if self.tls.is_some() || self.insecure_plaintext {
+            return Ok(());
+        }
+        for (flag, addr) in [
+            ("--xds-addr", self.xds_addr),
+            ("--status-addr", self.status_addr),
+        ] {
+            if !addr.ip().is_loopback() {
+                return Err(ServeError::Plaintext(format!(
+                    "{flag} {addr} is not a loopback address: give --tls-cert, --tls-key and --tls-client-ca \
+                     (mutual TLS), or --insecure-plaintext to serve provider keys and fleet state to anyone who reaches it"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Why `serve` stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -48,6 +94,18 @@ pub enum ServeError {
     /// The admin token could not be read or made.
     #[error("admin token: {0}")]
     Token(String),
+    /// Plain TCP on a non-loopback address without `--insecure-plaintext`.
+    #[error("{0}")]
+    Plaintext(String),
+    /// The certificates could not be loaded.
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
+    /// The status port binds every address and no `--advertise-addr` says
+    /// which one Envoys should dial.
+    #[error(
+        "--status-addr {0} binds every address: give --advertise-addr HOST:PORT, the address Envoys reach the fleet exchange at"
+    )]
+    Advertise(SocketAddr),
 }
 
 fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
@@ -77,14 +135,74 @@ fn describe(cfg: &Config) -> String {
     )
 }
 
+async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), ServeError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    Ok((listener, bound))
+}
+
 /// Runs the control plane until SIGINT/SIGTERM.
-pub async fn run(
-    config_path: Option<PathBuf>,
-    addr: SocketAddr,
-    status_addr: SocketAddr,
-    options: GovernanceOptions,
-) -> Result<(), ServeError> {
-    let cfg = load(config_path.as_deref())?;
+pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
+    opts.check_plaintext()?;
+    if opts.status_addr.ip().is_unspecified() && opts.advertise.is_none() {
+        return Err(ServeError::Advertise(opts.status_addr));
+    }
+    // The health port first: probes see 503 while the rest starts.
+    let ready = crate::health::Readiness::default();
+    let (health_listener, health_bound) = bind(opts.health_addr).await?;
+    tokio::spawn(crate::health::serve(health_listener, ready.clone()));
+    println!("switchyard: health on http://{health_bound}/ready");
+    {
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+    }
+    let tls = match opts.tls.clone() {
+        Some((files, policy)) => {
+            let server = crate::tls::Server::load(files.clone(), policy)?;
+            tracing::info!(
+                "mutual TLS on xDS and status: certificate {}, client CA {}",
+                files.cert.display(),
+                files.client_ca.display()
+            );
+            Some(server)
+        }
+        None => {
+            if opts.insecure_plaintext {
+                tracing::warn!(
+                    "plaintext xDS and status (--insecure-plaintext): whoever reaches them gets every provider key"
+                );
+            }
+            None
+        }
+    };
+    let ServeOptions {
+        config_path,
+        xds_addr: addr,
+        status_addr,
+        governance: options,
+        advertise,
+        ..
+    } = opts;
+    // Loading may run credential commands: off the async workers (the health
+    // port answers 503 meanwhile).
+    let cfg = {
+        let path = config_path.clone();
+        tokio::task::spawn_blocking(move || load(path.as_deref()))
+            .await
+            .map_err(|e| {
+                ServeError::Config(ConfigError::Invalid {
+                    file: config_path
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                    problems: vec![format!("loading stopped: {e}")],
+                })
+            })??
+    };
     tracing::info!("{}", describe(&cfg));
     let governance = Governance::open(&options.data_dir, &cfg.governance)?;
     governance.apply_config(&cfg.governance, &cfg.version);
@@ -101,6 +219,11 @@ pub async fn run(
             addr: options.admin_addr,
             source,
         })?;
+    if !admin_bound.ip().is_loopback() {
+        tracing::warn!(
+            "the admin API on {admin_bound} is plain HTTP: its bearer token crosses the network in clear (docs/security.md)"
+        );
+    }
     tokio::spawn(governance::admin::serve(
         admin_listener,
         governance.clone(),
@@ -135,20 +258,21 @@ pub async fn run(
     }
     // The status/fleet endpoint is bound first: its address goes into the config
     // the filters get (the cluster through which they report outcomes).
-    let status_listener = tokio::net::TcpListener::bind(status_addr)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: status_addr,
-            source,
-        })?;
-    let status_bound = status_listener
-        .local_addr()
-        .map_err(|source| ServeError::Bind {
-            addr: status_addr,
-            source,
-        })?;
+    let (status_listener, status_bound) = bind(status_addr).await?;
+    let fleet_endpoint = crate::config::FleetEndpoint {
+        host: advertise
+            .as_ref()
+            .map_or_else(|| status_bound.ip().to_string(), |a| a.host.clone()),
+        // Port 0 (as in `--status-addr HOST:0`): the port the listener got.
+        port: advertise
+            .as_ref()
+            .map(|a| a.port)
+            .filter(|p| *p != 0)
+            .unwrap_or(status_bound.port()),
+        tls: tls.is_some(),
+    };
     let mut cfg = cfg;
-    cfg.fleet_addr = Some(status_bound);
+    cfg.fleet = Some(fleet_endpoint.clone());
     cfg.governance_on = governance.enabled();
     let (tx, rx) = watch::channel(Arc::new(Snapshot::from_config(&cfg, 1)));
     let registry = Registry::default();
@@ -161,33 +285,55 @@ pub async fn run(
         governance.clone(),
         // Drills take the admin API's token.
         token,
+        tls.clone(),
     ));
     tokio::spawn(watch_file(
         config_path.clone(),
         cfg,
         tx,
-        status_bound,
+        fleet_endpoint,
         governance,
     ));
 
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServeError::Bind { addr, source })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|source| ServeError::Bind { addr, source })?;
-    // Tests and scripts read this line to learn the port.
-    println!("switchyard: status on http://{status_bound}/status");
+    let (listener, bound) = bind(addr).await?;
+    // Tests and scripts read these lines to learn the ports.
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("switchyard: status on {scheme}://{status_bound}/status");
     println!("switchyard: admin API on http://{admin_bound}/admin/v1");
     println!("switchyard: xDS (ADS) listening on {bound}");
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
 
-    tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .add_service(Ads::new(rx, registry).into_service())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown())
-        .await?;
+    let mut server =
+        tonic::transport::Server::builder().http2_keepalive_interval(Some(Duration::from_secs(30)));
+    // Ready from here: the listener is bound (connections wait in its backlog)
+    // and the server below starts accepting them at once.
+    let stopping = {
+        let ready = ready.clone();
+        async move {
+            shutdown().await;
+            ready.set(false);
+        }
+    };
+    ready.set(true);
+    match tls {
+        Some(tls) => {
+            let ads = Ads::new(rx, registry).with_node_policy(tls.policy().clone());
+            server
+                .add_service(ads.into_service())
+                .serve_with_incoming_shutdown(
+                    tls.incoming(listener, crate::tls::Port::Xds),
+                    stopping,
+                )
+                .await?
+        }
+        None => {
+            server
+                .add_service(Ads::new(rx, registry).into_service())
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopping)
+                .await?
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -251,7 +397,7 @@ async fn watch_file(
     path: Option<PathBuf>,
     mut current: Config,
     tx: watch::Sender<Arc<Snapshot>>,
-    fleet_addr: SocketAddr,
+    fleet: crate::config::FleetEndpoint,
     governance: Governance,
 ) {
     let mut serial = 1;
@@ -307,7 +453,7 @@ async fn watch_file(
                 })
             });
         match loaded.map(|mut c| {
-            c.fleet_addr = Some(fleet_addr);
+            c.fleet = Some(fleet.clone());
             c.governance_on = current.governance_on;
             c
         }) {

@@ -67,24 +67,125 @@ impl Snapshot {
     }
 
     /// The resources of type `ty` for Envoy `node`: its own listener (the
-    /// planner's fleet link names the node, so its reports say who sent them),
-    /// everything else shared.
-    pub fn resources_for(&self, ty: &str, node: &str) -> Cow<'_, [(String, Any)]> {
-        if ty == type_url::LISTENER
-            && !node.is_empty()
-            && let Some(cfg) = &self.config
-        {
+    /// planner's fleet link names the node, so its reports say who sent them)
+    /// and, when the status port runs TLS, its own fleet cluster (with the
+    /// certificate files its bootstrap named); everything else shared. A node
+    /// that named no certificate files gets no fleet link when TLS is on: its
+    /// reports could not be authenticated.
+    pub fn resources_for(&self, ty: &str, node: &NodeInfo) -> Cow<'_, [(String, Any)]> {
+        let shared = || {
+            Cow::Borrowed(
+                self.resources
+                    .get(ty)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default(),
+            )
+        };
+        let Some(cfg) = &self.config else {
+            return shared();
+        };
+        let tls_fleet = cfg.fleet.as_ref().filter(|f| f.tls);
+        if ty == type_url::LISTENER && !node.id.is_empty() {
+            let listener = match tls_fleet {
+                Some(_) if node.sds_dir.is_none() => {
+                    let mut c = cfg.clone();
+                    c.fleet = None;
+                    resources::listener(&c, &node.id)
+                }
+                _ => resources::listener(cfg, &node.id),
+            };
             return Cow::Owned(vec![(
                 resources::LISTENER_NAME.to_string(),
-                resources::any(&resources::listener(cfg, node)),
+                resources::any(&listener),
             )]);
         }
-        Cow::Borrowed(
-            self.resources
-                .get(ty)
-                .map(Vec::as_slice)
-                .unwrap_or_default(),
-        )
+        if ty == type_url::CLUSTER
+            && let Some(ep) = tls_fleet
+        {
+            let mut out: Vec<(String, Any)> = shared().into_owned();
+            out.retain(|(name, _)| name != resources::FLEET_CLUSTER);
+            if let Some(dir) = &node.sds_dir {
+                out.push((
+                    resources::FLEET_CLUSTER.to_string(),
+                    resources::any(&resources::fleet_cluster(ep, Some(dir))),
+                ));
+            }
+            return Cow::Owned(out);
+        }
+        shared()
+    }
+}
+
+/// What the control plane keeps of an Envoy's node from its first request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// The node id.
+    pub id: String,
+    /// Where its bootstrap keeps the SDS files of its client certificate and
+    /// CA (node metadata [`crate::bootstrap::SDS_DIR_METADATA`]).
+    pub sds_dir: Option<String>,
+}
+
+impl NodeInfo {
+    /// The id and metadata of `node`. An SDS directory that is not an absolute
+    /// path of at most 512 printable characters is ignored.
+    pub fn of(node: &envoy_types::pb::envoy::config::core::v3::Node) -> NodeInfo {
+        use envoy_types::pb::google::protobuf::value::Kind;
+        let sds_dir = node
+            .metadata
+            .as_ref()
+            .and_then(|m| m.fields.get(crate::bootstrap::SDS_DIR_METADATA))
+            .and_then(|v| match &v.kind {
+                Some(Kind::StringValue(s)) => Some(s.clone()),
+                _ => None,
+            })
+            .filter(|d| d.starts_with('/') && d.len() <= 512 && !d.chars().any(char::is_control));
+        NodeInfo {
+            id: node.id.clone(),
+            sds_dir,
+        }
+    }
+}
+
+/// Which nodes a stream may be served as: any (plaintext xDS), or those the
+/// client certificate names under the node policy.
+#[derive(Clone, Debug)]
+pub enum Gate {
+    /// No TLS: whoever connects.
+    Open,
+    /// TLS: the certificate's nodes.
+    Certificate {
+        /// The verified certificate (`None`: none was presented).
+        peer: Option<Arc<crate::tls::Peer>>,
+        /// Identity → node rules.
+        policy: crate::tls::NodePolicy,
+    },
+}
+
+impl Gate {
+    /// `Ok` when the stream may be served as `node`, else why not.
+    pub fn check(&self, node: &str) -> Result<(), String> {
+        match self {
+            Gate::Open => Ok(()),
+            Gate::Certificate { peer: None, .. } => {
+                Err("a client certificate is required".to_string())
+            }
+            Gate::Certificate {
+                peer: Some(peer),
+                policy,
+            } => {
+                if node.is_empty() {
+                    Err("the first request must name the node".to_string())
+                } else if policy.allows(peer, node) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{} may not be served as node `{node}`",
+                        peer.describe()
+                    ))
+                }
+            }
+        }
     }
 }
 
@@ -140,6 +241,8 @@ impl Registry {
 pub struct Ads {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     registry: Registry,
+    /// With TLS: which nodes a certificate may be served as.
+    policy: Option<crate::tls::NodePolicy>,
 }
 
 impl Ads {
@@ -148,6 +251,28 @@ impl Ads {
         Ads {
             snapshots,
             registry,
+            policy: None,
+        }
+    }
+
+    /// Requires every stream's client certificate to name the node it asks
+    /// for, under `policy` (the server must run TLS: a stream without
+    /// certificate is refused).
+    pub fn with_node_policy(mut self, policy: crate::tls::NodePolicy) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    fn gate<T>(&self, request: &Request<T>) -> Gate {
+        match &self.policy {
+            None => Gate::Open,
+            Some(policy) => Gate::Certificate {
+                peer: request
+                    .extensions()
+                    .get::<crate::tls::PeerInfo>()
+                    .and_then(|p| p.peer.clone()),
+                policy: policy.clone(),
+            },
         }
     }
 
@@ -172,7 +297,8 @@ impl AggregatedDiscoveryService for Ads {
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         let (tx, rx) = mpsc::channel(16);
         let session = Session {
-            node: String::new(),
+            gate: self.gate(&request),
+            node: NodeInfo::default(),
             inbound: request.into_inner(),
             tx,
             snapshots: self.snapshots.clone(),
@@ -189,7 +315,9 @@ impl AggregatedDiscoveryService for Ads {
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
         let (tx, rx) = mpsc::channel(16);
+        let gate = self.gate(&request);
         let session = super::delta::DeltaSession::new(
+            gate,
             request.into_inner(),
             tx,
             self.snapshots.clone(),
@@ -212,7 +340,8 @@ struct TypeState {
 }
 
 struct Session {
-    node: String,
+    gate: Gate,
+    node: NodeInfo,
     inbound: Streaming<DiscoveryRequest>,
     tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
     snapshots: watch::Receiver<Arc<Snapshot>>,
@@ -233,7 +362,7 @@ impl Session {
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        tracing::info!(node = %self.node, "xDS stream closed: {e}");
+                        tracing::info!(node = %self.node.id, "xDS stream closed: {e}");
                         break;
                     }
                 },
@@ -247,31 +376,33 @@ impl Session {
                 }
             }
         }
-        if !self.node.is_empty() {
-            tracing::info!(node = %self.node, "Envoy disconnected");
-            self.registry.update(&self.node, |s| s.connected = false);
+        if !self.node.id.is_empty() {
+            tracing::info!(node = %self.node.id, "Envoy disconnected");
+            self.registry.update(&self.node.id, |s| s.connected = false);
         }
     }
 
     async fn on_request(&mut self, req: DiscoveryRequest) -> Result<(), ()> {
-        if self.node.is_empty()
-            && let Some(node) = &req.node
-        {
-            self.node = node.id.clone();
-            tracing::info!(node = %self.node, "Envoy connected");
-            self.registry.update(&self.node, |s| s.connected = true);
+        if self.node.id.is_empty() {
+            let node = req.node.as_ref().map(NodeInfo::of).unwrap_or_default();
+            admit(&self.gate, &node, &self.tx).await?;
+            self.node = node;
+            if !self.node.id.is_empty() {
+                tracing::info!(node = %self.node.id, "Envoy connected");
+                self.registry.update(&self.node.id, |s| s.connected = true);
+            }
         }
         let ty = req.type_url.clone();
         let state = self.types.entry(ty.clone()).or_default();
         state.names = req.resource_names.clone();
         if let Some(err) = &req.error_detail {
             tracing::warn!(
-                node = %self.node, type_url = %ty, rejected_nonce = %req.response_nonce,
+                node = %self.node.id, type_url = %ty, rejected_nonce = %req.response_nonce,
                 kept_version = %req.version_info, "NACK: {}", err.message
             );
             let msg = format!("{ty}: {}", err.message);
             self.registry
-                .update(&self.node, |s| s.last_nack = Some(msg));
+                .update(&self.node.id, |s| s.last_nack = Some(msg));
             return Ok(());
         }
         if !req.response_nonce.is_empty() {
@@ -279,9 +410,9 @@ impl Session {
                 // An answer to an older response; the newer one is still pending.
                 return Ok(());
             }
-            tracing::debug!(node = %self.node, type_url = %ty, version = %req.version_info, "ACK");
+            tracing::debug!(node = %self.node.id, type_url = %ty, version = %req.version_info, "ACK");
             let version = req.version_info.clone();
-            self.registry.update(&self.node, |s| {
+            self.registry.update(&self.node.id, |s| {
                 s.acked.insert(short_type(&ty).to_string(), version);
             });
             // A new subscription set (e.g. a new route name) needs an answer too.
@@ -317,7 +448,7 @@ impl Session {
             .collect();
         state.nonce = nonce.clone();
         state.sent = snapshot.version.clone();
-        tracing::debug!(node = %self.node, type_url = %ty, version = %snapshot.version, count = resources.len(), "push");
+        tracing::debug!(node = %self.node.id, type_url = %ty, version = %snapshot.version, count = resources.len(), "push");
         let response = DiscoveryResponse {
             version_info: snapshot.version.clone(),
             resources,
@@ -326,6 +457,32 @@ impl Session {
             ..Default::default()
         };
         self.tx.send(Ok(response)).await.map_err(|_| ())
+    }
+}
+
+/// Checks the first request's node against the stream's certificate; a
+/// refusal ends the stream with `PERMISSION_DENIED` and is logged.
+pub(crate) async fn admit<T>(
+    gate: &Gate,
+    node: &NodeInfo,
+    tx: &mpsc::Sender<Result<T, Status>>,
+) -> Result<(), ()> {
+    match gate.check(&node.id) {
+        Ok(()) => {
+            if matches!(gate, Gate::Certificate { .. }) && node.sds_dir.is_none() {
+                tracing::warn!(
+                    node = %node.id,
+                    "no `{}` in the node metadata: this Envoy gets no fleet link (its bootstrap predates TLS flags?)",
+                    crate::bootstrap::SDS_DIR_METADATA
+                );
+            }
+            Ok(())
+        }
+        Err(why) => {
+            tracing::warn!(node = %node.id, "xDS stream refused: {why}");
+            let _ = tx.send(Err(Status::permission_denied(why))).await;
+            Err(())
+        }
     }
 }
 
@@ -348,10 +505,23 @@ mod tests {
         let text = "providers:\n  - {name: a, dialect: openai, base_url: 'http://127.0.0.1:1/v1'}\nroutes:\n  - {model: chat, chain: [a/m, a/n]}\n";
         let mut cfg =
             crate::config::parse(text, "t.yaml", std::path::Path::new("/"), &|_| None).unwrap();
-        cfg.fleet_addr = Some("127.0.0.1:9".parse().unwrap());
+        cfg.fleet = Some(crate::config::FleetEndpoint {
+            host: "127.0.0.1".into(),
+            port: 9,
+            tls: false,
+        });
         let s = Snapshot::from_config(&cfg, 1);
         assert_eq!(s.targets, ["a/m", "a/n"].map(String::from).into());
-        let listener = |node: &str| s.resources_for(type_url::LISTENER, node)[0].1.value.clone();
+        let info = |node: &str| NodeInfo {
+            id: node.to_string(),
+            sds_dir: None,
+        };
+        let listener = |node: &str| {
+            s.resources_for(type_url::LISTENER, &info(node))[0]
+                .1
+                .value
+                .clone()
+        };
         assert!(contains(&listener("envoy-7"), r#""node":"envoy-7""#));
         assert!(!contains(&listener("envoy-8"), "envoy-7"));
         assert!(
@@ -359,8 +529,74 @@ mod tests {
             "the template names no node"
         );
         assert!(matches!(
-            s.resources_for(type_url::CLUSTER, "envoy-7"),
+            s.resources_for(type_url::CLUSTER, &info("envoy-7")),
             Cow::Borrowed(_)
         ));
+    }
+
+    #[test]
+    fn with_tls_each_node_gets_a_fleet_cluster_with_its_own_secrets() {
+        let text = "providers:\n  - {name: a, dialect: openai, base_url: 'http://127.0.0.1:1/v1'}\nroutes:\n  - {model: chat, chain: [a/m]}\n";
+        let mut cfg =
+            crate::config::parse(text, "t.yaml", std::path::Path::new("/"), &|_| None).unwrap();
+        cfg.fleet = Some(crate::config::FleetEndpoint {
+            host: "cp.example".into(),
+            port: 18001,
+            tls: true,
+        });
+        let s = Snapshot::from_config(&cfg, 1);
+        let with = NodeInfo {
+            id: "e1".into(),
+            sds_dir: Some("/etc/envoy".into()),
+        };
+        let clusters = s.resources_for(type_url::CLUSTER, &with);
+        let fleet = clusters
+            .iter()
+            .find(|(n, _)| n == resources::FLEET_CLUSTER)
+            .unwrap();
+        assert!(contains(
+            &fleet.1.value,
+            "/etc/envoy/switchyard-client.sds.yaml"
+        ));
+        assert!(contains(
+            &fleet.1.value,
+            "/etc/envoy/switchyard-ca.sds.yaml"
+        ));
+        assert!(contains(&fleet.1.value, "cp.example"));
+        let listener = &s.resources_for(type_url::LISTENER, &with)[0].1.value;
+        assert!(contains(listener, resources::FLEET_CLUSTER));
+        // Without its SDS directory a node cannot authenticate its reports: no link.
+        let without = NodeInfo {
+            id: "e2".into(),
+            sds_dir: None,
+        };
+        assert!(
+            s.resources_for(type_url::CLUSTER, &without)
+                .iter()
+                .all(|(n, _)| n != resources::FLEET_CLUSTER)
+        );
+        let listener = &s.resources_for(type_url::LISTENER, &without)[0].1.value;
+        assert!(!contains(listener, resources::FLEET_CLUSTER));
+    }
+
+    #[test]
+    fn gates_check_the_node_against_the_certificate() {
+        let policy = crate::tls::NodePolicy::new(&["gw=gw-*"]).unwrap();
+        let peer = |cn: &str| {
+            Some(Arc::new(crate::tls::Peer {
+                common_names: vec![cn.to_string()],
+                ..Default::default()
+            }))
+        };
+        let gate = |p| Gate::Certificate {
+            peer: p,
+            policy: policy.clone(),
+        };
+        assert!(Gate::Open.check("anyone").is_ok());
+        assert!(gate(peer("e1")).check("e1").is_ok());
+        assert!(gate(peer("gw")).check("gw-abc").is_ok());
+        assert!(gate(peer("e1")).check("e2").is_err());
+        assert!(gate(peer("e1")).check("").is_err());
+        assert!(gate(None).check("e1").is_err());
     }
 }

@@ -1,11 +1,13 @@
 //! What the fuzz targets share: how an input is cut into the pieces a network
-//! delivers, the checks of a translated OpenAI event stream, and an allocator
-//! that turns an outsized allocation into a finding.
+//! delivers, the checks of a translated OpenAI event stream, the switch for
+//! known findings, and an allocator that turns an outsized allocation into a
+//! finding.
 //!
 //! Each target (`fuzz_targets/*.rs`) documents the layout of its input; the
 //! corpora under `corpus/<target>/` follow it (`seed.py` writes the seeds).
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use switchyard_core::config::Dialect;
@@ -133,6 +135,30 @@ pub fn seed(bytes: &[u8]) -> u32 {
         .take(4)
         .enumerate()
         .fold(0, |acc, (i, b)| acc | u32::from(*b) << (8 * i))
+}
+
+// === known findings ===
+
+/// Whether open finding `n` of docs/fuzzing.md fails a target. By default none
+/// does: a target lets exactly the inputs of its open findings through, so that
+/// a campaign looks past them for new ones. `FUZZ_STRICT=1` (or `all`) fails on
+/// every one, `FUZZ_STRICT=5,7` on those: replay a finding's reproducer (the
+/// seed named after it) against a fix that way.
+pub fn strict(n: u32) -> bool {
+    static STRICT: OnceLock<Option<Vec<u32>>> = OnceLock::new();
+    let set = STRICT.get_or_init(|| {
+        let v = std::env::var("FUZZ_STRICT").unwrap_or_default();
+        match v.trim() {
+            "" | "0" => Some(Vec::new()),
+            "1" | "all" => None,
+            list => Some(
+                list.split(',')
+                    .filter_map(|n| n.trim().parse().ok())
+                    .collect(),
+            ),
+        }
+    });
+    set.as_ref().is_none_or(|only| only.contains(&n))
 }
 
 // === translated streams ===

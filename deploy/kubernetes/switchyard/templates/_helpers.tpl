@@ -44,44 +44,40 @@ app.kubernetes.io/component: gateway
 {{- end -}}
 
 {{/*
-The gateways' bootstrap: `switchyard bootstrap` output whose xDS cluster (a
-static 127.0.0.1:18000) becomes the control plane's Service, with mTLS when on.
-`switchyard bootstrap --xds` takes an IP only and has no TLS flags yet; each
-replaced string must be found (a changed bootstrap fails the render).
+The gateways' bootstrap: `switchyard bootstrap` output (deploy/kubernetes/
+update-bootstrap.sh). Plain: its xDS cluster (a static 127.0.0.1:18000) becomes
+the control plane's Service. TLS (files/envoy-bootstrap-tls.yaml): dialled as
+switchyard-control-plane.placeholder, replaced by the Service name, which the
+control plane's certificate carries; the client certificate and CA come from
+the file-based SDS files next to it in /etc/envoy. Each replaced string must be
+found (a changed bootstrap fails the render).
 */}}
 {{- define "switchyard.bootstrap" -}}
+{{- $host := include "switchyard.cp.host" . -}}
+{{- $port := int .Values.controlPlane.ports.xds -}}
+{{- if .Values.tls.enabled -}}
+{{- $b := .Values.gateway.bootstrap | default (.Files.Get "files/envoy-bootstrap-tls.yaml") -}}
+{{- $placeholder := "switchyard-control-plane.placeholder" -}}
+{{- $addr := printf "socket_address: { address: %q, port_value: 18000 }" $placeholder -}}
+{{- range (list $addr "switchyard_sds_dir: \"/etc/envoy\"" "tls_certificate_sds_secret_configs") -}}
+{{- if ne (len (splitList . $b)) 2 -}}
+{{- fail (printf "gateway bootstrap: expected `switchyard bootstrap --xds %s:18000 --tls-... --sds-dir /etc/envoy` output with %q once" $placeholder .) -}}
+{{- end -}}
+{{- end -}}
+{{- $b = replace $addr (printf "socket_address: { address: %q, port_value: %d }" $placeholder $port) $b -}}
+{{- replace $placeholder $host $b -}}
+{{- else -}}
 {{- $b := .Values.gateway.bootstrap | default (.Files.Get "files/envoy-bootstrap.yaml") -}}
 {{- $static := "    type: STATIC\n" -}}
 {{- $addr := "socket_address: { address: \"127.0.0.1\", port_value: 18000 }" -}}
-{{- $timeout := "    connect_timeout: 1s\n" -}}
-{{- range (list $static $addr $timeout) -}}
+{{- range (list $static $addr) -}}
 {{- if ne (len (splitList . $b)) 2 -}}
 {{- fail (printf "gateway bootstrap: expected `switchyard bootstrap --xds 127.0.0.1:18000` output with %q once" .) -}}
 {{- end -}}
 {{- end -}}
-{{- $b = replace $static "    type: LOGICAL_DNS\n" $b -}}
-{{- $b = replace $addr (printf "socket_address: { address: %q, port_value: %d }" (include "switchyard.cp.host" .) (int .Values.controlPlane.ports.xds)) $b -}}
-{{- if .Values.tls.enabled -}}
-{{- $tls := printf `    connect_timeout: 1s
-    transport_socket:
-      name: envoy.transport_sockets.tls
-      typed_config:
-        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
-        sni: %s
-        common_tls_context:
-          alpn_protocols: [h2]
-          tls_certificates:
-          - certificate_chain: { filename: /etc/switchyard/tls/tls.crt }
-            private_key: { filename: /etc/switchyard/tls/tls.key }
-          validation_context:
-            trusted_ca: { filename: /etc/switchyard/tls/ca.crt }
-            match_typed_subject_alt_names:
-            - san_type: DNS
-              matcher: { exact: %s }
-` (include "switchyard.cp.host" .) (include "switchyard.cp.host" .) -}}
-{{- $b = replace $timeout $tls $b -}}
+{{- $b = replace $static "    type: LOGICAL_DNS\n    dns_lookup_family: V4_PREFERRED\n" $b -}}
+{{- replace $addr (printf "socket_address: { address: %q, port_value: %d }" $host $port) $b -}}
 {{- end -}}
-{{- $b -}}
 {{- end -}}
 
 {{- define "switchyard.podSecurityContext" -}}

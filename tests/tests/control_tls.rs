@@ -1,0 +1,693 @@
+//! The control channel over mutual TLS (docs/security.md): Envoys with a valid
+//! client certificate get their config and exchange fleet state; a client
+//! without a certificate, with one from another CA, or asking as a node its
+//! certificate does not name gets nothing; certificates and CA rotate without a
+//! restart; plain TCP off loopback needs `--insecure-plaintext`; `/ready` turns
+//! 200 once the control plane serves. Certificates are made here with rcgen.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType,
+};
+use switchyard_tests::harness::{ControlTls, Dialect, Gateway, Mock, Paths, Proc, Scratch, chat_body};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_rustls::rustls::{self, pki_types::ServerName};
+
+const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+
+// === certificates ===
+
+/// A CA made for one test.
+struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        Ca {
+            issuer: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap(),
+        }
+    }
+
+    fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// A leaf certificate and its key (PEM): a server certificate for
+    /// `localhost` and 127.0.0.1, or a client certificate with CN `cn` and
+    /// the URI SANs given.
+    fn leaf(&self, cn: &str, server: bool, uris: &[&str]) -> (String, String) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        if server {
+            params.subject_alt_names = vec![
+                SanType::DnsName("localhost".try_into().unwrap()),
+                SanType::IpAddress("127.0.0.1".parse().unwrap()),
+            ];
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        } else {
+            params.subject_alt_names = uris.iter().map(|u| SanType::URI((*u).try_into().unwrap())).collect();
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        }
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// Writes `text` to `dir/name` the way Kubernetes and cert-manager do: a new
+/// file moved over the old one.
+fn put(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    path
+}
+
+/// The control plane's files: its certificate (from `server_ca`) and the CA
+/// its clients' certificates come from.
+struct ServerFiles {
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: PathBuf,
+}
+
+impl ServerFiles {
+    fn write(dir: &Path, server_ca: &Ca, client_ca: &Ca) -> ServerFiles {
+        let (cert, key) = server_ca.leaf("switchyard-control-plane", true, &[]);
+        ServerFiles {
+            cert: put(dir, "server.crt", &cert),
+            key: put(dir, "server.key", &key),
+            client_ca: put(dir, "client-ca.crt", &client_ca.pem()),
+        }
+    }
+
+    fn args(&self) -> Vec<String> {
+        vec![
+            "--tls-cert".into(),
+            self.cert.display().to_string(),
+            "--tls-key".into(),
+            self.key.display().to_string(),
+            "--tls-client-ca".into(),
+            self.client_ca.display().to_string(),
+        ]
+    }
+}
+
+/// A rustls client trusting `server_ca`, presenting `identity` (cert, key PEM).
+fn client(server_ca: &Ca, identity: Option<&(String, String)>) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(server_ca.pem().as_bytes()).unwrap())
+        .unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Arc::new(config)
+}
+
+// === clients ===
+
+/// Connects tonic over rustls to `addr`, checking the server certificate for
+/// `localhost`.
+#[derive(Clone)]
+struct Connector {
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+}
+
+impl tonic::codegen::Service<tonic::codegen::http::Uri> for Connector {
+    type Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: tonic::codegen::http::Uri) -> Self::Future {
+        let (addr, config) = (self.addr, self.config.clone());
+        Box::pin(async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await?;
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                .await?;
+            Ok(hyper_util::rt::TokioIo::new(tls))
+        })
+    }
+}
+
+/// Opens an ADS stream as `node` and waits for the first answer: the
+/// listener, or the error that ended the attempt (connection, handshake or
+/// the server's status).
+async fn ask_for_listener(
+    xds: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    node: &str,
+) -> Result<DiscoveryResponse, String> {
+    let attempt = async {
+        let channel = tonic::transport::Endpoint::from_static("http://localhost")
+            .connect_with_connector(Connector { addr: xds, config })
+            .await
+            .map_err(|e| format!("connect: {e:?}"))?;
+        let first = DiscoveryRequest {
+            node: Some(Node {
+                id: node.to_string(),
+                ..Default::default()
+            }),
+            type_url: LISTENER.to_string(),
+            ..Default::default()
+        };
+        // The request side stays open, as Envoy's does.
+        let requests =
+            futures_util::stream::iter(vec![first]).chain(futures_util::stream::pending::<DiscoveryRequest>());
+        let mut stream = AggregatedDiscoveryServiceClient::new(channel)
+            .stream_aggregated_resources(requests)
+            .await
+            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+            .into_inner();
+        match stream.message().await {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => Err("stream ended".to_string()),
+            Err(s) => Err(format!("{:?}: {}", s.code(), s.message())),
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), attempt)
+        .await
+        .unwrap_or_else(|_| Err("no answer in 10 s".into()))
+}
+
+use futures_util::StreamExt as _;
+
+/// One HTTP/1.1 call over TLS to the status port: `(status, body)`, or the
+/// error that prevented it.
+async fn https(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> Result<(u16, String), String> {
+    let mut config = (*config).clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let auth = token
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: localhost\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tls.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    let read = tls.read_to_end(&mut raw).await;
+    if raw.is_empty() {
+        return Err(format!("no answer: {read:?}"));
+    }
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    Ok((code, body.to_string()))
+}
+
+// === a control plane on its own ===
+
+struct ControlPlane {
+    proc: Proc,
+    xds: SocketAddr,
+    status: SocketAddr,
+    token: String,
+}
+
+const CONFIG: &str = "providers:\n  - { name: a, dialect: openai, base_url: 'http://127.0.0.1:9/v1', api_key: { value: sk-test } }\nroutes:\n  - { model: chat, chain: [a/m] }\n";
+
+/// Starts `switchyard serve` with `config` and `args` on ephemeral loopback
+/// ports.
+fn serve(paths: &Paths, dir: &Path, name: &str, config: &str, args: &[String]) -> ControlPlane {
+    let file = dir.join(format!("{name}.yaml"));
+    std::fs::write(&file, config).unwrap();
+    let data = dir.join(format!("{name}-data"));
+    let mut proc = Proc::spawn(
+        name,
+        dir,
+        Command::new(&paths.switchyard)
+            .args(["serve", "--config"])
+            .arg(&file)
+            .args([
+                "--xds-addr",
+                "127.0.0.1:0",
+                "--status-addr",
+                "127.0.0.1:0",
+                "--admin-addr",
+                "127.0.0.1:0",
+                "--health-addr",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(&data)
+            .args(args),
+    );
+    proc.wait_for_line("health on http://", Duration::from_secs(10));
+    let xds = proc
+        .wait_for_line("listening on", Duration::from_secs(10))
+        .parse()
+        .unwrap();
+    let status = proc.wait_for_line("status on ", Duration::from_secs(1));
+    let status = status
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_end_matches("/status")
+        .parse()
+        .unwrap();
+    let token = std::fs::read_to_string(data.join("admin-token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    ControlPlane {
+        proc,
+        xds,
+        status,
+        token,
+    }
+}
+
+// === tests ===
+
+/// (a) Two Envoys with certificates from the fleet CA get their config over
+/// mTLS (xDS dialled by host name), serve, and exchange fleet state over the
+/// TLS fleet cluster: a circuit opened by one Envoy's failures is honoured by
+/// the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoys_get_config_and_share_fleet_state_over_mutual_tls() {
+    let paths = Paths::discover();
+    let dir = Scratch::new("control-tls");
+    let (cp_ca, fleet_ca) = (Ca::new("control-plane CA"), Ca::new("fleet CA"));
+    let server = ServerFiles::write(&dir.0, &cp_ca, &fleet_ca);
+    // One certificate for the fleet, as the Helm chart issues it; the rule lets
+    // it be served as any test Envoy's node id.
+    let (cert, key) = fleet_ca.leaf("test-fleet", false, &[]);
+    let envoy_dir = dir.0.join("envoy-tls");
+    std::fs::create_dir_all(&envoy_dir).unwrap();
+    let tls = ControlTls {
+        server_cert: server.cert.clone(),
+        server_key: server.key.clone(),
+        client_ca: server.client_ca.clone(),
+        node_rules: vec!["test-fleet=test-envoy-*".into()],
+        // The fleet cluster by name (LOGICAL_DNS, DNS SAN checked).
+        serve_args: vec!["--advertise-addr".into(), "localhost:0".into()],
+        envoy_cert: put(&envoy_dir, "tls.crt", &cert),
+        envoy_key: put(&envoy_dir, "tls.key", &key),
+        envoy_ca: put(&envoy_dir, "ca.crt", &cp_ca.pem()),
+        host: "localhost".into(),
+    };
+    let a = Mock::start(&paths, &dir.0, "a", Dialect::Openai, &[]);
+    let b = Mock::start(&paths, &dir.0, "b", Dialect::Anthropic, &[]);
+    let mut gw = Gateway::builder()
+        .provider(&a)
+        .provider(&b)
+        .route("chat", &["a/m-a", "b/m-b"])
+        .yaml("circuit_breaker: { consecutive_failures: 2, base_open_ms: 20000, max_open_ms: 20000 }\n")
+        .control_tls(tls)
+        .start(&paths, &dir)
+        .await;
+    gw.add_envoy(&paths).await;
+    assert!(gw.cp.output().contains("mutual TLS on xDS and status"));
+
+    let r = gw.chat(&chat_body("chat"), &[]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-switchyard-provider"], "a");
+
+    // a fails twice behind Envoy 0 (b answers); the fleet opens a's circuit.
+    for _ in 0..2 {
+        let r = gw.chat(&chat_body("chat"), &[("x-mock", "a:status=503")]).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-switchyard-provider"], "b");
+    }
+    // Envoy 1 never saw a fail: it leaves a out once the fleet state reaches it
+    // (a request it sent to a before that would succeed and close the circuit).
+    let anonymous = client(&cp_ca, None);
+    let token = gw.admin_token();
+    let started = Instant::now();
+    loop {
+        let (code, body) = https(gw.status, anonymous.clone(), "GET", "/status", Some(&token), "")
+            .await
+            .unwrap();
+        assert_eq!(code, 200, "{body}");
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if status["targets"]["a/m-a"]["open_until_ms"].as_u64() > Some(0) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "a's fleet circuit never opened: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Three fleet intervals (250 ms each) later Envoy 1 has exchanged.
+    tokio::time::sleep(Duration::from_millis(750)).await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", gw.urls[1]))
+        .json(&chat_body("chat"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-switchyard-provider"], "b");
+    assert_eq!(r.headers()["x-switchyard-attempts"], "1", "a was not tried");
+    println!("fleet state crossed over mTLS in {:?}", started.elapsed());
+
+    // The status port is TLS: readable with the admin token, both nodes there.
+    let (code, body) = https(gw.status, anonymous.clone(), "GET", "/status", Some(&token), "")
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["nodes"].as_object().unwrap().len(), 2, "{status}");
+    assert!(
+        status["targets"]["a/m-a"]["reporters"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty()),
+        "{status}"
+    );
+    let (code, _) = https(gw.status, anonymous, "GET", "/status", None, "").await.unwrap();
+    assert_eq!(code, 401, "neither a certificate nor the token");
+    // The CLI speaks TLS too.
+    let out = Command::new(&paths.switchyard)
+        .args(["status", "--status-addr", &format!("localhost:{}", gw.status.port())])
+        .arg("--tls-ca")
+        .arg(dir.0.join("envoy-tls/ca.crt"))
+        .arg("--data-dir")
+        .arg(&gw.data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("test-envoy-"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// (b) No client certificate, or one from another CA: no config. (c) A
+/// certificate naming node X gets X's config, not Y's, and its fleet reports
+/// count only as X.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_certificate_of_the_ca_naming_the_node_gets_config_and_reports() {
+    let paths = Paths::discover();
+    let dir = Scratch::new("control-tls-refuse");
+    let (cp_ca, fleet_ca, other_ca) = (Ca::new("cp CA"), Ca::new("fleet CA"), Ca::new("other CA"));
+    let server = ServerFiles::write(&dir.0, &cp_ca, &fleet_ca);
+    let cp = serve(&paths, &dir.0, "switchyard", CONFIG, &server.args());
+
+    let x = fleet_ca.leaf("node-x", false, &[]);
+    let spiffe = fleet_ca.leaf("whatever", false, &["spiffe://example.org/ns/sy/node/node-s"]);
+    let stranger = other_ca.leaf("node-x", false, &[]);
+
+    let listener = ask_for_listener(cp.xds, client(&cp_ca, Some(&x)), "node-x")
+        .await
+        .unwrap();
+    assert_eq!(listener.resources.len(), 1, "node-x gets its listener");
+    ask_for_listener(cp.xds, client(&cp_ca, Some(&spiffe)), "node-s")
+        .await
+        .expect("the SPIFFE URI names node-s");
+
+    let refused = ask_for_listener(cp.xds, client(&cp_ca, None), "node-x")
+        .await
+        .expect_err("no client certificate");
+    println!("without a certificate: {refused}");
+    let refused = ask_for_listener(cp.xds, client(&cp_ca, Some(&stranger)), "node-x")
+        .await
+        .expect_err("a certificate from another CA");
+    println!("another CA: {refused}");
+    let refused = ask_for_listener(cp.xds, client(&cp_ca, Some(&x)), "node-y")
+        .await
+        .expect_err("node-x's certificate asking as node-y");
+    assert!(refused.starts_with("PermissionDenied"), "{refused}");
+    assert!(refused.contains("node-y"), "{refused}");
+    assert!(cp.proc.output().contains("xDS stream refused"));
+
+    // The fleet exchange: node-x has had an xDS stream; its certificate
+    // reports as node-x only.
+    let report = |node: &str| format!(r#"{{"node":"{node}","outcomes":[]}}"#);
+    let exchange = switchyard_core::fleet::EXCHANGE_PATH;
+    let (code, body) = https(
+        cp.status,
+        client(&cp_ca, Some(&x)),
+        "POST",
+        exchange,
+        None,
+        &report("node-x"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = https(
+        cp.status,
+        client(&cp_ca, Some(&x)),
+        "POST",
+        exchange,
+        None,
+        &report("node-s"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 403, "node-x reporting as node-s: {body}");
+    assert!(body.contains("may not be served as node `node-s`"), "{body}");
+    let (code, body) = https(
+        cp.status,
+        client(&cp_ca, None),
+        "POST",
+        exchange,
+        None,
+        &report("node-x"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 403, "a report without a certificate: {body}");
+    // Even the admin token does not make a report without a certificate count.
+    let (code, _) = https(
+        cp.status,
+        client(&cp_ca, None),
+        "POST",
+        exchange,
+        Some(&cp.token),
+        &report("node-x"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 403);
+    let answer = https(cp.status, client(&cp_ca, Some(&stranger)), "GET", "/status", None, "").await;
+    assert!(
+        !matches!(answer, Ok((200, _))),
+        "another CA's certificate reads nothing: {answer:?}"
+    );
+    let (code, _) = https(cp.status, client(&cp_ca, Some(&x)), "GET", "/status", None, "")
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "a fleet certificate reads the status");
+}
+
+/// (d) New server certificate (from a new CA) and a new client CA, written
+/// while it runs: new connections use them; a half-written set (a key that
+/// does not match) is not taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_and_ca_rotate_without_a_restart() {
+    let paths = Paths::discover();
+    let dir = Scratch::new("control-tls-rotate");
+    let (cp_ca, fleet_ca) = (Ca::new("cp CA 1"), Ca::new("fleet CA 1"));
+    let server = ServerFiles::write(&dir.0, &cp_ca, &fleet_ca);
+    let cp = serve(&paths, &dir.0, "switchyard", CONFIG, &server.args());
+    let old = fleet_ca.leaf("node-x", false, &[]);
+    ask_for_listener(cp.xds, client(&cp_ca, Some(&old)), "node-x")
+        .await
+        .unwrap();
+
+    let (cp_ca2, fleet_ca2) = (Ca::new("cp CA 2"), Ca::new("fleet CA 2"));
+    let (cert2, key2) = cp_ca2.leaf("switchyard-control-plane", true, &[]);
+    // Halfway: the new certificate with the old key. Refused, the old set serves.
+    put(&dir.0, "server.crt", &cert2);
+    ask_for_listener(cp.xds, client(&cp_ca, Some(&old)), "node-x")
+        .await
+        .expect("the last good set keeps serving");
+    assert!(cp.proc.output().contains("keeping the previous certificates"));
+
+    put(&dir.0, "server.key", &key2);
+    put(&dir.0, "client-ca.crt", &fleet_ca2.pem());
+    let new = fleet_ca2.leaf("node-x", false, &[]);
+    let started = Instant::now();
+    ask_for_listener(cp.xds, client(&cp_ca2, Some(&new)), "node-x")
+        .await
+        .expect("the new server certificate and client CA are in force");
+    println!("rotation applied on the next connection ({:?})", started.elapsed());
+    assert!(cp.proc.output().contains("TLS: reloaded"));
+    ask_for_listener(cp.xds, client(&cp_ca, Some(&old)), "node-x")
+        .await
+        .expect_err("the old server certificate is gone");
+    ask_for_listener(cp.xds, client(&cp_ca2, Some(&old)), "node-x")
+        .await
+        .expect_err("the old client CA is no longer trusted");
+    // The status port rotated with it.
+    let (code, _) = https(cp.status, client(&cp_ca2, Some(&new)), "GET", "/status", None, "")
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+}
+
+/// (e) Plain TCP off loopback is refused without `--insecure-plaintext`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plaintext_off_loopback_needs_insecure_plaintext() {
+    let paths = Paths::discover();
+    let dir = Scratch::new("control-tls-plain");
+    let config = dir.0.join("switchyard.yaml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let run = |extra: &[&str]| {
+        Command::new(&paths.switchyard)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .args([
+                "--admin-addr",
+                "127.0.0.1:0",
+                "--health-addr",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(dir.0.join("data"))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    for addrs in [
+        ["--xds-addr", "0.0.0.0:0", "--status-addr", "127.0.0.1:0"],
+        ["--xds-addr", "127.0.0.1:0", "--status-addr", "0.0.0.0:0"],
+    ] {
+        let out = run(&addrs);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("--insecure-plaintext") && err.contains("not a loopback address"),
+            "{err}"
+        );
+    }
+    // Explicitly insecure: it starts (and warns).
+    let mut cp = Proc::spawn(
+        "switchyard-insecure",
+        &dir.0,
+        Command::new(&paths.switchyard)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .args([
+                "--xds-addr",
+                "0.0.0.0:0",
+                "--status-addr",
+                "127.0.0.1:0",
+                "--admin-addr",
+                "127.0.0.1:0",
+                "--health-addr",
+                "127.0.0.1:0",
+                "--insecure-plaintext",
+                "--data-dir",
+            ])
+            .arg(dir.0.join("data")),
+    );
+    cp.wait_for_line("listening on", Duration::from_secs(10));
+    assert!(cp.output().contains("--insecure-plaintext"));
+    // A status port on every address needs the address Envoys dial.
+    let out = run(&[
+        "--status-addr",
+        "0.0.0.0:0",
+        "--xds-addr",
+        "127.0.0.1:0",
+        "--insecure-plaintext",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--advertise-addr"));
+}
+
+/// (f) `/ready` answers 503 while the config loads (a credential command takes
+/// a second), then 200; `/live` answers throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_turns_200_once_the_control_plane_serves() {
+    let paths = Paths::discover();
+    let dir = Scratch::new("control-tls-ready");
+    let config = dir.0.join("switchyard.yaml");
+    std::fs::write(
+        &config,
+        "providers:\n  - { name: a, dialect: openai, base_url: 'http://127.0.0.1:9/v1', api_key: { command: [sh, -c, 'sleep 1.5; echo sk-test'] } }\nroutes:\n  - { model: chat, chain: [a/m] }\n",
+    )
+    .unwrap();
+    let mut cp = Proc::spawn(
+        "switchyard",
+        &dir.0,
+        Command::new(&paths.switchyard)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .args([
+                "--xds-addr",
+                "127.0.0.1:0",
+                "--status-addr",
+                "127.0.0.1:0",
+                "--admin-addr",
+                "127.0.0.1:0",
+                "--health-addr",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(dir.0.join("data")),
+    );
+    let health = cp.wait_for_line("health on http://", Duration::from_secs(10));
+    let base = format!("http://{}", health.trim_end_matches("/ready"));
+    let http = reqwest::Client::new();
+    let get = |path: &str| http.get(format!("{base}{path}")).timeout(Duration::from_secs(2)).send();
+    let mut seen = Vec::new();
+    let started = Instant::now();
+    loop {
+        let code = get("/ready").await.unwrap().status().as_u16();
+        if seen.last() != Some(&code) {
+            seen.push(code);
+        }
+        if code == 200 {
+            break;
+        }
+        assert_eq!(get("/live").await.unwrap().status(), 200);
+        assert!(started.elapsed() < Duration::from_secs(15), "never ready: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, vec![503, 200]);
+    // Ready means the xDS port takes connections.
+    let xds: SocketAddr = cp
+        .wait_for_line("listening on", Duration::from_secs(1))
+        .parse()
+        .unwrap();
+    assert!(tokio::net::TcpStream::connect(xds).await.is_ok());
+    assert_eq!(get("/nope").await.unwrap().status(), 404);
+}
