@@ -80,6 +80,11 @@ impl Checked {
         &self.0.outcomes
     }
 
+    /// The version of the provider credentials the filter holds.
+    pub fn credentials(&self) -> &str {
+        &self.0.credentials
+    }
+
     /// The governance part, bounded.
     pub fn gov(&self) -> Option<&switchyard_core::governance::GovReport> {
         self.0.gov.as_ref()
@@ -220,11 +225,18 @@ pub fn check(
             target: o.target,
         });
     }
+    // A version the control plane made (a hex digest): anything longer is no
+    // version of ours, and the filter gets the current credentials again.
+    let mut credentials = report.credentials;
+    if credentials.len() > 64 {
+        credentials.clear();
+    }
     Ok(Checked(
         Report {
             node: report.node,
             outcomes,
             gov: check_gov(report.gov)?,
+            credentials,
         },
         check_observed(observed)?,
     ))
@@ -345,6 +357,7 @@ impl Fleet {
                 weights,
                 gov: None,
                 faults: Vec::new(),
+                credentials: None,
             }
         };
         for (target, until) in opened {
@@ -414,6 +427,7 @@ mod tests {
         Checked(
             Report {
                 gov: None,
+                credentials: String::new(),
                 node: node.into(),
                 outcomes: vec![Outcome {
                     target: target.into(),
@@ -432,6 +446,7 @@ mod tests {
                 node: node.into(),
                 outcomes: vec![],
                 gov: None,
+                credentials: String::new(),
             },
             Observed::default(),
         )

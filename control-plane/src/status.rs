@@ -295,6 +295,10 @@ async fn route(
                 observers.drills.record(d, now);
             }
             state.faults = observers.drills.faults(now);
+            // Only to a node the gate admitted (its certificate, with TLS).
+            if checked.credentials() != snapshot.credentials.version {
+                state.credentials = Some((*snapshot.credentials).clone());
+            }
             (
                 StatusCode::OK,
                 serde_json::to_vec(&state).unwrap_or_default(),

@@ -144,7 +144,7 @@ pub struct Provider {
 }
 
 /// What SigV4 signing needs.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AwsAuth {
     /// Region the endpoint is in, e.g. `us-east-1`.
@@ -156,6 +156,16 @@ pub struct AwsAuth {
     /// Session token of temporary credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_token: Option<String>,
+}
+
+impl std::fmt::Debug for AwsAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key id names the credential; the secrets stay out of logs.
+        f.debug_struct("AwsAuth")
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
 }
 
 fn one() -> usize {
@@ -188,6 +198,10 @@ pub struct FilterConfig {
     /// Prices per target (`provider/model`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub prices: BTreeMap<String, Price>,
+    /// Provider credentials come through the fleet exchange (and are not in
+    /// this config): until they have, the planner answers 503.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub credentials_from_fleet: bool,
     /// What the filter tells observers through filter state: span facts
     /// (`tracing:` configured) and the decision record (`decision_log:`). Off,
     /// nothing is written: no cost on the request path.

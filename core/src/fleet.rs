@@ -205,6 +205,49 @@ pub struct Report {
     /// Governance: per-key and per-team use, refusals, demand (when on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gov: Option<crate::governance::GovReport>,
+    /// Version of the provider credentials the filter holds (empty: none).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub credentials: String,
+}
+
+/// Provider credentials, delivered over the authenticated fleet exchange rather
+/// than in the filter config (which Envoy's `/config_dump` shows).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credentials {
+    /// Changes whenever any secret does.
+    pub version: String,
+    /// Per provider name.
+    pub providers: std::collections::BTreeMap<String, Secrets>,
+}
+
+/// One provider's secrets.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Secrets {
+    /// API keys (or the bearer token), tried in turn.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub api_keys: Vec<String>,
+    /// AWS credentials for SigV4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<crate::config::AwsAuth>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secrets themselves (logs, panics).
+        f.debug_struct("Credentials")
+            .field("version", &self.version)
+            .field("providers", &self.providers.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secrets")
+            .field("api_keys", &self.api_keys.len())
+            .field("aws", &self.aws.is_some())
+            .finish()
+    }
 }
 
 /// A target the fleet has set aside, until a wall-clock time.
@@ -248,6 +291,9 @@ pub struct State {
     /// Faults a fail-over drill asks filters to inject (at most one now).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub faults: Vec<Fault>,
+    /// Provider credentials, when the filter's version differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<Credentials>,
 }
 
 #[cfg(test)]

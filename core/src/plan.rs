@@ -254,6 +254,7 @@ mod tests {
             max_attempts: 3,
             prices: BTreeMap::new(),
             models: BTreeMap::new(),
+            credentials_from_fleet: false,
             observers: crate::config::Observers::default(),
             health_check: None,
             circuit_breaker: None,

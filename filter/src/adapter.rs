@@ -29,7 +29,7 @@ use switchyard_core::{error, sigv4, wire};
 
 use crate::host::{self, Action, Body, Host, Map};
 use crate::ledger::Moment;
-use crate::{circuit, continuation, cooldown, ledger};
+use crate::{circuit, continuation, cooldown, credentials, ledger};
 
 /// What the response side does with the body.
 enum ResponseMode {
@@ -91,6 +91,8 @@ pub struct Adapter {
     native: bool,
     /// The model as the client named it.
     client_model: String,
+    /// This attempt's provider's secrets.
+    keys: credentials::Keys,
 }
 
 /// A committed stream that failed and is being finished by the next target.
@@ -136,6 +138,7 @@ impl Adapter {
             client: ClientApi::Chat,
             native: false,
             client_model: String::new(),
+            keys: credentials::Keys::default(),
         }
     }
 
@@ -186,10 +189,7 @@ impl Adapter {
         provider: &Provider,
         earlier: &[String],
     ) {
-        let key = self
-            .key
-            .and_then(|i| provider.api_keys.get(i))
-            .map(String::as_str);
+        let key = self.key.and_then(|i| self.keys.key(i));
         let auth = dialect::auth_headers(provider.dialect, key);
         let sets = |name: &str| {
             auth.iter().any(|(n, _)| *n == name) || provider.headers.iter().any(|(n, _)| n == name)
@@ -323,8 +323,10 @@ impl Adapter {
         }
         // Each attempt on a provider uses a key this request has not tried yet.
         let used = ledger::keys_used(&self.request_id, &target.provider);
-        self.key = cooldown::pick_key(envoy, &target.provider, provider.api_keys.len(), &used, now);
-        let reported_key = self.key.filter(|_| provider.api_keys.len() > 1);
+        self.keys = credentials::of(envoy, &self.cfg, &target.provider, &provider);
+        let keys = self.keys.count();
+        self.key = cooldown::pick_key(envoy, &target.provider, keys, &used, now);
+        let reported_key = self.key.filter(|_| keys > 1);
         let (endpoint, earlier) = ledger::read(&self.request_id, |e| {
             let mut earlier: Vec<String> = Vec::new();
             for a in e.attempts.iter().take(self.attempt - 1) {
@@ -461,7 +463,7 @@ impl Adapter {
             "content-length",
             Some(&body.len().to_string()),
         );
-        if let Some(aws) = &provider.aws {
+        if let Some(aws) = self.keys.aws() {
             sign_aws(envoy, aws, &provider.authority, path, body);
         }
     }
@@ -725,9 +727,9 @@ impl Adapter {
             false,
         );
         let now = envoy.now_ms();
-        let key = cooldown::pick_key(envoy, &next.provider, provider.api_keys.len(), &[], now)
-            .and_then(|i| provider.api_keys.get(i))
-            .map(String::as_str);
+        let next_keys = credentials::of(envoy, &self.cfg, &next.provider, provider);
+        let key = cooldown::pick_key(envoy, &next.provider, next_keys.count(), &[], now)
+            .and_then(|i| next_keys.key(i));
         let mut headers: Vec<(&str, String)> = vec![
             (":method", "POST".to_string()),
             (":path", path.clone()),
@@ -756,7 +758,7 @@ impl Adapter {
         })
         .unwrap_or_default();
         headers.extend(client.iter().map(|(n, v)| (n.as_str(), v.clone())));
-        if let Some(aws) = &provider.aws {
+        if let Some(aws) = next_keys.aws() {
             headers.extend(aws_headers(
                 envoy,
                 aws,
@@ -1058,7 +1060,8 @@ impl Adapter {
             .as_ref()
             .filter(|(t, _)| self.cfg.is_configured(t))
         {
-            let keys = provider.api_keys.len();
+            let _ = provider;
+            let keys = self.keys.count();
             let now = envoy.now_ms();
             match class {
                 // With several keys, a rate limit or a rejection is the key's, not the

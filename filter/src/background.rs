@@ -10,7 +10,7 @@ use switchyard_core::fleet::{EXCHANGE_PATH, FullReport, Observed, Outcome, Repor
 use switchyard_core::governance::{GovReport, MAX_SUBJECTS};
 
 use crate::host::Host;
-use crate::{drill, fleet, governance, health, observed};
+use crate::{credentials, drill, fleet, governance, health, observed};
 
 /// The background state of one filter configuration.
 #[derive(Debug)]
@@ -71,7 +71,7 @@ impl Background {
             let now = envoy.now_ms();
             for (name, p) in &self.cfg.providers {
                 if health::claim(envoy, name, hc, now)
-                    && let Some(token) = health::check(envoy, name, p, hc)
+                    && let Some(token) = health::check(envoy, &self.cfg, name, p, hc)
                 {
                     self.checks.push((token, name.clone()));
                 }
@@ -106,6 +106,7 @@ impl Background {
                 node,
                 outcomes: outcomes.clone(),
                 gov: Some(gov.clone()),
+                credentials: credentials::version(envoy),
             },
             observed: observed.clone(),
         })
@@ -162,6 +163,9 @@ impl Background {
                 self.in_flight.clear();
                 self.gov_in_flight = None;
                 self.observed_in_flight = None;
+                if let Some(c) = &state.credentials {
+                    credentials::apply(envoy, c);
+                }
                 fleet::apply(envoy, &state);
                 drill::apply(envoy, &state.faults);
                 if let Some(gov) = &state.gov {

@@ -4,7 +4,7 @@
 
 use std::cell::Cell;
 
-use switchyard_core::config::{HealthCheck, Provider};
+use switchyard_core::config::{FilterConfig, HealthCheck, Provider};
 use switchyard_core::dialect;
 
 use crate::host::{self, Cas, Gauge, Host};
@@ -86,9 +86,16 @@ pub fn is_down(host: &impl Host, provider: &str) -> bool {
 }
 
 /// Starts a check of `provider`; returns the call's token.
-pub fn check(host: &impl Host, name: &str, p: &Provider, hc: &HealthCheck) -> Option<u32> {
+pub fn check(
+    host: &impl Host,
+    cfg: &FilterConfig,
+    name: &str,
+    p: &Provider,
+    hc: &HealthCheck,
+) -> Option<u32> {
     let path = dialect::health_path(p.dialect, &p.base_path, p.api_version.as_deref())?;
-    let auth = dialect::auth_headers(p.dialect, p.api_keys.first().map(String::as_str));
+    let keys = crate::credentials::of(host, cfg, name, p);
+    let auth = dialect::auth_headers(p.dialect, keys.key(0));
     let mut headers = vec![
         (":method", "GET"),
         (":path", path.as_str()),

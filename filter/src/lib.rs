@@ -18,6 +18,7 @@ pub mod circuit;
 pub mod continuation;
 pub mod cooldown;
 pub mod cost;
+pub mod credentials;
 pub mod decision;
 pub mod drill;
 pub mod fleet;

@@ -56,6 +56,8 @@ pub enum Gauge {
     HealthState,
     /// The fleet's effective weight factor, in ‰.
     WeightPermille,
+    /// 1 once the provider credentials are here (from the fleet exchange).
+    CredentialsReady,
 }
 
 /// A histogram.
@@ -138,10 +140,11 @@ impl Metric for Counter {
 
 impl Gauge {
     /// Every gauge.
-    pub const ALL: [Gauge; 3] = [
+    pub const ALL: [Gauge; 4] = [
         Gauge::CircuitState,
         Gauge::HealthState,
         Gauge::WeightPermille,
+        Gauge::CredentialsReady,
     ];
 }
 
@@ -151,12 +154,14 @@ impl Metric for Gauge {
             Gauge::CircuitState => "switchyard_circuit_state",
             Gauge::HealthState => "switchyard_health_state",
             Gauge::WeightPermille => "switchyard_weight_permille",
+            Gauge::CredentialsReady => "switchyard_credentials_ready",
         }
     }
 
     fn labels(self) -> &'static [&'static str] {
         match self {
             Gauge::HealthState => &["provider"],
+            Gauge::CredentialsReady => &[],
             Gauge::CircuitState | Gauge::WeightPermille => TARGET,
         }
     }

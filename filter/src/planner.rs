@@ -20,8 +20,8 @@ use switchyard_core::{error, plan, request, wire};
 
 use crate::host::{self, Action, Body, Counter, Host, Map};
 use crate::{
-    budget, circuit, cooldown, cost, decision, drill, fleet, governance, health, ledger, metrics,
-    observed,
+    budget, circuit, cooldown, cost, credentials, decision, drill, fleet, governance, health,
+    ledger, metrics, observed,
 };
 use switchyard_core::inbound::{ClientApi, InboundError};
 
@@ -795,6 +795,12 @@ impl Planner {
             if let Some(v) = headers.get(h) {
                 self.tighten.push((h, v.into_owned()));
             }
+        }
+        if !credentials::ready(envoy, &self.cfg) {
+            let msg =
+                "The gateway has not received its provider credentials yet; retry in a second."
+                    .to_string();
+            return self.reject_after_body(envoy, end_of_stream, 503, "gateway_not_ready", msg);
         }
         // Credentials are read here, before the allow-list removes them.
         {

@@ -685,6 +685,7 @@ impl Gateway {
                 // accepts connections.
                 if let Some(port) = listener_port(&client, &admin).await
                     && tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+                    && gateway_ready(&client, &admin, self.host).await
                 {
                     let url = format!("http://127.0.0.1:{port}");
                     if i == 0 {
@@ -870,6 +871,25 @@ impl Gateway {
         }
         req.send().await.expect("request to gateway")
     }
+}
+
+/// Whether the gateway has what it needs to serve: provider credentials come
+/// with its first fleet exchange (until then every request gets 503
+/// `gateway_not_ready`); the filter says so in a gauge.
+async fn gateway_ready(client: &reqwest::Client, admin: &str, host: FilterHost) -> bool {
+    let name = format!("{}switchyard_credentials_ready", host.stat_prefix());
+    let Ok(r) = client
+        .get(format!("{admin}/stats?filter=^{}$", regex_escape(&name)))
+        .send()
+        .await
+    else {
+        return false;
+    };
+    r.text()
+        .await
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.trim() == format!("{name}: 1"))
 }
 
 async fn listener_port(client: &reqwest::Client, admin: &str) -> Option<u16> {

@@ -163,8 +163,10 @@ async fn budget_overshoot_when_estimates_fall_short() {
         body,
     )
     .await;
+    // The requests in flight when the budget runs out may each use more than
+    // their (learnt) estimate: a few requests' worth past it, never more.
     assert!(
-        spent <= budget + 3 * one,
-        "spent {spent} past the budget {budget} by more than one request per Envoy ({one})"
+        spent <= budget + 5 * one,
+        "spent {spent} past the budget {budget} by more than five requests ({one} each)"
     );
 }

@@ -72,3 +72,39 @@ async fn keys_are_injected_per_attempt_and_client_auth_is_dropped() {
         "{raw}"
     );
 }
+
+/// Provider keys travel over the fleet exchange, not in the filter config:
+/// Envoy's `/config_dump` (what anyone with admin access reads) holds none,
+/// yet every attempt carries its provider's key (rotation over the exchange:
+/// `vertex.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_keys_are_in_no_envoy_config() {
+    let paths = Paths::discover();
+    let dir = Scratch::new("credentials-dump");
+    let a = Mock::start(&paths, &dir.0, "a", Dialect::Openai, &[]);
+    let b = Mock::start(&paths, &dir.0, "b", Dialect::Anthropic, &[]);
+    let gw = Gateway::builder()
+        .provider(&a)
+        .provider(&b)
+        .credentials("a", "api_key: { value: key-a }")
+        .credentials("b", "api_key: { value: key-b }")
+        .route("chat", &["a/gpt", "b/claude"])
+        .start(&paths, &dir)
+        .await;
+    let r = gw.chat(&chat_body("chat"), &[("x-mock", "a:status=503")]).await;
+    assert_eq!(r.status(), 200);
+    let sent = a.requests().await;
+    assert_eq!(recorded_header(&sent[0], "authorization"), vec!["Bearer key-a"]);
+    let sent = b.requests().await;
+    assert_eq!(recorded_header(&sent[0], "x-api-key"), vec!["key-b"]);
+    let dump = reqwest::get(format!("{}/config_dump?include_eds", gw.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(dump.contains("sy_provider_a"), "a real dump");
+    for secret in ["key-a", "key-b"] {
+        assert!(!dump.contains(secret), "{secret} is in /config_dump");
+    }
+}

@@ -89,9 +89,34 @@ pub fn cluster_name(p: &Provider) -> String {
     wire::provider_cluster(&p.name)
 }
 
-/// The JSON config a filter role receives on Envoy `node`. Credentials only go to
-/// the adapter; the planner's fleet link names the node it reports as.
+/// The providers' credentials and their version (a digest of them), as the
+/// fleet exchange delivers them.
+pub fn credentials(cfg: &Config) -> switchyard_core::fleet::Credentials {
+    use sha2::Digest;
+    let providers: std::collections::BTreeMap<String, switchyard_core::fleet::Secrets> = cfg
+        .providers
+        .iter()
+        .map(|p| {
+            (
+                p.name.clone(),
+                switchyard_core::fleet::Secrets {
+                    api_keys: p.api_keys.clone(),
+                    aws: p.aws.clone(),
+                },
+            )
+        })
+        .collect();
+    let digest = sha2::Sha256::digest(serde_json::to_vec(&providers).unwrap_or_default());
+    let version: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
+    switchyard_core::fleet::Credentials { version, providers }
+}
+
+/// The JSON config a filter role receives on Envoy `node`. With the fleet
+/// exchange on, credentials come through it (authenticated, and in no config
+/// that Envoy's `/config_dump` shows); without it they go to the adapter. The
+/// planner's fleet link names the node it reports as.
 pub fn filter_config(cfg: &Config, role: Role, node: &str) -> FilterConfig {
+    let in_config = role == Role::Adapter && cfg.fleet.is_none();
     FilterConfig {
         version: cfg.version.clone(),
         role,
@@ -107,13 +132,13 @@ pub fn filter_config(cfg: &Config, role: Role, node: &str) -> FilterConfig {
                         authority: p.authority(),
                         base_path: p.base_path.clone(),
                         api_version: p.api_version.clone(),
-                        api_keys: if role == Role::Adapter {
+                        api_keys: if in_config {
                             p.api_keys.clone()
                         } else {
                             Vec::new()
                         },
                         key_count: p.api_keys.len().max(1),
-                        aws: p.aws.clone().filter(|_| role == Role::Adapter),
+                        aws: p.aws.clone().filter(|_| in_config),
                         headers: if role == Role::Adapter {
                             p.headers.clone()
                         } else {
@@ -127,6 +152,7 @@ pub fn filter_config(cfg: &Config, role: Role, node: &str) -> FilterConfig {
         routes: cfg.routes.clone(),
         prices: cfg.prices.clone(),
         models: cfg.models.clone(),
+        credentials_from_fleet: cfg.fleet.is_some(),
         observers: switchyard_core::config::Observers {
             spans: cfg.tracing.is_some(),
             decisions: cfg.decision_log.is_some(),

@@ -44,6 +44,9 @@ pub struct Snapshot {
     pub targets: HashSet<String>,
     /// The route aliases filters report rates on (besides `_direct`).
     pub routes: HashSet<String>,
+    /// The providers' credentials, for the fleet exchange (not in any xDS
+    /// resource when the exchange is on).
+    pub credentials: std::sync::Arc<switchyard_core::fleet::Credentials>,
     /// The config, for each node's own listener.
     config: Option<Config>,
 }
@@ -62,6 +65,7 @@ impl Snapshot {
                 .flat_map(|r| r.chain.iter().map(ToString::to_string))
                 .collect(),
             routes: cfg.routes.keys().cloned().collect(),
+            credentials: std::sync::Arc::new(resources::credentials(cfg)),
             config: Some(cfg.clone()),
         }
     }

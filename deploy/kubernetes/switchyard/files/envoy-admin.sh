@@ -2,9 +2,11 @@
 # Probes and preStop for the gateway's Envoy. Its admin interface stays on
 # 127.0.0.1 (its /config_dump holds provider credentials), so kubelet cannot
 # reach it; the Envoy image has bash but no curl: HTTP/1.1 over /dev/tcp.
-#   envoy-admin.sh ready   exit 0 when Envoy is LIVE and the listener from the
-#                          control plane takes connections (readiness; LIVE
-#                          alone also follows a failed first xDS fetch)
+#   envoy-admin.sh ready   exit 0 when Envoy is LIVE, the listener from the
+#                          control plane takes connections (LIVE alone also
+#                          follows a failed first xDS fetch), and the gateway
+#                          is not waiting for its provider credentials (they
+#                          come with its first fleet exchange)
 #   envoy-admin.sh live    exit 0 when the admin interface answers (liveness)
 #   envoy-admin.sh drain   preStop: drain listeners gracefully (clients are told
 #                          to go away, new connections are still taken for
@@ -24,7 +26,8 @@ request() { # METHOD PATH: prints the response
 case "${1:-}" in
   ready)
     request GET /ready | head -n 1 | grep -q ' 200 ' || exit 1
-    exec 4<>"/dev/tcp/127.0.0.1/$LISTENER" ;;
+    exec 4<>"/dev/tcp/127.0.0.1/$LISTENER" || exit 1
+    request GET '/stats?filter=switchyard_credentials_ready' | grep -q 'switchyard_credentials_ready: 1' ;;
   live) request GET /server_info | head -n 1 | grep -q '^HTTP/1.1 ' ;;
   drain)
     request POST '/drain_listeners?graceful' >/dev/null
