@@ -137,6 +137,8 @@ GW_WASM_BREAKER=(18223 18220 18221 18222 18294 4304)
 GW_NATIVE=(18243 18240 18241 18242 18298 4308)
 GW_NATIVE_BREAKER=(18253 18250 18251 18252 18299 4309)
 GW_WASM_PROFILE=(18233 18230 18231 18232 18296 4306)
+GW_WASM_KEYED=(18273 18270 18271 18272 18286 4311)
+GW_NATIVE_KEYED=(18283 18280 18281 18282 18287 4312)
 GW_NATIVE_PROFILE=(18263 18260 18261 18262 18289 4310)
 
 # snap FILE [NAME]: the run uses copies of the builds, so that a rebuild while it runs
@@ -175,6 +177,7 @@ gateway() {
   help=$("$BIN/switchyard" help 2>&1 || true)
   [[ $help == *--data-dir* ]] && extra+=(--data-dir "$OUT/$name-data")
   [[ $help == *--admin-addr* ]] && extra+=(--admin-addr "127.0.0.1:$control_admin")
+  [[ $help == *--health-addr* ]] && extra+=(--health-addr "127.0.0.1:0")
   spawn "$name-control-plane" "$BIN/switchyard" serve --config "$OUT/$name.yaml" \
     --xds-addr "127.0.0.1:$xds" --status-addr "127.0.0.1:$status" "${extra[@]}"
   local cp=$SPAWNED
@@ -183,6 +186,13 @@ gateway() {
   envoy "$name" "$OUT/$name.bootstrap.yaml" "$base" "$admin"
   kill -0 "$cp" 2>/dev/null || { tail -n 30 "$OUT/$name-control-plane.log" >&2; fail "$name: control plane exited"; }
   wait_up "http://127.0.0.1:$port/" "$name" "$ENVOY_PID"
+  # Provider credentials come with the first fleet exchange (until then: 503).
+  local start=$SECONDS
+  until curl -s "http://127.0.0.1:$admin/stats?filter=switchyard_credentials_ready" |
+      grep -q 'switchyard_credentials_ready: 1'; do
+    [ $((SECONDS - start)) -lt 30 ] || fail "$name: no provider credentials after 30 s"
+    sleep 0.1
+  done
 }
 
 # header_of ID NAME: header NAME of ID's last check (post).

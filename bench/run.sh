@@ -11,6 +11,8 @@
 #   switchyard-native     Switchyard, native build, no failures
 #   failover-{wasm,native}      primary refusing connections: fail-over on every request
 #   open-circuit-{wasm,native}  primary's circuit open (a gateway with circuit breakers)
+#   keyed-{wasm,native}   no failures, every request authenticated with a virtual key
+#                         (governance on: the cost of auth on the hot path)
 # Environment:
 #   BENCH_SECONDS (10), BENCH_ROUNDS (3): per measurement; scenarios are interleaved in
 #     every round and medians reported.
@@ -25,7 +27,7 @@ OUT=.switchyard/bench
 source "$(dirname "$0")/lib.sh"
 start_run
 
-ALL="bare floor-wasm floor-native switchyard-wasm switchyard-native failover-wasm failover-native open-circuit-wasm open-circuit-native"
+ALL="bare floor-wasm floor-native switchyard-wasm switchyard-native failover-wasm failover-native open-circuit-wasm open-circuit-native keyed-wasm keyed-native"
 read -ra PATTERNS <<< "${BENCH_ONLY:-$ALL}"
 want() {
   [ "$1" = bare ] && return 0
@@ -48,8 +50,8 @@ PROFILE=${BENCH_PROFILE:-0}
 WASM_FILTER=target/wasm32-wasip1/wasm-release/switchyard_filter.wasm
 NATIVE_MODULE=target/release/libswitchyard_native.so
 snap target/debug/switchyard
-want_any floor-native switchyard-native failover-native open-circuit-native && snap "$NATIVE_MODULE"
-want_any switchyard-wasm failover-wasm open-circuit-wasm && snap "$WASM_FILTER"
+want_any floor-native switchyard-native failover-native open-circuit-native keyed-native && snap "$NATIVE_MODULE"
+want_any switchyard-wasm failover-wasm open-circuit-wasm keyed-wasm && snap "$WASM_FILTER"
 if want floor-wasm; then
   bash deploy/local/build-wasm.sh switchyard-bench-noop >&2
   snap target/wasm32-wasip1/wasm-release/switchyard_bench_noop.wasm
@@ -66,6 +68,8 @@ want floor-native && ports+=(18205 18297)
 [ -n "$NATIVE_GW" ] && ports+=("${GW_NATIVE[@]:0:5}")
 want open-circuit-wasm && ports+=("${GW_WASM_BREAKER[@]:0:5}")
 want open-circuit-native && ports+=("${GW_NATIVE_BREAKER[@]:0:5}")
+want keyed-wasm && ports+=("${GW_WASM_KEYED[@]:0:5}")
+want keyed-native && ports+=("${GW_NATIVE_KEYED[@]:0:5}")
 require_free "${ports[@]}"
 
 # --- start -----------------------------------------------------------------------------
@@ -98,6 +102,17 @@ for build in wasm native; do
     scenario "open-circuit-$build" "${br[0]}" open "$ENVOY_PID" \
       "Switchyard, $build, primary's circuit open (gateway with breakers)"
   fi
+  if want "keyed-$build"; then
+    # A key declared by its SHA-256 (governance on), sent with every request.
+    read -r key sha < <("$BIN/switchyard" keys generate | awk '/^key:/{k=$2} /^sha256:/{s=$2} END{print k, s}')
+    [ -n "$sha" ] || fail "switchyard keys generate printed no key"
+    { cat bench/switchyard.yaml
+      printf 'governance:\n  keys:\n    - { id: key_bench, name: bench, sha256: %s }\n' "$sha"; } > "$OUT/switchyard-keyed.yaml"
+    EXTRA_HEADERS[keyed-$build]="authorization: Bearer $key"
+    if [ "$build" = wasm ]; then kg=("${GW_WASM_KEYED[@]}"); else kg=("${GW_NATIVE_KEYED[@]}"); fi
+    gateway "gateway-$build-keyed" "$OUT/switchyard-keyed.yaml" "$build" "$file" "${kg[@]}"
+    scenario "keyed-$build" "${kg[0]}" chat "$ENVOY_PID" "Switchyard, $build, no failures, virtual key"
+  fi
 done
 
 # --- sanity, before measuring ----------------------------------------------------------
@@ -110,7 +125,7 @@ for s in "${SCENARIOS[@]}"; do
   esac
   check_200 "$s" "${URL[$s]}" "${MODEL[$s]}"
   case $s in
-    switchyard-*|open-circuit-*) expect_attempts "$s" 1 ;;
+    switchyard-*|open-circuit-*|keyed-*) expect_attempts "$s" 1 ;;
     failover-*) expect_attempts "$s" 2 ;;
   esac
 done
