@@ -65,10 +65,14 @@
 //! Members the gateway does not know (a newer or beta member, or a typo) are
 //! refused with [`UNTRANSLATABLE`] too: Anthropic's own targets still get the
 //! body and judge it themselves.
+//!
+//! A `max_tokens` over [`MAX_OUTPUT_TOKENS`] (10,000,000, the chat form's bound)
+//! is the client's error (`invalid_value`) whatever the target: no model writes
+//! that many.
 
 use serde_json::{Map, Value, json};
 
-use super::{Inbound, InboundError, StreamBack};
+use super::{Inbound, InboundError, MAX_OUTPUT_TOKENS, StreamBack};
 use crate::sse;
 
 /// [`InboundError::code`] of a valid Messages request that uses something only
@@ -259,6 +263,14 @@ fn translate(
                 .as_u64()
                 .filter(|n| *n >= 1)
                 .ok_or_else(|| wrong_type("max_tokens", "an integer of at least 1"))?;
+            if n > MAX_OUTPUT_TOKENS {
+                return Err(error(
+                    "invalid_value",
+                    format!(
+                        "max_tokens: Input should be less than or equal to {MAX_OUTPUT_TOKENS} (the gateway's limit)"
+                    ),
+                ));
+            }
             chat.insert("max_tokens".into(), json!(n));
         }
         None if needs_max_tokens => return Err(missing("max_tokens")),

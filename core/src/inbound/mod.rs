@@ -17,6 +17,13 @@ use serde_json::Value;
 use crate::config::Dialect;
 use crate::dialect::{Answer, Context, StreamTranslator};
 
+/// The largest output-token limit the chat form takes: `request::inspect`
+/// bounds its `max_tokens` and `max_completion_tokens` so. A client API's own
+/// limit (Messages' `max_tokens`, Responses' `max_output_tokens`) is bounded
+/// here too, so that a client over it is told in the words of its own API, not
+/// about a member of the chat form it never sent.
+pub const MAX_OUTPUT_TOKENS: u64 = 10_000_000;
+
 /// The API a client speaks. Embeddings are [`crate::request::Endpoint`]'s
 /// business; this is about chat-like requests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -151,9 +151,11 @@ impl NativeStream {
                 }
             }
             Some(_) if !was_over => {
-                out.extend_from_slice(raw);
                 // Anthropic ends with `message_stop`; the Responses stream with its
-                // terminal event: nothing after is the answer's.
+                // terminal event: nothing after is the answer's, and the client,
+                // whose stream the gateway counts as complete, gets none of it.
+                self.ended = true;
+                out.extend_from_slice(raw);
             }
             _ => out.extend_from_slice(raw),
         }
@@ -465,6 +467,39 @@ mod tests {
             serde_json::from_str(tail.trim_end().split_once("data: ").unwrap().1).unwrap();
         assert_eq!(data["sequence_number"], 2);
         assert_eq!(data["code"], "server_error");
+    }
+
+    /// Fuzzing finding 7 (docs/fuzzing.md): events after the one that
+    /// completed the stream reached the client.
+    #[test]
+    fn nothing_is_passed_after_the_event_that_completed_the_stream() {
+        let late_delta = "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"text_delta\",\"text\":\"more\"}}\n\n";
+        let late_error = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
+        let late = format!("{late_delta}{late_error}");
+        for whole in [true, false] {
+            let mut s = anthropic();
+            let mut out = if whole {
+                s.feed(format!("{ANTHROPIC_STREAM}{late}").as_bytes())
+            } else {
+                let mut out = s.feed(ANTHROPIC_STREAM.as_bytes());
+                out.extend(s.feed(late.as_bytes()));
+                out
+            };
+            out.extend(s.finish());
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                ANTHROPIC_STREAM,
+                "whole: {whole}"
+            );
+            assert_eq!(s.progress().end, Some(StreamEnd::Complete));
+        }
+
+        let late = "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":3,\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"delta\":\"more\"}\n\nevent: error\ndata: {\"type\":\"error\",\"code\":\"server_error\",\"message\":\"late\",\"sequence_number\":4}\n\n";
+        let mut s = NativeStream::new(ClientApi::Responses, Box::new(ResponsesWatch::default()));
+        let mut out = s.feed(format!("{RESPONSES_STREAM}{late}").as_bytes());
+        out.extend(s.finish());
+        assert_eq!(String::from_utf8(out).unwrap(), RESPONSES_STREAM);
+        assert_eq!(s.progress().end, Some(StreamEnd::Complete));
     }
 
     #[test]
