@@ -75,8 +75,8 @@ pub struct Adapter {
     base64: bool,
     /// The provider's error-type header of an error answer.
     error_type: Option<String>,
-    /// The end of a successful answer, kept to find its usage (only when prices
-    /// are configured).
+    /// The end of a successful answer, kept to find its usage (always: tokens feed
+    /// metrics, cost and budgets).
     usage: Option<UsageTail>,
     /// The client's request, kept when a failed stream may be continued elsewhere.
     original: Option<Vec<u8>>,
@@ -948,7 +948,7 @@ impl Adapter {
     }
 
     /// Feeds the answer the client receives to the usage watch; at its end, records
-    /// the usage for cost accounting.
+    /// the usage (token metrics, cost, budgets).
     fn watch_usage(&mut self, bytes: &[u8], end_of_stream: bool) {
         let Some(tail) = &mut self.usage else {
             return;
