@@ -261,10 +261,25 @@ pub fn vertex_embeddings_response(
 }
 
 /// Maps Gemini's `finishReason` to OpenAI's `finish_reason`.
+///
+/// Every reason that means the provider withheld the answer (Gemini's
+/// `FinishReason`: safety, recitation, blocklist, prohibited content, SPII, an
+/// unsupported language, and the image variants, `NO_IMAGE` included) is
+/// `content_filter`: a failure class that can fall over, never an empty `stop`.
 pub fn finish_reason(reason: &str, has_calls: bool) -> &'static str {
     match reason {
         "MAX_TOKENS" => "length",
-        "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" => "content_filter",
+        "SAFETY"
+        | "RECITATION"
+        | "BLOCKLIST"
+        | "PROHIBITED_CONTENT"
+        | "SPII"
+        | "LANGUAGE"
+        | "IMAGE_SAFETY"
+        | "IMAGE_PROHIBITED_CONTENT"
+        | "IMAGE_RECITATION"
+        | "IMAGE_OTHER"
+        | "NO_IMAGE" => "content_filter",
         _ if has_calls => "tool_calls",
         _ => "stop",
     }
@@ -795,6 +810,58 @@ mod tests {
             GEMINI.answer(br#"{"nothing":1}"#, &ctx()),
             Answer::Failed(FailureClass::BadResponse, _)
         ));
+    }
+
+    #[test]
+    fn every_blocking_finish_reason_is_a_content_filter() {
+        for reason in [
+            "SAFETY",
+            "RECITATION",
+            "BLOCKLIST",
+            "PROHIBITED_CONTENT",
+            "SPII",
+            "LANGUAGE",
+            "IMAGE_SAFETY",
+            "IMAGE_PROHIBITED_CONTENT",
+            "IMAGE_RECITATION",
+            "IMAGE_OTHER",
+            "NO_IMAGE",
+        ] {
+            assert_eq!(finish_reason(reason, false), "content_filter", "{reason}");
+            assert_eq!(finish_reason(reason, true), "content_filter", "{reason}");
+            // A complete answer that ends so is filtered (it can fall over)...
+            let body = format!(
+                r#"{{"candidates":[{{"content":{{"role":"model","parts":[{{"text":"Hi"}}]}},"finishReason":"{reason}","index":0}}]}}"#
+            );
+            let Answer::Filtered(out, why) = GEMINI.answer(body.as_bytes(), &ctx()) else {
+                panic!("{reason}: a blocked answer is filtered")
+            };
+            assert!(why.contains(reason), "{reason}: {why}");
+            let v: Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(
+                v["choices"][0]["finish_reason"], "content_filter",
+                "{reason}"
+            );
+            // ...and so is a stream, which stays uncommitted.
+            let mut t = StreamTranslator::new(false, 1, "g", "r");
+            t.feed(
+                format!(
+                    "data: {{\"candidates\":[{{\"finishReason\":\"{reason}\",\"index\":0}}]}}\n\n"
+                )
+                .as_bytes(),
+            );
+            let text = String::from_utf8(t.finish()).unwrap();
+            assert!(text.contains("content_filter"), "{reason}: {text}");
+            assert!(!t.progress().content, "{reason}: nothing was committed");
+            assert!(
+                matches!(t.progress().end, Some(StreamEnd::Filtered(_))),
+                "{reason}"
+            );
+        }
+        // The others are not blocks.
+        assert_eq!(finish_reason("STOP", false), "stop");
+        assert_eq!(finish_reason("STOP", true), "tool_calls");
+        assert_eq!(finish_reason("MAX_TOKENS", false), "length");
     }
 
     #[test]
