@@ -152,11 +152,17 @@ pub async fn serve(
                         &observers,
                     )
                     .await;
+                    // Every answer is JSON but a served filter build.
+                    let content_type = if body.starts_with(b"\0asm") {
+                        "application/wasm"
+                    } else {
+                        "application/json"
+                    };
                     let mut r = Response::new(Full::new(Bytes::from(body)));
                     *r.status_mut() = code;
                     r.headers_mut().insert(
                         hyper::header::CONTENT_TYPE,
-                        hyper::header::HeaderValue::from_static("application/json"),
+                        hyper::header::HeaderValue::from_static(content_type),
                     );
                     Ok::<_, Infallible>(r)
                 }
@@ -339,9 +345,22 @@ async fn route(
                 Err(e) => drill_refusal(&e),
             }
         }
+        (hyper::Method::GET, path) if path.starts_with(crate::config::SERVED_FILTER_PATH) => {
+            // Only the build of the current config: an Envoy asks for the
+            // SHA-256 its listener names.
+            let snapshot = snapshots.borrow().clone();
+            match snapshot.served_filter() {
+                Some(f) if f.url_path() == path => (StatusCode::OK, f.bytes.to_vec()),
+                _ => (
+                    StatusCode::NOT_FOUND,
+                    b"{\"error\":\"no such filter build: the current one is in the listener\"}"
+                        .to_vec(),
+                ),
+            }
+        }
         _ => (
             StatusCode::NOT_FOUND,
-            b"{\"error\":\"GET /status, POST /fleet/v1/exchange, GET|POST|DELETE /drill/v1\"}"
+            b"{\"error\":\"GET /status, POST /fleet/v1/exchange, GET|POST|DELETE /drill/v1, GET /filter/v1/<sha256>.wasm\"}"
                 .to_vec(),
         ),
     }

@@ -390,9 +390,16 @@ pub struct GatewayBuilder {
     workers: u32,
     delta: bool,
     tls: Option<ControlTls>,
+    filter: Option<String>,
 }
 
 impl GatewayBuilder {
+    /// The config's `filter:` line, instead of this run's build (`paths.filter_yaml()`).
+    pub fn filter_yaml(mut self, line: &str) -> Self {
+        self.filter = Some(line.to_string());
+        self
+    }
+
     /// Adds a provider.
     pub fn provider(mut self, p: impl Into<ProviderSpec>) -> Self {
         self.providers.push(p.into());
@@ -451,7 +458,7 @@ impl GatewayBuilder {
     pub fn config_text(&self, paths: &Paths) -> String {
         let mut y = String::new();
         let _ = writeln!(y, "listener: {{ address: 127.0.0.1, port: 0 }}");
-        let _ = writeln!(y, "{}", paths.filter_yaml());
+        let _ = writeln!(y, "{}", self.filter.clone().unwrap_or_else(|| paths.filter_yaml()));
         // The mock providers take their misbehaviour from the client's `x-mock`
         // header, which (like any client header) only reaches them when forwarded.
         let _ = writeln!(y, "forward_headers: [x-mock]");

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{DEFAULT_MODULE, DEFAULT_WASM, FilterBuild};
+use super::{DEFAULT_MODULE, DEFAULT_WASM, FilterBuild, ServedFilter};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -39,6 +39,9 @@ pub(super) struct RawFilter {
     wasm: Option<PathBuf>,
     #[serde(default)]
     module: Option<PathBuf>,
+    /// The control plane serves the Wasm file; Envoys fetch it (see [`ServedFilter`]).
+    #[serde(default)]
+    serve: bool,
 }
 
 impl RawListener {
@@ -80,5 +83,21 @@ impl RawFilter {
                 }
             }
         })
+    }
+
+    /// With `serve: true`, the Wasm file the control plane serves to its Envoys,
+    /// read now (its SHA-256 goes into the listener). Refused for the native
+    /// module: Envoy 1.40 installs no dynamic module it failed to fetch and lets
+    /// requests through unfiltered (fail-open), where a Wasm filter fails closed.
+    pub(super) fn served(&self, build: &FilterBuild) -> Result<Option<ServedFilter>, String> {
+        if !self.serve {
+            return Ok(None);
+        }
+        match build {
+            FilterBuild::Native(_) => Err("filter.serve: only for `wasm` (Envoy 1.40 passes requests unfiltered when it cannot fetch a dynamic module): deliver the module as a file".to_string()),
+            FilterBuild::Wasm(path) => ServedFilter::read(path)
+                .map(Some)
+                .map_err(|e| format!("filter.wasm: {}: cannot read it to serve it: {e}", path.display())),
+        }
     }
 }

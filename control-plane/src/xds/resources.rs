@@ -192,7 +192,7 @@ pub fn filter_config(cfg: &Config, role: Role, node: &str) -> FilterConfig {
 fn switchyard_filter(cfg: &Config, role: Role, node: &str) -> hcm::HttpFilter {
     let json = serde_json::to_string(&filter_config(cfg, role, node)).unwrap_or_default();
     match &cfg.filter {
-        FilterBuild::Wasm(path) => wasm_filter(path, role, json),
+        FilterBuild::Wasm(path) => wasm_filter(wasm_code(cfg, path), role, json),
         FilterBuild::Native(path) => native_filter(path, json),
     }
 }
@@ -227,7 +227,45 @@ fn native_filter(path: &std::path::Path, json: String) -> hcm::HttpFilter {
     )
 }
 
-fn wasm_filter(path: &std::path::Path, role: Role, json: String) -> hcm::HttpFilter {
+/// Where Envoy gets the Wasm code: the file at `path` on its own host, or, when
+/// the control plane serves it, over HTTP from the status port through the fleet
+/// cluster, checked against its SHA-256 (a listener whose code cannot be fetched
+/// or does not match is not installed; fetches are retried with back-off).
+fn wasm_code(cfg: &Config, path: &std::path::Path) -> core::AsyncDataSource {
+    let specifier = match (&cfg.served_filter, &cfg.fleet) {
+        (Some(served), Some(ep)) => {
+            core::async_data_source::Specifier::Remote(core::RemoteDataSource {
+                http_uri: Some(core::HttpUri {
+                    uri: format!("http://{}:{}{}", ep.host, ep.port, served.url_path()),
+                    timeout: Some(duration_ms(30_000)),
+                    http_upstream_type: Some(core::http_uri::HttpUpstreamType::Cluster(
+                        FLEET_CLUSTER.to_string(),
+                    )),
+                }),
+                sha256: served.sha256.clone(),
+                retry_policy: Some(core::RetryPolicy {
+                    retry_back_off: Some(core::BackoffStrategy {
+                        base_interval: Some(duration_ms(500)),
+                        max_interval: Some(duration_ms(5_000)),
+                    }),
+                    num_retries: Some(envoy_types::pb::google::protobuf::UInt32Value { value: 10 }),
+                    ..Default::default()
+                }),
+            })
+        }
+        _ => core::async_data_source::Specifier::Local(core::DataSource {
+            specifier: Some(core::data_source::Specifier::Filename(
+                path.display().to_string(),
+            )),
+            ..Default::default()
+        }),
+    };
+    core::AsyncDataSource {
+        specifier: Some(specifier),
+    }
+}
+
+fn wasm_filter(code: core::AsyncDataSource, role: Role, json: String) -> hcm::HttpFilter {
     let role_name = match role {
         Role::Planner => "planner",
         Role::Adapter => "adapter",
@@ -242,16 +280,7 @@ fn wasm_filter(path: &std::path::Path, role: Role, json: String) -> hcm::HttpFil
         vm: Some(wasm::plugin_config::Vm::VmConfig(wasm::VmConfig {
             vm_id: VM_ID.to_string(),
             runtime: "envoy.wasm.runtime.v8".to_string(),
-            code: Some(core::AsyncDataSource {
-                specifier: Some(core::async_data_source::Specifier::Local(
-                    core::DataSource {
-                        specifier: Some(core::data_source::Specifier::Filename(
-                            path.display().to_string(),
-                        )),
-                        ..Default::default()
-                    },
-                )),
-            }),
+            code: Some(code),
             ..Default::default()
         })),
         ..Default::default()

@@ -131,8 +131,23 @@ fn describe(cfg: &Config) -> String {
         cfg.listener_port,
         providers.join(", "),
         cfg.routes.keys().cloned().collect::<Vec<_>>().join(", "),
-        cfg.filter.path().display()
+        match &cfg.served_filter {
+            Some(s) => format!(
+                "{} (served to the Envoys, sha256 {})",
+                cfg.filter.path().display(),
+                s.sha256
+            ),
+            None => cfg.filter.path().display().to_string(),
+        }
     )
+}
+
+/// Size and modification time of the filter file the control plane serves: a
+/// new build written in its place is a reload, like a change of the config.
+fn served_stamp(cfg: &Config) -> Option<(u64, Option<std::time::SystemTime>)> {
+    cfg.served_filter.as_ref()?;
+    let meta = std::fs::metadata(cfg.filter.path()).ok()?;
+    Some((meta.len(), meta.modified().ok()))
 }
 
 async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), ServeError> {
@@ -402,6 +417,7 @@ async fn watch_file(
 ) {
     let mut serial = 1;
     let mut last_text = path.as_ref().and_then(|p| std::fs::read(p).ok());
+    let mut last_stamp = served_stamp(&current);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut refreshed = tokio::time::Instant::now();
     loop {
@@ -437,11 +453,13 @@ async fn watch_file(
             .filter_map(|p| p.credentials_refresh_s)
             .min()
             .is_some_and(|s| refreshed.elapsed() >= Duration::from_secs(s));
-        if text.is_none() || (text == last_text && !refresh_due) {
+        let stamp = served_stamp(&current);
+        if text.is_none() || (text == last_text && !refresh_due && stamp == last_stamp) {
             continue;
         }
         refreshed = tokio::time::Instant::now();
         last_text = text;
+        last_stamp = stamp;
         // Loading may run credential commands: off the async workers.
         let load_path = path.clone();
         let loaded = tokio::task::spawn_blocking(move || config::load(&load_path))

@@ -52,6 +52,11 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The Wasm file the control plane serves to its Envoys, if it does.
+    pub fn served_filter(&self) -> Option<&crate::config::ServedFilter> {
+        self.config.as_ref()?.served_filter.as_ref()
+    }
+
     /// Builds the snapshot for a config; `serial` makes versions unique per reload.
     pub fn from_config(cfg: &Config, serial: u64) -> Snapshot {
         Snapshot {
