@@ -691,3 +691,75 @@ async fn ready_turns_200_once_the_control_plane_serves() {
     assert!(tokio::net::TcpStream::connect(xds).await.is_ok());
     assert_eq!(get("/nope").await.unwrap().status(), 404);
 }
+
+/// (f) The filter served by the control plane (`filter: { wasm, serve: true }`)
+/// reaches two Envoys over the mutual-TLS fleet cluster, checked by SHA-256;
+/// the status port gives it only to certified clients (or the admin token).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoys_fetch_the_served_filter_over_mutual_tls() {
+    let mut paths = Paths::discover();
+    // Served filters are Wasm only (the native module is refused).
+    paths.host = switchyard_tests::harness::FilterHost::Wasm;
+    let dir = Scratch::new("control-tls-served");
+    let (cp_ca, fleet_ca) = (Ca::new("control-plane CA"), Ca::new("fleet CA"));
+    let server = ServerFiles::write(&dir.0, &cp_ca, &fleet_ca);
+    let (cert, key) = fleet_ca.leaf("test-fleet", false, &[]);
+    let envoy_dir = dir.0.join("envoy-tls");
+    std::fs::create_dir_all(&envoy_dir).unwrap();
+    let tls = ControlTls {
+        server_cert: server.cert.clone(),
+        server_key: server.key.clone(),
+        client_ca: server.client_ca.clone(),
+        node_rules: vec!["test-fleet=test-envoy-*".into()],
+        serve_args: vec!["--advertise-addr".into(), "localhost:0".into()],
+        envoy_cert: put(&envoy_dir, "tls.crt", &cert),
+        envoy_key: put(&envoy_dir, "tls.key", &key),
+        envoy_ca: put(&envoy_dir, "ca.crt", &cp_ca.pem()),
+        host: "localhost".into(),
+    };
+    let wasm = std::fs::read(&paths.wasm).unwrap();
+    let served = dir.0.join("switchyard_filter.wasm");
+    std::fs::write(&served, &wasm).unwrap();
+    let a = Mock::start(&paths, &dir.0, "a", Dialect::Openai, &[]);
+    let mut gw = Gateway::builder()
+        .filter_yaml(&format!("filter: {{ wasm: \"{}\", serve: true }}", served.display()))
+        .provider(&a)
+        .route("chat", &["a/m-a"])
+        .control_tls(tls)
+        .start(&paths, &dir)
+        .await;
+    gw.add_envoy(&paths).await;
+    for url in &gw.urls {
+        let r = reqwest::Client::new()
+            .post(format!("{url}/v1/chat/completions"))
+            .json(&chat_body("chat"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // The listeners name the build on the TLS status port by host name.
+    let sha: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&wasm).iter().map(|b| format!("{b:02x}")).collect()
+    };
+    let path = format!("/filter/v1/{sha}.wasm");
+    let dump = reqwest::get(format!("{}/config_dump?resource=dynamic_listeners", gw.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        dump.contains(&format!("http://localhost:{}{path}", gw.status.port())) && dump.contains(&sha),
+        "no remote code source in the listener"
+    );
+    assert!(!dump.contains("\"filename\""), "a filter still names a local file");
+    let certified = client(&cp_ca, Some(&fleet_ca.leaf("test-fleet", false, &[])));
+    let (code, body) = https(gw.status, certified, "GET", &path, None, "").await.unwrap();
+    assert_eq!(code, 200);
+    assert!(body.len() >= wasm.len() / 2, "a filter build, {} bytes", body.len());
+    let anonymous = client(&cp_ca, None);
+    let (code, _) = https(gw.status, anonymous, "GET", &path, None, "").await.unwrap();
+    assert_eq!(code, 401, "the filter to a client without a certificate");
+}
