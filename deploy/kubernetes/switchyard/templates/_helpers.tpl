@@ -35,8 +35,55 @@ app.kubernetes.io/component: gateway
 {{- if .digest -}}{{ .repository }}@{{ .digest }}{{- else -}}{{ .repository }}:{{ .tag }}{{- end -}}
 {{- end -}}
 
+{{/* The Wasm build's path in the pod that holds it (the filter image's file name). */}}
+{{- define "switchyard.filterWasm" -}}
+{{ trimSuffix "/" .Values.filter.mountPath }}/switchyard_filter.wasm
+{{- end -}}
+
+{{/*
+The control plane's config. The chart's (files/switchyard.yaml): its `filter:`
+line written for filter.delivery (image: the file the gateway pods' init
+container copies to filter.mountPath; remote: the control plane pod's copy,
+`serve: true`, which it serves to the gateways). Yours (.Values.config): used as
+it is, but the render fails unless its `filter:` fits the delivery: remote needs
+`filter: { wasm: <mountPath>/switchyard_filter.wasm, serve: true }` (the Wasm
+build only: Envoy 1.40 passes requests unfiltered when it cannot fetch a dynamic
+module, so the control plane refuses to serve the native one), and image refuses
+`serve: true` (the control plane pod has no filter file then).
+*/}}
 {{- define "switchyard.config" -}}
-{{- .Values.config | default (.Files.Get "files/switchyard.yaml") -}}
+{{- $remote := eq .Values.filter.delivery "remote" -}}
+{{- $wasm := include "switchyard.filterWasm" . -}}
+{{- $want := printf "filter: { wasm: %s%s }" $wasm (ternary ", serve: true" "" $remote) -}}
+{{- if .Values.config -}}
+{{- $c := fromYaml .Values.config -}}
+{{- if hasKey $c "Error" -}}
+{{- fail (printf "config: not YAML: %v" (get $c "Error")) -}}
+{{- end -}}
+{{- $f := get $c "filter" | default dict -}}
+{{- if not (kindIs "map" $f) -}}
+{{- fail "config: `filter:` is not a map" -}}
+{{- end -}}
+{{- $serve := eq (toString (get $f "serve")) "true" -}}
+{{- if $remote -}}
+{{- if hasKey $f "module" -}}
+{{- fail (printf "config: filter.delivery remote delivers the Wasm build only, not the native module (filter.module): Envoy 1.40 passes requests unfiltered when it cannot fetch a dynamic module. Use filter.delivery image for the native module, or `%s`" $want) -}}
+{{- end -}}
+{{- if not (and $serve (eq (toString (get $f "wasm")) $wasm)) -}}
+{{- fail (printf "config: filter.delivery remote needs `%s` in the config (the control plane pod's copy of the build, which it serves to the gateways)" $want) -}}
+{{- end -}}
+{{- else if $serve -}}
+{{- fail "config: filter.serve: true needs filter.delivery remote (only then does the control plane pod hold the filter file)" -}}
+{{- end -}}
+{{- .Values.config -}}
+{{- else -}}
+{{- $text := .Files.Get "files/switchyard.yaml" -}}
+{{- $line := "filter: { wasm: /opt/switchyard/filter/switchyard_filter.wasm }" -}}
+{{- if ne (len (splitList $line $text)) 2 -}}
+{{- fail (printf "files/switchyard.yaml: expected the line %q once (the chart writes it for filter.delivery)" $line) -}}
+{{- end -}}
+{{- replace $line $want $text -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "switchyard.issuerName" -}}
