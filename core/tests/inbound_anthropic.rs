@@ -602,6 +602,43 @@ fn max_tokens_over_the_gateways_limit_is_refused_in_messages_words() {
     );
 }
 
+/// Fuzzing finding 8 (docs/fuzzing.md): a conversation of one assistant turn
+/// without content (or with thinking blocks only) was taken, and its chat form,
+/// without a message, then failed the planner's check.
+#[test]
+fn a_conversation_left_empty_for_other_providers_is_anthropics_only() {
+    for turns in [
+        json!([{"role": "assistant", "content": []}]),
+        json!([{"role": "assistant", "content": [{"type": "thinking", "thinking": "t", "signature": "s"}]}]),
+    ] {
+        for system in [None, Some("be brief")] {
+            let mut body = json!({"model": "claude", "max_tokens": 1024, "messages": turns});
+            if let Some(s) = system {
+                body["system"] = json!(s);
+            }
+            let e = refused(body.clone());
+            assert_eq!(e.code, anthropic::UNTRANSLATABLE, "{body}: {}", e.message);
+            assert!(e.message.starts_with("messages: "), "{}", e.message);
+            // Anthropic's own targets still get it; it can be counted.
+            anthropic::count_tokens_estimate(body.to_string().as_bytes()).unwrap();
+        }
+    }
+    // The fuzzer's input: `messages` twice, the last one wins.
+    let e = anthropic::to_chat(
+        br#"{"model":"clau*","max_tokens":1024,"messages":[{}],"messages":[{"role":"assistant","content":[]}]}"#,
+    )
+    .unwrap_err();
+    assert_eq!(e.code, anthropic::UNTRANSLATABLE);
+    // With something to answer, the empty final turn is still a prefill left out.
+    let v = chat(
+        json!({"model": "claude", "max_tokens": 5, "messages": [
+            {"role": "user", "content": "hi"}, {"role": "assistant", "content": []}]})
+        .to_string()
+        .as_bytes(),
+    );
+    assert_eq!(v["messages"], json!([{"role": "user", "content": "hi"}]));
+}
+
 #[test]
 fn what_only_anthropic_runs_is_refused_by_name() {
     let ok = parse(include_bytes!(

@@ -61,6 +61,9 @@
 //! - Images and documents by Files API id (`source.type: file`), documents other
 //!   than plain text and base64 PDF.
 //! - More than 4 `stop_sequences` (OpenAI's limit).
+//! - A conversation that holds nothing but assistant turns without content or
+//!   with thinking blocks only: left out, they leave another provider nothing
+//!   to answer.
 //!
 //! Members the gateway does not know (a newer or beta member, or a typo) are
 //! refused with [`UNTRANSLATABLE`] too: Anthropic's own targets still get the
@@ -254,6 +257,18 @@ fn translate(
     };
     for (i, turn) in turns.iter().enumerate() {
         r.turn(&mut messages, i, turn, i + 1 == turns.len())?;
+    }
+    // Thinking blocks and an empty final assistant turn are left out of the
+    // chat form: a conversation of nothing else leaves another provider
+    // nothing to answer (the chat form needs a message), while Anthropic
+    // continues it.
+    if messages
+        .iter()
+        .all(|m| m.get("role").and_then(Value::as_str) == Some("system"))
+    {
+        r.refuse(
+            "messages: nothing other providers can answer: an assistant turn without content, or with thinking blocks only, is left out for them".into(),
+        );
     }
     chat.insert("messages".into(), Value::Array(messages));
 
