@@ -796,6 +796,16 @@ impl Planner {
                 self.tighten.push((h, v.into_owned()));
             }
         }
+        let method = headers.get(":method").unwrap_or_default();
+        let path = headers.get(":path").unwrap_or_default();
+        let path = path.split('?').next().unwrap_or("");
+        // Known before anything can be refused: every answer of the gateway, a
+        // missing key's included, comes in the shape of the client's API.
+        self.client_api = match ClientApi::from_path(path) {
+            Some(api) => api,
+            None if path == COUNT_TOKENS_PATH => ClientApi::Messages,
+            None => ClientApi::Chat,
+        };
         if !credentials::ready(envoy, &self.cfg) {
             let msg =
                 "The gateway has not received its provider credentials yet; retry in a second."
@@ -835,20 +845,13 @@ impl Planner {
                 }
             }
         }
-        let method = headers.get(":method").unwrap_or_default();
-        let path = headers.get(":path").unwrap_or_default();
-        let path = path.split('?').next().unwrap_or("");
         if path == MODELS_PATH && method == "GET" {
             return self.models(envoy);
         }
         let endpoint = match (Endpoint::from_path(path), ClientApi::from_path(path)) {
             (Some(e), _) => e,
-            (None, Some(api)) => {
-                self.client_api = api;
-                Endpoint::Chat
-            }
+            (None, Some(_)) => Endpoint::Chat,
             (None, None) if path == COUNT_TOKENS_PATH => {
-                self.client_api = ClientApi::Messages;
                 self.count_tokens = true;
                 Endpoint::Chat
             }
@@ -1431,6 +1434,45 @@ mod tests {
             assert_eq!(v["error"]["code"], code);
             assert_eq!(v["error"]["request_id"], "r1");
             assert!(host.filter_state.borrow().is_empty(), "nothing planned");
+        }
+    }
+
+    #[test]
+    fn refusals_before_the_body_come_in_the_client_apis_shape() {
+        // No provider credentials yet: 503 before authentication and before
+        // the endpoint is looked at, answered once the body is read.
+        let mut cfg = (*config("planner")).clone();
+        cfg.credentials_from_fleet = true;
+        let cfg = Arc::new(cfg);
+        for (path, anthropic) in [
+            ("/v1/messages", true),
+            ("/v1/messages/count_tokens", true),
+            ("/v1/responses", false),
+            ("/v1/chat/completions", false),
+        ] {
+            let host = MemHost::with_request(&[
+                (":method", "POST"),
+                (":path", path),
+                ("x-request-id", "r9"),
+            ]);
+            let mut p = Planner::new(cfg.clone());
+            assert_eq!(p.on_request_headers(&host, false), Action::Pause);
+            assert!(host.replies.borrow().is_empty(), "answered after the body");
+            *host.request_body.borrow_mut() = b"{}".to_vec();
+            assert_eq!(p.on_request_body(&host, 2, true), Action::Pause);
+            let replies = host.replies.borrow();
+            assert_eq!(replies[0].status, 503, "{path}");
+            let v: Value = serde_json::from_slice(&replies[0].body).unwrap();
+            if anthropic {
+                assert_eq!(v["type"], "error", "{path}: {v}");
+                assert_eq!(v["error"]["type"], "overloaded_error", "{path}: {v}");
+                let message = v["error"]["message"].as_str().unwrap();
+                assert!(message.starts_with("gateway_not_ready: "), "{message}");
+                assert_eq!(v["request_id"], "r9", "{v}");
+            } else {
+                assert_eq!(v["error"]["code"], "gateway_not_ready", "{path}: {v}");
+                assert_eq!(v["error"]["request_id"], "r9", "{v}");
+            }
         }
     }
 

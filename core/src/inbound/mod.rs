@@ -105,10 +105,15 @@ impl ClientApi {
         }
     }
 
-    /// An error answer in this API's shape.
+    /// An error answer in this API's shape. Anthropic's error has a `type` but
+    /// no `code`: the gateway's code leads its message (`budget_exceeded: …`),
+    /// so answers of one type (`rate_limit_exceeded` and `budget_exceeded` are
+    /// both a `rate_limit_error`) stay apart.
     pub fn error_body(self, status: u16, code: &str, message: &str, request_id: &str) -> Vec<u8> {
         match self {
-            ClientApi::Messages => anthropic::error_body(status, message, request_id),
+            ClientApi::Messages => {
+                anthropic::error_body(status, &format!("{code}: {message}"), request_id)
+            }
             ClientApi::Responses => responses::error_body(status, code, message, request_id),
             ClientApi::Chat => crate::error::body(
                 message,
