@@ -86,6 +86,18 @@ pub fn plan(
     plan_with(cfg, model, fallbacks, draw, |_| 1.0)
 }
 
+/// Like [`plan`], every route in its configured order: weights play no part
+/// (every weight scaled to 0 leaves a route's chain as it is), so every request
+/// of a model meets its targets in the same order (a request whose state lives
+/// at one provider must find it there each time).
+pub fn plan_in_order(
+    cfg: &FilterConfig,
+    model: &str,
+    fallbacks: &[&str],
+) -> Result<Vec<Target>, PlanError> {
+    plan_with(cfg, model, fallbacks, 0.0, |_| 0.0)
+}
+
 /// Like [`plan`], weighted routes' weights scaled by `factor(target)`.
 pub fn plan_with(
     cfg: &FilterConfig,
@@ -323,6 +335,16 @@ mod tests {
         // The rest follow by weight: b (50) first, then c (30).
         assert_eq!(encode(&route.ordered(0.0)), "a/x,b/y,c/z");
         assert_eq!(encode(&route.ordered(0.99)), "c/z,b/y,a/x");
+    }
+
+    #[test]
+    fn in_order_ignores_weights() {
+        let mut c = cfg();
+        let route = c.routes.get_mut("chat").unwrap();
+        route.weights = vec![1, 99];
+        assert_eq!(encode(&plan(&c, "chat", &[], 0.5).unwrap()), "b/m2,a/m1");
+        let p = plan_in_order(&c, "chat", &["a/m3"]).unwrap();
+        assert_eq!(encode(&p), "a/m1,b/m2,a/m3", "the configured order");
     }
 
     #[test]

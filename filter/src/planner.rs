@@ -36,6 +36,9 @@ struct Inbound {
     model: String,
     /// Why only targets of its own API can take it.
     only_native: Option<InboundError>,
+    /// The member naming state stored at one provider, and its refusal code
+    /// ([`ClientApi::stored_state`]): only one target can take the request.
+    stored_state: Option<(&'static str, &'static str)>,
 }
 
 const MODELS_PATH: &str = "/v1/models";
@@ -312,13 +315,20 @@ impl Planner {
         self.client_limits = policy.tighter_limits_than(base);
         self.stream = req.stream;
         let fallbacks: Vec<&str> = req.fallbacks.iter().map(|f| f.as_ref()).collect();
-        match plan::plan_with(
-            &self.cfg,
-            &req.model,
-            &fallbacks,
-            host::random_unit(envoy),
-            |t| fleet::weight_factor(envoy, t),
-        ) {
+        let planned = if self.inbound.stored_state.is_some() {
+            // State stored at one provider: the same target every time, so the
+            // configured order (no weighted draw).
+            plan::plan_in_order(&self.cfg, &req.model, &fallbacks)
+        } else {
+            plan::plan_with(
+                &self.cfg,
+                &req.model,
+                &fallbacks,
+                host::random_unit(envoy),
+                |t| fleet::weight_factor(envoy, t),
+            )
+        };
+        match planned {
             Ok(mut p) => {
                 if let Some(auth) = &self.auth {
                     let e = auth.entry();
@@ -405,6 +415,19 @@ impl Planner {
                             .get(&t.provider)
                             .is_some_and(|pr| api.native_to(pr.dialect))
                     });
+                    if let Some((member, code)) = self.inbound.stored_state {
+                        if p.is_empty() {
+                            let msg = format!(
+                                "`{member}` names state stored at the provider that made it, which only a target speaking {} itself can hold, and no target of `{}` does. Send the full conversation in `input` instead.",
+                                api.path(),
+                                req.model
+                            );
+                            return Err(self.reject(envoy, 400, code, &msg));
+                        }
+                        // It lives at one provider: the first target that can
+                        // hold it, and no other (no fail-over).
+                        p.truncate(1);
+                    }
                     if p.is_empty() {
                         let msg = format!(
                             "{} No target of `{}` speaks {} itself.",
@@ -706,12 +729,17 @@ impl Planner {
             })
             .collect();
         let n = reports.len();
-        let message = format!(
+        let mut message = format!(
             "{} {} failed: {}",
             n,
             if n == 1 { "attempt" } else { "attempts" },
             summary.join("; ")
         );
+        if let (Some((member, _)), Some(t)) = (self.inbound.stored_state, entry.plan.first()) {
+            message.push_str(&format!(
+                ". The request's `{member}` names state stored at {t}: it goes there only, never to another provider."
+            ));
+        }
         let code = if n > 1 {
             "all_attempts_failed".to_string()
         } else {
@@ -1266,6 +1294,7 @@ impl Planner {
                 });
                 self.inbound.stream = stream;
                 self.inbound.model = model.to_string();
+                self.inbound.stored_state = api.stored_state(&head);
                 self.inbound.original = Some(original);
                 self.inbound.only_native = Some(e);
                 Ok(serde_json::to_vec(&plan).unwrap_or_default())

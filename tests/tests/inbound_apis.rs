@@ -867,6 +867,105 @@ async fn governance_refusals_come_in_the_client_apis_shape() {
     );
 }
 
+/// (d) A Responses request that names state stored at a provider
+/// (`previous_response_id`, `conversation`, an `item_reference`) goes to one
+/// target: the first of its plan, in the route's configured order (weights do
+/// not draw it), that speaks the Responses API itself. When that target fails
+/// the client gets its error, which says why nothing else was tried: the
+/// state is not at any other provider. A plan without such a target is
+/// refused 400, nothing sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_state_goes_to_one_provider_only() {
+    let paths = Paths::discover();
+    let dir = Scratch::new("stored-state");
+    let oa = Mock::start(&paths, &dir.0, "oa", Dialect::Openai, &[]);
+    let az = Mock::start(&paths, &dir.0, "az", Dialect::AzureOpenai, &[]);
+    let an = Mock::start(&paths, &dir.0, "an", Dialect::Anthropic, &[]);
+    let gw = Gateway::builder()
+        .provider(&oa)
+        .provider(&az)
+        .provider(&an)
+        .yaml(concat!(
+            "routes:\n",
+            "  - { model: gpt, chain: [an/claude-haiku, oa/o4-mini, az/o4-mini-deployment] }\n",
+            "  - { model: weighted, chain: [oa/o4-mini, az/o4-mini-deployment], weights: [1, 99] }\n",
+            "  - { model: claude, chain: [an/claude-haiku] }\n",
+        ))
+        .start(&paths, &dir)
+        .await;
+    // A response stored at OpenAI (the mocks know the ids they stored).
+    let first = json!({"model": "oa/o4-mini", "input": "What happened today?"});
+    let (status, _, text) = post(&gw, "/v1/responses", &first, &[]).await;
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let earlier = v["id"].as_str().unwrap().to_string();
+    let continued = |model: &str| json!({"model": model, "previous_response_id": earlier, "input": "And tomorrow?"});
+
+    // Served by the first target that holds Responses state: OpenAI, second in
+    // the chain; Anthropic skipped, not tried.
+    let (status, h, text) = post(&gw, "/v1/responses", &continued("gpt"), &[]).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(header(&h, "x-switchyard-provider"), "oa");
+    assert_eq!(header(&h, "x-switchyard-attempts"), "1");
+    assert_eq!(
+        oa.requests().await.last().unwrap()["body"]["previous_response_id"],
+        earlier.as_str()
+    );
+
+    // OpenAI fails: the client gets its error; Azure, next in the chain, is never asked.
+    for (body, member) in [
+        (continued("gpt"), "previous_response_id"),
+        (
+            json!({"model": "gpt", "conversation": "conv_1", "input": "And tomorrow?"}),
+            "conversation",
+        ),
+        (
+            json!({"model": "gpt", "input": [{"type": "item_reference", "id": "msg_1"},
+                {"role": "user", "content": "And tomorrow?"}]}),
+            "item_reference",
+        ),
+    ] {
+        let (status, h, text) = post(&gw, "/v1/responses", &body, &[("x-mock", "oa:status=500")]).await;
+        assert_eq!(status, 500, "{member}: {text}");
+        assert_eq!(header(&h, "x-switchyard-attempts"), "1", "{member}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("1 attempt failed: oa/o4-mini: 500"),
+            "{member}: {message}"
+        );
+        assert!(
+            message.contains(&format!("`{member}` names state stored at oa/o4-mini")),
+            "{member}: {message}"
+        );
+        assert!(message.contains("never to another provider"), "{member}: {message}");
+    }
+    assert!(az.requests().await.is_empty(), "{:?}", az.requests().await);
+    assert!(an.requests().await.is_empty(), "{:?}", an.requests().await);
+
+    // A weighted route: the configured order, not the draw (Azure weighs 99 of 100).
+    for _ in 0..8 {
+        let (status, h, text) = post(&gw, "/v1/responses", &continued("weighted"), &[]).await;
+        assert_eq!(status, 200, "{text}");
+        assert_eq!(header(&h, "x-switchyard-provider"), "oa", "{text}");
+    }
+    assert!(az.requests().await.is_empty(), "{:?}", az.requests().await);
+
+    // No target holds Responses state: 400, nothing sent.
+    let (status, h, text) = post(&gw, "/v1/responses", &continued("claude"), &[]).await;
+    assert_eq!(status, 400, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+    assert_eq!(v["error"]["code"], "previous_response_not_supported", "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("`previous_response_id`") && message.contains("/v1/responses") && message.contains("`claude`"),
+        "{message}"
+    );
+    assert_eq!(v["error"]["request_id"], header(&h, "x-request-id"), "{v}");
+    assert!(an.requests().await.is_empty(), "{:?}", an.requests().await);
+}
+
 /// (f) A stream that breaks after it was committed to the client ends with the
 /// client API's error event (Anthropic `error`; Responses `error` or
 /// `response.failed`), never a silent or a complete-looking end: whether the

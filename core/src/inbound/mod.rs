@@ -105,6 +105,36 @@ impl ClientApi {
         }
     }
 
+    /// What of a request of this API names state stored at the provider that
+    /// made it (a Responses `previous_response_id`, `conversation`, an
+    /// `item_reference` input item): the member, and the code it is refused
+    /// with where no target can hold it. Such a request can go to one provider
+    /// only.
+    pub fn stored_state(self, req: &Value) -> Option<(&'static str, &'static str)> {
+        if self != ClientApi::Responses {
+            return None;
+        }
+        let set = |k: &str| req.get(k).is_some_and(|v| !v.is_null());
+        if set("previous_response_id") {
+            return Some((
+                "previous_response_id",
+                responses::PREVIOUS_RESPONSE_NOT_SUPPORTED,
+            ));
+        }
+        if set("conversation") {
+            return Some(("conversation", responses::CONVERSATION_NOT_SUPPORTED));
+        }
+        let referenced = req
+            .get("input")
+            .and_then(Value::as_array)
+            .is_some_and(|items| {
+                items
+                    .iter()
+                    .any(|i| i.get("type").and_then(Value::as_str) == Some("item_reference"))
+            });
+        referenced.then_some(("item_reference", responses::CONVERSATION_NOT_SUPPORTED))
+    }
+
     /// An error answer in this API's shape. Anthropic's error has a `type` but
     /// no `code`: the gateway's code leads its message (`budget_exceeded: …`),
     /// so answers of one type (`rate_limit_exceeded` and `budget_exceeded` are
