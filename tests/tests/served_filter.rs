@@ -94,6 +94,71 @@ async fn wait_for_build(gw: &Gateway, sha: &str) -> Duration {
     t.elapsed()
 }
 
+/// Clients sending chat requests to every URL, three each, until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<Mutex<Vec<String>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(urls: &[String]) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(Mutex::new(Vec::<String>::new()));
+        let mut tasks = Vec::new();
+        for url in urls {
+            for _ in 0..3 {
+                let (url, stop, ok, failed) = (url.clone(), stop.clone(), ok.clone(), failed.clone());
+                tasks.push(tokio::spawn(async move {
+                    let client = reqwest::Client::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let r = client
+                            .post(format!("{url}/v1/chat/completions"))
+                            .timeout(Duration::from_secs(10))
+                            .json(&chat_body("chat"))
+                            .send()
+                            .await;
+                        match r {
+                            Ok(r) if r.status() == 200 => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(r) => {
+                                let status = r.status();
+                                let body = r.text().await.unwrap_or_default();
+                                failed.lock().await.push(format!("{status}: {body}"));
+                            }
+                            Err(e) => failed.lock().await.push(format!("{e}")),
+                        }
+                    }
+                }));
+            }
+        }
+        Load {
+            stop,
+            ok,
+            failed,
+            tasks,
+        }
+    }
+
+    /// Requests answered 200 so far.
+    fn served(&self) -> u64 {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    /// Stops; the requests answered 200 and the failures.
+    async fn stop(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        let failed = self.failed.lock().await.clone();
+        (self.ok.load(Ordering::Relaxed), failed)
+    }
+}
+
 fn admin_of(gw: &Gateway, i: usize) -> String {
     let file = gw.envoys[i].log.with_extension("").with_extension("admin");
     format!("http://{}", std::fs::read_to_string(file).unwrap().trim())
@@ -152,39 +217,9 @@ async fn envoys_fetch_the_served_filter_and_roll_to_a_new_build_without_a_failed
     }
 
     // Under load on both Envoys, a new build replaces the file.
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(Mutex::new(Vec::<String>::new()));
-    let mut load = Vec::new();
-    for url in gw.urls.clone() {
-        for _ in 0..3 {
-            let (url, stop, ok, failed) = (url.clone(), stop.clone(), ok.clone(), failed.clone());
-            load.push(tokio::spawn(async move {
-                let client = reqwest::Client::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let r = client
-                        .post(format!("{url}/v1/chat/completions"))
-                        .timeout(Duration::from_secs(10))
-                        .json(&chat_body("chat"))
-                        .send()
-                        .await;
-                    match r {
-                        Ok(r) if r.status() == 200 => {
-                            ok.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(r) => {
-                            let status = r.status();
-                            let body = r.text().await.unwrap_or_default();
-                            failed.lock().await.push(format!("{status}: {body}"));
-                        }
-                        Err(e) => failed.lock().await.push(format!("{e}")),
-                    }
-                }
-            }));
-        }
-    }
+    let load = Load::start(&gw.urls);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = ok.load(Ordering::Relaxed);
+    let before = load.served();
     let second = rebuilt(&original, b"v2");
     let second_sha = sha256(&second);
     // Written beside it and renamed: the control plane never reads half a file.
@@ -192,14 +227,9 @@ async fn envoys_fetch_the_served_filter_and_roll_to_a_new_build_without_a_failed
     std::fs::write(&tmp, &second).unwrap();
     std::fs::rename(&tmp, &served).unwrap();
     let rolled = wait_for_build(&gw, &second_sha).await;
-    let at_swap = ok.load(Ordering::Relaxed);
+    let at_swap = load.served();
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    stop.store(true, Ordering::Relaxed);
-    for t in load {
-        t.await.unwrap();
-    }
-    let failed = failed.lock().await;
-    let total = ok.load(Ordering::Relaxed);
+    let (total, failed) = load.stop().await;
     println!(
         "new build on both Envoys {} ms after the write; {total} requests served ({before} before it, {} after both had it), {} failed",
         rolled.as_millis(),
@@ -239,4 +269,192 @@ async fn the_control_plane_refuses_to_serve_the_native_module() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "accepted: {stderr}");
     assert!(stderr.contains("filter.serve: only for `wasm`"), "{stderr}");
+}
+
+/// The ECDS stat `name` (`config_reload`, …) of the filter of `role` whose
+/// extension config name starts `switchyard.<role>.`, summed (one build is
+/// live at a time, older ones keep their counts).
+async fn ecds_stat(admin: &str, role: &str, name: &str) -> u64 {
+    let kind = if role == "planner" {
+        "http_filter"
+    } else {
+        "upstream_http_filter"
+    };
+    let prefix = format!("extension_config_discovery.{kind}.switchyard.{role}.");
+    let text = reqwest::get(format!("{admin}/stats?filter=extension_config_discovery"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(&prefix) && l.contains(&format!(".{name}: ")))
+        .filter_map(|l| l.rsplit(": ").next()?.trim().parse::<u64>().ok())
+        .sum()
+}
+
+/// A stat of Envoy `admin` (0 when absent).
+async fn stat(admin: &str, name: &str) -> u64 {
+    let text = reqwest::get(format!("{admin}/stats?filter=^{}$", name.replace('.', "\\.")))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The name of the planner's extension config in Envoy `admin`'s active listener.
+async fn active_planner(admin: &str) -> Option<String> {
+    let dump: Value = reqwest::get(format!("{admin}/config_dump?resource=dynamic_listeners"))
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    let active = dump.pointer("/configs/0/active_state/listener")?.to_string();
+    let at = active.find("switchyard.planner.")?;
+    Some(active[at..].chars().take_while(|c| *c != '"').collect())
+}
+
+/// Waits until `check` holds on every Envoy (30 s at most); how long it took.
+async fn on_every_envoy<F, Fut>(gw: &Gateway, what: &str, check: F) -> Duration
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t = Instant::now();
+    for i in 0..gw.envoys.len() {
+        while !check(admin_of(gw, i)).await {
+            assert!(t.elapsed() < Duration::from_secs(30), "Envoy {i}: {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    t.elapsed()
+}
+
+/// The filters by extension config discovery (ECDS), as istiod delivers a
+/// `WasmPlugin` (its agent having fetched the code to a local file): the
+/// listener only names them and their configs are xDS resources of their own.
+/// Under load on two Envoys, a new filter config is applied in place (no new
+/// listener), and a new build arrives as a new listener naming new extension
+/// configs (planner and adapter must change together: they share one VM's
+/// per-request ledger); no request fails in either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ecds_updates_the_filters_in_place_under_load() {
+    let mut paths = Paths::discover();
+    paths.host = FilterHost::Wasm;
+    let dir = Scratch::new("ecds");
+    let a = Mock::start(&paths, &dir.0, "a", Dialect::Openai, &[]);
+    let original = std::fs::read(&paths.wasm).unwrap();
+    let build = |v: &str| dir.0.join(v).join("switchyard_filter.wasm");
+    let first = build("v1");
+    std::fs::create_dir_all(first.parent().unwrap()).unwrap();
+    std::fs::write(&first, &original).unwrap();
+    let mut gw = Gateway::builder()
+        .filter_yaml(&format!("filter: {{ wasm: \"{}\", ecds: true }}", first.display()))
+        .provider(&a)
+        .route("chat", &["a/m-a"])
+        .start(&paths, &dir)
+        .await;
+    gw.add_envoy(&paths).await;
+
+    let admin = admin_of(&gw, 0);
+    let listeners = reqwest::get(format!("{admin}/config_dump?resource=dynamic_listeners"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        listeners.contains("config_discovery") && !listeners.contains(&first.display().to_string()),
+        "the listener should only name the filters"
+    );
+    // The planner's config shows in the ECDS dump; the adapter's (an upstream
+    // filter's) only in its stats.
+    let ecds = reqwest::get(format!("{admin}/config_dump?resource=ecds_filters"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        ecds.contains("switchyard.planner.") && ecds.contains(&first.display().to_string()),
+        "{ecds}"
+    );
+    for i in 0..gw.envoys.len() {
+        for role in ["planner", "adapter"] {
+            assert_eq!(ecds_stat(&admin_of(&gw, i), role, "config_reload").await, 1, "{role}");
+        }
+    }
+    let config = std::fs::read_to_string(&gw.config).unwrap();
+    let planner_v1 = active_planner(&admin).await.expect("the listener names the planner");
+    let listeners_modified = stat(&admin, "listener_manager.listener_modified").await;
+    let load = Load::start(&gw.urls);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // (1) A new filter config (prices: only the filters read them).
+    std::fs::write(
+        &gw.config,
+        format!("{config}prices:\n  a/m-a: {{ input: 1, output: 2 }}\n"),
+    )
+    .unwrap();
+    let in_place = on_every_envoy(&gw, "the new config was not applied by ECDS", |admin| async move {
+        ecds_stat(&admin, "planner", "config_reload").await == 2
+            && ecds_stat(&admin, "adapter", "config_reload").await == 2
+    })
+    .await;
+    assert_eq!(
+        stat(&admin, "listener_manager.listener_modified").await,
+        listeners_modified,
+        "a filter config change replaced the listener"
+    );
+    let after_config = load.served();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // (2) A new build, at a new path (as Istio's agent writes each).
+    let second = build("v2");
+    std::fs::create_dir_all(second.parent().unwrap()).unwrap();
+    std::fs::write(&second, rebuilt(&original, b"ecds-2")).unwrap();
+    let text = std::fs::read_to_string(&gw.config).unwrap();
+    std::fs::write(
+        &gw.config,
+        text.replace(&first.display().to_string(), &second.display().to_string()),
+    )
+    .unwrap();
+    let second_path = second.display().to_string();
+    let new_build = on_every_envoy(&gw, "the new build was not applied", |admin| {
+        let (old, second_path) = (planner_v1.clone(), second_path.clone());
+        async move {
+            let active = active_planner(&admin).await;
+            let ecds = reqwest::get(format!("{admin}/config_dump?resource=ecds_filters"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            active.is_some_and(|a| a != old) && ecds.contains(&second_path)
+        }
+    })
+    .await;
+    let at_swap = load.served();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (total, failed) = load.stop().await;
+    println!(
+        "ECDS: new config in place on both Envoys in {} ms ({after_config} served by then); new build in {} ms; {total} requests served ({} after), {} failed",
+        in_place.as_millis(),
+        new_build.as_millis(),
+        total - at_swap,
+        failed.len()
+    );
+    assert!(failed.is_empty(), "requests failed during the updates: {failed:?}");
+    assert!(total - at_swap >= 20, "too few requests after the updates");
+    assert_eq!(
+        stat(&admin, "listener_manager.listener_modified").await,
+        listeners_modified + 1,
+        "a new build is one new listener"
+    );
 }

@@ -174,6 +174,11 @@ pub struct Config {
     /// With `filter.serve`: the Wasm file the control plane serves (the path in
     /// `filter` is then the control plane's, not the Envoys').
     pub served_filter: Option<ServedFilter>,
+    /// With `filter.ecds`: the listener references the filters, whose configs
+    /// are their own xDS resources (`TypedExtensionConfig`, as istiod sends a
+    /// `WasmPlugin`): a new filter config or build replaces them in place,
+    /// without a new listener.
+    pub filter_ecds: bool,
     /// Largest request body accepted.
     pub max_request_bytes: usize,
     /// Most targets in one plan.
@@ -353,6 +358,7 @@ pub fn parse(
         listener_port: raw.listener.port,
         filter,
         served_filter,
+        filter_ecds: raw.filter.ecds,
         max_request_bytes: raw.limits.max_request_bytes,
         stream_idle_timeout_ms: raw.limits.stream_idle_timeout_ms,
         request_headers_timeout_ms: raw.limits.request_headers_timeout_ms,
@@ -507,6 +513,20 @@ routes:
             .unwrap_err()
             .to_string();
         assert!(e.contains("filter.serve: only for `wasm`"), "{e}");
+        let both = format!("filter: {{ wasm: f.wasm, serve: true, ecds: true }}\n{providers}");
+        let e = parse(&both, "c.yaml", &dir, &env).unwrap_err().to_string();
+        assert!(
+            e.contains("`serve` and `ecds` together are not supported"),
+            "{e}"
+        );
+        let ecds = parse(
+            &format!("filter: {{ wasm: f.wasm, ecds: true }}\n{providers}"),
+            "c.yaml",
+            &dir,
+            &env,
+        )
+        .unwrap();
+        assert!(ecds.filter_ecds && ecds.served_filter.is_none());
         let missing = format!("filter: {{ wasm: nope.wasm, serve: true }}\n{providers}");
         let e = parse(&missing, "c.yaml", &dir, &env)
             .unwrap_err()

@@ -53,6 +53,9 @@ pub mod type_url {
     pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
     /// Cluster.
     pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+    /// TypedExtensionConfig (extension config discovery, ECDS).
+    pub const EXTENSION_CONFIG: &str =
+        "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
 }
 
 /// Packs a message into `Any`.
@@ -188,8 +191,73 @@ pub fn filter_config(cfg: &Config, role: Role, node: &str) -> FilterConfig {
     }
 }
 
-/// The Switchyard filter for `role` on `node`, in the build the config names.
+/// Name of the filter of `role` in the listener, and of its extension config
+/// when the filters come by ECDS: `switchyard.<role>.<build>`, where `build`
+/// names the filter build (its SHA-256 when served, else its path). A new
+/// build is a new listener (planner and adapter swapped together: they share
+/// the per-request ledger of one VM, which two separate ECDS updates would
+/// split), a new config of the same build an ECDS update in place.
+pub fn extension_name(cfg: &Config, role: Role) -> String {
+    let role = match role {
+        Role::Planner => "planner",
+        Role::Adapter => "adapter",
+    };
+    let build = match &cfg.served_filter {
+        Some(s) => s.sha256.get(..16).unwrap_or(&s.sha256).to_string(),
+        None => format!(
+            "{:016x}",
+            crate::config::fnv1a(cfg.filter.path().display().to_string().as_bytes())
+        ),
+    };
+    format!("switchyard.{role}.{build}")
+}
+
+/// The Switchyard filter for `role` on `node`: inline, or, with `filter.ecds`,
+/// a reference to its extension config (Envoy warms the listener until that
+/// config came: no request passes without the filter).
 fn switchyard_filter(cfg: &Config, role: Role, node: &str) -> hcm::HttpFilter {
+    if !cfg.filter_ecds {
+        return inline_filter(cfg, role, node);
+    }
+    let type_url = match &cfg.filter {
+        FilterBuild::Wasm(_) => <wasm_filter::Wasm as Name>::type_url(),
+        FilterBuild::Native(_) => <envoy_types::pb::envoy::extensions::filters::http::dynamic_modules::v3::DynamicModuleFilter as Name>::type_url(),
+    };
+    hcm::HttpFilter {
+        name: extension_name(cfg, role),
+        config_type: Some(hcm::http_filter::ConfigType::ConfigDiscovery(
+            core::ExtensionConfigSource {
+                config_source: Some(ads_source()),
+                type_urls: vec![type_url],
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    }
+}
+
+/// The filters' extension configs for `node` (ECDS): one per role, named
+/// [`extension_name`].
+pub fn extension_configs(cfg: &Config, node: &str) -> Vec<(String, Any)> {
+    [Role::Planner, Role::Adapter]
+        .into_iter()
+        .map(|role| {
+            let typed_config = match inline_filter(cfg, role, node).config_type {
+                Some(hcm::http_filter::ConfigType::TypedConfig(a)) => Some(a),
+                _ => None,
+            };
+            let name = extension_name(cfg, role);
+            (
+                name.clone(),
+                any(&core::TypedExtensionConfig { name, typed_config }),
+            )
+        })
+        .collect()
+}
+
+/// The Switchyard filter for `role` on `node`, in the build the config names,
+/// with its config inline.
+fn inline_filter(cfg: &Config, role: Role, node: &str) -> hcm::HttpFilter {
     let json = serde_json::to_string(&filter_config(cfg, role, node)).unwrap_or_default();
     match &cfg.filter {
         FilterBuild::Wasm(path) => wasm_filter(wasm_code(cfg, path), role, json),
@@ -892,6 +960,9 @@ pub fn resources(cfg: &Config) -> HashMap<&'static str, Vec<(String, Any)>> {
         type_url::LISTENER,
         vec![(LISTENER_NAME.to_string(), any(&listener(cfg, "")))],
     );
+    if cfg.filter_ecds {
+        out.insert(type_url::EXTENSION_CONFIG, extension_configs(cfg, ""));
+    }
     out.insert(
         type_url::ROUTE,
         vec![(ROUTE_NAME.to_string(), any(&route_configuration(cfg)))],
