@@ -108,6 +108,28 @@ impl ServerFiles {
     }
 }
 
+/// The control channel's TLS for a gateway whose Envoys share one fleet
+/// certificate, as the Helm chart issues it (the rule lets it be served as any
+/// test Envoy's node id), dialling the control plane by name (the fleet
+/// cluster is LOGICAL_DNS, its DNS SAN checked); files under `dir`.
+fn fleet_tls(dir: &Path, cp_ca: &Ca, fleet_ca: &Ca) -> ControlTls {
+    let server = ServerFiles::write(dir, cp_ca, fleet_ca);
+    let (cert, key) = fleet_ca.leaf("test-fleet", false, &[]);
+    let envoy_dir = dir.join("envoy-tls");
+    std::fs::create_dir_all(&envoy_dir).unwrap();
+    ControlTls {
+        server_cert: server.cert.clone(),
+        server_key: server.key.clone(),
+        client_ca: server.client_ca.clone(),
+        node_rules: vec!["test-fleet=test-envoy-*".into()],
+        serve_args: vec!["--advertise-addr".into(), "localhost:0".into()],
+        envoy_cert: put(&envoy_dir, "tls.crt", &cert),
+        envoy_key: put(&envoy_dir, "tls.key", &key),
+        envoy_ca: put(&envoy_dir, "ca.crt", &cp_ca.pem()),
+        host: "localhost".into(),
+    }
+}
+
 /// A rustls client trusting `server_ca`, presenting `identity` (cert, key PEM).
 fn client(server_ca: &Ca, identity: Option<&(String, String)>) -> Arc<rustls::ClientConfig> {
     use rustls::pki_types::pem::PemObject;
@@ -314,24 +336,7 @@ async fn envoys_get_config_and_share_fleet_state_over_mutual_tls() {
     let paths = Paths::discover();
     let dir = Scratch::new("control-tls");
     let (cp_ca, fleet_ca) = (Ca::new("control-plane CA"), Ca::new("fleet CA"));
-    let server = ServerFiles::write(&dir.0, &cp_ca, &fleet_ca);
-    // One certificate for the fleet, as the Helm chart issues it; the rule lets
-    // it be served as any test Envoy's node id.
-    let (cert, key) = fleet_ca.leaf("test-fleet", false, &[]);
-    let envoy_dir = dir.0.join("envoy-tls");
-    std::fs::create_dir_all(&envoy_dir).unwrap();
-    let tls = ControlTls {
-        server_cert: server.cert.clone(),
-        server_key: server.key.clone(),
-        client_ca: server.client_ca.clone(),
-        node_rules: vec!["test-fleet=test-envoy-*".into()],
-        // The fleet cluster by name (LOGICAL_DNS, DNS SAN checked).
-        serve_args: vec!["--advertise-addr".into(), "localhost:0".into()],
-        envoy_cert: put(&envoy_dir, "tls.crt", &cert),
-        envoy_key: put(&envoy_dir, "tls.key", &key),
-        envoy_ca: put(&envoy_dir, "ca.crt", &cp_ca.pem()),
-        host: "localhost".into(),
-    };
+    let tls = fleet_tls(&dir.0, &cp_ca, &fleet_ca);
     let a = Mock::start(&paths, &dir.0, "a", Dialect::Openai, &[]);
     let b = Mock::start(&paths, &dir.0, "b", Dialect::Anthropic, &[]);
     let mut gw = Gateway::builder()
@@ -702,21 +707,7 @@ async fn envoys_fetch_the_served_filter_over_mutual_tls() {
     paths.host = switchyard_tests::harness::FilterHost::Wasm;
     let dir = Scratch::new("control-tls-served");
     let (cp_ca, fleet_ca) = (Ca::new("control-plane CA"), Ca::new("fleet CA"));
-    let server = ServerFiles::write(&dir.0, &cp_ca, &fleet_ca);
-    let (cert, key) = fleet_ca.leaf("test-fleet", false, &[]);
-    let envoy_dir = dir.0.join("envoy-tls");
-    std::fs::create_dir_all(&envoy_dir).unwrap();
-    let tls = ControlTls {
-        server_cert: server.cert.clone(),
-        server_key: server.key.clone(),
-        client_ca: server.client_ca.clone(),
-        node_rules: vec!["test-fleet=test-envoy-*".into()],
-        serve_args: vec!["--advertise-addr".into(), "localhost:0".into()],
-        envoy_cert: put(&envoy_dir, "tls.crt", &cert),
-        envoy_key: put(&envoy_dir, "tls.key", &key),
-        envoy_ca: put(&envoy_dir, "ca.crt", &cp_ca.pem()),
-        host: "localhost".into(),
-    };
+    let tls = fleet_tls(&dir.0, &cp_ca, &fleet_ca);
     let wasm = std::fs::read(&paths.wasm).unwrap();
     let served = dir.0.join("switchyard_filter.wasm");
     std::fs::write(&served, &wasm).unwrap();

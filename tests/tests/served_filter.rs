@@ -94,6 +94,45 @@ async fn wait_for_build(gw: &Gateway, sha: &str) -> Duration {
     t.elapsed()
 }
 
+/// The Wasm build written to `file` (directories made); its bytes.
+fn place_build(paths: &Paths, file: &std::path::Path) -> Vec<u8> {
+    let bytes = std::fs::read(&paths.wasm).unwrap();
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(file, &bytes).unwrap();
+    bytes
+}
+
+/// A gateway of two Envoys on one mock, `chat` → `a/m-a`, with `filter` as
+/// the config's `filter:` line.
+async fn two_envoys(paths: &Paths, dir: &Scratch, a: &Mock, filter: &str) -> Gateway {
+    let mut gw = Gateway::builder()
+        .filter_yaml(filter)
+        .provider(a)
+        .route("chat", &["a/m-a"])
+        .start(paths, dir)
+        .await;
+    gw.add_envoy(paths).await;
+    gw
+}
+
+/// Every Envoy answers a chat request with 200.
+async fn every_envoy_serves(gw: &Gateway) {
+    for url in &gw.urls {
+        let r = reqwest::Client::new()
+            .post(format!("{url}/v1/chat/completions"))
+            .json(&chat_body("chat"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+}
+
+/// The body of GET `url`.
+async fn text(url: String) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
 /// Clients sending chat requests to every URL, three each, until stopped.
 struct Load {
     stop: Arc<AtomicBool>,
@@ -171,17 +210,10 @@ async fn envoys_fetch_the_served_filter_and_roll_to_a_new_build_without_a_failed
     let dir = Scratch::new("served-filter");
     let a = Mock::start(&paths, &dir.0, "a", Dialect::Openai, &[]);
     // The control plane's copy of the build: the Envoys never read this path.
-    let original = std::fs::read(&paths.wasm).unwrap();
     let served = dir.0.join("served").join("switchyard_filter.wasm");
-    std::fs::create_dir_all(served.parent().unwrap()).unwrap();
-    std::fs::write(&served, &original).unwrap();
-    let mut gw = Gateway::builder()
-        .filter_yaml(&format!("filter: {{ wasm: \"{}\", serve: true }}", served.display()))
-        .provider(&a)
-        .route("chat", &["a/m-a"])
-        .start(&paths, &dir)
-        .await;
-    gw.add_envoy(&paths).await;
+    let original = place_build(&paths, &served);
+    let filter = format!("filter: {{ wasm: \"{}\", serve: true }}", served.display());
+    let gw = two_envoys(&paths, &dir, &a, &filter).await;
 
     // The listener names the build by URL and digest, on the control plane's
     // status port, and no local file.
@@ -206,15 +238,7 @@ async fn envoys_fetch_the_served_filter_and_roll_to_a_new_build_without_a_failed
         .await
         .unwrap();
     assert_eq!(other.status(), 404);
-    for url in &gw.urls {
-        let r = reqwest::Client::new()
-            .post(format!("{url}/v1/chat/completions"))
-            .json(&chat_body("chat"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    }
+    every_envoy_serves(&gw).await;
 
     // Under load on both Envoys, a new build replaces the file.
     let load = Load::start(&gw.urls);
@@ -281,13 +305,9 @@ async fn ecds_stat(admin: &str, role: &str, name: &str) -> u64 {
         "upstream_http_filter"
     };
     let prefix = format!("extension_config_discovery.{kind}.switchyard.{role}.");
-    let text = reqwest::get(format!("{admin}/stats?filter=extension_config_discovery"))
+    text(format!("{admin}/stats?filter=extension_config_discovery"))
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .filter(|l| l.starts_with(&prefix) && l.contains(&format!(".{name}: ")))
         .filter_map(|l| l.rsplit(": ").next()?.trim().parse::<u64>().ok())
         .sum()
@@ -295,13 +315,9 @@ async fn ecds_stat(admin: &str, role: &str, name: &str) -> u64 {
 
 /// A stat of Envoy `admin` (0 when absent).
 async fn stat(admin: &str, name: &str) -> u64 {
-    let text = reqwest::get(format!("{admin}/stats?filter=^{}$", name.replace('.', "\\.")))
+    text(format!("{admin}/stats?filter=^{}$", name.replace('.', "\\.")))
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .find_map(|l| l.strip_prefix(&format!("{name}: ")))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)
@@ -349,38 +365,21 @@ async fn ecds_updates_the_filters_in_place_under_load() {
     paths.host = FilterHost::Wasm;
     let dir = Scratch::new("ecds");
     let a = Mock::start(&paths, &dir.0, "a", Dialect::Openai, &[]);
-    let original = std::fs::read(&paths.wasm).unwrap();
     let build = |v: &str| dir.0.join(v).join("switchyard_filter.wasm");
     let first = build("v1");
-    std::fs::create_dir_all(first.parent().unwrap()).unwrap();
-    std::fs::write(&first, &original).unwrap();
-    let mut gw = Gateway::builder()
-        .filter_yaml(&format!("filter: {{ wasm: \"{}\", ecds: true }}", first.display()))
-        .provider(&a)
-        .route("chat", &["a/m-a"])
-        .start(&paths, &dir)
-        .await;
-    gw.add_envoy(&paths).await;
+    let original = place_build(&paths, &first);
+    let filter = format!("filter: {{ wasm: \"{}\", ecds: true }}", first.display());
+    let gw = two_envoys(&paths, &dir, &a, &filter).await;
 
     let admin = admin_of(&gw, 0);
-    let listeners = reqwest::get(format!("{admin}/config_dump?resource=dynamic_listeners"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let listeners = text(format!("{admin}/config_dump?resource=dynamic_listeners")).await;
     assert!(
         listeners.contains("config_discovery") && !listeners.contains(&first.display().to_string()),
         "the listener should only name the filters"
     );
     // The planner's config shows in the ECDS dump; the adapter's (an upstream
     // filter's) only in its stats.
-    let ecds = reqwest::get(format!("{admin}/config_dump?resource=ecds_filters"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let ecds = text(format!("{admin}/config_dump?resource=ecds_filters")).await;
     assert!(
         ecds.contains("switchyard.planner.") && ecds.contains(&first.display().to_string()),
         "{ecds}"
@@ -390,6 +389,7 @@ async fn ecds_updates_the_filters_in_place_under_load() {
             assert_eq!(ecds_stat(&admin_of(&gw, i), role, "config_reload").await, 1, "{role}");
         }
     }
+    every_envoy_serves(&gw).await;
     let config = std::fs::read_to_string(&gw.config).unwrap();
     let planner_v1 = active_planner(&admin).await.expect("the listener names the planner");
     let listeners_modified = stat(&admin, "listener_manager.listener_modified").await;
@@ -419,10 +419,10 @@ async fn ecds_updates_the_filters_in_place_under_load() {
     let second = build("v2");
     std::fs::create_dir_all(second.parent().unwrap()).unwrap();
     std::fs::write(&second, rebuilt(&original, b"ecds-2")).unwrap();
-    let text = std::fs::read_to_string(&gw.config).unwrap();
+    let config = std::fs::read_to_string(&gw.config).unwrap();
     std::fs::write(
         &gw.config,
-        text.replace(&first.display().to_string(), &second.display().to_string()),
+        config.replace(&first.display().to_string(), &second.display().to_string()),
     )
     .unwrap();
     let second_path = second.display().to_string();
@@ -430,12 +430,7 @@ async fn ecds_updates_the_filters_in_place_under_load() {
         let (old, second_path) = (planner_v1.clone(), second_path.clone());
         async move {
             let active = active_planner(&admin).await;
-            let ecds = reqwest::get(format!("{admin}/config_dump?resource=ecds_filters"))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let ecds = text(format!("{admin}/config_dump?resource=ecds_filters")).await;
             active.is_some_and(|a| a != old) && ecds.contains(&second_path)
         }
     })
