@@ -285,6 +285,17 @@ pub fn finish_reason(reason: &str, has_calls: bool) -> &'static str {
     }
 }
 
+/// Whether Gemini's `finishReason` says the answer is broken rather than
+/// complete or withheld: a malformed or unexpected tool call, too many tool
+/// calls, or an unknown reason (`OTHER`). Such an answer is a `bad_response`
+/// (it falls over), never a plausible `stop`.
+pub fn broken_finish(reason: &str) -> bool {
+    matches!(
+        reason,
+        "MALFORMED_FUNCTION_CALL" | "UNEXPECTED_TOOL_CALL" | "TOO_MANY_TOOL_CALLS" | "OTHER"
+    )
+}
+
 /// OpenAI usage from `usageMetadata`. Thinking tokens are billed as output, and
 /// OpenAI counts reasoning tokens in `completion_tokens`: they are added in.
 fn usage(v: &Value) -> Option<Value> {
@@ -527,6 +538,14 @@ impl StreamTranslator {
                 self.usage = Some(u);
             }
             let (text, calls, finish) = candidate(&v);
+            if let Some(f) = finish.filter(|f| broken_finish(f)) {
+                out.push_str(&self.fail(
+                    FailureClass::BadResponse,
+                    format!("the provider ended its answer with finishReason {f}"),
+                    "provider_stream_error",
+                ));
+                break;
+            }
             // A safety stop is not an answer: the stream stays uncommitted, so a
             // route that allows it can still fall over.
             let filtered = finish.is_some_and(|f| finish_reason(f, false) == "content_filter");
@@ -650,6 +669,12 @@ impl Api for Gemini {
                     return Answer::Failed(
                         FailureClass::BadResponse,
                         "the provider's 200 has no `candidates`".to_string(),
+                    );
+                }
+                if let Some(f) = candidate(&v).2.filter(|f| broken_finish(f)) {
+                    return Answer::Failed(
+                        FailureClass::BadResponse,
+                        format!("the provider ended its answer with finishReason {f}"),
                     );
                 }
                 let filtered = blocked.or_else(|| {
@@ -810,6 +835,32 @@ mod tests {
             GEMINI.answer(br#"{"nothing":1}"#, &ctx()),
             Answer::Failed(FailureClass::BadResponse, _)
         ));
+    }
+
+    #[test]
+    fn broken_finish_reasons_are_bad_responses() {
+        for reason in [
+            "MALFORMED_FUNCTION_CALL",
+            "UNEXPECTED_TOOL_CALL",
+            "TOO_MANY_TOOL_CALLS",
+            "OTHER",
+        ] {
+            let body = format!(
+                r#"{{"candidates":[{{"content":{{"role":"model","parts":[{{"text":"half"}}]}},"finishReason":"{reason}"}}]}}"#
+            );
+            assert!(
+                matches!(GEMINI.answer(body.as_bytes(), &ctx()), Answer::Failed(FailureClass::BadResponse, ref m) if m.contains(reason)),
+                "{reason}"
+            );
+            let mut t = StreamTranslator::new(true, 1, "gemini-x", "r");
+            let text = String::from_utf8(t.feed(format!("data: {body}\r\n\r\n").as_bytes())).unwrap();
+            assert!(text.contains("provider_stream_error"), "{reason}: {text}");
+            assert!(
+                matches!(t.progress().end, Some(StreamEnd::Failed(FailureClass::BadResponse, _))),
+                "{reason}"
+            );
+        }
+        assert!(!broken_finish("STOP") && !broken_finish("MAX_TOKENS") && !broken_finish("SAFETY"));
     }
 
     #[test]
