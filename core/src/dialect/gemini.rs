@@ -853,10 +853,14 @@ mod tests {
                 "{reason}"
             );
             let mut t = StreamTranslator::new(true, 1, "gemini-x", "r");
-            let text = String::from_utf8(t.feed(format!("data: {body}\r\n\r\n").as_bytes())).unwrap();
+            let text =
+                String::from_utf8(t.feed(format!("data: {body}\r\n\r\n").as_bytes())).unwrap();
             assert!(text.contains("provider_stream_error"), "{reason}: {text}");
             assert!(
-                matches!(t.progress().end, Some(StreamEnd::Failed(FailureClass::BadResponse, _))),
+                matches!(
+                    t.progress().end,
+                    Some(StreamEnd::Failed(FailureClass::BadResponse, _))
+                ),
                 "{reason}"
             );
         }
