@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use switchyard_core::config::{AwsAuth, FilterConfig, Provider};
 use switchyard_core::cost::UsageTail;
-use switchyard_core::dialect::{self, Answer, Context, StreamEnd, StreamTranslator, bedrock};
+use switchyard_core::dialect::{self, Answer, Context, StreamEnd, StreamTranslator};
 use switchyard_core::failure::{FailureClass, scrub};
 use switchyard_core::inbound::{ClientApi, ClientStream};
 use switchyard_core::plan::Target;
@@ -464,7 +464,7 @@ impl Adapter {
             Some(&body.len().to_string()),
         );
         if let Some(aws) = self.keys.aws() {
-            sign_aws(envoy, aws, &provider.authority, path, body);
+            sign_aws(envoy, provider, aws, path, body);
         }
     }
 
@@ -759,13 +759,7 @@ impl Adapter {
         .unwrap_or_default();
         headers.extend(client.iter().map(|(n, v)| (n.as_str(), v.clone())));
         if let Some(aws) = next_keys.aws() {
-            headers.extend(aws_headers(
-                envoy,
-                aws,
-                &provider.authority,
-                &path,
-                &prepared.body,
-            ));
+            headers.extend(aws_headers(envoy, provider, aws, &path, &prepared.body));
         }
         let pairs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let timeout = ledger::read(&self.request_id, |e| e.policy.deadline_ms)
@@ -1114,8 +1108,8 @@ fn attempt_header_names(provider: &Provider) -> Vec<&str> {
 
 /// Signs the attempt with AWS SigV4 (the headers are still held, so they can be
 /// set now that the body is final).
-fn sign_aws(envoy: &impl Host, aws: &AwsAuth, authority: &str, path: &str, body: &[u8]) {
-    for (name, value) in aws_headers(envoy, aws, authority, path, body) {
+fn sign_aws(envoy: &impl Host, provider: &Provider, aws: &AwsAuth, path: &str, body: &[u8]) {
+    for (name, value) in aws_headers(envoy, provider, aws, path, body) {
         envoy.set_header(Map::Request, name, Some(&value));
     }
 }
@@ -1124,14 +1118,19 @@ fn sign_aws(envoy: &impl Host, aws: &AwsAuth, authority: &str, path: &str, body:
 /// session token if any, `authorization`).
 fn aws_headers(
     envoy: &impl Host,
+    provider: &Provider,
     aws: &AwsAuth,
-    authority: &str,
     path: &str,
     body: &[u8],
 ) -> Vec<(&'static str, String)> {
+    // Only a dialect that signs takes AWS credentials (the config refuses
+    // others): without a service name the signature fails at the provider.
+    let service = dialect::api(provider.dialect)
+        .signing_service()
+        .unwrap_or_default();
     let date = sigv4::amz_date(host::unix_now(envoy));
     let mut headers = vec![
-        ("host", authority),
+        ("host", provider.authority.as_str()),
         ("content-type", "application/json"),
         ("x-amz-date", date.as_str()),
     ];
@@ -1149,8 +1148,7 @@ fn aws_headers(
         secret_access_key: &aws.secret_access_key,
         session_token: aws.session_token.as_deref(),
     };
-    let authorization =
-        sigv4::authorization(&request, &credentials, &aws.region, bedrock::SERVICE, &date);
+    let authorization = sigv4::authorization(&request, &credentials, &aws.region, service, &date);
     let mut out = vec![("x-amz-date", date.clone())];
     if let Some(token) = &aws.session_token {
         out.push(("x-amz-security-token", token.clone()));

@@ -597,6 +597,10 @@ impl Api for Bedrock {
         &["x-amz-date", "x-amz-security-token"]
     }
 
+    fn signing_service(&self) -> Option<&'static str> {
+        Some(SERVICE)
+    }
+
     fn continues_prefill(&self) -> bool {
         true
     }

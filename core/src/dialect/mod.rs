@@ -393,7 +393,9 @@ pub trait StreamTranslator {
 
 /// One provider API: how an OpenAI request reaches it and how its answers come
 /// back. Implemented once per dialect (in `dialect/<name>.rs`) and reached through
-/// [`api`]; nothing else in the gateway names a dialect.
+/// [`api`]; the planner and adapter name no dialect (the config still knows each
+/// dialect's model-id characters and settings, and `inbound` which dialects speak
+/// the client APIs natively).
 pub trait Api: Sync {
     /// The request path of `endpoint` for `model` under `base_path` (`model` is
     /// already one percent-encoded path segment).
@@ -416,6 +418,12 @@ pub trait Api: Sync {
     /// Other request headers an attempt may set (request signing).
     fn signing_headers(&self) -> &'static [&'static str] {
         &[]
+    }
+
+    /// The AWS service name requests are signed for (SigV4), when the dialect
+    /// signs with AWS credentials.
+    fn signing_service(&self) -> Option<&'static str> {
+        None
     }
 
     /// Whether requests and answers are OpenAI's own format (nothing to translate).
