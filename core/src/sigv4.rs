@@ -10,6 +10,8 @@
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
+use crate::governance::hex;
+
 /// AWS credentials. Their `Debug` output shows the access key id only.
 #[derive(Clone, Copy)]
 pub struct Credentials<'a> {
@@ -100,17 +102,6 @@ fn encode_bytes(bytes: &[u8]) -> String {
 }
 
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
-const HEX_LOWER: &[u8; 16] = b"0123456789abcdef";
-
-/// Lower-case hex of bytes.
-fn hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        out.push(char::from(HEX_LOWER[usize::from(b >> 4)]));
-        out.push(char::from(HEX_LOWER[usize::from(b & 0xf)]));
-    }
-    out
-}
 
 fn hex_value(c: u8) -> Option<u8> {
     match c {

@@ -730,10 +730,7 @@ async fn envoys_fetch_the_served_filter_over_mutual_tls() {
         assert_eq!(r.status(), 200);
     }
     // The listeners name the build on the TLS status port by host name.
-    let sha: String = {
-        use sha2::Digest;
-        sha2::Sha256::digest(&wasm).iter().map(|b| format!("{b:02x}")).collect()
-    };
+    let sha = switchyard_core::sigv4::sha256_hex(&wasm);
     let path = format!("/filter/v1/{sha}.wasm");
     let dump = reqwest::get(format!("{}/config_dump?resource=dynamic_listeners", gw.admin))
         .await

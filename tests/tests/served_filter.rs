@@ -14,13 +14,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sha2::Digest;
+use switchyard_core::sigv4::sha256_hex as sha256;
 use switchyard_tests::harness::{Dialect, FilterHost, Gateway, Mock, Paths, Scratch, chat_body};
 use tokio::sync::Mutex;
-
-fn sha256(bytes: &[u8]) -> String {
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// The Wasm file with a custom section appended: another build, same behaviour.
 fn rebuilt(wasm: &[u8], tag: &[u8]) -> Vec<u8> {

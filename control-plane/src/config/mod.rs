@@ -72,14 +72,9 @@ impl PartialEq for ServedFilter {
 impl ServedFilter {
     /// Reads the file and computes its digest.
     pub fn read(path: &Path) -> std::io::Result<ServedFilter> {
-        use sha2::Digest;
         let bytes = std::fs::read(path)?;
-        let sha256 = sha2::Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
         Ok(ServedFilter {
-            sha256,
+            sha256: switchyard_core::sigv4::sha256_hex(&bytes),
             bytes: std::sync::Arc::new(bytes),
         })
     }

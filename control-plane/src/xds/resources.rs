@@ -110,7 +110,7 @@ pub fn credentials(cfg: &Config) -> switchyard_core::fleet::Credentials {
         })
         .collect();
     let digest = sha2::Sha256::digest(serde_json::to_vec(&providers).unwrap_or_default());
-    let version: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
+    let version = switchyard_core::governance::hex(&digest[..12]);
     switchyard_core::fleet::Credentials { version, providers }
 }
 
@@ -193,7 +193,7 @@ pub fn filter_config(cfg: &Config, role: Role, node: &str) -> FilterConfig {
 
 /// Name of the filter of `role` in the listener, and of its extension config
 /// when the filters come by ECDS: `switchyard.<role>.<build>`, where `build`
-/// names the filter build (its SHA-256 when served, else its path). A new
+/// names the filter build (a hash of its path). A new
 /// build is a new listener (planner and adapter swapped together: they share
 /// the per-request ledger of one VM, which two separate ECDS updates would
 /// split), a new config of the same build an ECDS update in place.
@@ -202,14 +202,10 @@ pub fn extension_name(cfg: &Config, role: Role) -> String {
         Role::Planner => "planner",
         Role::Adapter => "adapter",
     };
-    let build = match &cfg.served_filter {
-        Some(s) => s.sha256.get(..16).unwrap_or(&s.sha256).to_string(),
-        None => format!(
-            "{:016x}",
-            crate::config::fnv1a(cfg.filter.path().display().to_string().as_bytes())
-        ),
-    };
-    format!("switchyard.{role}.{build}")
+    // By the path: a new build is a new file (`serve` and `ecds` exclude each
+    // other, so the path names the build).
+    let build = crate::config::fnv1a(cfg.filter.path().display().to_string().as_bytes());
+    format!("switchyard.{role}.{build:016x}")
 }
 
 /// The Switchyard filter for `role` on `node`: inline, or, with `filter.ecds`,
@@ -272,16 +268,7 @@ fn native_filter(path: &std::path::Path, json: String) -> hcm::HttpFilter {
     let module = envoy_types::pb::envoy::extensions::dynamic_modules::v3::DynamicModuleConfig {
         do_not_close: true,
         metrics_namespace: NATIVE_METRICS_NAMESPACE.to_string(),
-        module: Some(core::AsyncDataSource {
-            specifier: Some(core::async_data_source::Specifier::Local(
-                core::DataSource {
-                    specifier: Some(core::data_source::Specifier::Filename(
-                        path.display().to_string(),
-                    )),
-                    ..Default::default()
-                },
-            )),
-        }),
+        module: Some(local_file(path)),
         ..Default::default()
     };
     http_filter(
@@ -300,9 +287,12 @@ fn native_filter(path: &std::path::Path, json: String) -> hcm::HttpFilter {
 /// cluster, checked against its SHA-256 (a listener whose code cannot be fetched
 /// or does not match is not installed; fetches are retried with back-off).
 fn wasm_code(cfg: &Config, path: &std::path::Path) -> core::AsyncDataSource {
-    let specifier = match (&cfg.served_filter, &cfg.fleet) {
-        (Some(served), Some(ep)) => {
-            core::async_data_source::Specifier::Remote(core::RemoteDataSource {
+    let (Some(served), Some(ep)) = (&cfg.served_filter, &cfg.fleet) else {
+        return local_file(path);
+    };
+    core::AsyncDataSource {
+        specifier: Some(core::async_data_source::Specifier::Remote(
+            core::RemoteDataSource {
                 http_uri: Some(core::HttpUri {
                     uri: format!("http://{}:{}{}", ep.host, ep.port, served.url_path()),
                     timeout: Some(duration_ms(30_000)),
@@ -316,20 +306,25 @@ fn wasm_code(cfg: &Config, path: &std::path::Path) -> core::AsyncDataSource {
                         base_interval: Some(duration_ms(500)),
                         max_interval: Some(duration_ms(5_000)),
                     }),
-                    num_retries: Some(envoy_types::pb::google::protobuf::UInt32Value { value: 10 }),
+                    num_retries: Some(UInt32Value { value: 10 }),
                     ..Default::default()
                 }),
-            })
-        }
-        _ => core::async_data_source::Specifier::Local(core::DataSource {
-            specifier: Some(core::data_source::Specifier::Filename(
-                path.display().to_string(),
-            )),
-            ..Default::default()
-        }),
-    };
+            },
+        )),
+    }
+}
+
+/// The file at `path` on the Envoy's own host.
+fn local_file(path: &std::path::Path) -> core::AsyncDataSource {
     core::AsyncDataSource {
-        specifier: Some(specifier),
+        specifier: Some(core::async_data_source::Specifier::Local(
+            core::DataSource {
+                specifier: Some(core::data_source::Specifier::Filename(
+                    path.display().to_string(),
+                )),
+                ..Default::default()
+            },
+        )),
     }
 }
 
