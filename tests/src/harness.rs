@@ -216,6 +216,29 @@ impl Proc {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Stops the process as the kubelet stops a container: SIGTERM, then
+    /// SIGKILL if it is still running after `grace`. Its exit status, or `None`
+    /// when it had to be killed.
+    pub fn terminate(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Some(status);
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + grace;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Kills the process and waits for it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -928,6 +951,60 @@ fn regex_escape(s: &str) -> String {
             }
         })
         .collect()
+}
+
+// === the served filter ===
+
+/// The Wasm build with a custom section appended: another build (another
+/// SHA-256), the same behaviour.
+pub fn wasm_rebuilt(wasm: &[u8], tag: &[u8]) -> Vec<u8> {
+    let name = b"switchyard-test";
+    let mut out = wasm.to_vec();
+    out.push(0); // custom section
+    let size = 1 + name.len() + tag.len();
+    assert!(size < 128 && name.len() < 128, "one-byte LEB128 lengths");
+    out.push(size as u8);
+    out.push(name.len() as u8);
+    out.extend_from_slice(name);
+    out.extend_from_slice(tag);
+    out
+}
+
+/// The code sources of the filters in Envoy `admin`'s active listener (not one
+/// still warming or draining): `(uri, sha256)` of each remote one, and whether
+/// any filter names a local file.
+pub async fn listener_code(admin: &str) -> (Vec<(String, String)>, bool) {
+    let dump: Value = reqwest::get(format!("{admin}/config_dump?resource=dynamic_listeners"))
+        .await
+        .expect("Envoy admin")
+        .json()
+        .await
+        .expect("config dump JSON");
+    let mut remote = Vec::new();
+    collect_remote(&dump, &mut remote);
+    (remote, dump.to_string().contains("\"filename\""))
+}
+
+fn collect_remote(v: &Value, out: &mut Vec<(String, String)>) {
+    match v {
+        Value::Object(m) => {
+            if let Some(active) = m.get("active_state") {
+                collect_remote(active, out);
+                return;
+            }
+            if let (Some(uri), Some(sha)) = (
+                m.get("http_uri").and_then(|u| u.get("uri")).and_then(Value::as_str),
+                m.get("sha256").and_then(Value::as_str),
+            ) {
+                out.push((uri.to_string(), sha.to_string()));
+            }
+            for x in m.values() {
+                collect_remote(x, out);
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| collect_remote(x, out)),
+        _ => {}
+    }
 }
 
 /// Parses an SSE body into its `data:` payloads.

@@ -15,60 +15,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use switchyard_core::sigv4::sha256_hex as sha256;
-use switchyard_tests::harness::{Dialect, FilterHost, Gateway, Mock, Paths, Scratch, chat_body};
+use switchyard_tests::harness::{
+    Dialect, FilterHost, Gateway, Mock, Paths, Scratch, chat_body, listener_code, wasm_rebuilt,
+};
 use tokio::sync::Mutex;
-
-/// The Wasm file with a custom section appended: another build, same behaviour.
-fn rebuilt(wasm: &[u8], tag: &[u8]) -> Vec<u8> {
-    let name = b"switchyard-test";
-    let mut out = wasm.to_vec();
-    out.push(0); // custom section
-    let size = 1 + name.len() + tag.len();
-    assert!(size < 128 && name.len() < 128, "one-byte LEB128 lengths");
-    out.push(size as u8);
-    out.push(name.len() as u8);
-    out.extend_from_slice(name);
-    out.extend_from_slice(tag);
-    out
-}
-
-/// The remote code sources of the active listener in `admin`'s config dump:
-/// `(uri, sha256)` of each filter, and whether any filter names a local file.
-async fn listener_code(admin: &str) -> (Vec<(String, String)>, bool) {
-    let dump: Value = reqwest::get(format!("{admin}/config_dump?resource=dynamic_listeners"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let text = dump.to_string();
-    let mut remote = Vec::new();
-    collect_remote(&dump, &mut remote);
-    (remote, text.contains("\"filename\""))
-}
-
-fn collect_remote(v: &Value, out: &mut Vec<(String, String)>) {
-    match v {
-        Value::Object(m) => {
-            // Only the listener being served, not one still warming or draining.
-            if let Some(active) = m.get("active_state") {
-                collect_remote(active, out);
-                return;
-            }
-            if let (Some(uri), Some(sha)) = (
-                m.get("http_uri").and_then(|u| u.get("uri")).and_then(Value::as_str),
-                m.get("sha256").and_then(Value::as_str),
-            ) {
-                out.push((uri.to_string(), sha.to_string()));
-            }
-            for x in m.values() {
-                collect_remote(x, out);
-            }
-        }
-        Value::Array(a) => a.iter().for_each(|x| collect_remote(x, out)),
-        _ => {}
-    }
-}
 
 /// Waits until every Envoy's active listener fetches the build `sha`.
 async fn wait_for_build(gw: &Gateway, sha: &str) -> Duration {
@@ -240,7 +190,7 @@ async fn envoys_fetch_the_served_filter_and_roll_to_a_new_build_without_a_failed
     let load = Load::start(&gw.urls);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = load.served();
-    let second = rebuilt(&original, b"v2");
+    let second = wasm_rebuilt(&original, b"v2");
     let second_sha = sha256(&second);
     // Written beside it and renamed: the control plane never reads half a file.
     let tmp = served.with_extension("wasm.new");
@@ -414,7 +364,7 @@ async fn ecds_updates_the_filters_in_place_under_load() {
     // (2) A new build, at a new path (as Istio's agent writes each).
     let second = build("v2");
     std::fs::create_dir_all(second.parent().unwrap()).unwrap();
-    std::fs::write(&second, rebuilt(&original, b"ecds-2")).unwrap();
+    std::fs::write(&second, wasm_rebuilt(&original, b"ecds-2")).unwrap();
     let config = std::fs::read_to_string(&gw.config).unwrap();
     std::fs::write(
         &gw.config,

@@ -302,7 +302,11 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
         token,
         tls.clone(),
     ));
-    tokio::spawn(watch_file(
+    // The config watcher holds the snapshots' only sender: aborting it on
+    // shutdown ends every xDS stream (an Envoy's ADS stream never ends by
+    // itself), so the server below stops at once instead of waiting for them
+    // until the kubelet's grace period is over and it kills the pod.
+    let watcher = tokio::spawn(watch_file(
         config_path.clone(),
         cfg,
         tx,
@@ -328,6 +332,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
         async move {
             shutdown().await;
             ready.set(false);
+            watcher.abort();
         }
     };
     ready.set(true);
