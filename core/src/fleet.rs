@@ -11,21 +11,6 @@ use serde::{Deserialize, Serialize};
 /// Path of the exchange on the control plane's HTTP endpoint.
 pub const EXCHANGE_PATH: &str = "/fleet/v1/exchange";
 
-/// Where and how often a filter exchanges state (part of the filter config).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Link {
-    /// Envoy cluster that reaches the control plane's HTTP endpoint.
-    pub cluster: String,
-    /// Milliseconds between exchanges.
-    pub interval_ms: u64,
-    /// Node id of the Envoy this config was sent to: the control plane stamps
-    /// it from the node's xDS stream (the native module cannot read it, and
-    /// proxy-wasm only as `xds.node.id`); the filter reports under it.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub node: String,
-}
-
 /// Largest report body the control plane reads (bytes); a report holds one
 /// small entry per configured target.
 pub const MAX_REPORT_BYTES: usize = 256 * 1024;

@@ -24,8 +24,8 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::Price;
-use crate::plan::Target;
+use crate::config::{Price, Target};
+use crate::sigv4::hex;
 
 /// Every Switchyard key starts with this.
 pub const KEY_PREFIX: &str = "sk-sy-";
@@ -38,17 +38,6 @@ pub fn hash_key(key: &str) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(key.as_bytes());
     h.finalize().into()
-}
-
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    s
 }
 
 /// Parses 64 hex digits (a SHA-256).

@@ -1,42 +1,8 @@
 //! Planning: from a request's `model` and `fallbacks` to the ordered list of
 //! targets its attempts go to.
 
-use std::fmt;
-
-use serde::{Deserialize, Serialize};
-
-use crate::config::FilterConfig;
+use crate::config::{FilterConfig, Target};
 use crate::policy::Policy;
-
-/// One place an attempt can go: a provider and the model name it knows.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Target {
-    /// Provider name (a key of [`FilterConfig::providers`]).
-    pub provider: String,
-    /// Model name as the provider spells it.
-    pub model: String,
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.provider, self.model)
-    }
-}
-
-impl Target {
-    /// Parses `provider/model` (the model may itself contain `/`).
-    pub fn parse(s: &str) -> Option<Target> {
-        let (provider, model) = s.split_once('/')?;
-        if provider.is_empty() || model.is_empty() {
-            return None;
-        }
-        Some(Target {
-            provider: provider.to_string(),
-            model: model.to_string(),
-        })
-    }
-}
 
 /// Why no plan could be made; each becomes a 400 for the client.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -210,7 +176,8 @@ pub fn policy<'a>(cfg: &'a FilterConfig, model: &str) -> &'a Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Dialect, Provider, Role};
+    use crate::config::{Provider, Role};
+    use crate::dialect::Dialect;
     use std::collections::BTreeMap;
 
     /// A plan as `provider/model` entries, comma separated.

@@ -10,8 +10,6 @@
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
-use crate::governance::hex;
-
 /// AWS credentials. Their `Debug` output shows the access key id only.
 #[derive(Clone, Copy)]
 pub struct Credentials<'a> {
@@ -242,6 +240,17 @@ pub fn canonical_request(req: &Request<'_>) -> String {
         signed,
         sha256_hex(req.body)
     )
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
 }
 
 /// Hex SHA-256 of bytes.

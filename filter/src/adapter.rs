@@ -17,12 +17,11 @@
 
 use std::sync::Arc;
 
-use switchyard_core::config::{AwsAuth, FilterConfig, Provider};
+use switchyard_core::config::{AwsAuth, FilterConfig, Provider, Target};
 use switchyard_core::cost::UsageTail;
 use switchyard_core::dialect::{self, Answer, Context, StreamEnd, StreamTranslator};
 use switchyard_core::failure::{FailureClass, scrub};
 use switchyard_core::inbound::{ClientApi, ClientStream};
-use switchyard_core::plan::Target;
 use switchyard_core::policy::OnStreamFailure;
 use switchyard_core::request::Endpoint;
 use switchyard_core::{error, sigv4, wire};
@@ -102,7 +101,7 @@ struct Continuing {
     /// Where it went.
     target: Target,
     /// Its provider's dialect.
-    dialect: switchyard_core::config::Dialect,
+    dialect: switchyard_core::dialect::Dialect,
     /// The translated output of the failing chunk, before its error events.
     held: Vec<u8>,
     /// Those error events (sent if the continuation fails too).

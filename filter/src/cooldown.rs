@@ -2,7 +2,7 @@
 //! time, rejected keys), in the state every worker shares. The planner moves
 //! cooling targets to the back of new plans; nothing waits.
 
-use switchyard_core::plan::Target;
+use switchyard_core::config::Target;
 
 use crate::host::{self, Host};
 

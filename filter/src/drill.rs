@@ -6,10 +6,9 @@
 //! the request goes on to the rest of its plan. What the drill did is reported
 //! with the next exchange ([`crate::observed`]).
 
-use switchyard_core::config::FilterConfig;
+use switchyard_core::config::{FilterConfig, Target};
 use switchyard_core::failure::FailureClass;
 use switchyard_core::fleet::Fault;
-use switchyard_core::plan::Target;
 
 use crate::host::{self, Host};
 use crate::metrics::Counter;

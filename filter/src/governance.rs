@@ -17,12 +17,11 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use switchyard_core::config::FilterConfig;
+use switchyard_core::config::{FilterConfig, Target};
 use switchyard_core::cost::{self, Usage};
 use switchyard_core::governance::{
     Amounts, Denials, Dim, Entry, GovReport, GovState, Index, KeyRefusal, Local, Refusal, Table,
 };
-use switchyard_core::plan::Target;
 
 use crate::host::{self, Host};
 use crate::ledger;
@@ -467,7 +466,8 @@ pub fn local(host: &impl Host, subject: &str) -> Local {
 mod tests {
     use super::*;
     use crate::testing::MemHost;
-    use switchyard_core::governance::{KeyRecord, Limits, hash_key, hex};
+    use switchyard_core::governance::{KeyRecord, Limits, hash_key};
+    use switchyard_core::sigv4::hex;
 
     fn table() -> Table {
         Table {

@@ -6,9 +6,8 @@
 
 use std::borrow::Cow;
 
-use switchyard_core::config::FilterConfig;
+use switchyard_core::config::{FilterConfig, Target};
 use switchyard_core::inbound::ClientApi;
-use switchyard_core::plan::Target;
 use switchyard_core::request::Endpoint;
 
 use switchyard_core::failure::FailureClass;

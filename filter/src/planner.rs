@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use serde_json::Value;
-use switchyard_core::config::FilterConfig;
+use switchyard_core::config::{FilterConfig, Target};
 use switchyard_core::failure::FailureClass;
 use switchyard_core::headers::{self, Disposition};
 use switchyard_core::policy::{self, Policy};
@@ -237,7 +237,7 @@ impl Planner {
     /// release, context window), or an alias with its chain, the window every
     /// target of it has (the smallest), and its newest target's release.
     fn model_entry(&self, id: &str) -> Value {
-        let info = |t: &plan::Target| {
+        let info = |t: &Target| {
             self.cfg
                 .models
                 .get(&t.to_string())
@@ -258,7 +258,7 @@ impl Planner {
                 ("switchyard".to_string(), created, window, Some(chain))
             }
             None => {
-                let t = plan::Target::parse(id);
+                let t = Target::parse(id);
                 let i = t.as_ref().map(info).unwrap_or_default();
                 let provider = t.map(|t| t.provider).unwrap_or_default();
                 (
@@ -289,7 +289,7 @@ impl Planner {
         &mut self,
         envoy: &impl Host,
         body: &[u8],
-    ) -> Result<(Vec<plan::Target>, Policy), Action> {
+    ) -> Result<(Vec<Target>, Policy), Action> {
         let req = match request::inspect(body, self.endpoint) {
             Ok(r) => r,
             Err(e) => return Err(self.reject(envoy, 400, e.code, &e.message)),
@@ -564,7 +564,7 @@ impl Planner {
     /// Why target `t` cannot take this request, if it cannot: its adapter's
     /// translation is tried here, so the plan leaves it out rather than ending on
     /// it (Envoy does not retry the adapter's local reply).
-    fn untranslatable(&self, body: &[u8], t: &plan::Target) -> Option<String> {
+    fn untranslatable(&self, body: &[u8], t: &Target) -> Option<String> {
         let provider = self.cfg.providers.get(&t.provider)?;
         if provider.dialect.speaks_openai() {
             return None;
@@ -579,7 +579,7 @@ impl Planner {
     /// targets whose circuit is open, here or fleet-wide, and targets of providers
     /// failing their health checks. When every target is held back the plan is
     /// unchanged: trying beats failing without trying.
-    fn steer(&mut self, envoy: &impl Host, plan: Vec<plan::Target>, now: u64) -> Vec<plan::Target> {
+    fn steer(&mut self, envoy: &impl Host, plan: Vec<Target>, now: u64) -> Vec<Target> {
         if plan.len() < 2 {
             return plan;
         }
@@ -603,7 +603,7 @@ impl Planner {
                 None => ready.push(t),
             }
         }
-        let back: Vec<plan::Target> = back
+        let back: Vec<Target> = back
             .into_iter()
             .map(|(t, why)| {
                 if !ready.is_empty() {
@@ -624,7 +624,7 @@ impl Planner {
         out
     }
 
-    fn publish(&mut self, envoy: &impl Host, plan: Vec<plan::Target>, policy: Policy) -> Action {
+    fn publish(&mut self, envoy: &impl Host, plan: Vec<Target>, policy: Policy) -> Action {
         // The ledger is keyed by x-request-id, which a client may choose: a request
         // whose id is empty or already in flight on this worker gets a unique one
         // (set on the held headers, so the adapter and the response carry it).
@@ -1304,7 +1304,7 @@ impl Planner {
     }
 
     /// The client's own body, kept for the plan's targets that speak its API.
-    fn native_body(&mut self, plan: &[plan::Target]) -> Option<Vec<u8>> {
+    fn native_body(&mut self, plan: &[Target]) -> Option<Vec<u8>> {
         let api = self.client_api;
         let any = plan.iter().any(|t| {
             self.cfg

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use switchyard_core::governance::hex;
+use switchyard_core::sigv4::hex;
 
 use super::store::{AuditHead, Store};
 

@@ -23,9 +23,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use switchyard_core::config::Price;
 use switchyard_core::governance::{
-    Denials, GovReport, GovState, KEY_PREFIX, KeyRecord, Limits, Table, TeamRecord, hash_key, hex,
+    Denials, GovReport, GovState, KEY_PREFIX, KeyRecord, Limits, Table, TeamRecord, hash_key,
     key_subject, team_subject,
 };
+use switchyard_core::sigv4::hex;
 
 use crate::config;
 use meter::{MeterView, Meters};

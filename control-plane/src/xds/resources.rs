@@ -110,7 +110,7 @@ pub fn credentials(cfg: &Config) -> switchyard_core::fleet::Credentials {
         })
         .collect();
     let digest = sha2::Sha256::digest(serde_json::to_vec(&providers).unwrap_or_default());
-    let version = switchyard_core::governance::hex(&digest[..12]);
+    let version = switchyard_core::sigv4::hex(&digest[..12]);
     switchyard_core::fleet::Credentials { version, providers }
 }
 
@@ -169,7 +169,7 @@ pub fn filter_config(cfg: &Config, role: Role, node: &str) -> FilterConfig {
             .fleet
             .as_ref()
             .filter(|_| role == Role::Planner)
-            .map(|_| switchyard_core::fleet::Link {
+            .map(|_| switchyard_core::config::Link {
                 cluster: FLEET_CLUSTER.to_string(),
                 interval_ms: FLEET_INTERVAL_MS,
                 node: node.to_string(),
@@ -813,7 +813,7 @@ pub fn fleet_cluster(ep: &crate::config::FleetEndpoint, sds_dir: Option<&str>) -
     let mut c = provider_cluster(
         &Provider {
             name: "fleet".into(),
-            dialect: switchyard_core::config::Dialect::Openai,
+            dialect: switchyard_core::dialect::Dialect::Openai,
             tls: false,
             host: ep.host.clone(),
             port: ep.port,

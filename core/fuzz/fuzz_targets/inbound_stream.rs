@@ -40,8 +40,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use switchyard_core::config::Dialect;
-use switchyard_core::dialect::{self, Context, StreamEnd, StreamTranslator};
+use switchyard_core::dialect::{self, Context, Dialect, StreamEnd, StreamTranslator};
 use switchyard_core::inbound::native::{NativeStream, ResponsesWatch};
 use switchyard_core::inbound::{ClientApi, StreamBack, anthropic, responses};
 use switchyard_core::request::Endpoint;

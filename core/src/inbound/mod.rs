@@ -14,8 +14,7 @@ pub mod responses;
 
 use serde_json::Value;
 
-use crate::config::Dialect;
-use crate::dialect::{Answer, Context, StreamTranslator};
+use crate::dialect::{Answer, Context, Dialect, StreamTranslator};
 
 /// The largest output-token limit the chat form takes: `request::inspect`
 /// bounds its `max_tokens` and `max_completion_tokens` so. A client API's own

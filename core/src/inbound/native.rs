@@ -353,7 +353,7 @@ impl StreamTranslator for ResponsesWatch {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-    use crate::dialect::{Context, api};
+    use crate::dialect::{Context, Dialect, api};
     use crate::request::Endpoint;
 
     fn ctx() -> Context<'static> {
@@ -380,10 +380,7 @@ mod tests {
     );
 
     fn anthropic() -> NativeStream {
-        NativeStream::new(
-            ClientApi::Messages,
-            api(crate::config::Dialect::Anthropic).stream(&ctx()),
-        )
+        NativeStream::new(ClientApi::Messages, api(Dialect::Anthropic).stream(&ctx()))
     }
 
     #[test]
@@ -521,7 +518,7 @@ mod tests {
         ));
         let msg = br#"{"id":"msg_1","type":"message","role":"assistant","content":[{"type":"thinking","thinking":"t","signature":"s"},{"type":"text","text":"Hi"}],"model":"claude","stop_reason":"end_turn","usage":{"input_tokens":3,"output_tokens":1}}"#;
         let judged = answer(ClientApi::Messages, msg, |b| {
-            api(crate::config::Dialect::Anthropic).answer(b, &ctx())
+            api(Dialect::Anthropic).answer(b, &ctx())
         });
         assert_eq!(judged, Answer::Ok(msg.to_vec()), "the signature survives");
         assert_eq!(
