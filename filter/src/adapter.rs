@@ -28,6 +28,7 @@ use switchyard_core::{error, sigv4, wire};
 
 use crate::host::{self, Action, Body, Host, Map};
 use crate::ledger::Moment;
+use crate::cooldown::KeyCooling;
 use crate::{circuit, continuation, cooldown, credentials, ledger};
 
 /// What the response side does with the body.
@@ -1060,9 +1061,14 @@ impl Adapter {
                 // With several keys, a rate limit or a rejection is the key's, not the
                 // provider's: only that key is set aside.
                 FailureClass::RateLimited => match (self.reset_after_ms, self.key, keys) {
-                    (Some(ms), Some(k), 2..) => {
-                        cooldown::cool_key(envoy, &target.provider, k, now + ms)
-                    }
+                    (Some(ms), Some(k), 2..) => cooldown::cool_key(
+                        envoy,
+                        &target.provider,
+                        (k, keys),
+                        now + ms,
+                        now,
+                        KeyCooling::RateLimited,
+                    ),
                     (Some(ms), _, _) => cooldown::cool_target(envoy, target, now + ms),
                     _ => {}
                 },
@@ -1070,8 +1076,10 @@ impl Adapter {
                     (Some(k), 2..) => cooldown::cool_key(
                         envoy,
                         &target.provider,
-                        k,
+                        (k, keys),
                         now + cooldown::AUTH_COOLDOWN_MS,
+                        now,
+                        KeyCooling::Rejected,
                     ),
                     _ => cooldown::cool_provider(
                         envoy,

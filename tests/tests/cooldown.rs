@@ -42,6 +42,52 @@ async fn rate_limited_target_is_left_alone_until_its_reset_time() {
     assert_eq!(a.requests().await.len(), 2);
 }
 
+/// With several keys, a rate limit is the key's: the provider keeps serving with
+/// its other keys. Once every key is rate limited, the provider is left alone as
+/// if it had said so itself, until its first key is back: later requests do not
+/// pay an attempt per key for it, and its targets count for the gateway's own 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_key_rate_limited_leaves_the_provider_alone() {
+    let paths = Paths::discover();
+    let dir = Scratch::new("cooldown-keys");
+    let a = Mock::start(&paths, &dir.0, "a", Dialect::Openai, &["--api-key", "key-a,key-a2"]);
+    let b = Mock::start(&paths, &dir.0, "b", Dialect::Anthropic, &[]);
+    let gw = Gateway::builder()
+        .provider(&a)
+        .provider(&b)
+        .keys("a", &["key-a", "key-a2"])
+        .route("chat", &["a/m-a", "b/m-b"])
+        .route("only-a", &["a/m-2"])
+        .start(&paths, &dir)
+        .await;
+
+    let r = gw
+        .chat(&chat_body("chat"), &[("x-mock", "a:status=429,retry_after=2")])
+        .await;
+    assert_eq!(served(&r), ("b".into(), "3".into()), "both keys of a, then b");
+    assert_eq!(a.requests().await.len(), 2);
+    for _ in 0..3 {
+        let r = gw.chat(&chat_body("chat"), &[]).await;
+        assert_eq!(
+            served(&r),
+            ("b".into(), "1".into()),
+            "every key of a is cooling: b goes first"
+        );
+    }
+    // A plan of a's targets only (another model of a): the gateway's own 429.
+    let secs = expect_cooling_down_for(gw.chat(&chat_body("only-a"), &[]).await, "only-a").await;
+    assert!((1..=2).contains(&secs), "Retry-After {secs}");
+    assert_eq!(a.requests().await.len(), 2, "nothing more reached a");
+
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let r = gw.chat(&chat_body("chat"), &[]).await;
+    assert_eq!(
+        served(&r),
+        ("a".into(), "1".into()),
+        "a is back after its keys' reset time"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_key_moves_its_provider_back() {
     let paths = Paths::discover();
@@ -72,6 +118,11 @@ async fn rejected_key_moves_its_provider_back() {
 /// soonest reset time as `Retry-After` (whole seconds, rounded up). Returns the
 /// `Retry-After` seconds.
 async fn expect_cooling_down(r: reqwest::Response) -> u64 {
+    expect_cooling_down_for(r, "chat").await
+}
+
+/// As [`expect_cooling_down`], for a request that named `model`.
+async fn expect_cooling_down_for(r: reqwest::Response, model: &str) -> u64 {
     assert_eq!(r.status(), 429);
     let header = |n: &str| {
         r.headers()
@@ -93,7 +144,7 @@ async fn expect_cooling_down(r: reqwest::Response) -> u64 {
     assert_eq!(v["error"]["request_id"], rid.as_str(), "{v}");
     let msg = v["error"]["message"].as_str().unwrap_or("");
     assert!(
-        msg.contains("`chat`") && msg.contains(&format!("retry after {retry_after} s")),
+        msg.contains(&format!("`{model}`")) && msg.contains(&format!("retry after {retry_after} s")),
         "{v}"
     );
     retry_after
