@@ -141,11 +141,25 @@ mod tests {
         let now = host.now;
         let t = target("m");
         // One key of two: the provider still has a key to try.
-        cool_key(&host, "a", (0, 2), now + 5_000, now, KeyCooling::RateLimited);
+        cool_key(
+            &host,
+            "a",
+            (0, 2),
+            now + 5_000,
+            now,
+            KeyCooling::RateLimited,
+        );
         assert!(!is_cooling(&host, &t, now));
         assert_eq!(pick_key(&host, "a", 2, &[], now), Some(1));
         // Both: every target of the provider is rate limited until the first key is back.
-        cool_key(&host, "a", (1, 2), now + 2_000, now, KeyCooling::RateLimited);
+        cool_key(
+            &host,
+            "a",
+            (1, 2),
+            now + 2_000,
+            now,
+            KeyCooling::RateLimited,
+        );
         assert_eq!(rate_limited_until(&host, &target("other")), now + 2_000);
         assert!(is_cooling(&host, &t, now + 1_999));
         assert!(!is_cooling(&host, &t, now + 2_000));
@@ -160,6 +174,10 @@ mod tests {
         cool_key(&host, "a", (0, 2), now + 60_000, now, KeyCooling::Rejected);
         cool_key(&host, "a", (1, 2), now + 60_000, now, KeyCooling::Rejected);
         assert_eq!(rate_limited_until(&host, &t), 0, "not a rate limit");
-        assert_eq!(cooling_until(&host, &t), now + 90_000, "a longer cool-down stays");
+        assert_eq!(
+            cooling_until(&host, &t),
+            now + 90_000,
+            "a longer cool-down stays"
+        );
     }
 }
