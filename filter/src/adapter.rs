@@ -26,9 +26,9 @@ use switchyard_core::policy::OnStreamFailure;
 use switchyard_core::request::Endpoint;
 use switchyard_core::{error, sigv4, wire};
 
+use crate::cooldown::KeyCooling;
 use crate::host::{self, Action, Body, Host, Map};
 use crate::ledger::Moment;
-use crate::cooldown::KeyCooling;
 use crate::{circuit, continuation, cooldown, credentials, ledger};
 
 /// What the response side does with the body.

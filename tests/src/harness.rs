@@ -11,7 +11,8 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -1046,4 +1047,90 @@ pub fn recorded_header(req: &Value, name: &str) -> Vec<String> {
 /// A minimal chat request.
 pub fn chat_body(model: &str) -> Value {
     serde_json::json!({"model": model, "messages": [{"role": "user", "content": "Say hello"}]})
+}
+
+/// Clients sending `chat` completions in a loop until stopped, counting what was
+/// served and keeping every failure: the "no request failed while …" of the
+/// rollout and reload tests.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<Mutex<Vec<String>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// Starts `clients` loops. Turn `n` of client `i` posts to
+    /// `target(i, n)` = (a label for failures, the gateway's base URL); an
+    /// answer counts as served when it is a 200 and `served(label, &answer)`
+    /// holds, anything else as a failure (`"<ms since start> ms <label>: <status>
+    /// <body>"`).
+    pub fn start<T, S>(clients: usize, target: T, served: S) -> Load
+    where
+        T: Fn(usize, usize) -> (String, String) + Send + Sync + 'static,
+        S: Fn(&str, &reqwest::Response) -> bool + Send + Sync + 'static,
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(Mutex::new(Vec::new()));
+        let (target, served) = (Arc::new(target), Arc::new(served));
+        let t0 = Instant::now();
+        let tasks = (0..clients)
+            .map(|i| {
+                let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+                let (target, served) = (target.clone(), served.clone());
+                tokio::spawn(async move {
+                    let client = reqwest::Client::new();
+                    let mut turn = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let (label, url) = target(i, turn);
+                        turn += 1;
+                        let r = client
+                            .post(format!("{url}/v1/chat/completions"))
+                            .timeout(Duration::from_secs(10))
+                            .json(&chat_body("chat"))
+                            .send()
+                            .await;
+                        let at = t0.elapsed().as_millis();
+                        let failure = match r {
+                            Ok(r) if r.status() == 200 && served(&label, &r) => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
+                            Ok(r) => {
+                                let status = r.status();
+                                let body = r.text().await.unwrap_or_default();
+                                format!("{at} ms {label}: {status} {body}")
+                            }
+                            Err(e) => format!("{at} ms {label}: {e:?}"),
+                        };
+                        if let Ok(mut f) = failed.lock() {
+                            f.push(failure);
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failed,
+            tasks,
+        }
+    }
+
+    /// Requests served so far.
+    pub fn served(&self) -> u64 {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    /// Stops every client; the requests served and the failures.
+    pub async fn stop(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let failed = self.failed.lock().map(|f| f.clone()).unwrap_or_default();
+        (self.ok.load(Ordering::Relaxed), failed)
+    }
 }

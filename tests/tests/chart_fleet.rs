@@ -38,7 +38,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -49,7 +49,7 @@ use rcgen::{
 use serde::Deserialize as _;
 use serde_json::{Value, json};
 use switchyard_core::sigv4::sha256_hex as sha256;
-use switchyard_tests::harness::{Dialect, Mock, Paths, Proc, Scratch, chat_body, listener_code, wasm_rebuilt};
+use switchyard_tests::harness::{Dialect, Load, Mock, Paths, Proc, Scratch, listener_code, wasm_rebuilt};
 
 /// The namespace render.sh installs into.
 const NAMESPACE: &str = "switchyard";
@@ -1069,77 +1069,24 @@ impl Service {
 }
 
 /// Clients sending chat requests through the OpenAI API to the Service's
-/// endpoints in turn, until stopped.
-struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    failed: Arc<Mutex<Vec<String>>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(service: &Arc<Service>, clients: usize, t0: Instant) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicU64::new(0));
-        let failed = Arc::new(Mutex::new(Vec::new()));
-        let tasks = (0..clients)
-            .map(|i| {
-                let (service, stop, ok, failed) = (service.clone(), stop.clone(), ok.clone(), failed.clone());
-                tokio::spawn(async move {
-                    let client = reqwest::Client::new();
-                    let mut turn = i;
-                    while !stop.load(Ordering::Relaxed) {
-                        let (pod, url) = {
-                            let eps = service.endpoints.read().unwrap();
-                            eps[turn % eps.len()].clone()
-                        };
-                        turn += 1;
-                        let r = client
-                            .post(format!("{url}/v1/chat/completions"))
-                            .timeout(Duration::from_secs(10))
-                            .json(&chat_body("chat"))
-                            .send()
-                            .await;
-                        let at = t0.elapsed().as_millis();
-                        match r {
-                            Ok(r)
-                                if r.status() == 200
-                                    && r.headers().get("x-switchyard-provider").is_some_and(|p| p == "openai") =>
-                            {
-                                ok.fetch_add(1, Ordering::Relaxed);
-                                *service.served.lock().unwrap().entry(pod).or_default() += 1;
-                            }
-                            Ok(r) => {
-                                let status = r.status();
-                                let body = r.text().await.unwrap_or_default();
-                                failed.lock().unwrap().push(format!("{at} ms {pod}: {status} {body}"));
-                            }
-                            Err(e) => failed.lock().unwrap().push(format!("{at} ms {pod}: {e:?}")),
-                        }
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            ok,
-            failed,
-            tasks,
-        }
-    }
-
-    fn served(&self) -> u64 {
-        self.ok.load(Ordering::Relaxed)
-    }
-
-    async fn stop(self) -> (u64, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.tasks {
-            t.await.unwrap();
-        }
-        let failed = self.failed.lock().unwrap().clone();
-        (self.ok.load(Ordering::Relaxed), failed)
-    }
+/// endpoints in turn, until stopped; an answer counts only when the mock
+/// provider served it, and per pod.
+fn load(service: &Arc<Service>, clients: usize) -> Load {
+    let (to, by) = (service.clone(), service.clone());
+    Load::start(
+        clients,
+        move |i, turn| {
+            let eps = to.endpoints.read().unwrap();
+            eps[(i + turn) % eps.len()].clone()
+        },
+        move |pod, r| {
+            let ours = r.headers().get("x-switchyard-provider").is_some_and(|p| p == "openai");
+            if ours {
+                *by.served.lock().unwrap().entry(pod.to_string()).or_default() += 1;
+            }
+            ours
+        },
+    )
 }
 
 /// Waits until the active listener of every gateway in `gws` fetches build
@@ -1303,7 +1250,7 @@ async fn the_charts_fleet_rolls_a_new_filter_and_new_gateways_without_a_failed_r
     for gw in &gateways {
         service.add(gw);
     }
-    let load = Load::start(&service, 4, t0);
+    let load = load(&service, 4);
     tokio::time::sleep(Duration::from_millis(700)).await;
     let before_a = load.served();
 

@@ -9,16 +9,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use switchyard_core::sigv4::sha256_hex as sha256;
 use switchyard_tests::harness::{
-    Dialect, FilterHost, Gateway, Mock, Paths, Scratch, chat_body, listener_code, wasm_rebuilt,
+    Dialect, FilterHost, Gateway, Load, Mock, Paths, Scratch, chat_body, listener_code, wasm_rebuilt,
 };
-use tokio::sync::Mutex;
 
 /// Waits until every Envoy's active listener fetches the build `sha`.
 async fn wait_for_build(gw: &Gateway, sha: &str) -> Duration {
@@ -79,71 +76,6 @@ async fn text(url: String) -> String {
     reqwest::get(url).await.unwrap().text().await.unwrap()
 }
 
-/// Clients sending chat requests to every URL, three each, until stopped.
-struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    failed: Arc<Mutex<Vec<String>>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(urls: &[String]) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicU64::new(0));
-        let failed = Arc::new(Mutex::new(Vec::<String>::new()));
-        let mut tasks = Vec::new();
-        for url in urls {
-            for _ in 0..3 {
-                let (url, stop, ok, failed) = (url.clone(), stop.clone(), ok.clone(), failed.clone());
-                tasks.push(tokio::spawn(async move {
-                    let client = reqwest::Client::new();
-                    while !stop.load(Ordering::Relaxed) {
-                        let r = client
-                            .post(format!("{url}/v1/chat/completions"))
-                            .timeout(Duration::from_secs(10))
-                            .json(&chat_body("chat"))
-                            .send()
-                            .await;
-                        match r {
-                            Ok(r) if r.status() == 200 => {
-                                ok.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Ok(r) => {
-                                let status = r.status();
-                                let body = r.text().await.unwrap_or_default();
-                                failed.lock().await.push(format!("{status}: {body}"));
-                            }
-                            Err(e) => failed.lock().await.push(format!("{e}")),
-                        }
-                    }
-                }));
-            }
-        }
-        Load {
-            stop,
-            ok,
-            failed,
-            tasks,
-        }
-    }
-
-    /// Requests answered 200 so far.
-    fn served(&self) -> u64 {
-        self.ok.load(Ordering::Relaxed)
-    }
-
-    /// Stops; the requests answered 200 and the failures.
-    async fn stop(self) -> (u64, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.tasks {
-            t.await.unwrap();
-        }
-        let failed = self.failed.lock().await.clone();
-        (self.ok.load(Ordering::Relaxed), failed)
-    }
-}
-
 fn admin_of(gw: &Gateway, i: usize) -> String {
     let file = gw.envoys[i].log.with_extension("").with_extension("admin");
     format!("http://{}", std::fs::read_to_string(file).unwrap().trim())
@@ -187,7 +119,7 @@ async fn envoys_fetch_the_served_filter_and_roll_to_a_new_build_without_a_failed
     every_envoy_serves(&gw).await;
 
     // Under load on both Envoys, a new build replaces the file.
-    let load = Load::start(&gw.urls);
+    let load = load_on(&gw.urls);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = load.served();
     let second = wasm_rebuilt(&original, b"v2");
@@ -339,7 +271,7 @@ async fn ecds_updates_the_filters_in_place_under_load() {
     let config = std::fs::read_to_string(&gw.config).unwrap();
     let planner_v1 = active_planner(&admin).await.expect("the listener names the planner");
     let listeners_modified = stat(&admin, "listener_manager.listener_modified").await;
-    let load = Load::start(&gw.urls);
+    let load = load_on(&gw.urls);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // (1) A new filter config (prices: only the filters read them).
@@ -398,4 +330,14 @@ async fn ecds_updates_the_filters_in_place_under_load() {
         listeners_modified + 1,
         "a new build is one new listener"
     );
+}
+
+/// Three clients per gateway URL, each on its own gateway.
+fn load_on(urls: &[String]) -> Load {
+    let urls = urls.to_vec();
+    Load::start(
+        3 * urls.len(),
+        move |i, _| (urls[i % urls.len()].clone(), urls[i % urls.len()].clone()),
+        |_, _| true,
+    )
 }
