@@ -183,6 +183,11 @@ impl Proc {
         }
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The log so far.
     pub fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -522,43 +527,8 @@ impl GatewayBuilder {
         let config = dir.join("switchyard.yaml");
         std::fs::write(&config, self.config_text(paths)).expect("write config");
         let data_dir = dir.join("data");
-        let mut cp = Proc::spawn(
-            "switchyard",
-            dir,
-            Command::new(&paths.switchyard)
-                .args([
-                    "serve",
-                    "--xds-addr",
-                    "127.0.0.1:0",
-                    "--status-addr",
-                    "127.0.0.1:0",
-                    "--admin-addr",
-                    "127.0.0.1:0",
-                    "--health-addr",
-                    "127.0.0.1:0",
-                    "--data-dir",
-                ])
-                .arg(&data_dir)
-                .arg("--config")
-                .arg(&config)
-                .args(self.tls.as_ref().map(ControlTls::serve_args).unwrap_or_default()),
-        );
-        let xds: SocketAddr = cp
-            .wait_for_line("listening on", Duration::from_secs(10))
-            .parse()
-            .expect("xds address");
-        let status = cp.wait_for_line("status on ", Duration::from_secs(1));
-        let status: SocketAddr = status
-            .trim_start_matches("http://")
-            .trim_start_matches("https://")
-            .trim_end_matches("/status")
-            .parse()
-            .expect("status address");
-        let admin_api = cp.wait_for_line("admin API on http://", Duration::from_secs(1));
-        let admin_api: SocketAddr = admin_api
-            .trim_end_matches("/admin/v1")
-            .parse()
-            .expect("admin API address");
+        let (cp, xds, status, admin_api) =
+            spawn_control_plane(paths, dir, "switchyard", &config, &data_dir, self.tls.as_ref());
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let node = format!("test-envoy-{n}");
         let envoy = start_envoy(
@@ -594,6 +564,56 @@ impl GatewayBuilder {
         gw.wait_ready(0).await;
         gw
     }
+}
+
+/// Starts `switchyard serve` on ephemeral ports with `config` and `data_dir`;
+/// returns it with its xDS, status and admin API addresses.
+fn spawn_control_plane(
+    paths: &Paths,
+    dir: &Path,
+    name: &str,
+    config: &Path,
+    data_dir: &Path,
+    tls: Option<&ControlTls>,
+) -> (Proc, SocketAddr, SocketAddr, SocketAddr) {
+    let mut cp = Proc::spawn(
+        name,
+        dir,
+        Command::new(&paths.switchyard)
+            .args([
+                "serve",
+                "--xds-addr",
+                "127.0.0.1:0",
+                "--status-addr",
+                "127.0.0.1:0",
+                "--admin-addr",
+                "127.0.0.1:0",
+                "--health-addr",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .arg("--config")
+            .arg(config)
+            .args(tls.map(ControlTls::serve_args).unwrap_or_default()),
+    );
+    let xds: SocketAddr = cp
+        .wait_for_line("listening on", Duration::from_secs(10))
+        .parse()
+        .expect("xds address");
+    let status = cp.wait_for_line("status on ", Duration::from_secs(1));
+    let status: SocketAddr = status
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .trim_end_matches("/status")
+        .parse()
+        .expect("status address");
+    let admin_api = cp.wait_for_line("admin API on http://", Duration::from_secs(1));
+    let admin_api: SocketAddr = admin_api
+        .trim_end_matches("/admin/v1")
+        .parse()
+        .expect("admin API address");
+    (cp, xds, status, admin_api)
 }
 
 /// Starts one Envoy from a bootstrap generated for the gateway's config file
@@ -753,6 +773,41 @@ impl Gateway {
         let i = self.envoys.len() - 1;
         self.wait_ready(i).await;
         i
+    }
+
+    /// Starts a second control plane on the same config file, with its own
+    /// data directory and ports (`data-<n>`: its own audit log and admin
+    /// token; a `governance: { database: … }` in the config makes the two share
+    /// the key database), and one Envoy of its own: another gateway.
+    pub async fn start_replica(&self, paths: &Paths) -> Gateway {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = self.config.parent().map(Path::to_path_buf).unwrap_or_default();
+        let data_dir = dir.join(format!("data-{n}"));
+        let (cp, xds, status, admin_api) = spawn_control_plane(
+            paths,
+            &dir,
+            &format!("switchyard-{n}"),
+            &self.config,
+            &data_dir,
+            self.tls.as_ref(),
+        );
+        let mut gw = Gateway {
+            host: self.host,
+            filter_file: self.filter_file.clone(),
+            url: String::new(),
+            admin: String::new(),
+            config: self.config.clone(),
+            xds,
+            status,
+            admin_api,
+            data_dir,
+            envoys: Vec::new(),
+            urls: Vec::new(),
+            cp,
+            tls: self.tls.clone(),
+        };
+        gw.add_envoy(paths).await;
+        gw
     }
 
     /// Kills the control plane (Envoys keep their last config).
