@@ -12,6 +12,7 @@ pub mod admin;
 pub mod audit;
 pub mod client;
 pub mod meter;
+pub mod pool;
 pub mod store;
 
 use std::collections::{BTreeMap, HashMap};
@@ -377,7 +378,11 @@ impl Governance {
             r.subjects.len(),
             r.anonymous
         );
-        s.meters.seen(&r.boot, now);
+        if s.meters.seen(&r.boot, now)
+            && let Err(e) = s.meters.sync(&self.0.store, now, true)
+        {
+            tracing::error!("meters: a new Envoy: {e}");
+        }
         s.anonymous.add(&r.anonymous);
         let mut grants = Vec::new();
         for sr in &r.subjects {
@@ -394,9 +399,10 @@ impl Governance {
                 let Some(limit) = limits.of(dr.d) else {
                     continue;
                 };
-                let store = &self.0.store;
-                let saved = || store.usage(&sr.s, dr.d, dr.d.window(now)).unwrap_or(0);
-                if let Some(g) = s.meters.report(&r.boot, &sr.s, dr, limit, now, saved) {
+                if let Some(g) = s
+                    .meters
+                    .report(&self.0.store, &r.boot, &sr.s, dr, limit, now)
+                {
                     grants.push(g);
                 }
             }
@@ -410,14 +416,29 @@ impl Governance {
         })
     }
 
-    /// Once a second: saves budget use, picks up changes other control planes
-    /// made to a shared database, writes request summaries to the audit log.
+    /// Names this control plane on the database (its status address: a
+    /// restart on the same address resumes what it held) and says it is
+    /// there, so that control planes sharing the database lend between them.
+    pub fn set_replica(&self, id: &str) {
+        if let Ok(mut s) = self.0.state.lock() {
+            s.meters.set_replica(id);
+            if let Err(e) = s.meters.sync(&self.0.store, now_ms(), false) {
+                tracing::error!("meters: {e}");
+            }
+        }
+    }
+
+    /// Once a second: saves the meters' use and lends with the control planes
+    /// sharing the database (`meter::Meters::sync`), picks up changes they
+    /// made to keys and teams, writes request summaries to the audit log.
     pub fn tick(&self, now: u64) {
-        let (dirty, summaries) = {
+        let summaries = {
             let Ok(mut s) = self.0.state.lock() else {
                 return;
             };
-            let dirty = s.meters.take_dirty();
+            if let Err(e) = s.meters.sync(&self.0.store, now, false) {
+                tracing::error!("meters: {e}");
+            }
             if let Ok(rev) = self.0.store.revision()
                 && rev != s.revision
             {
@@ -454,13 +475,8 @@ impl Governance {
                     }));
                 }
             }
-            (dirty, summaries)
+            summaries
         };
-        if !dirty.is_empty()
-            && let Err(e) = self.0.store.save_usage(&dirty)
-        {
-            tracing::error!("saving budget use: {e}");
-        }
         for detail in summaries {
             self.audit("requests", detail);
         }

@@ -274,6 +274,13 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
     // The status/fleet endpoint is bound first: its address goes into the config
     // the filters get (the cluster through which they report outcomes).
     let (status_listener, status_bound) = bind(status_addr).await?;
+    // Control planes sharing the database lend the meters between them, each
+    // known by its status address (a restart on it resumes what it held).
+    {
+        let g = governance.clone();
+        let id = status_bound.to_string();
+        let _ = tokio::task::spawn_blocking(move || g.set_replica(&id)).await;
+    }
     let fleet_endpoint = crate::config::FleetEndpoint {
         host: advertise
             .as_ref()
