@@ -33,7 +33,8 @@ const VARIANTS = [
   {
     name: "minimal", delivery: "remote",
     set: ["tls.enabled=false", "gateway.autoscaling.enabled=false", "httpRoute.enabled=false",
-      "networkPolicy.enabled=false", "filter.delivery=remote", "images.envoy.digest=sha256:" + "0".repeat(64)],
+      "networkPolicy.enabled=false", "filter.delivery=remote", "images.envoy.digest=sha256:" + "0".repeat(64),
+      "gateway.metrics.port=9100", "gateway.metrics.annotations=false"],
   },
 ];
 // Secrets the chart names but leaves to the operator (values.yaml says so).
@@ -343,6 +344,7 @@ function checkGateway(objs, v, config, delivery) {
     String(bootstrap.admin.address.socket_address.port_value) === env.ADMIN_PORT);
   const tlsOn = pod.volumes.some((vol) => vol.name === "tls");
   check(`${v}: bootstrap uses mTLS exactly when certificates are mounted`, !!xds.transport_socket === tlsOn);
+  checkStatsListener(v, gw, bootstrap);
   const heap = bootstrap.overload_manager.resource_monitors
     .find((m) => m.name === "envoy.resource_monitors.fixed_heap").typed_config.max_heap_size_bytes;
   check(`${v}: Envoy's heap limit is below the container's memory limit`, heap < memBytes(envoy.resources.limits.memory),
@@ -367,9 +369,45 @@ function checkGateway(objs, v, config, delivery) {
   check(`${v}: envoy --mode validate on the gateway bootstrap`, r.ok, lastLine(r.out));
 }
 
+// Prometheus' port: the bootstrap's one static listener serves the admin's
+// /stats/prometheus and nothing else, on the container port `http-envoy-prom`
+// (and the prometheus.io annotations' port, when the chart writes them); no
+// traffic_direction, so the preStop's drain of the inbound listeners leaves it.
+function checkStatsListener(v, gw, bootstrap) {
+  const pod = gw.spec.template.spec;
+  const env = Object.fromEntries((pod.containers[0].env ?? []).filter((e) => "value" in e).map((e) => [e.name, e.value]));
+  const listeners = bootstrap.static_resources.listeners ?? [];
+  const l = listeners[0];
+  if (!check(`${v}: bootstrap has one static listener, the stats listener`,
+    listeners.length === 1 && l.name === "switchyard_prometheus", listeners.map((x) => x.name).join(","))) return;
+  const port = pod.containers[0].ports.find((p) => p.name === "http-envoy-prom")?.containerPort;
+  const sock = l.address.socket_address;
+  check(`${v}: the stats listener listens on the pod's addresses at container port http-envoy-prom`,
+    sock.address === "0.0.0.0" && sock.port_value === port, `${sock.address}:${sock.port_value} vs ${port}`);
+  const ann = gw.spec.template.metadata.annotations ?? {};
+  const annotated = ann["prometheus.io/scrape"] !== undefined;
+  check(`${v}: the prometheus.io annotations name the stats port and path (when written)`, !annotated ||
+    (ann["prometheus.io/scrape"] === "true" && ann["prometheus.io/port"] === String(port) && ann["prometheus.io/path"] === "/stats/prometheus"),
+    JSON.stringify(ann));
+  const hcm = l.filter_chains.flatMap((fc) => fc.filters)
+    .find((f) => f.name === "envoy.filters.network.http_connection_manager")?.typed_config;
+  const routes = (hcm?.route_config?.virtual_hosts ?? []).flatMap((vh) => vh.routes);
+  const admin = bootstrap.static_resources.clusters.find((c) => c.name === routes[0]?.route?.cluster);
+  const dialled = admin?.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address;
+  check(`${v}: the stats listener routes GET /stats/prometheus (exactly) to the admin address, and nothing else`,
+    routes.length === 1 && routes[0].match.path === "/stats/prometheus" && Object.keys(routes[0].match).length === 2 &&
+    routes[0].match.headers?.[0]?.name === ":method" && routes[0].match.headers[0].string_match?.exact === "GET" &&
+    dialled?.address === "127.0.0.1" && String(dialled?.port_value) === env.ADMIN_PORT, JSON.stringify(routes));
+  check(`${v}: the stats listener runs no Switchyard filter and counts under its own stat prefix`,
+    hcm.http_filters.map((f) => f.name).join() === "envoy.filters.http.router" && hcm.stat_prefix !== "switchyard");
+  check(`${v}: the stats listener is not an inbound listener (the preStop drains those only)`,
+    l.traffic_direction === undefined);
+}
+
 // The chart's bootstrap files must be what `switchyard bootstrap` prints today.
 function checkBootstrapFile() {
-  const common = ["bootstrap", "--config", path.join(CHART, "files/switchyard.yaml"), "--node", "envoy", "--admin", "127.0.0.1:9901"];
+  const common = ["bootstrap", "--config", path.join(CHART, "files/switchyard.yaml"), "--node", "envoy", "--admin", "127.0.0.1:9901",
+    "--stats-addr", "0.0.0.0:9902"];
   const r = run(SWITCHYARD, [...common, "--xds", "127.0.0.1:18000"]);
   const committed = fs.readFileSync(path.join(CHART, "files/envoy-bootstrap.yaml"), "utf8");
   check("chart files/envoy-bootstrap.yaml is `switchyard bootstrap` output (deploy/kubernetes/update-bootstrap.sh)",
@@ -459,7 +497,7 @@ async function selfCheck(objs) {
     check(`self-check: ${what} is refused`, refused);
   }
   // The chart's values.schema.json: a misspelt value fails the render.
-  for (const set of ["gateway.replica=3", "filter.delivery=ftp", "images.envoy.tag=latest"]) {
+  for (const set of ["gateway.replica=3", "filter.delivery=ftp", "images.envoy.tag=latest", "gateway.metrics.port=0", "gateway.metrics.scrape=true"]) {
     check(`self-check: helm refuses --set ${set}`, !run(HELM, ["template", "sy", CHART, "--set", set]).ok);
   }
   // A config of your own must name the filter as filter.delivery delivers it.
@@ -484,6 +522,16 @@ async function selfCheck(objs) {
   }
   const r = run(HELM, ["template", "sy", CHART, "--set", "filter.delivery=remote", "--set-file", `config=${served}`]);
   check("self-check: helm renders remote delivery with a config of your own that serves the filter", r.ok, lastLine(r.out));
+  // A bootstrap of your own without the stats listener: the port the pod
+  // declares and annotates would answer nothing.
+  const noStats = path.join(TMP, "bootstrap-no-stats.yaml");
+  const b = run(SWITCHYARD, ["bootstrap", "--node", "envoy", "--admin", "127.0.0.1:9901", "--xds", "switchyard-control-plane.placeholder:18000",
+    "--tls-cert", "/etc/switchyard/tls/tls.crt", "--tls-key", "/etc/switchyard/tls/tls.key", "--tls-ca", "/etc/switchyard/tls/ca.crt",
+    "--sds-dir", "/etc/envoy", "--sds-out", path.join(TMP, "sds-no-stats")]);
+  fs.writeFileSync(noStats, b.out);
+  const n = run(HELM, ["template", "sy", CHART, "--set-file", `gateway.bootstrap=${noStats}`]);
+  check("self-check: helm refuses a gateway bootstrap without the stats listener", b.ok && !n.ok && n.out.includes("--stats-addr"),
+    n.ok ? "rendered" : lastLine(n.out));
 }
 
 // --- main --------------------------------------------------------------------------

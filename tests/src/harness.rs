@@ -420,6 +420,7 @@ pub struct GatewayBuilder {
     delta: bool,
     tls: Option<ControlTls>,
     filter: Option<String>,
+    stats_listener: bool,
 }
 
 impl GatewayBuilder {
@@ -468,6 +469,15 @@ impl GatewayBuilder {
     /// Envoy worker threads (default 1).
     pub fn workers(mut self, n: u32) -> Self {
         self.workers = n;
+        self
+    }
+
+    /// The first Envoy's bootstrap gets the stats-only listener for Prometheus
+    /// (`switchyard bootstrap --stats-addr`, on an ephemeral loopback port:
+    /// [`Gateway::stats`]), and with it an admin on a fixed port, which that
+    /// listener's cluster dials.
+    pub fn stats_listener(mut self) -> Self {
+        self.stats_listener = true;
         self
     }
 
@@ -541,6 +551,7 @@ impl GatewayBuilder {
             self.workers.max(1),
             self.delta,
             self.tls.as_ref(),
+            self.stats_listener,
         );
         let mut gw = Gateway {
             host: paths.host,
@@ -551,6 +562,7 @@ impl GatewayBuilder {
                 .unwrap_or_default(),
             url: String::new(),
             admin: String::new(),
+            stats: String::new(),
             config,
             xds,
             status,
@@ -629,9 +641,22 @@ fn start_envoy(
     workers: u32,
     delta: bool,
     tls: Option<&ControlTls>,
+    stats_listener: bool,
 ) -> Proc {
     let mut cmd = Command::new(&paths.switchyard);
-    cmd.args(["bootstrap", "--node", node, "--admin", "127.0.0.1:0", "--xds"]);
+    cmd.args(["bootstrap", "--node", node]);
+    if stats_listener {
+        // The stats listener's cluster must know the admin's port: a free one,
+        // not Envoy's choice (`:0`).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        cmd.args(["--admin", &format!("127.0.0.1:{port}"), "--stats-addr", "127.0.0.1:0"]);
+    } else {
+        cmd.args(["--admin", "127.0.0.1:0"]);
+    }
+    cmd.arg("--xds");
     match tls {
         None => cmd.arg(xds.to_string()),
         Some(t) => cmd
@@ -691,6 +716,9 @@ pub struct Gateway {
     pub url: String,
     /// `http://127.0.0.1:PORT` of the first Envoy's admin.
     pub admin: String,
+    /// `http://127.0.0.1:PORT` of the first Envoy's stats-only listener
+    /// ([`GatewayBuilder::stats_listener`]), else empty.
+    pub stats: String,
     /// The control plane's config file (rewrite it to hot-reload).
     pub config: PathBuf,
     /// The control plane's ADS address.
@@ -734,13 +762,17 @@ impl Gateway {
                 let admin = format!("http://{}", admin.trim());
                 // The port shows up while the listener is still warming: wait until it
                 // accepts connections.
-                if let Some(port) = listener_port(&client, &admin).await
+                if let Some(port) = listener_port(&client, &admin, "switchyard").await
                     && tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
                     && gateway_ready(&client, &admin, self.host).await
                 {
                     let url = format!("http://127.0.0.1:{port}");
                     if i == 0 {
                         self.url = url.clone();
+                        // A static listener: bound before the one from the control plane.
+                        if let Some(stats) = listener_port(&client, &admin, STATS_LISTENER).await {
+                            self.stats = format!("http://127.0.0.1:{stats}");
+                        }
                         self.admin = admin;
                     }
                     if self.urls.len() <= i {
@@ -769,6 +801,7 @@ impl Gateway {
             1,
             false,
             self.tls.as_ref(),
+            false,
         ));
         let i = self.envoys.len() - 1;
         self.wait_ready(i).await;
@@ -796,6 +829,7 @@ impl Gateway {
             filter_file: self.filter_file.clone(),
             url: String::new(),
             admin: String::new(),
+            stats: String::new(),
             config: self.config.clone(),
             xds,
             status,
@@ -978,7 +1012,11 @@ async fn gateway_ready(client: &reqwest::Client, admin: &str, host: FilterHost) 
         .any(|l| l.trim() == format!("{name}: 1"))
 }
 
-async fn listener_port(client: &reqwest::Client, admin: &str) -> Option<u16> {
+/// The name of the bootstrap's stats-only listener (`switchyard bootstrap --stats-addr`).
+pub const STATS_LISTENER: &str = "switchyard_prometheus";
+
+/// The port Envoy `admin`'s listener `name` is bound to.
+async fn listener_port(client: &reqwest::Client, admin: &str, name: &str) -> Option<u16> {
     let v: Value = client
         .get(format!("{admin}/listeners?format=json"))
         .send()
@@ -990,7 +1028,7 @@ async fn listener_port(client: &reqwest::Client, admin: &str) -> Option<u16> {
     v.get("listener_statuses")?
         .as_array()?
         .iter()
-        .find(|l| l.get("name").and_then(Value::as_str) == Some("switchyard"))?
+        .find(|l| l.get("name").and_then(Value::as_str) == Some(name))?
         .pointer("/local_address/socket_address/port_value")?
         .as_u64()
         .and_then(|p| u16::try_from(p).ok())

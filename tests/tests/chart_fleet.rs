@@ -14,7 +14,10 @@
 //!   args and env (`--service-node $(POD_NAME)`, a pod name as the Deployment
 //!   controller makes it), from the bootstrap ConfigMap; it is ready when the
 //!   chart's readiness probe (`envoy-admin.sh ready`) says so, and it goes with
-//!   the chart's preStop hook (`envoy-admin.sh drain`) and SIGTERM;
+//!   the chart's preStop hook (`envoy-admin.sh drain`) and SIGTERM; its
+//!   Prometheus port (`http-envoy-prom`, the bootstrap's stats listener) serves
+//!   the filter's metrics and nothing else, and still does once the preStop
+//!   has stopped the gateway's listener;
 //! - the Services' DNS names resolve through a small DNS server standing in for
 //!   the cluster's.
 //!
@@ -28,9 +31,10 @@
 //! What had to change to run pods as processes on one host, and nothing else:
 //! paths (each mount path maps to its directory here), ports (every pod would
 //! have the same ports in its own network namespace; here each gets ephemeral
-//! loopback ports, and Envoy `--admin-address-path` to say which it took), the
-//! providers' addresses (the mock providers instead), and the DNS resolver
-//! Envoy asks.
+//! loopback ports, and Envoy `--admin-address-path` to say which it took; the
+//! admin's is a free port picked here, as the stats listener's cluster dials
+//! it), the providers' addresses (the mock providers instead), and the DNS
+//! resolver Envoy asks.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
@@ -50,6 +54,7 @@ use serde::Deserialize as _;
 use serde_json::{Value, json};
 use switchyard_core::sigv4::sha256_hex as sha256;
 use switchyard_tests::harness::{Dialect, Load, Mock, Paths, Proc, Scratch, listener_code, wasm_rebuilt};
+use switchyard_tests::prometheus::parse_exposition;
 
 /// The namespace render.sh installs into.
 const NAMESPACE: &str = "switchyard";
@@ -813,11 +818,13 @@ fn operator_secrets(m: &Manifests, mocks: &BTreeMap<String, Mock>) -> BTreeMap<S
 
 // === gateways ===
 
-/// A gateway pod: Envoy, its admin and listener addresses here.
+/// A gateway pod: Envoy, its admin, listener and stats listener addresses here.
 struct GatewayPod {
     pod: Pod,
     admin: String,
     url: String,
+    /// `http://127.0.0.1:PORT` of the Prometheus port (`http-envoy-prom`).
+    stats: String,
     /// `ADMIN_PORT` and `LISTENER_PORT` as the pod has them → the ports here.
     port_env: BTreeMap<String, String>,
 }
@@ -845,6 +852,14 @@ impl GatewayPod {
             }
         });
         let pod_admin_port = admin_port.get().expect("a bootstrap in the ConfigMap");
+        let named = named_ports(&pod.spec);
+        let annotations = &deploy["spec"]["template"]["metadata"]["annotations"];
+        assert_eq!(annotations["prometheus.io/path"], "/stats/prometheus");
+        assert_eq!(
+            annotations["prometheus.io/port"].as_str(),
+            Some(named["http-envoy-prom"].to_string().as_str()),
+            "Prometheus scrapes the stats port"
+        );
         let argv = pod.argv(&args_of(&pod.spec), &BTreeMap::new(), &BTreeSet::new());
         let admin_file = pod.root.join("admin.address");
         let mut cmd = Command::new(program(
@@ -853,13 +868,13 @@ impl GatewayPod {
             Some(&argv[0]),
         ));
         cmd.args(&argv[1..])
-            // The one flag added: where Envoy writes its (ephemeral) admin address.
+            // The one flag added: where Envoy writes its admin address.
             .arg("--admin-address-path")
             .arg(&admin_file)
             .env_clear()
             .envs(&pod.env);
         let proc = Proc::spawn(&name, &cluster.dir, &mut cmd);
-        let listener_port = named_ports(&pod.spec)["http"];
+        let pod_listener_port = named["http"];
         let mut gw = GatewayPod {
             pod: Pod {
                 proc: Some(proc),
@@ -867,6 +882,7 @@ impl GatewayPod {
             },
             admin: String::new(),
             url: String::new(),
+            stats: String::new(),
             port_env: BTreeMap::new(),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -878,14 +894,17 @@ impl GatewayPod {
                 && !a.trim().is_empty()
             {
                 gw.admin = format!("http://{}", a.trim());
-                if let Some(port) = switchyard_listener_port(&gw.admin).await {
+                if let Some(port) = listener_port(&gw.admin, "switchyard").await
+                    && let Some(stats) = listener_port(&gw.admin, "switchyard_prometheus").await
+                {
                     gw.url = format!("http://127.0.0.1:{port}");
+                    gw.stats = format!("http://127.0.0.1:{stats}");
                     gw.port_env = BTreeMap::from([
                         (
                             pod_admin_port.to_string(),
                             a.trim().rsplit(':').next().unwrap().to_string(),
                         ),
-                        (listener_port.to_string(), port.to_string()),
+                        (pod_listener_port.to_string(), port.to_string()),
                     ]);
                     if gw.probe("readinessProbe").await {
                         return (gw, t.elapsed());
@@ -894,6 +913,34 @@ impl GatewayPod {
             }
             tokio::time::sleep(PROBE_PERIOD).await;
         }
+    }
+
+    /// Scrapes the pod's Prometheus port as Prometheus does (the annotations'
+    /// path): Envoy's stats in Prometheus' text format, the filter's among
+    /// them; every other path is 404 there. `switchyard_requests_total` by
+    /// outcome (`served`…), summed over the other labels.
+    async fn scrape(&self) -> BTreeMap<String, f64> {
+        let r = reqwest::get(format!("{}/stats/prometheus", self.stats))
+            .await
+            .unwrap_or_else(|e| panic!("{}: scrape: {e}", self.pod.name));
+        assert_eq!(r.status(), 200, "{}: scrape", self.pod.name);
+        let samples = parse_exposition(&r.text().await.unwrap());
+        assert!(
+            samples
+                .iter()
+                .any(|s| s.name == "switchyard_credentials_ready" && s.value == 1.0),
+            "{}: the filter's gauges are in the scrape",
+            self.pod.name
+        );
+        for path in ["/config_dump", "/quitquitquit", "/stats", "/"] {
+            let r = reqwest::get(format!("{}{path}", self.stats)).await.unwrap();
+            assert_eq!(r.status(), 404, "{}: {path} on the stats port", self.pod.name);
+        }
+        let mut out = BTreeMap::new();
+        for s in samples.iter().filter(|s| s.name == "switchyard_requests_total") {
+            *out.entry(s.label("outcome").to_string()).or_default() += s.value;
+        }
+        out
     }
 
     /// Whether the chart's exec probe `which` passes.
@@ -917,6 +964,20 @@ impl GatewayPod {
             self.pod.name,
             String::from_utf8_lossy(&out.stderr)
         );
+        // The drain stopped the gateway's listener (INBOUND), not the stats
+        // listener: Prometheus reads the last counters until the pod is gone.
+        let port = self.url.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "{}: the gateway's listener still takes connections after the preStop",
+                self.pod.name
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let served = self.scrape().await.get("served").copied().unwrap_or(0.0);
+        assert!(served > 0.0, "{}: served {served} by the last scrape", self.pod.name);
         let left = grace.saturating_sub(hook_time);
         let proc = self.pod.proc.as_mut().unwrap();
         let status = tokio::task::block_in_place(|| proc.terminate(left));
@@ -957,7 +1018,9 @@ fn service_ports(m: &Manifests, cp: &ControlPlane) -> BTreeMap<(String, u16), u1
 
 /// The gateway bootstrap as the ConfigMap holds it, with what an Envoy
 /// here needs rewritten: the admin port (every pod's is 9901 in its own
-/// network namespace; here each takes an ephemeral one), the port of each
+/// network namespace; here each takes a free one, which the stats listener's
+/// cluster dials as it dials the pod's admin), the stats listener's address
+/// (the pod's addresses: here an ephemeral loopback port), the port of each
 /// Service address (where that Service's pod listens here; the name stays
 /// and the cluster DNS answers it), the paths on volumes, and the cluster DNS
 /// as resolver. Returns it and the pod's admin port.
@@ -971,7 +1034,16 @@ fn bootstrap(
     let admin = b.pointer_mut("/admin/address/socket_address").unwrap();
     assert_eq!(admin["address"], "127.0.0.1");
     let pod_admin = u16::try_from(admin["port_value"].as_u64().unwrap()).unwrap();
-    admin["port_value"] = json!(0);
+    let local_admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    admin["port_value"] = json!(local_admin);
+    let listeners = b["static_resources"]["listeners"].as_array_mut().unwrap();
+    assert_eq!(listeners.len(), 1, "one static listener: Prometheus' port");
+    let stats = &mut listeners[0]["address"]["socket_address"];
+    assert_eq!(stats["address"], "0.0.0.0", "the pod's addresses");
+    *stats = json!({ "address": "127.0.0.1", "port_value": 0 });
     let mut dialled = 0;
     for cluster in b["static_resources"]["clusters"].as_array_mut().unwrap() {
         for e in cluster["load_assignment"]["endpoints"]
@@ -985,6 +1057,11 @@ fn bootstrap(
                     sock["address"].as_str().unwrap().to_string(),
                     u16::try_from(sock["port_value"].as_u64().unwrap()).unwrap(),
                 );
+                if key == ("127.0.0.1".to_string(), pod_admin) {
+                    // The pod's own admin (the stats listener's cluster).
+                    sock["port_value"] = json!(local_admin);
+                    continue;
+                }
                 let local = *service_ports
                     .get(&key)
                     .unwrap_or_else(|| panic!("the bootstrap dials {key:?}, no Service port of the control plane"));
@@ -1010,7 +1087,8 @@ fn bootstrap(
     (serde_yaml::to_string(&b).unwrap(), pod_admin)
 }
 
-async fn switchyard_listener_port(admin: &str) -> Option<u16> {
+/// The port Envoy `admin`'s listener `name` is bound to.
+async fn listener_port(admin: &str, name: &str) -> Option<u16> {
     let v: Value = reqwest::get(format!("{admin}/listeners?format=json"))
         .await
         .ok()?
@@ -1020,7 +1098,7 @@ async fn switchyard_listener_port(admin: &str) -> Option<u16> {
     v["listener_statuses"]
         .as_array()?
         .iter()
-        .find(|l| l["name"] == "switchyard")?
+        .find(|l| l["name"] == name)?
         .pointer("/local_address/socket_address/port_value")?
         .as_u64()
         .and_then(|p| u16::try_from(p).ok())
@@ -1252,6 +1330,15 @@ async fn the_charts_fleet_rolls_a_new_filter_and_new_gateways_without_a_failed_r
     }
     let load = load(&service, 4);
     tokio::time::sleep(Duration::from_millis(700)).await;
+    // Prometheus' view of each pod, through its stats port.
+    for gw in &gateways {
+        let requests = gw.scrape().await;
+        assert!(
+            requests.get("served").is_some_and(|n| *n > 0.0),
+            "{}: {requests:?}",
+            gw.pod.name
+        );
+    }
     let before_a = load.served();
 
     // (a) The new filter image. The control plane's Deployment is Recreate:

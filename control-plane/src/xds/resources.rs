@@ -446,6 +446,11 @@ pub fn listener(cfg: &Config, node: &str) -> listener::Listener {
     };
     listener::Listener {
         name: LISTENER_NAME.to_string(),
+        // The clients' way in. The gateway's preStop drains only INBOUND
+        // listeners (`/drain_listeners?graceful&inboundonly`), which leaves the
+        // bootstrap's stats listener (`switchyard bootstrap --stats-addr`)
+        // serving Prometheus until Envoy exits.
+        traffic_direction: core::TrafficDirection::Inbound as i32,
         // The planner holds the whole request body (StopIterationAndBuffer), which is
         // bounded by this limit; keep it above the planner's own so the planner's
         // OpenAI-shaped 413 answers first.
@@ -996,6 +1001,15 @@ mod tests {
             !serde_json::to_string(&planner)
                 .unwrap()
                 .contains("secret-a")
+        );
+    }
+
+    #[test]
+    fn the_gateway_listener_is_inbound() {
+        // What `/drain_listeners?inboundonly` (the chart's preStop) stops.
+        assert_eq!(
+            listener(&cfg(), "n").traffic_direction,
+            core::TrafficDirection::Inbound as i32
         );
     }
 

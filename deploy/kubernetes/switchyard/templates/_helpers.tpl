@@ -96,14 +96,16 @@ update-bootstrap.sh). Plain: its xDS cluster (a static 127.0.0.1:18000) becomes
 the control plane's Service. TLS (files/envoy-bootstrap-tls.yaml): dialled as
 switchyard-control-plane.placeholder, replaced by the Service name, which the
 control plane's certificate carries; the client certificate and CA come from
-the file-based SDS files next to it in /etc/envoy. Each replaced string must be
-found (a changed bootstrap fails the render).
+the file-based SDS files next to it in /etc/envoy. Both: the stats listener
+(`--stats-addr`) gets gateway.metrics.port. Each replaced string must be found
+(a changed bootstrap fails the render).
 */}}
 {{- define "switchyard.bootstrap" -}}
 {{- $host := include "switchyard.cp.host" . -}}
 {{- $port := int .Values.controlPlane.ports.xds -}}
+{{- $b := "" -}}
 {{- if .Values.tls.enabled -}}
-{{- $b := .Values.gateway.bootstrap | default (.Files.Get "files/envoy-bootstrap-tls.yaml") -}}
+{{- $b = .Values.gateway.bootstrap | default (.Files.Get "files/envoy-bootstrap-tls.yaml") -}}
 {{- $placeholder := "switchyard-control-plane.placeholder" -}}
 {{- $addr := printf "socket_address: { address: %q, port_value: 18000 }" $placeholder -}}
 {{- range (list $addr "switchyard_sds_dir: \"/etc/envoy\"" "tls_certificate_sds_secret_configs") -}}
@@ -112,19 +114,25 @@ found (a changed bootstrap fails the render).
 {{- end -}}
 {{- end -}}
 {{- $b = replace $addr (printf "socket_address: { address: %q, port_value: %d }" $placeholder $port) $b -}}
-{{- replace $placeholder $host $b -}}
+{{- $b = replace $placeholder $host $b -}}
 {{- else -}}
-{{- $b := .Values.gateway.bootstrap | default (.Files.Get "files/envoy-bootstrap.yaml") -}}
-{{- $static := "    type: STATIC\n" -}}
+{{- $b = .Values.gateway.bootstrap | default (.Files.Get "files/envoy-bootstrap.yaml") -}}
+{{- $static := "  - name: switchyard_xds\n    type: STATIC\n" -}}
 {{- $addr := "socket_address: { address: \"127.0.0.1\", port_value: 18000 }" -}}
 {{- range (list $static $addr) -}}
 {{- if ne (len (splitList . $b)) 2 -}}
 {{- fail (printf "gateway bootstrap: expected `switchyard bootstrap --xds 127.0.0.1:18000` output with %q once" .) -}}
 {{- end -}}
 {{- end -}}
-{{- $b = replace $static "    type: LOGICAL_DNS\n    dns_lookup_family: V4_PREFERRED\n" $b -}}
-{{- replace $addr (printf "socket_address: { address: %q, port_value: %d }" $host $port) $b -}}
+{{- $b = replace $static "  - name: switchyard_xds\n    type: LOGICAL_DNS\n    dns_lookup_family: V4_PREFERRED\n" $b -}}
+{{- $b = replace $addr (printf "socket_address: { address: %q, port_value: %d }" $host $port) $b -}}
 {{- end -}}
+{{- /* The stats listener's address line, its port replaced. */ -}}
+{{- $stats := `(- name: switchyard_prometheus\n(?:    .*\n)*?      socket_address: \{ address: "[^"]+", port_value: )[0-9]+( \})` -}}
+{{- if ne (len (regexFindAll $stats $b -1)) 1 -}}
+{{- fail "gateway bootstrap: expected `switchyard bootstrap --stats-addr 0.0.0.0:9902` output (the stats listener Prometheus scrapes, on gateway.metrics.port)" -}}
+{{- end -}}
+{{- regexReplaceAll $stats $b (printf "${1}%d${2}" (int .Values.gateway.metrics.port)) -}}
 {{- end -}}
 
 {{- define "switchyard.podSecurityContext" -}}
