@@ -22,6 +22,7 @@ use switchyard_core::fleet::{
     MAX_LATENCY_MS_PER_ATTEMPT, MAX_NODE_BYTES, MAX_OUTCOMES, MAX_POSITIONS, MAX_REPORT_BYTES,
     MAX_ROUTES, Observed, Open, Outcome, Report, State, Weight,
 };
+use switchyard_core::governance::{MAX_DECISION_BYTES, MAX_DECISIONS};
 
 /// Why a report was refused.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +39,10 @@ pub enum Refused {
     /// The same target twice in one report.
     #[error("target `{0}` is listed twice")]
     Duplicate(String),
+    /// More governance decisions than
+    /// [`switchyard_core::governance::MAX_DECISIONS`].
+    #[error("{0} decisions, at most {MAX_DECISIONS} expected")]
+    TooManyDecisions(usize),
     /// An empty or over-long node id.
     #[error("node id: expected 1 to {MAX_NODE_BYTES} bytes")]
     BadNode,
@@ -141,13 +146,19 @@ fn check_observed(o: Observed) -> Result<Observed, Refused> {
     Ok(o)
 }
 
+// A report's decisions for the audit log leave half the body for the rest.
+const _: () = assert!(2 * MAX_DECISION_BYTES <= MAX_REPORT_BYTES);
+
 /// Largest amount one report may carry per meter (tokens, micro-USD): what an
 /// Envoy can plausibly use or ask for in an interval, with room to spare.
 const MAX_METER_AMOUNT: u64 = 1 << 40;
 
 /// Bounds the governance part of a report: a boot id of 1-64 bytes, at most
 /// [`switchyard_core::governance::MAX_SUBJECTS`] subjects each listed once,
-/// amounts clamped.
+/// amounts clamped; at most [`MAX_DECISIONS`] decisions, each within its
+/// bounds and consistent (a known reason, a request id of at most
+/// `MAX_REQUEST_ID_BYTES` of visible ASCII, key ids and teams that are names,
+/// nothing charged for a refusal: `Decision::problem`), their charges clamped.
 fn check_gov(
     g: Option<switchyard_core::governance::GovReport>,
 ) -> Result<Option<switchyard_core::governance::GovReport>, Refused> {
@@ -176,6 +187,16 @@ fn check_gov(
             d.used = d.used.clamp(-m, m);
             d.held = d.held.clamp(-m, m);
         }
+    }
+    if g.decisions.len() > MAX_DECISIONS {
+        return Err(Refused::TooManyDecisions(g.decisions.len()));
+    }
+    for (i, d) in g.decisions.iter_mut().enumerate() {
+        if let Some(p) = d.problem() {
+            return Err(Refused::Malformed(format!("gov.decisions[{i}]: {p}")));
+        }
+        d.micros = clamp(d.micros);
+        d.tokens = clamp(d.tokens);
     }
     Ok(Some(g))
 }
@@ -694,6 +715,68 @@ mod tests {
                     Err(Refused::Duplicate(_) | Refused::Malformed(_))
                 ),
                 "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn governance_decisions_are_checked_before_they_are_recorded() {
+        use switchyard_core::governance::{MAX_REQUEST_ID_BYTES, Reason};
+        let t = targets();
+        let admitted = serde_json::json!({
+            "at_ms": 1, "request_id": "5f0c7a4e-3b1d-4c4e-9a57-0d8f6b2e1c3a",
+            "key": "key_a", "team": "research", "reason": "admitted",
+            "micros": u64::MAX, "tokens": 80,
+        });
+        let report = |decisions: Vec<serde_json::Value>| {
+            body(serde_json::json!({"node": "e1", "outcomes": [],
+                "gov": {"boot": "b", "decisions": decisions, "dropped": 3}}))
+        };
+        let c = check(&report(vec![admitted.clone()]), open, |_| true, &t).unwrap();
+        let gov = c.gov().unwrap();
+        assert_eq!((gov.decisions.len(), gov.dropped), (1, 3));
+        assert_eq!(gov.decisions[0].reason, Reason::Admitted);
+        assert_eq!(gov.decisions[0].micros, MAX_METER_AMOUNT, "clamped");
+
+        let refused = |decisions: Vec<serde_json::Value>| {
+            check(&report(decisions), open, |_| true, &t).unwrap_err()
+        };
+        let with = |field: &str, v: serde_json::Value| {
+            let mut d = admitted.clone();
+            d[field] = v;
+            d
+        };
+        let e = refused(vec![admitted.clone(); MAX_DECISIONS + 1]);
+        assert!(
+            matches!(e, Refused::TooManyDecisions(n) if n == MAX_DECISIONS + 1),
+            "{e}"
+        );
+        assert_eq!(e.status(), 400);
+        for (bad, why) in [
+            (with("reason", "because".into()), "unknown variant"),
+            (with("prompt", "hi".into()), "unknown field"),
+            (
+                with("request_id", "x".repeat(MAX_REQUEST_ID_BYTES + 1).into()),
+                "request_id",
+            ),
+            (with("request_id", "a\nb".into()), "request_id"),
+            (with("key", "../../k".into()), "key, team"),
+            (with("key", serde_json::Value::Null), "key id is expected"),
+            (with("reason", "key_missing".into()), "key id is expected"),
+            (
+                with("reason", "model_not_allowed".into()),
+                "charges nothing",
+            ),
+            (
+                with("reason", "budget_exceeded".into()),
+                "`limit` is expected",
+            ),
+            (with("micros", (-1).into()), "invalid value"),
+        ] {
+            let e = refused(vec![admitted.clone(), bad.clone()]);
+            assert!(
+                matches!(&e, Refused::Malformed(m) if m.contains(why)),
+                "{bad}: {e}"
             );
         }
     }

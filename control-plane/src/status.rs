@@ -291,6 +291,16 @@ async fn route(
             );
             if let Some(gov) = checked.gov() {
                 state.gov = governance.exchange(gov, now_ms());
+                if !gov.decisions.is_empty() || gov.dropped > 0 {
+                    // One write of the audit log per report, off the async
+                    // workers; answered once written.
+                    let (g, node) = (governance.clone(), checked.node().to_string());
+                    let (decisions, dropped) = (gov.decisions.clone(), gov.dropped);
+                    let written = tokio::task::spawn_blocking(move || {
+                        g.record(&node, &decisions, dropped);
+                    });
+                    let _ = written.await;
+                }
             }
             let now = now_ms();
             let observed = checked.observed();

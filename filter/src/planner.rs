@@ -13,6 +13,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use switchyard_core::config::{FilterConfig, Target};
 use switchyard_core::failure::FailureClass;
+use switchyard_core::governance::{Decision, Reason};
 use switchyard_core::headers::{self, Disposition};
 use switchyard_core::policy::{self, Policy};
 use switchyard_core::request::Endpoint;
@@ -99,6 +100,9 @@ pub struct Planner {
     auth: Option<governance::Auth>,
     /// What the request was admitted with, settled when it ends.
     admission: Option<governance::Admission>,
+    /// Governance's decision (admitted, or why not), recorded for the audit
+    /// log when the request ends, with its cost and final request id.
+    verdict: Option<Decision>,
 }
 
 impl Planner {
@@ -132,6 +136,7 @@ impl Planner {
             responded_ms: None,
             auth: None,
             admission: None,
+            verdict: None,
         }
     }
 
@@ -336,7 +341,7 @@ impl Planner {
                         &self.cfg, &e.key, &req.model, &fallbacks, p,
                     );
                     if p.is_empty() {
-                        governance::count_denial(envoy, &e.subject, |d| d.model += 1);
+                        self.verdict = Some(auth.decision(Reason::ModelNotAllowed, envoy.now_ms()));
                         let msg = format!(
                             "The key `{}` may not use `{}`{}.",
                             e.key.name,
@@ -524,9 +529,16 @@ impl Planner {
                 // Last: a request refused for anything else is not charged.
                 if let Some(auth) = &self.auth {
                     let est = governance::estimate(&self.cfg, body.len(), req.max_tokens, &p);
+                    let now = envoy.now_ms();
                     match governance::admit(envoy, auth, est) {
-                        Ok(a) => self.admission = Some(a),
-                        Err(r) => return Err(self.over_limit(envoy, &r)),
+                        Ok(a) => {
+                            self.admission = Some(a);
+                            self.verdict = Some(auth.decision(Reason::Admitted, now));
+                        }
+                        Err(r) => {
+                            self.verdict = Some(auth.over_limit(&r, now));
+                            return Err(self.over_limit(envoy, &r));
+                        }
                     }
                 }
                 Ok((p, policy))
@@ -850,7 +862,8 @@ impl Planner {
             );
             match found {
                 Ok(auth) => self.auth = auth,
-                Err(governance::AuthError::Refused(_)) => {
+                Err(governance::AuthError::Refused(d)) => {
+                    self.verdict = Some(*d);
                     let msg = "Invalid API key: this gateway needs a Switchyard key (`Authorization: Bearer sk-sy-…` or `x-api-key`); it was missing, unknown, revoked or expired.".to_string();
                     return self.reject_after_body(
                         envoy,
@@ -1020,8 +1033,15 @@ impl Planner {
             drill::done(envoy, &d, served_in);
         }
         // Before the ledger entry goes: it holds what the attempts used.
-        if let Some(a) = self.admission.take() {
-            governance::settle(envoy, &self.cfg, &a, &self.request_id);
+        let charged = self
+            .admission
+            .take()
+            .map(|a| governance::settle(envoy, &self.cfg, &a, &self.request_id));
+        if let Some(mut d) = self.verdict.take() {
+            if let Some((tokens, micros)) = charged {
+                (d.tokens, d.micros) = (tokens, micros);
+            }
+            governance::record(envoy, d, &self.request_id);
         }
         // The last attempt's "no answer" has no later attempt to report it. A
         // client that left before any answer (no response status) cut it off:
@@ -1194,27 +1214,17 @@ impl Planner {
             Dim::CostDay => format!("its daily budget of ${:.2}", limit as f64 / 1e6),
             Dim::CostMonth => format!("its monthly budget of ${:.2}", limit as f64 / 1e6),
         };
-        let (code, message) = if d.is_budget() && r.refusal.exhausted {
-            (
-                "budget_exceeded",
-                format!(
-                    "{kind} `{name}` has spent {what}; it resets in {}.",
-                    switchyard_core::governance::reset_header(wait_ms)
-                ),
+        let reason = Reason::of_limit(&r.refusal);
+        let message = if reason == Reason::BudgetExceeded {
+            format!(
+                "{kind} `{name}` has spent {what}; it resets in {}.",
+                switchyard_core::governance::reset_header(wait_ms)
             )
         } else if r.refusal.exhausted {
-            (
-                "rate_limit_exceeded",
-                format!(
-                    "{kind} `{name}` reached its limit of {what}; retry after {retry_after} s."
-                ),
-            )
+            format!("{kind} `{name}` reached its limit of {what}; retry after {retry_after} s.")
         } else {
-            (
-                "rate_limit_exceeded",
-                format!(
-                    "{kind} `{name}` is at its limit of {what} on this gateway for now; retry after {retry_after} s."
-                ),
+            format!(
+                "{kind} `{name}` is at its limit of {what} on this gateway for now; retry after {retry_after} s."
             )
         };
         let mut extra: Vec<(String, String)> = vec![
@@ -1253,7 +1263,14 @@ impl Planner {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        self.reply_as(envoy, 429, "gateway_limit_error", code, &message, &extra)
+        self.reply_as(
+            envoy,
+            429,
+            "gateway_limit_error",
+            reason.code(),
+            &message,
+            &extra,
+        )
     }
 
     /// A `/v1/messages` or `/v1/responses` request in the gateway's chat form,
@@ -1528,5 +1545,75 @@ mod tests {
             "{:?}",
             replies[0].headers
         );
+    }
+
+    #[test]
+    fn each_governance_decision_is_recorded_once_under_the_request_id() {
+        use switchyard_core::governance::{GovState, KeyRecord, Limits, Table, hash_key};
+        let key = |id: &str, routes: Option<Vec<String>>, rpm: Option<u64>| KeyRecord {
+            id: id.into(),
+            name: id.into(),
+            sha256: hash_key(&format!("sk-sy-{id}"))
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+            team: Some("research".into()),
+            routes,
+            targets: None,
+            direct: false,
+            max_price: None,
+            limits: Limits {
+                rpm,
+                ..Limits::default()
+            },
+            expires_at_ms: None,
+            revoked: false,
+        };
+        let table = Table {
+            keys: vec![
+                key("good", None, None),
+                key("narrow", Some(vec!["other".into()]), None),
+                key("zero", None, Some(0)),
+            ],
+            teams: vec![],
+        };
+        let body = r#"{"model":"chat","messages":[{"role":"user","content":"secret prompt"}]}"#;
+        for (auth, reason, status) in [
+            ("sk-sy-good", Reason::Admitted, None),
+            ("sk-sy-nope", Reason::KeyUnknown, Some(401)),
+            ("sk-sy-narrow", Reason::ModelNotAllowed, Some(403)),
+            ("sk-sy-zero", Reason::RateLimitExceeded, Some(429)),
+        ] {
+            let host = request(&[("authorization", &format!("Bearer {auth}"))]);
+            governance::apply(
+                &host,
+                &GovState {
+                    version: table.version(),
+                    table: Some(table.clone()),
+                    envoys: 1,
+                    grants: vec![],
+                },
+            );
+            let (mut p, _) = plan(&host, body);
+            let replies: Vec<u16> = host.replies.borrow().iter().map(|r| r.status).collect();
+            assert_eq!(replies, status.into_iter().collect::<Vec<_>>(), "{auth}");
+            assert_eq!(crate::audit::backlog(&host), 0, "kept until it ends");
+            p.on_done(&host);
+            let taken = crate::audit::take(&host);
+            let (got, dropped) = (taken.decisions, taken.dropped);
+            assert_eq!((got.len(), dropped), (1, 0), "{auth}");
+            let d = &got[0];
+            assert_eq!((d.request_id.as_str(), d.reason), ("r1", reason), "{auth}");
+            let id = auth
+                .strip_prefix("sk-sy-")
+                .filter(|_| reason != Reason::KeyUnknown);
+            assert_eq!(d.key.as_deref(), id, "{auth}");
+            assert_eq!(d.problem(), None);
+            let json = serde_json::to_string(d).unwrap();
+            assert!(
+                !json.contains("sk-sy") && !json.contains("secret"),
+                "{json}"
+            );
+        }
     }
 }

@@ -26,7 +26,9 @@ pub struct Record {
     /// Unix ms.
     pub ts_ms: u64,
     /// What happened: `key.created`, `key.updated`, `key.revoked`, `team.set`,
-    /// `config.applied`, `requests` (a summary of governance decisions).
+    /// `config.applied`, `request` (governance's decision on one request),
+    /// `requests.unrecorded` (how many decisions a node could not report one
+    /// by one).
     pub event: String,
     /// Details (ids, names, limits, counts; never a key).
     pub detail: Value,
@@ -127,29 +129,44 @@ impl Log {
 
     /// Appends a record (and records the new head in `store`).
     pub fn append(&self, store: Option<&Store>, ts_ms: u64, event: &str, detail: Value) {
+        self.append_all(store, ts_ms, vec![(event, detail)]);
+    }
+
+    /// Appends records, chained in their order, with one write of the file
+    /// and one update of the head in `store` (a fleet report's decisions: the
+    /// cost of a report is one write, however many it carries).
+    pub fn append_all(&self, store: Option<&Store>, ts_ms: u64, records: Vec<(&str, Value)>) {
+        if records.is_empty() {
+            return;
+        }
         let Ok(mut g) = self.inner.lock() else {
             return;
         };
-        let seq = g.1 + 1;
-        let hash = hash_of(seq, ts_ms, event, &detail, &g.2);
-        let record = Record {
-            seq,
-            ts_ms,
-            event: event.to_string(),
-            detail,
-            prev: g.2.clone(),
-            hash: hash.clone(),
-        };
-        let mut line = serde_json::to_vec(&record).unwrap_or_default();
-        line.push(b'\n');
-        if let Err(e) = g.0.write_all(&line).and_then(|()| g.0.flush()) {
+        let (mut seq, mut prev) = (g.1, g.2.clone());
+        let mut lines = Vec::with_capacity(records.len() * 256);
+        for (event, detail) in records {
+            seq += 1;
+            let hash = hash_of(seq, ts_ms, event, &detail, &prev);
+            let record = Record {
+                seq,
+                ts_ms,
+                event: event.to_string(),
+                detail,
+                prev,
+                hash: hash.clone(),
+            };
+            lines.extend(serde_json::to_vec(&record).unwrap_or_default());
+            lines.push(b'\n');
+            prev = hash;
+        }
+        if let Err(e) = g.0.write_all(&lines).and_then(|()| g.0.flush()) {
             tracing::error!("audit log {}: cannot append: {e}", self.path.display());
             return;
         }
         g.1 = seq;
-        g.2 = hash.clone();
+        g.2 = prev.clone();
         if let Some(store) = store
-            && let Err(e) = store.set_audit_head(&AuditHead { seq, hash })
+            && let Err(e) = store.set_audit_head(&AuditHead { seq, hash: prev })
         {
             tracing::error!("audit head: {e}");
         }
@@ -311,6 +328,33 @@ mod tests {
             serde_json::json!({"id": "key_1"}),
         );
         assert_eq!(verify(&path, None).unwrap().records, 5);
+        // A batch chains like single records, in its order.
+        let log = Log::open(&path).unwrap();
+        log.append_all(
+            None,
+            2001,
+            (0..3)
+                .map(|i| {
+                    (
+                        "request",
+                        serde_json::json!({"request_id": format!("r{i}")}),
+                    )
+                })
+                .collect(),
+        );
+        log.append_all(None, 2002, Vec::new());
+        log.append(
+            None,
+            2003,
+            "key.revoked",
+            serde_json::json!({"id": "key_2"}),
+        );
+        let v = verify(&path, None).unwrap();
+        assert_eq!(v.records, 9);
+        assert_eq!(
+            last_record(&path).map(|r| (r.seq, r.hash)),
+            Some((9, v.head))
+        );
 
         let write = |ls: &[String]| std::fs::write(&path, ls.join("\n") + "\n").unwrap();
         let mut changed = lines.clone();

@@ -251,7 +251,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
             loop {
                 tick.tick().await;
                 let g = g.clone();
-                let _ = tokio::task::spawn_blocking(move || g.tick(governance::now_ms())).await;
+                let _ = tokio::task::spawn_blocking(move || g.tick()).await;
             }
         });
     }
