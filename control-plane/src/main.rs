@@ -441,7 +441,7 @@ fn audit(args: &[String]) -> Result<String, String> {
         .unwrap_or_else(|| dir.join("switchyard.db"));
     let head = if db.exists() {
         governance::store::Store::open(&db)
-            .and_then(|s| s.audit_head())
+            .and_then(|s| s.audit_head(&file))
             .map_err(|e| e.to_string())?
     } else {
         None

@@ -142,6 +142,30 @@ impl Log {
         let Ok(mut g) = self.inner.lock() else {
             return;
         };
+        let Some(store) = store else {
+            self.write(&mut g, ts_ms, records);
+            return;
+        };
+        let written = store.append_audit(&self.path, |head| {
+            // Another control plane appended to this file since our last record.
+            if let Some(h) = head.filter(|h| h.seq > g.1) {
+                (g.1, g.2) = (h.seq, h.hash);
+            }
+            self.write(&mut g, ts_ms, records)
+        });
+        if let Err(e) = written {
+            tracing::error!("audit head: {e}");
+        }
+    }
+
+    /// Chains `records` after the head in `g` and writes them at once; the new
+    /// head, or `None` when the file refused them.
+    fn write(
+        &self,
+        g: &mut (std::fs::File, u64, String),
+        ts_ms: u64,
+        records: Vec<(&str, Value)>,
+    ) -> Option<AuditHead> {
         let (mut seq, mut prev) = (g.1, g.2.clone());
         let mut lines = Vec::with_capacity(records.len() * 256);
         for (event, detail) in records {
@@ -159,17 +183,14 @@ impl Log {
             lines.push(b'\n');
             prev = hash;
         }
+        // One write of an append-only file: records of control planes sharing
+        // it never interleave.
         if let Err(e) = g.0.write_all(&lines).and_then(|()| g.0.flush()) {
             tracing::error!("audit log {}: cannot append: {e}", self.path.display());
-            return;
+            return None;
         }
-        g.1 = seq;
-        g.2 = prev.clone();
-        if let Some(store) = store
-            && let Err(e) = store.set_audit_head(&AuditHead { seq, hash: prev })
-        {
-            tracing::error!("audit head: {e}");
-        }
+        (g.1, g.2) = (seq, prev.clone());
+        Some(AuditHead { seq, hash: prev })
     }
 }
 
@@ -313,6 +334,64 @@ mod tests {
             .map(String::from)
             .collect();
         (path, lines)
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("sy-audit-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn event(log: &Log, store: &Store, i: u64) {
+        log.append(
+            Some(store),
+            1000 + i,
+            "key.created",
+            serde_json::json!({"id": i}),
+        );
+    }
+
+    #[test]
+    fn control_planes_sharing_a_database_keep_a_head_per_log() {
+        let dir = scratch("per-log");
+        let store = Store::open(&dir.join("switchyard.db")).unwrap();
+        let (a, b) = (dir.join("a/audit.log"), dir.join("b/audit.log"));
+        let (log_a, log_b) = (Log::open(&a).unwrap(), Log::open(&b).unwrap());
+        for i in 0..3 {
+            event(&log_a, &store, i);
+            event(&log_b, &store, i);
+        }
+        event(&log_a, &store, 9);
+        for (path, n) in [(&a, 4), (&b, 3)] {
+            let head = store.audit_head(path).unwrap();
+            assert_eq!(head.as_ref().map(|h| h.seq), Some(n));
+            assert_eq!(verify(path, head.as_ref()).unwrap().records, n);
+        }
+    }
+
+    #[test]
+    fn control_planes_writing_one_log_continue_each_others_chain() {
+        let dir = scratch("one-log");
+        // Two processes: each its own connection to the database and its own
+        // handle on the log.
+        let (db, path) = (dir.join("switchyard.db"), dir.join("audit.log"));
+        let (store_1, store_2) = (Store::open(&db).unwrap(), Store::open(&db).unwrap());
+        let (log_1, log_2) = (Log::open(&path).unwrap(), Log::open(&path).unwrap());
+        event(&log_1, &store_1, 1);
+        event(&log_2, &store_2, 2);
+        event(&log_2, &store_2, 3);
+        event(&log_1, &store_1, 4);
+        log_1.append_all(
+            Some(&store_1),
+            2000,
+            vec![
+                ("request", serde_json::json!({})),
+                ("request", serde_json::json!({})),
+            ],
+        );
+        let head = store_2.audit_head(&path).unwrap();
+        assert_eq!(verify(&path, head.as_ref()).unwrap().records, 6);
     }
 
     #[test]

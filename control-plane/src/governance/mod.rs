@@ -982,7 +982,7 @@ mod tests {
         assert_eq!(records[3].detail["node"], "envoy-1");
         assert_eq!(records[3].detail["count"], 7);
         // One chain with the rest, its head recorded.
-        let head = g.0.store.audit_head().unwrap();
+        let head = g.0.store.audit_head(g.audit_log()).unwrap();
         let v = audit::verify(g.audit_log(), head.as_ref()).unwrap();
         assert_eq!(v.records, 4);
     }

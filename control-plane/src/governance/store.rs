@@ -220,19 +220,39 @@ impl Store {
     }
 
     /// The audit chain's head as last recorded.
-    pub fn audit_head(&self) -> Result<Option<AuditHead>, StoreError> {
+    pub fn audit_head(&self, log: &Path) -> Result<Option<AuditHead>, StoreError> {
         let db = self.db.lock().map_err(db_err)?;
-        Ok(meta(&db, "audit_head")?.and_then(|v| serde_json::from_str(&v).ok()))
+        // A database from before heads were kept per log has one for its only log.
+        let v = match meta(&db, &audit_key(log))? {
+            Some(v) => Some(v),
+            None => meta(&db, "audit_head")?,
+        };
+        Ok(v.and_then(|v| serde_json::from_str(&v).ok()))
     }
 
-    /// Records the audit chain's head.
-    pub fn set_audit_head(&self, head: &AuditHead) -> Result<(), StoreError> {
-        let db = self.db.lock().map_err(db_err)?;
-        db.execute(
-            "INSERT INTO meta (k, v) VALUES ('audit_head', ?1)
-             ON CONFLICT(k) DO UPDATE SET v = excluded.v",
-            params![serde_json::to_string(head)?],
-        )?;
+    /// Appends to the audit log at `log` under the database's write lock:
+    /// `append` is given the head the database has for that log and returns the
+    /// new one, recorded in the same transaction. Control planes sharing the
+    /// database each keep the head of their own log; control planes writing
+    /// one log file take turns, each continuing the chain from the last record
+    /// any of them wrote.
+    pub fn append_audit(
+        &self,
+        log: &Path,
+        append: impl FnOnce(Option<AuditHead>) -> Option<AuditHead>,
+    ) -> Result<(), StoreError> {
+        let mut db = self.db.lock().map_err(db_err)?;
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let key = audit_key(log);
+        let head = meta(&tx, &key)?.and_then(|v| serde_json::from_str(&v).ok());
+        if let Some(new) = append(head) {
+            tx.execute(
+                "INSERT INTO meta (k, v) VALUES (?1, ?2)
+                 ON CONFLICT(k) DO UPDATE SET v = excluded.v",
+                params![key, serde_json::to_string(&new)?],
+            )?;
+        }
+        tx.commit()?;
         Ok(())
     }
 }
@@ -487,6 +507,13 @@ impl Ledger<'_> {
             .execute(args)?;
         Ok(())
     }
+}
+
+/// The `meta` key of the head of the audit log at `log` (its canonical path
+/// when it exists).
+fn audit_key(log: &Path) -> String {
+    let path = std::fs::canonicalize(log).unwrap_or_else(|_| log.to_path_buf());
+    format!("audit_head:{}", path.display())
 }
 
 fn meta(db: &Connection, k: &str) -> Result<Option<String>, rusqlite::Error> {
