@@ -537,8 +537,8 @@ impl GatewayBuilder {
         let config = dir.join("switchyard.yaml");
         std::fs::write(&config, self.config_text(paths)).expect("write config");
         let data_dir = dir.join("data");
-        let (cp, xds, status, admin_api) =
-            spawn_control_plane(paths, dir, "switchyard", &config, &data_dir, self.tls.as_ref());
+        let tls_args = self.tls.as_ref().map(ControlTls::serve_args).unwrap_or_default();
+        let (cp, xds, status, admin_api) = spawn_control_plane(paths, dir, "switchyard", &config, &data_dir, &tls_args);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let node = format!("test-envoy-{n}");
         let envoy = start_envoy(
@@ -578,15 +578,16 @@ impl GatewayBuilder {
     }
 }
 
-/// Starts `switchyard serve` on ephemeral ports with `config` and `data_dir`;
-/// returns it with its xDS, status and admin API addresses.
-fn spawn_control_plane(
+/// Starts `switchyard serve` on ephemeral loopback ports with `config`,
+/// `data_dir` and `extra` arguments (e.g. [`ControlTls`]'s); returns it with its
+/// xDS, status and admin API addresses.
+pub fn spawn_control_plane(
     paths: &Paths,
     dir: &Path,
     name: &str,
     config: &Path,
     data_dir: &Path,
-    tls: Option<&ControlTls>,
+    extra: &[String],
 ) -> (Proc, SocketAddr, SocketAddr, SocketAddr) {
     let mut cp = Proc::spawn(
         name,
@@ -607,7 +608,7 @@ fn spawn_control_plane(
             .arg(data_dir)
             .arg("--config")
             .arg(config)
-            .args(tls.map(ControlTls::serve_args).unwrap_or_default()),
+            .args(extra),
     );
     let xds: SocketAddr = cp
         .wait_for_line("listening on", Duration::from_secs(10))
@@ -822,7 +823,7 @@ impl Gateway {
             &format!("switchyard-{n}"),
             &self.config,
             &data_dir,
-            self.tls.as_ref(),
+            &self.tls.as_ref().map(ControlTls::serve_args).unwrap_or_default(),
         );
         let mut gw = Gateway {
             host: self.host,

@@ -19,7 +19,9 @@ use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType,
 };
-use switchyard_tests::harness::{ControlTls, Dialect, Gateway, Mock, Paths, Proc, Scratch, chat_body};
+use switchyard_tests::harness::{
+    ControlTls, Dialect, Gateway, Mock, Paths, Proc, Scratch, chat_body, spawn_control_plane,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls::{self, pki_types::ServerName};
 
@@ -281,38 +283,7 @@ fn serve(paths: &Paths, dir: &Path, name: &str, config: &str, args: &[String]) -
     let file = dir.join(format!("{name}.yaml"));
     std::fs::write(&file, config).unwrap();
     let data = dir.join(format!("{name}-data"));
-    let mut proc = Proc::spawn(
-        name,
-        dir,
-        Command::new(&paths.switchyard)
-            .args(["serve", "--config"])
-            .arg(&file)
-            .args([
-                "--xds-addr",
-                "127.0.0.1:0",
-                "--status-addr",
-                "127.0.0.1:0",
-                "--admin-addr",
-                "127.0.0.1:0",
-                "--health-addr",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(&data)
-            .args(args),
-    );
-    proc.wait_for_line("health on http://", Duration::from_secs(10));
-    let xds = proc
-        .wait_for_line("listening on", Duration::from_secs(10))
-        .parse()
-        .unwrap();
-    let status = proc.wait_for_line("status on ", Duration::from_secs(1));
-    let status = status
-        .trim_start_matches("https://")
-        .trim_start_matches("http://")
-        .trim_end_matches("/status")
-        .parse()
-        .unwrap();
+    let (proc, xds, status, _) = spawn_control_plane(paths, dir, name, &file, &data, args);
     let token = std::fs::read_to_string(data.join("admin-token"))
         .unwrap()
         .trim()
