@@ -1,23 +1,32 @@
-//! The fleet exchange between every filter and the control plane: filters report
-//! per-target outcomes, the control plane aggregates them across all Envoys and
-//! answers with the targets the fleet has set aside (open circuits).
+//! The fleet protocol's model between every filter and the control plane:
+//! filters report per-target outcomes (and governance use, observed rates,
+//! drill counts), the control plane aggregates them across all Envoys and
+//! pushes back what each Envoy should know: the targets the fleet has set
+//! aside (open circuits), effective weights, drill faults, the key table and
+//! allowance, provider credentials.
 //!
-//! Transport: each worker's planner root context POSTs JSON to
-//! [`EXCHANGE_PATH`] on the control plane every `interval_ms` with
-//! `dispatch_http_call` (see docs/architecture.md for why not a gRPC stream).
+//! Transport: one gRPC stream per Envoy (`switchyard.fleet.v1.Fleet/Stream`,
+//! `proto/switchyard/fleet/v1/fleet.proto`), opened by the planner's
+//! background task through the bootstrap's xDS cluster; the crate
+//! `switchyard-proto` converts between these types and the protobuf messages.
 
 use serde::{Deserialize, Serialize};
 
-/// Path of the exchange on the control plane's HTTP endpoint.
-pub const EXCHANGE_PATH: &str = "/fleet/v1/exchange";
+/// The gRPC service of the fleet stream.
+pub const SERVICE: &str = "switchyard.fleet.v1.Fleet";
+
+/// The method of the fleet stream.
+pub const METHOD: &str = "Stream";
 
 /// Where and how often a filter exchanges state (part of the filter config).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Link {
-    /// Envoy cluster that reaches the control plane's HTTP endpoint.
+    /// Envoy cluster (HTTP/2) that reaches the control plane's gRPC port: the
+    /// bootstrap's xDS cluster.
     pub cluster: String,
-    /// Milliseconds between exchanges.
+    /// Milliseconds between checks for news to report (a report goes up only
+    /// with news, or every [`HEARTBEAT_MS`]).
     pub interval_ms: u64,
     /// Node id of the Envoy this config was sent to: the control plane stamps
     /// it from the node's xDS stream (the native module cannot read it, and
@@ -26,9 +35,14 @@ pub struct Link {
     pub node: String,
 }
 
-/// Largest report body the control plane reads (bytes); a report holds one
+/// Largest report message the control plane reads (bytes); a report holds one
 /// small entry per configured target.
 pub const MAX_REPORT_BYTES: usize = 256 * 1024;
+
+/// How often each side of the fleet stream sends something when it has no
+/// news: a bare report up, a bare state down. A filter that hears nothing for
+/// three heartbeats (the control plane's, as its states say) reconnects.
+pub const HEARTBEAT_MS: u64 = 5_000;
 
 /// Most outcomes one report may list.
 pub const MAX_OUTCOMES: usize = 1024;
@@ -277,23 +291,59 @@ pub struct AdaptiveWeights {
     pub min_factor: f64,
 }
 
-/// The control plane's answer.
+/// The fleet's view of targets for one Envoy: what is set aside and what
+/// weighs less.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct State {
+pub struct Targets {
     /// Targets set aside now.
     pub open: Vec<Open>,
     /// Targets whose effective weight is below their configured weight.
     #[serde(default)]
     pub weights: Vec<Weight>,
-    /// Governance: the key table (when changed) and allowance lent to this Envoy.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+}
+
+/// One message of the control plane on the fleet stream: the parts of the
+/// state that changed for this Envoy (`None`: unchanged), stamped with the
+/// control-plane process (`epoch`) and a version that grows with every message
+/// of that process. A message with no part is a heartbeat.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Push {
+    /// The control-plane process (random per start).
+    pub epoch: String,
+    /// Grows with every message that process sends.
+    pub version: u64,
+    /// The control plane's heartbeat interval (ms).
+    pub heartbeat_ms: u64,
+    /// The fleet's view of targets, when it changed: replaces the last.
+    pub targets: Option<Targets>,
+    /// Faults a fail-over drill asks filters to inject (at most one now), when
+    /// they changed: replaces the last.
+    pub faults: Option<Vec<Fault>>,
+    /// Governance: the key table (when the filter's copy is stale) and
+    /// allowance lent to this Envoy.
     pub gov: Option<crate::governance::GovState>,
-    /// Faults a fail-over drill asks filters to inject (at most one now).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub faults: Vec<Fault>,
     /// Provider credentials, when the filter's version differs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<Credentials>,
+}
+
+impl Push {
+    /// Whether this is a heartbeat (nothing changed).
+    pub fn is_heartbeat(&self) -> bool {
+        self.targets.is_none()
+            && self.faults.is_none()
+            && self.gov.is_none()
+            && self.credentials.is_none()
+    }
+}
+
+/// Whether a state stamped `(epoch, version)` may be applied after the one
+/// stamped `applied`: another control-plane process (or none applied yet), or
+/// a newer version of the same one. Anything else is stale.
+pub fn is_newer(epoch: &str, version: u64, applied: Option<(&str, u64)>) -> bool {
+    match applied {
+        None => true,
+        Some((e, v)) => e != epoch || version > v,
+    }
 }
 
 #[cfg(test)]

@@ -47,6 +47,8 @@ struct Meter {
     /// The largest single request an Envoy could not admit (grants smaller
     /// than what a request needs are of no use to anyone).
     need: i64,
+    /// Found lean in this window (credit withdrawn from every Envoy).
+    lean: bool,
 }
 
 /// What `status` shows of one meter.
@@ -98,6 +100,9 @@ fn is_lean(m: &Meter, known: &[String], c: i64, now_ms: u64) -> bool {
 pub struct Meters {
     meters: HashMap<(String, Dim), Meter>,
     boots: HashMap<String, u64>,
+    /// Meters found lean so far: when it grows, every Envoy (not only the
+    /// reporting one) has credit to be withdrawn, pushed at once.
+    leaned: u64,
 }
 
 impl Meters {
@@ -106,6 +111,12 @@ impl Meters {
         self.boots.insert(boot.to_string(), now_ms);
         self.boots
             .retain(|_, t| now_ms.saturating_sub(*t) <= BOOT_TTL_MS);
+    }
+
+    /// How many meters were found lean so far (grows when credit is to be
+    /// withdrawn from every Envoy).
+    pub fn leaned(&self) -> u64 {
+        self.leaned
     }
 
     /// Envoys reporting now (at least 1).
@@ -143,6 +154,7 @@ impl Meters {
                 boots: HashMap::new(),
                 dirty: false,
                 need: 0,
+                lean: false,
             };
         }
         if m.limit != limit {
@@ -183,6 +195,10 @@ impl Meters {
         m.need = m.need.max(r.need as i64);
         // Credit the reporting Envoys may still spend is not lent.
         let lean = is_lean(m, &known, c, now_ms);
+        if lean && !m.lean {
+            m.lean = true;
+            self.leaned += 1;
+        }
         if lean {
             // What is left cannot back every credit and serve a request: this
             // Envoy's credit is withdrawn.

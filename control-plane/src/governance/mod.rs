@@ -409,6 +409,48 @@ impl Governance {
         })
     }
 
+    /// The version of the key table filters should hold.
+    pub fn version(&self) -> String {
+        self.0
+            .state
+            .lock()
+            .map(|s| s.version.clone())
+            .unwrap_or_default()
+    }
+
+    /// How many meters were found lean so far: when this grows, every Envoy
+    /// has credit to be withdrawn ([`Governance::news`]).
+    pub fn leaned(&self) -> u64 {
+        self.0.state.lock().map(|s| s.meters.leaned()).unwrap_or(0)
+    }
+
+    /// Governance news for an Envoy between its own reports (pushed on its
+    /// fleet stream): the table when its copy (version `table`) is stale, and
+    /// credit withdrawn on meters found lean since (Envoy process `boot`;
+    /// empty: not known yet). `None`: nothing to say.
+    pub fn news(&self, boot: &str, table: &str, now: u64) -> Option<GovState> {
+        let Ok(mut s) = self.0.state.lock() else {
+            return None;
+        };
+        if !s.cfg.require_keys && s.table.keys.is_empty() {
+            // No keys: filters that had a table stop requiring keys.
+            return (!table.is_empty()).then(GovState::default);
+        }
+        let s = &mut *s;
+        let grants = if boot.is_empty() {
+            Vec::new()
+        } else {
+            s.meters.withdrawals(boot, now)
+        };
+        let stale = table != s.version;
+        (stale || !grants.is_empty()).then(|| GovState {
+            version: s.version.clone(),
+            table: stale.then(|| s.table.clone()),
+            envoys: s.meters.envoys(),
+            grants,
+        })
+    }
+
     /// Once a second: saves budget use, picks up changes other control planes
     /// made to a shared database, writes request summaries to the audit log.
     pub fn tick(&self, now: u64) {

@@ -11,26 +11,29 @@
 //! first two, the provider's own SSE for the native ones).
 //!
 //! Checked, for every stream: the same bytes come out whatever the cuts;
-//! nothing after the terminal event (Messages: `message_stop` or `error`;
-//! Responses: `response.completed`, `response.incomplete`, `response.failed` or
-//! `error`), nor from a second `finish()` or a `feed()` after it; after
-//! `finish()` the output ends with exactly one terminal event (a broken stream
-//! is never silent).
+//! nothing after the stream's end, nor from a second `finish()` or a `feed()`
+//! after it; after `finish()` the output ends with the event that ended the
+//! stream (a broken stream is never silent).
 //!
 //! For the translations: after every piece the output is whole events, each an
 //! `event: <type>` line and a `data: <JSON object>` line whose `type` is the
-//! event's, blank-line separated; they follow the protocol an SDK's accumulator
-//! relies on (Messages: `message_start` first, content blocks opened, filled and
-//! closed in index order, `message_delta` before `message_stop`; Responses:
+//! event's, blank-line separated; after `finish()` exactly one of them is
+//! terminal (Messages: `message_stop` or `error`; Responses:
+//! `response.completed`, `response.incomplete`, `response.failed` or `error`),
+//! the last; they follow the protocol an SDK's accumulator relies on
+//! (Messages: `message_start` first, content blocks opened, filled and closed
+//! in index order, `message_delta` before `message_stop`; Responses:
 //! `sequence_number` 0, 1, 2, …, `response.created` first, items and content
 //! parts added, filled and done in order, the final `response` holding every
 //! item).
 //!
-//! For a native stream: the output is a prefix of the input's events (as the
-//! stream splits them; a last one without its blank line gets one) plus at most
-//! one error event of the client's API; once the judge has ended the stream,
-//! nothing more of the input is passed; the chat form kept for usage is whole
-//! `data:` events ending with `[DONE]`.
+//! For a native stream (the provider's own events): the output is a prefix of
+//! the input's events (as the stream splits them; a last one without its blank
+//! line gets one) plus at most one error event of the client's API; the same
+//! when fed event by event; once the judge has ended the stream, nothing more
+//! is passed, and the last event is the one that ended it (a failure: an error
+//! event, the provider's or the client API's); the chat form kept for usage is
+//! whole `data:` events ending with `[DONE]`.
 //!
 //! Open finding 7 (docs/fuzzing.md) is let through unless `FUZZ_STRICT` names
 //! it; its reproducers are the seeds `finding-7-*`.

@@ -3,14 +3,16 @@
 //! (`switchyard_core::circuit`); targets whose fleet circuit is open are sent back
 //! to every filter, which then leaves them out of plans.
 //!
-//! Reports arrive on the status endpoint (mutual TLS when `serve` runs with
-//! certificates, else unauthenticated), so each is [`check`]ed before it
-//! touches the aggregate: bounded size and number of outcomes, a node the
+//! Reports arrive on the fleet stream ([`stream`], on the xDS port: mutual TLS
+//! when `serve` runs with certificates, else unauthenticated), so each is
+//! [`check`]ed before it touches the aggregate: bounded size and number of outcomes, a node the
 //! client certificate names (with TLS) and this control plane serves over xDS, configured targets only (others are
 //! ignored), counts and latency sums clamped to what one Envoy can do in an
 //! interval. A report's counts are applied to a target's circuit at once
 //! ([`circuit::State::record`]): the lock is held for time proportional to the
 //! number of targets, never to the counts.
+
+pub mod stream;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -20,7 +22,7 @@ use switchyard_core::circuit::{self, Settings, Transition};
 use switchyard_core::fleet::{
     AdaptiveWeights, FullReport, LATENCY_BUCKETS_MS, MAX_ATTEMPTS_PER_REPORT,
     MAX_LATENCY_MS_PER_ATTEMPT, MAX_NODE_BYTES, MAX_OUTCOMES, MAX_POSITIONS, MAX_REPORT_BYTES,
-    MAX_ROUTES, Observed, Open, Outcome, Report, State, Weight,
+    MAX_ROUTES, Observed, Open, Outcome, Report, Targets, Weight,
 };
 
 /// Why a report was refused.
@@ -29,7 +31,7 @@ pub enum Refused {
     /// The body is larger than [`MAX_REPORT_BYTES`].
     #[error("report larger than {MAX_REPORT_BYTES} bytes")]
     TooLarge,
-    /// The body is not a report (JSON shape, types, negative or fractional counts).
+    /// The message is not a report (a meter the core does not know, bounds).
     #[error("not a fleet report: {0}")]
     Malformed(String),
     /// More outcomes than [`MAX_OUTCOMES`].
@@ -53,12 +55,14 @@ pub enum Refused {
 }
 
 impl Refused {
-    /// The HTTP status of the answer.
-    pub fn status(&self) -> u16 {
+    /// The gRPC status that ends a stream whose report was refused.
+    pub fn status(&self) -> tonic::Status {
+        let m = self.to_string();
         match self {
-            Refused::TooLarge => 413,
-            Refused::UnknownNode(_) | Refused::NotYourNode(_) => 403,
-            _ => 400,
+            Refused::TooLarge => tonic::Status::resource_exhausted(m),
+            Refused::NotYourNode(_) => tonic::Status::permission_denied(m),
+            Refused::UnknownNode(_) => tonic::Status::failed_precondition(m),
+            _ => tonic::Status::invalid_argument(m),
         }
     }
 }
@@ -180,24 +184,20 @@ fn check_gov(
     Ok(Some(g))
 }
 
-/// Parses and bounds a report body. `identity` tells whether the caller may
-/// report as a node id (with TLS: whether its client certificate names it),
-/// `known` whether a node id has an xDS stream to this control plane;
-/// `targets` are the configured targets
-/// (`provider/model` of every route's chain): outcomes of other targets are
-/// dropped, since a filter only counts configured targets and anything else
-/// would grow the aggregate without bound.
+/// Bounds a report (its message was at most [`MAX_REPORT_BYTES`]: the
+/// service's decoding limit). `identity` tells whether the caller may report
+/// as a node id (with TLS: whether its client certificate names it), `known`
+/// whether a node id has an xDS stream to this control plane; `targets` are
+/// the configured targets (`provider/model` of every route's chain): outcomes
+/// of other targets are dropped, since a filter only counts configured
+/// targets and anything else would grow the aggregate without bound.
 pub fn check(
-    body: &[u8],
+    full: FullReport,
     identity: impl Fn(&str) -> Result<(), String>,
     known: impl Fn(&str) -> bool,
     targets: &HashSet<String>,
 ) -> Result<Checked, Refused> {
-    if body.len() > MAX_REPORT_BYTES {
-        return Err(Refused::TooLarge);
-    }
-    let FullReport { report, observed } =
-        serde_json::from_slice(body).map_err(|e| Refused::Malformed(e.to_string()))?;
+    let FullReport { report, observed } = full;
     if report.outcomes.len() > MAX_OUTCOMES {
         return Err(Refused::TooManyOutcomes(report.outcomes.len()));
     }
@@ -290,20 +290,19 @@ const EWMA_ALPHA: f64 = 0.3;
 pub struct Fleet(Arc<Mutex<HashMap<String, Entry>>>);
 
 impl Fleet {
-    /// Takes one filter's checked report and answers with the targets open
-    /// fleet-wide. Entries of targets no longer configured are dropped.
-    pub fn exchange(
+    /// Takes one filter's checked report into the aggregate. Entries of
+    /// targets no longer configured are dropped.
+    pub fn record(
         &self,
         report: &Checked,
         targets: &HashSet<String>,
         settings: Option<&Settings>,
-        adaptive: Option<&AdaptiveWeights>,
         now_ms: u64,
-    ) -> State {
+    ) {
         let mut opened = Vec::new();
-        let state = {
+        {
             let Ok(mut m) = self.0.lock() else {
-                return State::default();
+                return;
             };
             m.retain(|t, _| targets.contains(t));
             for o in report.outcomes() {
@@ -340,30 +339,54 @@ impl Fleet {
                 e.view.open_until_ms = e.state.open_until;
                 e.view.trips = e.state.trips;
             }
-            let open = m
-                .iter()
-                .filter(|(_, e)| e.state.open_until > now_ms)
-                .map(|(t, e)| Open {
-                    target: t.clone(),
-                    until_ms: e.state.open_until,
-                })
-                .collect();
-            let weights = match adaptive {
-                Some(a) => effective_weights(&mut m, a),
-                None => Vec::new(),
-            };
-            State {
-                open,
-                weights,
-                gov: None,
-                faults: Vec::new(),
-                credentials: None,
-            }
-        };
+        }
         for (target, until) in opened {
             tracing::warn!(target_model = %target, reporter = %report.node(), "fleet circuit opened until {until}");
         }
-        state
+    }
+
+    /// What every filter should know of the targets now: those open
+    /// fleet-wide, and effective weights (with `adaptive`). Entries of targets
+    /// no longer configured are dropped.
+    pub fn targets(
+        &self,
+        targets: &HashSet<String>,
+        adaptive: Option<&AdaptiveWeights>,
+        now_ms: u64,
+    ) -> Targets {
+        let Ok(mut m) = self.0.lock() else {
+            return Targets::default();
+        };
+        m.retain(|t, _| targets.contains(t));
+        let mut open: Vec<Open> = m
+            .iter()
+            .filter(|(_, e)| e.state.open_until > now_ms)
+            .map(|(t, e)| Open {
+                target: t.clone(),
+                until_ms: e.state.open_until,
+            })
+            .collect();
+        open.sort_by(|a, b| a.target.cmp(&b.target));
+        let mut weights = match adaptive {
+            Some(a) => effective_weights(&mut m, a),
+            None => Vec::new(),
+        };
+        weights.sort_by(|a, b| a.target.cmp(&b.target));
+        Targets { open, weights }
+    }
+
+    /// [`Fleet::record`] then [`Fleet::targets`] (tests).
+    #[cfg(test)]
+    fn exchange(
+        &self,
+        report: &Checked,
+        targets: &HashSet<String>,
+        settings: Option<&Settings>,
+        adaptive: Option<&AdaptiveWeights>,
+        now_ms: u64,
+    ) -> Targets {
+        self.record(report, targets, settings, now_ms);
+        self.targets(targets, adaptive, now_ms)
     }
 
     /// Every target's view.
@@ -557,8 +580,8 @@ mod tests {
         Ok(())
     }
 
-    fn body(v: serde_json::Value) -> Vec<u8> {
-        serde_json::to_vec(&v).unwrap()
+    fn body(v: serde_json::Value) -> FullReport {
+        serde_json::from_value(v).unwrap()
     }
 
     #[test]
@@ -599,12 +622,6 @@ mod tests {
             refused(serde_json::json!({"node": "e1", "outcomes": [outcome("a/m", 1, 0, 0), outcome("a/m", 0, 9, 0)]})),
             Refused::Duplicate(t) if t == "a/m"
         ));
-        assert!(matches!(
-            refused(
-                serde_json::json!({"node": "e1", "outcomes": [{"target": "a/m", "ok": -1, "failed": 0}]})
-            ),
-            Refused::Malformed(_)
-        ));
         let many: Vec<_> = (0..=MAX_OUTCOMES)
             .map(|i| outcome(&format!("p/m{i}"), 1, 0, 0))
             .collect();
@@ -613,13 +630,10 @@ mod tests {
             matches!(e, Refused::TooManyOutcomes(n) if n == MAX_OUTCOMES + 1),
             "{e}"
         );
-        let big = vec![b' '; MAX_REPORT_BYTES + 1];
-        assert!(matches!(
-            check(&big, open, known, &t).unwrap_err(),
-            Refused::TooLarge
-        ));
-        assert_eq!(Refused::TooLarge.status(), 413);
-        assert_eq!(Refused::UnknownNode("x".into()).status(), 403);
+        assert_eq!(
+            Refused::UnknownNode("x".into()).status().code(),
+            tonic::Code::FailedPrecondition
+        );
         // A certificate that names another node is refused before anything counts.
         let e = check(
             &body(serde_json::json!({"node": "e1", "outcomes": []})),
@@ -632,7 +646,7 @@ mod tests {
             matches!(e, Refused::NotYourNode(ref m) if m == "not e1"),
             "{e}"
         );
-        assert_eq!(e.status(), 403);
+        assert_eq!(e.status().code(), tonic::Code::PermissionDenied);
     }
 
     #[test]
@@ -646,7 +660,16 @@ mod tests {
         let started = std::time::Instant::now();
         let raw = report("e1", "a/m", u64::MAX, u64::MAX, u64::MAX);
         // Through `check`, as the endpoint does.
-        let c = check(&serde_json::to_vec(&raw.0).unwrap(), open, |_| true, &t).unwrap();
+        let c = check(
+            FullReport {
+                report: raw.0.clone(),
+                observed: Observed::default(),
+            },
+            open,
+            |_| true,
+            &t,
+        )
+        .unwrap();
         let state = fleet.exchange(&c, &t, Some(&rate), None, 10);
         assert_eq!(state.open.len(), 1, "half failed: open");
         // Even unclamped, the state machine takes the counts at once.
@@ -670,8 +693,9 @@ mod tests {
         let body = |observed: &str| {
             format!(r#"{{"node":"n","outcomes":[{{"target":"a/m","ok":1,"failed":0}}]{observed}}}"#)
         };
+        let json = |text: String| serde_json::from_str::<FullReport>(&text).unwrap();
         let ok = check(
-            body(r#","routes":[{"route":"chat","requests":3,"served":[2,1],"fallbacks":[{"class":"server_error","n":1}]}],"latency":[{"target":"a/m","buckets":[0,1]}],"drill":{"id":"d","injected":1,"affected":1,"rescued":1}"#).as_bytes(),
+            json(body(r#","routes":[{"route":"chat","requests":3,"served":[2,1],"fallbacks":[{"class":"server_error","n":1}]}],"latency":[{"target":"a/m","buckets":[0,1]}],"drill":{"id":"d","injected":1,"affected":1,"rescued":1}"#)),
             open,
             |_| true,
             &t,
@@ -680,7 +704,7 @@ mod tests {
         assert_eq!(ok.observed().routes[0].served, vec![2, 1]);
         assert_eq!(ok.observed().drill.as_ref().map(|d| d.rescued), Some(1));
         // A plain report observed nothing.
-        let plain = check(body("").as_bytes(), open, |_| true, &t).unwrap();
+        let plain = check(json(body("")), open, |_| true, &t).unwrap();
         assert_eq!(plain.observed(), &Observed::default());
         for bad in [
             r#","routes":[{"route":"chat","requests":1},{"route":"chat","requests":1}]"#,
@@ -690,7 +714,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    check(body(bad).as_bytes(), open, |_| true, &t),
+                    check(json(body(bad)), open, |_| true, &t),
                     Err(Refused::Duplicate(_) | Refused::Malformed(_))
                 ),
                 "{bad}"

@@ -1,0 +1,537 @@
+//! The fleet stream (`switchyard.fleet.v1.Fleet/Stream`, served on the xDS
+//! port): one bidirectional gRPC stream per Envoy. Reports come up when a
+//! filter has news; state goes down only when something this node sees
+//! changed, plus a heartbeat.
+//!
+//! The [`Hub`] holds what every stream compares against: the fleet-wide view
+//! (targets set aside, effective weights, drill faults, the key table's and
+//! the credentials' versions, meters found lean). It is recomputed after every
+//! report and on a short timer (drills end, circuits expire, keys change,
+//! config reloads); when any part changed it wakes every stream, and each
+//! sends its node only the parts that differ from what it last sent. Every
+//! state carries this process's epoch and a version from one counter, so a
+//! filter never applies an older state over a newer one (`fleet.proto`).
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::Stream;
+use switchyard_core::fleet::{Credentials, Fault, HEARTBEAT_MS, Push, Targets};
+use switchyard_core::governance::GovState;
+use switchyard_proto::convert;
+use switchyard_proto::fleet::v1 as pb;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{Fleet, check};
+use crate::drill::Drills;
+use crate::governance::Governance;
+use crate::rates::Window;
+use crate::xds::server::{Gate, Registry, Snapshot};
+
+/// How long a stream waits for its node's xDS stream (a control plane that
+/// just started sees both reconnect at once) before refusing it.
+const KNOWN_WAIT: Duration = Duration::from_secs(5);
+
+/// How often the hub looks for changes nobody reported (drills ending,
+/// circuits expiring, keys changing, config reloads).
+const REFRESH: Duration = Duration::from_millis(100);
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A new epoch: random per process (the clock, the process id and the
+/// address of a stack value, hashed).
+fn new_epoch() -> String {
+    use sha2::Digest as _;
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let seed = format!(
+        "{:?} {} {:p} {}",
+        std::time::SystemTime::now(),
+        std::process::id(),
+        &KNOWN_WAIT,
+        CALLS.fetch_add(1, Ordering::Relaxed)
+    );
+    let digest = sha2::Sha256::digest(seed.as_bytes());
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether two target views differ in a way a filter would notice: open
+/// targets and their times, or a weight moved by at least 0.01 (the smoothed
+/// rates move a little with every report; a push per report to every node
+/// would be noise).
+fn targets_differ(a: &Targets, b: &Targets) -> bool {
+    let q = |f: f64| (f * 100.0).round() as i64;
+    a.open != b.open
+        || a.weights.len() != b.weights.len()
+        || a
+            .weights
+            .iter()
+            .zip(&b.weights)
+            .any(|(x, y)| x.target != y.target || q(x.factor) != q(y.factor))
+}
+
+/// The fleet-wide parts every stream compares against.
+#[derive(Debug, Default)]
+struct View {
+    targets: Arc<Targets>,
+    faults: Arc<Vec<Fault>>,
+    table: String,
+    credentials: Arc<Credentials>,
+    leaned: u64,
+    serial: u64,
+}
+
+struct Inner {
+    epoch: String,
+    version: AtomicU64,
+    fleet: Fleet,
+    governance: Governance,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    registry: Registry,
+    rates: Window,
+    drills: Drills,
+    view: Mutex<View>,
+    changed: watch::Sender<u64>,
+    policy: Option<crate::tls::NodePolicy>,
+    heartbeat: Duration,
+}
+
+/// What the fleet streams share; cheap to clone.
+#[derive(Clone)]
+pub struct Hub(Arc<Inner>);
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").field("epoch", &self.0.epoch).finish()
+    }
+}
+
+impl Hub {
+    /// A hub over the control plane's aggregate, governance, snapshots and
+    /// observers; with `policy` (TLS), a stream's client certificate must
+    /// name its node.
+    pub fn new(
+        fleet: Fleet,
+        governance: Governance,
+        snapshots: watch::Receiver<Arc<Snapshot>>,
+        registry: Registry,
+        rates: Window,
+        drills: Drills,
+        policy: Option<crate::tls::NodePolicy>,
+    ) -> Hub {
+        let (changed, _) = watch::channel(0);
+        let hub = Hub(Arc::new(Inner {
+            epoch: new_epoch(),
+            version: AtomicU64::new(0),
+            fleet,
+            governance,
+            snapshots,
+            registry,
+            rates,
+            drills,
+            view: Mutex::new(View::default()),
+            changed,
+            policy,
+            heartbeat: Duration::from_millis(HEARTBEAT_MS),
+        }));
+        hub.refresh(now_ms());
+        tracing::info!(epoch = %hub.0.epoch, "fleet stream epoch");
+        hub
+    }
+
+    /// This process's epoch.
+    pub fn epoch(&self) -> &str {
+        &self.0.epoch
+    }
+
+    /// Looks for changes on a timer (until the runtime stops).
+    pub fn spawn_refresh(&self) {
+        let hub = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(REFRESH);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                hub.refresh(now_ms());
+            }
+        });
+    }
+
+    /// Wakes every stream now (a drill started or was aborted).
+    pub fn poke(&self) {
+        self.refresh(now_ms());
+    }
+
+    /// Recomputes the fleet-wide view; wakes every stream when a part changed.
+    fn refresh(&self, now: u64) {
+        let snapshot = self.0.snapshots.borrow().clone();
+        let targets = self.0.fleet.targets(
+            &snapshot.targets,
+            snapshot.adaptive_weights.as_ref(),
+            now,
+        );
+        let faults = self.0.drills.faults(now);
+        let table = self.0.governance.version();
+        let leaned = self.0.governance.leaned();
+        let serial = {
+            let Ok(mut v) = self.0.view.lock() else {
+                return;
+            };
+            let mut changed = false;
+            if targets_differ(&v.targets, &targets) {
+                v.targets = Arc::new(targets);
+                changed = true;
+            }
+            if *v.faults != faults {
+                v.faults = Arc::new(faults);
+                changed = true;
+            }
+            if v.table != table {
+                v.table = table;
+                changed = true;
+            }
+            if v.credentials.version != snapshot.credentials.version {
+                v.credentials = snapshot.credentials.clone();
+                changed = true;
+            }
+            if v.leaned != leaned {
+                v.leaned = leaned;
+                changed = true;
+            }
+            if !changed {
+                return;
+            }
+            v.serial += 1;
+            v.serial
+        };
+        self.0.changed.send_replace(serial);
+    }
+
+    fn next_version(&self) -> u64 {
+        self.0.version.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn view(&self) -> (Arc<Targets>, Arc<Vec<Fault>>, String, Arc<Credentials>) {
+        self.0
+            .view
+            .lock()
+            .map(|v| {
+                (
+                    v.targets.clone(),
+                    v.faults.clone(),
+                    v.table.clone(),
+                    v.credentials.clone(),
+                )
+            })
+            .unwrap_or_default()
+    }
+
+    /// The tonic service.
+    pub fn into_service(self) -> pb::fleet_server::FleetServer<Hub> {
+        pb::fleet_server::FleetServer::new(self)
+            .max_decoding_message_size(switchyard_core::fleet::MAX_REPORT_BYTES)
+            .max_encoding_message_size(64 * 1024 * 1024)
+    }
+
+    fn gate<T>(&self, request: &Request<T>) -> Gate {
+        match &self.0.policy {
+            None => Gate::Open,
+            Some(policy) => Gate::Certificate {
+                peer: request
+                    .extensions()
+                    .get::<crate::tls::PeerInfo>()
+                    .and_then(|p| p.peer.clone()),
+                policy: policy.clone(),
+            },
+        }
+    }
+}
+
+type StateStream = Pin<Box<dyn Stream<Item = Result<pb::State, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::fleet_server::Fleet for Hub {
+    type StreamStream = StateStream;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<pb::Report>>,
+    ) -> Result<Response<StateStream>, Status> {
+        let gate = self.gate(&request);
+        let (tx, rx) = mpsc::channel(16);
+        let session = Session {
+            hub: self.clone(),
+            gate,
+            node: String::new(),
+            boot: String::new(),
+            table: String::new(),
+            credentials: String::new(),
+            sent_targets: None,
+            sent_faults: None,
+            sent_gov: None,
+            tx,
+        };
+        tokio::spawn(session.run(request.into_inner()));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// One node's stream.
+struct Session {
+    hub: Hub,
+    gate: Gate,
+    node: String,
+    /// The Envoy process (its governance boot id), once it reported it.
+    boot: String,
+    /// The key table version the filter holds (as reported, or as sent).
+    table: String,
+    /// The credentials version the filter holds (as reported, or as sent).
+    credentials: String,
+    sent_targets: Option<Arc<Targets>>,
+    sent_faults: Option<Arc<Vec<Fault>>>,
+    /// Version and fleet size of the last governance part sent.
+    sent_gov: Option<(String, u32)>,
+    tx: mpsc::Sender<Result<pb::State, Status>>,
+}
+
+impl Session {
+    async fn run(mut self, mut inbound: Streaming<pb::Report>) {
+        let mut changed = self.hub.0.changed.subscribe();
+        let heartbeat = self.hub.0.heartbeat;
+        let mut beat = tokio::time::interval(heartbeat);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        beat.tick().await;
+        let mut last_sent = tokio::time::Instant::now();
+        let end = loop {
+            tokio::select! {
+                msg = inbound.message() => match msg {
+                    Ok(Some(report)) => match self.on_report(report).await {
+                        Ok(Some(push)) => {
+                            if self.send(push).await.is_err() {
+                                break None;
+                            }
+                            last_sent = tokio::time::Instant::now();
+                        }
+                        Ok(None) => {}
+                        Err(status) => break Some(status),
+                    },
+                    Ok(None) => break None,
+                    Err(e) => {
+                        tracing::debug!(node = %self.node, "fleet stream closed: {e}");
+                        break None;
+                    }
+                },
+                c = changed.changed(), if !self.node.is_empty() => {
+                    if c.is_err() {
+                        break None;
+                    }
+                    let push = self.diff(now_ms(), true);
+                    if !push.is_heartbeat() {
+                        if self.send(push).await.is_err() {
+                            break None;
+                        }
+                        last_sent = tokio::time::Instant::now();
+                    }
+                }
+                _ = beat.tick(), if !self.node.is_empty() => {
+                    if last_sent.elapsed() + Duration::from_millis(50) >= heartbeat {
+                        // Governance news that needs no report (withdrawals)
+                        // rides with the heartbeat.
+                        let push = self.diff(now_ms(), true);
+                        if self.send(push).await.is_err() {
+                            break None;
+                        }
+                        last_sent = tokio::time::Instant::now();
+                    }
+                }
+            }
+        };
+        if let Some(status) = end {
+            tracing::info!(node = %self.node, "fleet stream refused: {}", status.message());
+            let _ = self.tx.send(Err(status)).await;
+        }
+        if !self.node.is_empty() {
+            self.hub
+                .0
+                .registry
+                .fleet_stream(&self.node, false);
+        }
+    }
+
+    async fn send(&mut self, mut push: Push) -> Result<(), ()> {
+        push.epoch = self.hub.0.epoch.clone();
+        push.version = self.hub.next_version();
+        push.heartbeat_ms = self.hub.0.heartbeat.as_millis() as u64;
+        self.tx
+            .send(Ok(convert::state(&push)))
+            .await
+            .map_err(|_| ())
+    }
+
+    /// The parts of the fleet-wide view that differ from what this node was
+    /// sent last, and (with `gov`) governance news.
+    fn diff(&mut self, now: u64, gov: bool) -> Push {
+        let (targets, faults, table, credentials) = self.hub.view();
+        let mut push = Push::default();
+        if self
+            .sent_targets
+            .as_ref()
+            .is_none_or(|s| targets_differ(s, &targets))
+        {
+            push.targets = Some((*targets).clone());
+            self.sent_targets = Some(targets);
+        }
+        if self.sent_faults.as_ref().is_none_or(|s| **s != *faults) {
+            push.faults = Some((*faults).clone());
+            self.sent_faults = Some(faults);
+        }
+        if !credentials.version.is_empty() && credentials.version != self.credentials {
+            // Only to a node the gate admitted (its certificate, with TLS).
+            self.credentials = credentials.version.clone();
+            push.credentials = Some((*credentials).clone());
+        }
+        if gov && (table != self.table || !self.boot.is_empty()) {
+            if let Some(g) = self.hub.0.governance.news(&self.boot, &self.table, now) {
+                self.gov_sent(&g);
+                push.gov = Some(g);
+            }
+        }
+        push
+    }
+
+    fn gov_sent(&mut self, g: &GovState) {
+        if g.table.is_some() || g.version.is_empty() {
+            self.table = g.version.clone();
+        }
+        self.sent_gov = Some((g.version.clone(), g.envoys));
+    }
+
+    /// Takes one report; answers with what changed for this node (including
+    /// the governance answer to the report's meters).
+    async fn on_report(&mut self, report: pb::Report) -> Result<Option<Push>, Status> {
+        let first = self.node.is_empty();
+        if first {
+            self.admit(&report.node).await?;
+        } else if !report.node.is_empty() && report.node != self.node {
+            return Err(Status::permission_denied(format!(
+                "this stream reports for node `{}`, not `{}`",
+                self.node, report.node
+            )));
+        }
+        let mut full = convert::full_report(report)
+            .map_err(|e| Status::invalid_argument(format!("not a fleet report: {e}")))?;
+        full.report.node = self.node.clone();
+        let snapshot = self.hub.0.snapshots.borrow().clone();
+        let checked = check(full, |_| Ok(()), |_| true, &snapshot.targets)
+            .map_err(|refused| refused.status())?;
+        let now = now_ms();
+        self.hub
+            .0
+            .fleet
+            .record(&checked, &snapshot.targets, snapshot.breaker.as_ref(), now);
+        let answer = checked.gov().and_then(|g| {
+            self.boot = g.boot.clone();
+            self.table = g.table.clone();
+            self.hub.0.governance.exchange(g, now)
+        });
+        if first || self.credentials != checked.credentials() {
+            self.credentials = checked.credentials().to_string();
+        }
+        let observed = checked.observed();
+        self.hub
+            .0
+            .rates
+            .add(observed, &snapshot.routes, &snapshot.targets, now);
+        if let Some(d) = &observed.drill {
+            self.hub.0.drills.record(d, now);
+        }
+        // Others learn what this report changed (an opened circuit) now.
+        self.hub.refresh(now);
+        let mut push = match answer {
+            Some(g) => {
+                let news = !g.grants.is_empty()
+                    || g.table.is_some()
+                    || self.sent_gov.as_ref() != Some(&(g.version.clone(), g.envoys));
+                let mut push = self.diff(now, false);
+                if news {
+                    self.gov_sent(&g);
+                    push.gov = Some(g);
+                }
+                push
+            }
+            None => self.diff(now, true),
+        };
+        if first {
+            // A new stream: the whole state, even what is empty.
+            push.targets.get_or_insert_with(Targets::default);
+            push.faults.get_or_insert_with(Vec::new);
+        }
+        Ok((first || !push.is_heartbeat()).then_some(push))
+    }
+
+    /// The first report names the node: with TLS the certificate must name
+    /// it; the node must have an xDS stream to this control plane (waited for
+    /// a while: after a restart both streams come back at once).
+    async fn admit(&mut self, node: &str) -> Result<(), Status> {
+        if node.is_empty() || node.len() > switchyard_core::fleet::MAX_NODE_BYTES {
+            return Err(Status::invalid_argument(
+                "the first report must name the node (1 to 256 bytes)",
+            ));
+        }
+        self.gate.check(node).map_err(Status::permission_denied)?;
+        let deadline = tokio::time::Instant::now() + KNOWN_WAIT;
+        while !self.hub.0.registry.knows(node) {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Status::failed_precondition(format!(
+                    "node `{node}` is not served by this control plane"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.node = node.to_string();
+        self.hub.0.registry.fleet_stream(node, true);
+        tracing::debug!(node = %node, "fleet stream opened");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_core::fleet::{Open, Weight};
+
+    #[test]
+    fn small_weight_moves_are_not_news() {
+        let t = |factor: f64| Targets {
+            open: vec![],
+            weights: vec![Weight {
+                target: "a/m".into(),
+                factor,
+            }],
+        };
+        assert!(!targets_differ(&t(0.5012), &t(0.5031)));
+        assert!(targets_differ(&t(0.50), &t(0.52)));
+        let open = Targets {
+            open: vec![Open {
+                target: "a/m".into(),
+                until_ms: 5,
+            }],
+            weights: vec![],
+        };
+        assert!(targets_differ(&open, &Targets::default()));
+    }
+
+    #[test]
+    fn epochs_differ_per_call() {
+        assert_ne!(new_epoch(), new_epoch());
+        assert_eq!(new_epoch().len(), 16);
+    }
+}
