@@ -53,6 +53,11 @@ bench: build ## Benchmark both builds vs bare Envoy and their floors (BENCH_SECO
 bench-peers: build ## Benchmark Switchyard (native) vs LiteLLM and Portkey; installs them pinned under .switchyard/peers (not in CI)
 	@bash bench/peers.sh
 
+scale: wasm ## 1,000 simulated Envoys on one control plane (release): config and circuit convergence, exchange CPU (SCALE_ENVOYS, SCALE_WORKERS; not in CI)
+	@bash bench/scale.sh
+
+.PHONY: scale
+
 fuzz: ## Fuzz every parser and translator, FUZZ_RUNS (10 M) executions each, niced; re-picks core/fuzz/corpus (docs/fuzzing.md)
 	@bash core/fuzz/run.sh full
 

@@ -7,6 +7,9 @@
 #   bare                  bare Envoy proxying to the upstream (the base; always runs)
 #   floor-wasm            + two do-nothing proxy-wasm filters where planner and adapter sit
 #   floor-native          + the native module's `noop` filter in the same two places
+#   floor-native-work     + the same two filters making Envoy do Switchyard's per-request
+#                         work (hold and buffer both bodies, read them, put the request body
+#                         back, set headers, clear the route cache) with no logic between
 #   switchyard-wasm       Switchyard, proxy-wasm build, no failures
 #   switchyard-native     Switchyard, native build, no failures
 #   failover-{wasm,native}      primary refusing connections: fail-over on every request
@@ -27,7 +30,7 @@ OUT=.switchyard/bench
 source "$(dirname "$0")/lib.sh"
 start_run
 
-ALL="bare floor-wasm floor-native switchyard-wasm switchyard-native failover-wasm failover-native open-circuit-wasm open-circuit-native keyed-wasm keyed-native"
+ALL="bare floor-wasm floor-native floor-native-work switchyard-wasm switchyard-native failover-wasm failover-native open-circuit-wasm open-circuit-native keyed-wasm keyed-native"
 read -ra PATTERNS <<< "${BENCH_ONLY:-$ALL}"
 want() {
   [ "$1" = bare ] && return 0
@@ -50,7 +53,7 @@ PROFILE=${BENCH_PROFILE:-0}
 WASM_FILTER=target/wasm32-wasip1/wasm-release/switchyard_filter.wasm
 NATIVE_MODULE=target/release/libswitchyard_native.so
 snap target/debug/switchyard
-want_any floor-native switchyard-native failover-native open-circuit-native keyed-native && snap "$NATIVE_MODULE"
+want_any floor-native floor-native-work switchyard-native failover-native open-circuit-native keyed-native && snap "$NATIVE_MODULE"
 want_any switchyard-wasm failover-wasm open-circuit-wasm keyed-wasm && snap "$WASM_FILTER"
 if want floor-wasm; then
   bash deploy/local/build-wasm.sh switchyard-bench-noop >&2
@@ -59,11 +62,12 @@ fi
 
 # --- ports -----------------------------------------------------------------------------
 # upstream 18201 (admin 18291); bare 18202 (18292); floor-wasm 18204 (18295);
-# floor-native 18205 (18297); 18209 must refuse connections (the failing primary);
+# floor-native 18205 (18297); floor-native-work 18208 (18285); 18209 must refuse connections (the failing primary);
 # gateways: bench/lib.sh.
 ports=(18201 18291 18202 18292 18209)
 want floor-wasm && ports+=(18204 18295)
 want floor-native && ports+=(18205 18297)
+want floor-native-work && ports+=(18208 18285)
 [ -n "$WASM_GW" ] && ports+=("${GW_WASM[@]:0:5}")
 [ -n "$NATIVE_GW" ] && ports+=("${GW_NATIVE[@]:0:5}")
 want open-circuit-wasm && ports+=("${GW_WASM_BREAKER[@]:0:5}")
@@ -87,6 +91,12 @@ if want floor-native; then
     bench/floor-native.envoy.yaml > "$OUT/floor-native.envoy.yaml"
   envoy floor-native "$OUT/floor-native.envoy.yaml" 4307 18297
   scenario floor-native 18205 chat "$ENVOY_PID" "floor, native: the module's noop filter, twice"
+fi
+if want floor-native-work; then
+  sed "s|filename: target/release/libswitchyard_native.so|filename: $BIN/libswitchyard_native.so|" \
+    bench/floor-native-work.envoy.yaml > "$OUT/floor-native-work.envoy.yaml"
+  envoy floor-native-work "$OUT/floor-native-work.envoy.yaml" 4313 18285
+  scenario floor-native-work 18208 chat "$ENVOY_PID" "floor, native, with Switchyard's Envoy work (no logic)"
 fi
 for build in wasm native; do
   if [ "$build" = wasm ]; then file=$BIN/switchyard_filter.wasm; gw=("${GW_WASM[@]}"); br=("${GW_WASM_BREAKER[@]}"); on=$WASM_GW

@@ -1,8 +1,9 @@
 //! The Envoy bootstrap: it names the control plane (and the admin address) and
 //! holds what only a bootstrap can set — the ADS reconnect back-off, the
-//! overload manager (connection limit, heap limit) and how the filter's stats
+//! overload manager (connection limit, heap limit), how the filter's stats
 //! are named in Prometheus (tag extraction, the runtime guard that strips the
-//! native module's stat namespace); everything else arrives over ADS.
+//! native module's stat namespace) and, on request, a stats-only listener for
+//! Prometheus ([`stats_listener`]); everything else arrives over ADS.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -235,11 +236,125 @@ fn stats_sections() -> String {
     out
 }
 
+/// Name of the stats-only listener ([`stats_listener`]); also its stat prefix,
+/// so its requests and connections are counted apart from the gateway's
+/// (`http.switchyard.*`, `listener.<address>.*` of the listener from the
+/// control plane).
+pub const STATS_LISTENER: &str = "switchyard_prometheus";
+/// Name of the static cluster through which the stats listener reaches the
+/// admin interface.
+pub const ADMIN_CLUSTER: &str = "switchyard_admin";
+/// The one path the stats listener serves.
+pub const STATS_PATH: &str = "/stats/prometheus";
+/// Connections the stats listener holds at most: it bypasses the gateway's
+/// global connection limit (like the admin), so it gets a small one of its own.
+pub const STATS_MAX_CONNECTIONS: u32 = 16;
+
+/// Checks that a stats listener on `stats` can work with the admin interface
+/// on `admin`: its cluster dials the admin address, so that must be a fixed
+/// address (not port 0, not a wildcard), and the two must not share a port.
+pub fn check_stats_addr(stats: SocketAddr, admin: SocketAddr) -> Result<(), String> {
+    if admin.port() == 0 || admin.ip().is_unspecified() {
+        return Err(format!(
+            "--stats-addr proxies to the admin interface, which needs a fixed address (not `{admin}`): e.g. --admin 127.0.0.1:9901"
+        ));
+    }
+    let overlap = stats.ip() == admin.ip() || stats.ip().is_unspecified();
+    if stats.port() == admin.port() && overlap {
+        return Err(format!(
+            "--stats-addr {stats} and --admin {admin} cannot share a port"
+        ));
+    }
+    Ok(())
+}
+
+/// The stats-only listener on `stats` (YAML, one item of
+/// `static_resources.listeners`), as Istio's port 15090: `GET /stats/prometheus`
+/// (with any query, e.g. `?usedonly`) goes to the admin interface through
+/// [`ADMIN_CLUSTER`], every other method or path is answered 404 by the route
+/// table, so nothing that reads or controls this Envoy (`/config_dump` with
+/// its credentials, `/quitquitquit`, `/drain_listeners`, `/runtime_modify`…)
+/// is reachable from the pod network. No Switchyard filter runs on it.
+///
+/// It has no `traffic_direction`: `/drain_listeners?inboundonly` (the chart's
+/// preStop) drains and stops only the gateway's listener (`INBOUND`), so
+/// Prometheus keeps scraping a draining Envoy until it exits and sees the
+/// counters of the requests that finished during the drain. Like the admin it
+/// bypasses the global connection limit and the overload manager (metrics
+/// matter most when the gateway is overloaded), bounded by
+/// [`STATS_MAX_CONNECTIONS`] and a request-headers timeout.
+pub fn stats_listener(stats: SocketAddr) -> String {
+    format!(
+        r#"  # Prometheus' scrape port (`switchyard bootstrap --stats-addr`): GET {STATS_PATH}
+  # is passed to the admin interface, anything else is 404 (the admin's other
+  # pages, which read and control this Envoy, stay on loopback). Its own stat
+  # prefix keeps scrapes out of the gateway's stats; no traffic_direction, so
+  # `/drain_listeners?inboundonly` leaves it serving until Envoy exits.
+  - name: {STATS_LISTENER}
+    stat_prefix: {STATS_LISTENER}
+    address:
+      socket_address: {{ address: "{ip}", port_value: {port} }}
+    # Reachable when the gateway is at its connection or heap limit, as the admin
+    # is; bounded by its own connection limit.
+    ignore_global_conn_limit: true
+    bypass_overload_manager: true
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.connection_limit
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit
+          stat_prefix: {STATS_LISTENER}
+          max_connections: {STATS_MAX_CONNECTIONS}
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: {STATS_LISTENER}
+          request_headers_timeout: 10s
+          route_config:
+            name: {STATS_LISTENER}
+            virtual_hosts:
+            - name: {STATS_LISTENER}
+              domains: ["*"]
+              routes:
+              - match: {{ path: {STATS_PATH}, headers: [{{ name: ":method", string_match: {{ exact: GET }} }}] }}
+                route: {{ cluster: {ADMIN_CLUSTER} }}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
+"#,
+        ip = stats.ip(),
+        port = stats.port(),
+    )
+}
+
+/// The static cluster of [`stats_listener`] (YAML, one item of
+/// `static_resources.clusters`): the admin address, dialled as it is.
+fn admin_cluster(admin: SocketAddr) -> String {
+    format!(
+        r#"  # The admin interface, for {STATS_LISTENER}'s {STATS_PATH} only.
+  - name: {ADMIN_CLUSTER}
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: {ADMIN_CLUSTER}
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: {{ address: "{ip}", port_value: {port} }}
+"#,
+        ip = admin.ip(),
+        port = admin.port(),
+    )
+}
+
 /// Renders a bootstrap for an Envoy with node id `node` that fetches its config
 /// from the ADS server at `xds` and serves admin on `admin`.
 /// With `delta`, Envoy uses incremental xDS (`DELTA_GRPC`); with `tls`, mutual
 /// TLS to the control plane through file-based SDS ([`client_sds`],
-/// [`ca_sds`]), the directory of which goes into the node metadata.
+/// [`ca_sds`]), the directory of which goes into the node metadata; with
+/// `stats`, a stats-only listener there for Prometheus ([`stats_listener`]; see
+/// [`check_stats_addr`] for the admin address it needs).
 pub fn render(
     node: &str,
     xds: &Endpoint,
@@ -247,6 +362,7 @@ pub fn render(
     delta: bool,
     limits: &BootstrapLimits,
     tls: Option<&Tls>,
+    stats: Option<SocketAddr>,
 ) -> String {
     let metadata = tls
         .map(|t| {
@@ -262,6 +378,10 @@ pub fn render(
         "    type: LOGICAL_DNS\n    dns_lookup_family: V4_PREFERRED\n".to_string()
     };
     let transport = tls.map(|t| xds_tls(xds, t)).unwrap_or_default();
+    let listeners = stats
+        .map(|s| format!("  listeners:\n{}", stats_listener(s)))
+        .unwrap_or_default();
+    let admin_cluster = stats.map(|_| admin_cluster(admin)).unwrap_or_default();
     format!(
         r#"# Envoy bootstrap for Switchyard: generated by `switchyard bootstrap`.
 # Listener, route, provider clusters and the filter config all arrive over ADS.
@@ -281,7 +401,7 @@ node:
   cds_config: {{ ads: {{}}, resource_api_version: V3 }}
   lds_config: {{ ads: {{}}, resource_api_version: V3 }}
 static_resources:
-  clusters:
+{listeners}  clusters:
   - name: switchyard_xds
 {discovery}    connect_timeout: 1s
 {transport}    typed_extension_protocol_options:
@@ -295,7 +415,7 @@ static_resources:
         - endpoint:
             address:
               socket_address: {{ address: "{xds_host}", port_value: {xds_port} }}
-# limits.max_connections and limits.max_heap_bytes of the config file.
+{admin_cluster}# limits.max_connections and limits.max_heap_bytes of the config file.
 overload_manager:
   refresh_interval: 0.25s
   resource_monitors:
@@ -407,6 +527,7 @@ mod tests {
             false,
             &limits,
             None,
+            None,
         );
         assert!(text.contains(&format!("{STRIP_NATIVE_NAMESPACE}: true")));
         for label in METRIC_LABELS {
@@ -416,5 +537,124 @@ mod tests {
             text.contains("admin_layer"),
             "runtime stays modifiable from admin"
         );
+    }
+
+    fn with_stats(stats: &str, admin: &str) -> serde_yaml::Value {
+        let text = render(
+            "node-1",
+            &Endpoint::parse("127.0.0.1:18000").unwrap(),
+            admin.parse().unwrap(),
+            false,
+            &BootstrapLimits::default(),
+            None,
+            Some(stats.parse().unwrap()),
+        );
+        serde_yaml::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn without_stats_addr_there_is_no_static_listener() {
+        let text = render(
+            "node-1",
+            &Endpoint::parse("127.0.0.1:18000").unwrap(),
+            "127.0.0.1:9901".parse().unwrap(),
+            false,
+            &BootstrapLimits::default(),
+            None,
+            None,
+        );
+        let b: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        assert!(b["static_resources"].get("listeners").is_none());
+        let clusters = b["static_resources"]["clusters"].as_sequence().unwrap();
+        assert_eq!(clusters.len(), 1, "the xDS cluster only");
+        assert!(!text.contains(ADMIN_CLUSTER));
+    }
+
+    #[test]
+    fn the_stats_listener_passes_only_get_stats_prometheus_to_the_admin() {
+        let b = with_stats("0.0.0.0:9902", "127.0.0.1:9901");
+        let listeners = b["static_resources"]["listeners"].as_sequence().unwrap();
+        assert_eq!(listeners.len(), 1);
+        let l = &listeners[0];
+        assert_eq!(l["name"].as_str(), Some(STATS_LISTENER));
+        assert_eq!(l["stat_prefix"].as_str(), Some(STATS_LISTENER));
+        assert_eq!(
+            l["address"]["socket_address"]["address"].as_str(),
+            Some("0.0.0.0")
+        );
+        assert_eq!(
+            l["address"]["socket_address"]["port_value"].as_u64(),
+            Some(9902)
+        );
+        // Not INBOUND: a drain of the inbound listeners leaves it serving.
+        assert!(l.get("traffic_direction").is_none());
+        let filters = l["filter_chains"][0]["filters"].as_sequence().unwrap();
+        let names: Vec<&str> = filters.iter().filter_map(|f| f["name"].as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "envoy.filters.network.connection_limit",
+                "envoy.filters.network.http_connection_manager"
+            ],
+            "no Switchyard filter"
+        );
+        let hcm = &filters[1]["typed_config"];
+        assert_eq!(
+            hcm["stat_prefix"].as_str(),
+            Some(STATS_LISTENER),
+            "not the gateway's `switchyard`"
+        );
+        let http: Vec<&str> = hcm["http_filters"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter_map(|f| f["name"].as_str())
+            .collect();
+        assert_eq!(http, ["envoy.filters.http.router"]);
+        let vhosts = hcm["route_config"]["virtual_hosts"].as_sequence().unwrap();
+        assert_eq!(vhosts.len(), 1);
+        let routes = vhosts[0]["routes"].as_sequence().unwrap();
+        assert_eq!(routes.len(), 1, "one route: anything else is 404");
+        let m = &routes[0]["match"];
+        assert_eq!(
+            m["path"].as_str(),
+            Some(STATS_PATH),
+            "an exact path, not a prefix"
+        );
+        assert_eq!(m["headers"][0]["name"].as_str(), Some(":method"));
+        assert_eq!(
+            m["headers"][0]["string_match"]["exact"].as_str(),
+            Some("GET")
+        );
+        assert_eq!(routes[0]["route"]["cluster"].as_str(), Some(ADMIN_CLUSTER));
+
+        let admin = b["static_resources"]["clusters"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"].as_str() == Some(ADMIN_CLUSTER))
+            .unwrap();
+        let sock = &admin["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+            ["socket_address"];
+        assert_eq!(sock["address"].as_str(), Some("127.0.0.1"));
+        assert_eq!(sock["port_value"].as_u64(), Some(9901));
+        assert_eq!(
+            b["admin"]["address"]["socket_address"], *sock,
+            "the cluster dials the admin"
+        );
+    }
+
+    #[test]
+    fn the_stats_listener_needs_a_fixed_admin_address_of_its_own_port() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(check_stats_addr(a("0.0.0.0:9902"), a("127.0.0.1:9901")).is_ok());
+        assert!(check_stats_addr(a("[::]:9902"), a("[::1]:9901")).is_ok());
+        assert!(check_stats_addr(a("10.0.0.1:9901"), a("127.0.0.1:9901")).is_ok());
+        // An ephemeral or wildcard admin: the cluster would not know where to go.
+        assert!(check_stats_addr(a("0.0.0.0:9902"), a("127.0.0.1:0")).is_err());
+        assert!(check_stats_addr(a("0.0.0.0:9902"), a("0.0.0.0:9901")).is_err());
+        // One port for both.
+        assert!(check_stats_addr(a("0.0.0.0:9901"), a("127.0.0.1:9901")).is_err());
+        assert!(check_stats_addr(a("127.0.0.1:9901"), a("127.0.0.1:9901")).is_err());
     }
 }

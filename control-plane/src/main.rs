@@ -8,10 +8,11 @@
 //! - `switchyard drill --target PROVIDER/MODEL …`: a fail-over drill against the
 //!   live fleet (`switchyard drill help`).
 //! - `switchyard bootstrap [--node ID] [--xds HOST:PORT] [--admin ADDR] [--config FILE]
-//!   [--tls-cert F --tls-key F --tls-ca F --sds-dir DIR]`: print an Envoy
-//!   bootstrap that points at this control plane (with the connection and heap
-//!   limits of FILE's `limits:`, else the defaults; with mutual TLS through
-//!   file-based SDS, whose two files it writes into DIR or `--sds-out`).
+//!   [--tls-cert F --tls-key F --tls-ca F --sds-dir DIR] [--stats-addr ADDR]`: print
+//!   an Envoy bootstrap that points at this control plane (with the connection and
+//!   heap limits of FILE's `limits:`, else the defaults; with mutual TLS through
+//!   file-based SDS, whose two files it writes into DIR or `--sds-out`; with a
+//!   listener on ADDR that serves the admin's `/stats/prometheus` and nothing else).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -33,7 +34,8 @@ const USAGE: &str = "usage:
   switchyard drill --target PROVIDER/MODEL [--share 100] [--duration 30] …   (switchyard drill help)
   switchyard validate FILE
   switchyard bootstrap [--node envoy-1] [--xds 127.0.0.1:18000] [--admin 127.0.0.1:9901] [--delta] [--config FILE]
-                       [--tls-cert FILE --tls-key FILE --tls-ca FILE --sds-dir DIR [--sds-out DIR]]";
+                       [--tls-cert FILE --tls-key FILE --tls-ca FILE --sds-dir DIR [--sds-out DIR]]
+                       [--stats-addr 0.0.0.0:9902]   (GET /stats/prometheus only, for Prometheus)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -113,6 +115,7 @@ struct Flags {
     sds_dir: Option<String>,
     sds_out: Option<PathBuf>,
     token_file: Option<PathBuf>,
+    stats_addr: Option<String>,
 }
 
 impl Flags {
@@ -147,6 +150,7 @@ impl Flags {
                 "--sds-dir" => f.sds_dir = Some(value()?),
                 "--sds-out" => f.sds_out = Some(PathBuf::from(value()?)),
                 "--token-file" => f.token_file = Some(PathBuf::from(value()?)),
+                "--stats-addr" => f.stats_addr = Some(value()?),
                 s if s.starts_with('-') => return Err(format!("unknown flag {s}")),
                 s => f.positional.push(s.to_string()),
             }
@@ -193,6 +197,20 @@ fn print_bootstrap(flags: Flags) -> ExitCode {
             eprintln!("switchyard bootstrap: {e}");
             return ExitCode::from(2);
         }
+    };
+    // Off unless asked for: the local bootstrap keeps the admin as the only
+    // way to the stats.
+    let stats = match flags.stats_addr.as_deref() {
+        None => None,
+        Some(s) => match addr(Some(s), "")
+            .and_then(|stats| bootstrap::check_stats_addr(stats, admin).map(|()| stats))
+        {
+            Ok(stats) => Some(stats),
+            Err(e) => {
+                eprintln!("switchyard bootstrap: {e}");
+                return ExitCode::from(2);
+            }
+        },
     };
     let tls = match (
         &flags.tls_cert,
@@ -256,6 +274,7 @@ fn print_bootstrap(flags: Flags) -> ExitCode {
             flags.delta,
             &limits,
             tls.as_ref(),
+            stats,
         )
     );
     ExitCode::SUCCESS
@@ -422,7 +441,7 @@ fn audit(args: &[String]) -> Result<String, String> {
         .unwrap_or_else(|| dir.join("switchyard.db"));
     let head = if db.exists() {
         governance::store::Store::open(&db)
-            .and_then(|s| s.audit_head())
+            .and_then(|s| s.audit_head(&file))
             .map_err(|e| e.to_string())?
     } else {
         None

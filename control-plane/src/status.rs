@@ -2,11 +2,11 @@
 //! version it accepted per resource type, and its last NACK; every target the
 //! filters report on; fleet-wide rates over the last minute; the fail-over
 //! drill, if one runs. Served as JSON on `GET /status` and printed by
-//! `switchyard status`. The same endpoint takes drills (`/drill/v1`, admin
-//! token required to start or abort one). Fleet reports and state travel on
-//! the fleet stream (`crate::fleet::stream`, on the xDS port).
+//! `switchyard status`. The same endpoint takes the fleet exchange and drills
+//! (`/drill/v1`, admin token required to start or abort one).
 //!
-//! With TLS (`serve --tls-*`) every connection is TLS and needs a verified
+//! With TLS (`serve --tls-*`) every connection is TLS; a fleet report needs a
+//! client certificate that names its node, and anything else a verified
 //! client certificate or the admin token (docs/security.md).
 
 use std::collections::BTreeMap;
@@ -26,11 +26,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::drill::{DrillError, DrillSpec, DrillView, Drills};
-use crate::fleet::stream::Hub;
-use crate::fleet::{Fleet, TargetView};
+use crate::fleet::answer::Exchange;
+use crate::fleet::{self, Fleet, Refused, TargetView};
 use crate::rates::{Rates, Window};
 use crate::tls;
 use crate::xds::server::{Gate, NodeStatus, Registry, Snapshot};
+use switchyard_core::fleet::MAX_REPORT_BYTES;
 
 /// The status document.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -55,30 +56,14 @@ pub struct Status {
 /// start one, `DELETE` to abort it).
 pub const DRILL_PATH: &str = "/drill/v1";
 
-/// What the status endpoint shares with the fleet streams: the rates they
-/// observe and the drills they carry out, and the hub to wake when a drill
-/// starts or stops.
+/// What the status endpoint keeps besides the registry, snapshot and fleet.
 #[derive(Clone, Debug)]
-pub struct Observers {
-    /// Fleet-wide rates over the last minute.
-    pub rates: Window,
-    /// The fail-over drill.
-    pub drills: Drills,
-    /// Wakes the fleet streams.
-    pub hub: Hub,
+struct Observers {
+    rates: Window,
+    drills: Drills,
     token: Arc<String>,
-}
-
-impl Observers {
-    /// Observers whose drills take `admin_token`.
-    pub fn new(rates: Window, drills: Drills, hub: Hub, admin_token: String) -> Observers {
-        Observers {
-            rates,
-            drills,
-            hub,
-            token: Arc::new(admin_token),
-        }
-    }
+    /// Answers fleet reports (shared with the gRPC stream).
+    exchange: Exchange,
 }
 
 fn now_ms() -> u64 {
@@ -88,17 +73,23 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Serves `GET /status` and drills ([`DRILL_PATH`], starting and aborting
-/// with the admin token) on `listener` until the task is dropped; over TLS
-/// when `tls` is given.
+/// Serves `GET /status`, the fleet exchange (`POST /fleet/v1/exchange`) and
+/// drills ([`DRILL_PATH`], starting and aborting with `admin_token`) on
+/// `listener` until the task is dropped; over TLS when `tls` is given.
 pub async fn serve(
     listener: TcpListener,
     registry: Registry,
-    snapshots: watch::Receiver<Arc<Snapshot>>,
-    fleet: Fleet,
-    observers: Observers,
+    exchange: Exchange,
+    admin_token: String,
     tls: Option<Arc<tls::Server>>,
 ) {
+    let (snapshots, fleet) = (exchange.snapshots.clone(), exchange.fleet.clone());
+    let observers = Observers {
+        rates: exchange.rates.clone(),
+        drills: exchange.drills.clone(),
+        token: Arc::new(admin_token),
+        exchange,
+    };
     {
         // A drill moves on with time (its fault ends, the circuit closes)
         // whether or not anyone asks.
@@ -151,13 +142,26 @@ pub async fn serve(
                     gate.clone(),
                 );
                 async move {
-                    let (code, body) =
-                        route(req, &gate, &registry, &snapshots, &fleet, &observers).await;
+                    let (code, body) = route(
+                        req,
+                        &gate,
+                        &registry,
+                        &snapshots,
+                        &fleet,
+                        &observers,
+                    )
+                    .await;
+                    // Every answer is JSON but a served filter build.
+                    let content_type = if body.starts_with(b"\0asm") {
+                        "application/wasm"
+                    } else {
+                        "application/json"
+                    };
                     let mut r = Response::new(Full::new(Bytes::from(body)));
                     *r.status_mut() = code;
                     r.headers_mut().insert(
                         hyper::header::CONTENT_TYPE,
-                        hyper::header::HeaderValue::from_static("application/json"),
+                        hyper::header::HeaderValue::from_static(content_type),
                     );
                     Ok::<_, Infallible>(r)
                 }
@@ -232,9 +236,12 @@ async fn route(
     fleet: &Fleet,
     observers: &Observers,
 ) -> (StatusCode, Vec<u8>) {
-    // With TLS, reading needs a certificate or the admin token.
+    let is_report = req.method() == hyper::Method::POST
+        && req.uri().path() == switchyard_core::fleet::EXCHANGE_PATH;
+    // With TLS, reading needs a certificate or the admin token; a report is
+    // checked against its node below.
     let certified = matches!(gate, Gate::Open | Gate::Certificate { peer: Some(_), .. });
-    if !certified && !authorized(&req, &observers.token) {
+    if !is_report && !certified && !authorized(&req, &observers.token) {
         return (
             StatusCode::UNAUTHORIZED,
             br#"{"error":"a client certificate or the admin token (authorization: Bearer ...) is required"}"#
@@ -258,6 +265,27 @@ async fn route(
                 serde_json::to_vec(&status).unwrap_or_default(),
             )
         }
+        (hyper::Method::POST, switchyard_core::fleet::EXCHANGE_PATH) => {
+            let body = match read_report(req).await {
+                Ok(b) => b,
+                Err(refused) => return refusal(&refused),
+            };
+            let snapshot = snapshots.borrow().clone();
+            let checked = match fleet::check(
+                &body,
+                |n| gate.check(n),
+                |n| registry.knows(n),
+                &snapshot.targets,
+            ) {
+                Ok(c) => c,
+                Err(refused) => return refusal(&refused),
+            };
+            let state = observers.exchange.answer(&checked, now_ms()).await;
+            (
+                StatusCode::OK,
+                serde_json::to_vec(&state).unwrap_or_default(),
+            )
+        }
         (hyper::Method::GET, DRILL_PATH) => match observers.drills.view() {
             Some(v) => (StatusCode::OK, serde_json::to_vec(&v).unwrap_or_default()),
             None => drill_refusal(&DrillError::NotRunning),
@@ -274,14 +302,9 @@ async fn route(
             let result = if method == hyper::Method::DELETE {
                 observers.drills.abort("aborted by the operator", now)
             } else {
-                let body = match read_body(req).await {
+                let body = match read_report(req).await {
                     Ok(b) => b,
-                    Err(e) => {
-                        return (
-                            StatusCode::BAD_REQUEST,
-                            serde_json::json!({"error": e}).to_string().into_bytes(),
-                        );
-                    }
+                    Err(refused) => return refusal(&refused),
                 };
                 match serde_json::from_slice::<DrillSpec>(&body) {
                     Ok(spec) => {
@@ -293,16 +316,27 @@ async fn route(
                     Err(e) => Err(DrillError::Invalid(e.to_string())),
                 }
             };
-            // Every Envoy learns of the fault (or of its end) now.
-            observers.hub.poke();
             match result {
                 Ok(v) => (StatusCode::OK, serde_json::to_vec(&v).unwrap_or_default()),
                 Err(e) => drill_refusal(&e),
             }
         }
+        (hyper::Method::GET, path) if path.starts_with(crate::config::SERVED_FILTER_PATH) => {
+            // Only the build of the current config: an Envoy asks for the
+            // SHA-256 its listener names.
+            let snapshot = snapshots.borrow().clone();
+            match snapshot.served_filter() {
+                Some(f) if f.url_path() == path => (StatusCode::OK, f.bytes.to_vec()),
+                _ => (
+                    StatusCode::NOT_FOUND,
+                    b"{\"error\":\"no such filter build: the current one is in the listener\"}"
+                        .to_vec(),
+                ),
+            }
+        }
         _ => (
             StatusCode::NOT_FOUND,
-            b"{\"error\":\"GET /status, GET|POST|DELETE /drill/v1\"}"
+            b"{\"error\":\"GET /status, POST /fleet/v1/exchange, GET|POST|DELETE /drill/v1, GET /filter/v1/<sha256>.wasm\"}"
                 .to_vec(),
         ),
     }
@@ -334,28 +368,44 @@ fn drill_refusal(e: &DrillError) -> (StatusCode, Vec<u8>) {
     )
 }
 
-/// How long a drill's body may take to arrive.
-const BODY_READ_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Largest drill body read.
-const MAX_BODY_BYTES: usize = 64 * 1024;
+/// How long a fleet report's body may take to arrive.
+const REPORT_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a request's headers may take to arrive on the status endpoint.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Reads a request body, at most [`MAX_BODY_BYTES`] within
-/// [`BODY_READ_TIMEOUT`]: a client cannot make the control plane buffer or
+/// Reads a report body, at most [`MAX_REPORT_BYTES`] within
+/// [`REPORT_READ_TIMEOUT`]: a client cannot make the control plane buffer or
 /// wait without bound.
-async fn read_body(req: Request<hyper::body::Incoming>) -> Result<Bytes, String> {
-    let limited = http_body_util::Limited::new(req.into_body(), MAX_BODY_BYTES);
-    match tokio::time::timeout(BODY_READ_TIMEOUT, limited.collect()).await {
-        Ok(Ok(b)) => Ok(b.to_bytes()),
-        Ok(Err(e)) => Err(format!("unreadable body: {e}")),
-        Err(_) => Err(format!(
-            "body not received within {} s",
-            BODY_READ_TIMEOUT.as_secs()
-        )),
+async fn read_report(req: Request<hyper::body::Incoming>) -> Result<Bytes, Refused> {
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_REPORT_BYTES as u64) {
+        return Err(Refused::TooLarge);
     }
+    let limited = http_body_util::Limited::new(req.into_body(), MAX_REPORT_BYTES);
+    match tokio::time::timeout(REPORT_READ_TIMEOUT, limited.collect()).await {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(Refused::TooLarge),
+        Ok(Err(e)) => Err(Refused::Malformed(format!("unreadable body: {e}"))),
+        Err(_) => Err(Refused::Malformed(format!(
+            "body not received within {} s",
+            REPORT_READ_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+fn refusal(refused: &Refused) -> (StatusCode, Vec<u8>) {
+    tracing::debug!("fleet report refused: {refused}");
+    (
+        StatusCode::from_u16(refused.status()).unwrap_or(StatusCode::BAD_REQUEST),
+        serde_json::json!({"error": refused.to_string()})
+            .to_string()
+            .into_bytes(),
+    )
 }
 
 /// Why `switchyard status` could not get the status.

@@ -302,7 +302,7 @@ def seeds():
         {"model": "gpt", "input": "hi", "previous_response_id": "resp_1"})
     yield "inbound_request", "responses-item-reference", bytes([RESPONSES]) + compact(
         {"model": "gpt", "input": [{"type": "item_reference", "id": "msg_1"}]})
-    # Open findings 5 and 6 (docs/fuzzing.md): replayed with FUZZ_STRICT=1 they fail.
+    # Regressions of findings 5 and 6 (docs/fuzzing.md).
     yield "inbound_request", "finding-5-messages-max-tokens", bytes([MESSAGES]) + compact(
         {"model": "claude", "max_tokens": 10000001, "messages": [{"role": "user", "content": "hi"}]})
     yield "inbound_request", "finding-5-responses-max-output-tokens", bytes([RESPONSES]) + compact(
@@ -313,6 +313,9 @@ def seeds():
         {"model": "gpt", "previous_response_id": "resp_1", "stream": "yes", "input": "hi"})
     yield "inbound_request", "finding-6-responses-tool-stream-unchecked", bytes([RESPONSES]) + compact(
         {"model": "gpt", "tools": [{"type": "web_search"}], "stream": "yes", "input": "hi"})
+    # Regression of finding 8: nothing left for other providers to answer.
+    yield "inbound_request", "finding-8-messages-empty-assistant-only", bytes([MESSAGES]) + compact(
+        {"model": "claude", "max_tokens": 1024, "messages": [{"role": "assistant", "content": []}]})
 
     # --- inbound_stream ------------------------------------------------------------
     chat_streams = [fixture("openai/chat_stream.sse"), fixture("inbound/anthropic/chat_stream_parallel_tools.sse")]
@@ -349,7 +352,7 @@ def seeds():
         yield "inbound_stream", f"native-responses-{end[9:]}", bytes([NATIVE_RESPONSES]) + CUT + responses_sse(body + [end])
     yield "inbound_stream", "native-responses-error", bytes([NATIVE_RESPONSES]) + CUT + responses_sse(body[:5]) + (
         b'event: error\ndata: {"type":"error","code":"rate_limit_exceeded","message":"slow down","param":null,"sequence_number":5}\n\n')
-    # Open finding 7 (docs/fuzzing.md): events after the one that ended the stream.
+    # Regression of finding 7 (docs/fuzzing.md): events after the one that ended the stream.
     after = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"late"}}\n\n'
     yield "inbound_stream", "finding-7-native-messages-after-stop", bytes([NATIVE_MESSAGES]) + CUT + fixture("anthropic/stream_text.sse") + after
     yield "inbound_stream", "finding-7-native-responses-after-completed", bytes([NATIVE_RESPONSES]) + CUT + responses_sse(

@@ -3,10 +3,11 @@
 //! this is its checked, resolved form.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::plan::Target;
+use crate::dialect::Dialect;
 use crate::policy::Policy;
 
 /// Which half of the filter a plugin instance plays (ARCHITECTURE.md §2).
@@ -18,96 +19,6 @@ pub enum Role {
     /// Router upstream filter: rewrites each attempt for its provider.
     Adapter,
 }
-
-/// The API dialect a provider speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Dialect {
-    /// OpenAI chat completions (`POST {base}/chat/completions`, bearer key).
-    Openai,
-    /// Anthropic Messages (`POST {base}/messages`, `x-api-key`).
-    Anthropic,
-    /// Azure OpenAI (`POST {base}/openai/deployments/{model}/chat/completions
-    /// ?api-version=…`, `api-key`); the target's model is the deployment name.
-    AzureOpenai,
-    /// Google Gemini API (`POST {base}/models/{model}:generateContent`, or
-    /// `:streamGenerateContent?alt=sse`; `x-goog-api-key`).
-    Gemini,
-    /// Google Vertex AI: Gemini's body and paths under
-    /// `…/projects/{p}/locations/{l}/publishers/google`, an OAuth bearer token
-    /// supplied (and refreshed) by the control plane.
-    Vertex,
-    /// AWS Bedrock Converse (`POST {base}/model/{id}/converse`, or
-    /// `/converse-stream` in the binary event-stream format); SigV4-signed, or a
-    /// Bedrock API key as bearer token.
-    Bedrock,
-}
-
-impl Dialect {
-    /// Name used in config files and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Dialect::Openai => "openai",
-            Dialect::Anthropic => "anthropic",
-            Dialect::AzureOpenai => "azure_openai",
-            Dialect::Gemini => "gemini",
-            Dialect::Vertex => "vertex",
-            Dialect::Bedrock => "bedrock",
-        }
-    }
-
-    /// Whether the provider has an embeddings API the gateway translates to.
-    pub fn embeds(self) -> bool {
-        crate::dialect::api(self).embeds()
-    }
-
-    /// Whether requests and answers are in OpenAI's chat-completions format.
-    pub fn speaks_openai(self) -> bool {
-        crate::dialect::api(self).speaks_openai()
-    }
-
-    /// Checks a model id (or Azure deployment name) against the characters this
-    /// provider's ids are made of. Ids reach the provider inside a URL path for
-    /// Azure, Gemini, Vertex and Bedrock (encoded as one segment) and inside JSON
-    /// for the others; an allow-list keeps a client-chosen name from being anything
-    /// but a name (`..`, `?`, `#`, `%`, spaces and controls are never accepted).
-    pub fn check_model(self, model: &str) -> Result<(), String> {
-        let (extra, allowed): (&[u8], &str) = match self {
-            // `org/model` (OpenAI-compatible hosts), `ft:…:…`, `llama3:8b`.
-            Dialect::Openai => (b"-._:/@+", "letters, digits and `-._:/@+`"),
-            Dialect::AzureOpenai => (b"-._", "letters, digits and `-._`"),
-            Dialect::Anthropic => (b"-._:@", "letters, digits and `-._:@`"),
-            Dialect::Gemini | Dialect::Vertex => (b"-._@", "letters, digits and `-._@`"),
-            // Model ids, inference profiles and ARNs (`arn:aws:bedrock:…:…/…`).
-            Dialect::Bedrock => (b"-._:/", "letters, digits and `-._:/`"),
-        };
-        if model.is_empty() || model.len() > MAX_MODEL_LEN {
-            return Err(format!(
-                "a {} model id has 1 to {MAX_MODEL_LEN} characters",
-                self.as_str()
-            ));
-        }
-        if !model
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
-        {
-            return Err(format!("a {} model id is made of {allowed}", self.as_str()));
-        }
-        if model
-            .split('/')
-            .any(|s| s.is_empty() || s == "." || s == "..")
-        {
-            return Err(format!(
-                "a {} model id has no empty, `.` or `..` path segments",
-                self.as_str()
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// Longest model id accepted.
-pub const MAX_MODEL_LEN: usize = 256;
 
 /// One provider as the filter sees it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -216,7 +127,7 @@ pub struct FilterConfig {
     pub circuit_breaker: Option<crate::circuit::Settings>,
     /// Exchange of outcomes and fleet state with the control plane (planner only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fleet: Option<crate::fleet::Link>,
+    pub fleet: Option<Link>,
     /// Client request headers (lower-case names) forwarded to every provider,
     /// beyond the few every request keeps (see [`crate::headers`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -230,6 +141,22 @@ pub struct FilterConfig {
     /// keys themselves come through the fleet exchange.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub governance: Option<Governance>,
+}
+
+/// Where and how often a filter exchanges state with the control plane (the
+/// fleet exchange, [`crate::fleet`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Link {
+    /// Envoy cluster that reaches the control plane's HTTP endpoint.
+    pub cluster: String,
+    /// Milliseconds between exchanges.
+    pub interval_ms: u64,
+    /// Node id of the Envoy this config was sent to: the control plane stamps
+    /// it from the node's xDS stream (the native module cannot read it, and
+    /// proxy-wasm only as `xds.node.id`); the filter reports under it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node: String,
 }
 
 /// Which observers read the filter's facts.
@@ -293,6 +220,36 @@ impl RetryBudget {
         let cap = ((active as f64) * self.percent / 100.0).floor() as u64;
         let cap = cap.max(u64::from(self.min_concurrency));
         wanted.min(cap.saturating_sub(granted))
+    }
+}
+
+/// One place an attempt can go: a provider and the model name it knows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// Provider name (a key of [`FilterConfig::providers`]).
+    pub provider: String,
+    /// Model name as the provider spells it.
+    pub model: String,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.provider, self.model)
+    }
+}
+
+impl Target {
+    /// Parses `provider/model` (the model may itself contain `/`).
+    pub fn parse(s: &str) -> Option<Target> {
+        let (provider, model) = s.split_once('/')?;
+        if provider.is_empty() || model.is_empty() {
+            return None;
+        }
+        Some(Target {
+            provider: provider.to_string(),
+            model: model.to_string(),
+        })
     }
 }
 

@@ -1,9 +1,8 @@
 //! Failure classes: what went wrong with an attempt, independent of dialect, and
-//! how a provider's error answer is classified.
+//! the wording checks each dialect's error classification
+//! ([`crate::dialect::Api::classify_error`]) shares.
 
 use serde::{Deserialize, Serialize};
-
-use crate::config::Dialect;
 
 /// Class of an attempt's failure; policy decides per class what happens next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,14 +58,6 @@ impl FailureClass {
             400..=499 => FailureClass::BadRequest,
             _ => FailureClass::ServerError,
         })
-    }
-
-    /// Classifies a provider's error answer from its status and body, by the
-    /// rules of its dialect ([`crate::dialect::Api::classify_error`]).
-    pub fn classify(dialect: Dialect, status: u16, body: &[u8]) -> Option<FailureClass> {
-        crate::dialect::api(dialect)
-            .classify_error(status, None, body)
-            .0
     }
 
     /// The status the router sees for this class, so that its retry decision (by
@@ -196,55 +187,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_providers_prompt_too_long_error_is_context_length() {
-        // The providers' documented (or observed) wording for a prompt over the window.
-        let cases: [(Dialect, u16, &str); 5] = [
-            (
-                Dialect::Openai,
-                400,
-                r#"{"error":{"message":"This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens. Please reduce the length of the messages.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#,
-            ),
-            (
-                Dialect::AzureOpenai,
-                400,
-                r#"{"error":{"message":"This model's maximum context length is 4096 tokens, however you requested 5000 tokens. Please reduce your prompt.","type":"invalid_request_error","param":null,"code":null}}"#,
-            ),
-            (
-                Dialect::Anthropic,
-                400,
-                r#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 208310 tokens > 200000 maximum"}}"#,
-            ),
-            (
-                Dialect::Gemini,
-                400,
-                r#"{"error":{"code":400,"message":"The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).","status":"INVALID_ARGUMENT"}}"#,
-            ),
-            (
-                Dialect::Bedrock,
-                400,
-                r#"{"message":"Input is too long for requested model."}"#,
-            ),
-        ];
-        for (dialect, status, body) in cases {
-            let class = match dialect {
-                Dialect::Bedrock => {
-                    crate::dialect::api(dialect)
-                        .classify_error(status, Some("ValidationException"), body.as_bytes())
-                        .0
-                }
-                _ => FailureClass::classify(dialect, status, body.as_bytes()),
-            };
-            assert_eq!(class, Some(FailureClass::ContextLength), "{dialect:?}");
-        }
-        // A plain bad request stays one.
-        let bad = r#"{"error":{"message":"Invalid value for 'temperature'","type":"invalid_request_error","code":null}}"#;
-        assert_eq!(
-            FailureClass::classify(Dialect::Openai, 400, bad.as_bytes()),
-            Some(FailureClass::BadRequest)
-        );
-    }
-
-    #[test]
     fn classes() {
         assert_eq!(FailureClass::from_status(200), None);
         assert_eq!(
@@ -267,55 +209,6 @@ mod tests {
         for c in FailureClass::ALL {
             assert_eq!(FailureClass::parse(c.as_str()), Some(c));
         }
-    }
-
-    #[test]
-    fn bodies_refine_the_status() {
-        let oa =
-            |status, body: &str| FailureClass::classify(Dialect::Openai, status, body.as_bytes());
-        let an = |status, body: &str| {
-            FailureClass::classify(Dialect::Anthropic, status, body.as_bytes())
-        };
-        assert_eq!(
-            oa(
-                400,
-                r#"{"error":{"message":"Your request was rejected as a result of our safety system.","code":"content_policy_violation"}}"#
-            ),
-            Some(FailureClass::ContentFilter)
-        );
-        assert_eq!(
-            oa(
-                400,
-                r#"{"error":{"message":"The model `gpt-3` has been deprecated","code":null}}"#
-            ),
-            Some(FailureClass::ModelUnavailable)
-        );
-        assert_eq!(
-            oa(400, r#"{"error":{"message":"bad temperature"}}"#),
-            Some(FailureClass::BadRequest)
-        );
-        assert_eq!(oa(400, "not json"), Some(FailureClass::BadRequest));
-        assert_eq!(
-            an(
-                404,
-                r#"{"type":"error","error":{"type":"not_found_error","message":"model: claude-2"}}"#
-            ),
-            Some(FailureClass::ModelUnavailable)
-        );
-        assert_eq!(
-            an(
-                400,
-                r#"{"type":"error","error":{"type":"invalid_request_error","message":"Output blocked by content filtering policy"}}"#
-            ),
-            Some(FailureClass::ContentFilter)
-        );
-        assert_eq!(
-            an(
-                529,
-                r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#
-            ),
-            Some(FailureClass::ServerError)
-        );
         assert_eq!(FailureClass::ContentFilter.canonical_status(400), 451);
         assert_eq!(FailureClass::BadResponse.canonical_status(200), 502);
         assert_eq!(FailureClass::ServerError.canonical_status(529), 529);

@@ -1,48 +1,31 @@
-//! The fleet protocol's model between every filter and the control plane:
-//! filters report per-target outcomes (and governance use, observed rates,
-//! drill counts), the control plane aggregates them across all Envoys and
-//! pushes back what each Envoy should know: the targets the fleet has set
-//! aside (open circuits), effective weights, drill faults, the key table and
-//! allowance, provider credentials.
+//! The fleet exchange between every filter and the control plane: filters report
+//! per-target outcomes, the control plane aggregates them across all Envoys and
+//! answers with the targets the fleet has set aside (open circuits).
 //!
-//! Transport: one gRPC stream per Envoy (`switchyard.fleet.v1.Fleet/Stream`,
-//! `proto/switchyard/fleet/v1/fleet.proto`), opened by the planner's
-//! background task through the bootstrap's xDS cluster; the crate
-//! `switchyard-proto` converts between these types and the protobuf messages.
+//! Transport: each worker's planner root context POSTs JSON to
+//! [`EXCHANGE_PATH`] on the control plane every `interval_ms` with
+//! `dispatch_http_call` (see docs/architecture.md for why not a gRPC stream).
 
 use serde::{Deserialize, Serialize};
 
-/// The gRPC service of the fleet stream.
+/// Path of the exchange on the control plane's HTTP endpoint.
+pub const EXCHANGE_PATH: &str = "/fleet/v1/exchange";
+
+/// The gRPC service of the fleet stream (the pushed alternative to
+/// [`EXCHANGE_PATH`], `proto/switchyard/fleet/v1/fleet.proto`).
 pub const SERVICE: &str = "switchyard.fleet.v1.Fleet";
 
 /// The method of the fleet stream.
 pub const METHOD: &str = "Stream";
 
-/// Where and how often a filter exchanges state (part of the filter config).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Link {
-    /// Envoy cluster (HTTP/2) that reaches the control plane's gRPC port: the
-    /// bootstrap's xDS cluster.
-    pub cluster: String,
-    /// Milliseconds between checks for news to report (a report goes up only
-    /// with news, or every [`HEARTBEAT_MS`]).
-    pub interval_ms: u64,
-    /// Node id of the Envoy this config was sent to: the control plane stamps
-    /// it from the node's xDS stream (the native module cannot read it, and
-    /// proxy-wasm only as `xds.node.id`); the filter reports under it.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub node: String,
-}
-
-/// Largest report message the control plane reads (bytes); a report holds one
-/// small entry per configured target.
-pub const MAX_REPORT_BYTES: usize = 256 * 1024;
-
 /// How often each side of the fleet stream sends something when it has no
 /// news: a bare report up, a bare state down. A filter that hears nothing for
 /// three heartbeats (the control plane's, as its states say) reconnects.
 pub const HEARTBEAT_MS: u64 = 5_000;
+
+/// Largest report body the control plane reads (bytes); a report holds one
+/// small entry per configured target.
+pub const MAX_REPORT_BYTES: usize = 256 * 1024;
 
 /// Most outcomes one report may list.
 pub const MAX_OUTCOMES: usize = 1024;
@@ -291,6 +274,25 @@ pub struct AdaptiveWeights {
     pub min_factor: f64,
 }
 
+/// The control plane's answer.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// Targets set aside now.
+    pub open: Vec<Open>,
+    /// Targets whose effective weight is below their configured weight.
+    #[serde(default)]
+    pub weights: Vec<Weight>,
+    /// Governance: the key table (when changed) and allowance lent to this Envoy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gov: Option<crate::governance::GovState>,
+    /// Faults a fail-over drill asks filters to inject (at most one now).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<Fault>,
+    /// Provider credentials, when the filter's version differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<Credentials>,
+}
+
 /// The fleet's view of targets for one Envoy: what is set aside and what
 /// weighs less.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -305,7 +307,8 @@ pub struct Targets {
 /// One message of the control plane on the fleet stream: the parts of the
 /// state that changed for this Envoy (`None`: unchanged), stamped with the
 /// control-plane process (`epoch`) and a version that grows with every message
-/// of that process. A message with no part is a heartbeat.
+/// of that process. A message with no part is a heartbeat. The same parts as
+/// [`State`], the HTTP exchange's answer, which always carries the targets.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Push {
     /// The control-plane process (random per start).
@@ -334,6 +337,19 @@ impl Push {
             && self.gov.is_none()
             && self.credentials.is_none()
     }
+
+    /// The push as the HTTP exchange's answer would carry it, over `last`
+    /// (what the filter holds): parts a push leaves out keep their value.
+    pub fn over(self, last: &Targets, last_faults: &[Fault]) -> State {
+        let targets = self.targets.unwrap_or_else(|| last.clone());
+        State {
+            open: targets.open,
+            weights: targets.weights,
+            gov: self.gov,
+            faults: self.faults.unwrap_or_else(|| last_faults.to_vec()),
+            credentials: self.credentials,
+        }
+    }
 }
 
 /// Whether a state stamped `(epoch, version)` may be applied after the one
@@ -349,6 +365,16 @@ pub fn is_newer(epoch: &str, version: u64, applied: Option<(&str, u64)>) -> bool
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_newer_states_apply() {
+        assert!(is_newer("a", 1, None));
+        assert!(is_newer("a", 2, Some(("a", 1))));
+        assert!(!is_newer("a", 1, Some(("a", 1))));
+        assert!(!is_newer("a", 1, Some(("a", 2))));
+        // A restarted control plane starts its versions again.
+        assert!(is_newer("b", 1, Some(("a", 9))));
+    }
 
     #[test]
     fn a_full_report_is_one_object_and_a_plain_one_reads_as_full() {

@@ -24,8 +24,8 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::Price;
-use crate::plan::Target;
+use crate::config::{Price, Target};
+use crate::sigv4::hex;
 
 /// Every Switchyard key starts with this.
 pub const KEY_PREFIX: &str = "sk-sy-";
@@ -38,17 +38,6 @@ pub fn hash_key(key: &str) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(key.as_bytes());
     h.finalize().into()
-}
-
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    s
 }
 
 /// Parses 64 hex digits (a SHA-256).
@@ -557,42 +546,6 @@ fn direct_ceiling(cfg: &crate::config::FilterConfig, key: &KeyRecord) -> Option<
 
 // === the fleet exchange ===
 
-/// Refusals counted since the last report.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Denials {
-    /// 401: missing, unknown, revoked or expired key.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub key: u64,
-    /// 403: no allowed target.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub model: u64,
-    /// 429: requests or tokens per minute.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub rate: u64,
-    /// 429: budget.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub budget: u64,
-}
-
-fn is_zero(v: &u64) -> bool {
-    *v == 0
-}
-
-impl Denials {
-    /// Whether nothing was refused.
-    pub fn is_empty(&self) -> bool {
-        *self == Denials::default()
-    }
-
-    /// Adds `o`.
-    pub fn add(&mut self, o: &Denials) {
-        self.key = self.key.saturating_add(o.key);
-        self.model = self.model.saturating_add(o.model);
-        self.rate = self.rate.saturating_add(o.rate);
-        self.budget = self.budget.saturating_add(o.budget);
-    }
-}
-
 /// One meter of a subject, as a filter reports it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DimReport {
@@ -641,18 +594,6 @@ pub struct SubjectReport {
     /// Its limited meters.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dims: Vec<DimReport>,
-    /// Requests admitted since the last report.
-    #[serde(default)]
-    pub allowed: u64,
-    /// Requests refused since the last report.
-    #[serde(default)]
-    pub denied: Denials,
-    /// Cost charged since the last report (micro-USD).
-    #[serde(default)]
-    pub cost_micros: u64,
-    /// Tokens charged since the last report.
-    #[serde(default)]
-    pub tokens: u64,
 }
 
 /// The governance part of a filter's report.
@@ -666,9 +607,266 @@ pub struct GovReport {
     /// Subjects with news.
     #[serde(default)]
     pub subjects: Vec<SubjectReport>,
-    /// Refusals of requests without a valid key.
-    #[serde(default)]
-    pub anonymous: Denials,
+    /// Governance decisions on requests since the last report, one each, for
+    /// the audit log (at most [`MAX_DECISIONS`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub decisions: Vec<Decision>,
+    /// Decisions this Envoy could not keep for a report (its buffer was
+    /// full): the control plane records how many, from which node.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+// === decisions, for the audit log ===
+
+/// Most decisions one report carries. Reports go every 250 ms, so this is
+/// 2 048 decisions a second per reporting worker: several times what a busy
+/// worker admits in LLM traffic (requests that last seconds: a few hundred a
+/// second), with room for bursts of refusals. Beyond it decisions wait for the
+/// next report, and once the Envoy's buffer is full they are counted
+/// ([`GovReport::dropped`]) instead of kept.
+pub const MAX_DECISIONS: usize = 512;
+
+/// Most bytes of decisions (as JSON) one report carries: half of
+/// `fleet::MAX_REPORT_BYTES`. A usual decision (an Envoy request id, a key
+/// and team, a cost) is about 170 bytes, so [`MAX_DECISIONS`] of them fit; one
+/// with every field at its bound is under 600 bytes, and then fewer go per
+/// report.
+pub const MAX_DECISION_BYTES: usize = 128 * 1024;
+
+/// Longest request id a decision carries (bytes). Envoy's own ids are 36; a
+/// client may send its own `x-request-id` of any length (Envoy keeps it), and
+/// such an id is recorded cut to this, marked [`Decision::id_altered`].
+pub const MAX_REQUEST_ID_BYTES: usize = 128;
+
+/// Longest key id or team name (bytes; both are `[a-zA-Z0-9_.-]`).
+pub const MAX_NAME_BYTES: usize = 64;
+
+/// Why governance decided as it did on one request. A refusal's reason is the
+/// code the client got, with the detail the client is not told (which of the
+/// four ways a key was invalid).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// Admitted: a valid key, a model it may use, allowance at hand.
+    Admitted,
+    /// 401 `invalid_api_key`: no key presented.
+    KeyMissing,
+    /// 401 `invalid_api_key`: not a key of the table.
+    KeyUnknown,
+    /// 401 `invalid_api_key`: a revoked key.
+    KeyRevoked,
+    /// 401 `invalid_api_key`: an expired key.
+    KeyExpired,
+    /// 403 `model_not_allowed`: no target of the request is the key's to use.
+    ModelNotAllowed,
+    /// 429 `rate_limit_exceeded`: a limit, or this Envoy's share of it, is
+    /// used up for now.
+    RateLimitExceeded,
+    /// 429 `budget_exceeded`: a budget is spent for its window.
+    BudgetExceeded,
+}
+
+impl Reason {
+    /// Every reason.
+    pub const ALL: [Reason; 8] = [
+        Reason::Admitted,
+        Reason::KeyMissing,
+        Reason::KeyUnknown,
+        Reason::KeyRevoked,
+        Reason::KeyExpired,
+        Reason::ModelNotAllowed,
+        Reason::RateLimitExceeded,
+        Reason::BudgetExceeded,
+    ];
+
+    /// The refusal of a presented key.
+    pub fn of_key(why: KeyRefusal) -> Reason {
+        match why {
+            KeyRefusal::Missing => Reason::KeyMissing,
+            KeyRefusal::Unknown => Reason::KeyUnknown,
+            KeyRefusal::Revoked => Reason::KeyRevoked,
+            KeyRefusal::Expired => Reason::KeyExpired,
+        }
+    }
+
+    /// The refusal of a limit: `budget_exceeded` only when a budget is spent
+    /// fleet-wide, else `rate_limit_exceeded` (allowance may be on its way).
+    pub fn of_limit(r: &Refusal) -> Reason {
+        if r.dim.is_budget() && r.exhausted {
+            Reason::BudgetExceeded
+        } else {
+            Reason::RateLimitExceeded
+        }
+    }
+
+    /// Whether the request was admitted.
+    pub fn allowed(self) -> bool {
+        self == Reason::Admitted
+    }
+
+    /// The code the client got (`admitted` for an admitted request).
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::Admitted => "admitted",
+            Reason::KeyMissing | Reason::KeyUnknown | Reason::KeyRevoked | Reason::KeyExpired => {
+                "invalid_api_key"
+            }
+            Reason::ModelNotAllowed => "model_not_allowed",
+            Reason::RateLimitExceeded => "rate_limit_exceeded",
+            Reason::BudgetExceeded => "budget_exceeded",
+        }
+    }
+
+    /// The HTTP status the client got (200 for admitted: what the providers
+    /// answered is not governance's).
+    pub fn status(self) -> u16 {
+        match self {
+            Reason::Admitted => 200,
+            Reason::KeyMissing | Reason::KeyUnknown | Reason::KeyRevoked | Reason::KeyExpired => {
+                401
+            }
+            Reason::ModelNotAllowed => 403,
+            Reason::RateLimitExceeded | Reason::BudgetExceeded => 429,
+        }
+    }
+
+    /// Which way a key was invalid (401s only).
+    pub fn key_state(self) -> Option<&'static str> {
+        match self {
+            Reason::KeyMissing => Some(KeyRefusal::Missing.as_str()),
+            Reason::KeyUnknown => Some(KeyRefusal::Unknown.as_str()),
+            Reason::KeyRevoked => Some(KeyRefusal::Revoked.as_str()),
+            Reason::KeyExpired => Some(KeyRefusal::Expired.as_str()),
+            _ => None,
+        }
+    }
+}
+
+/// One request's governance decision, as a filter reports it. Never a key,
+/// its hash or the prompt: the key's public id, and the request id the client
+/// saw (`x-request-id`, and in error bodies).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Decision {
+    /// When governance decided (Unix ms, the Envoy's clock): admission or
+    /// refusal.
+    pub at_ms: u64,
+    /// The request id the client saw (see [`MAX_REQUEST_ID_BYTES`]).
+    pub request_id: String,
+    /// The id is not quite the client's: cut to [`MAX_REQUEST_ID_BYTES`], or
+    /// bytes other than visible ASCII replaced by `_` ([`audit_request_id`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub id_altered: bool,
+    /// The key's id: `None` when no key of the table was presented.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The key's team.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    /// Admitted, or why not.
+    pub reason: Reason,
+    /// The meter that refused (429s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<Dim>,
+    /// The meter is the team's, not the key's (429s).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub team_limit: bool,
+    /// Cost charged once the request ended (micro-USD, the cost accounting's
+    /// figures); 0 for refusals.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub micros: u64,
+    /// Tokens charged once the request ended; 0 for refusals.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tokens: u64,
+}
+
+impl Decision {
+    /// A decision at `at_ms` on request `request_id` (made fit with
+    /// [`audit_request_id`]); no key, nothing charged.
+    pub fn new(at_ms: u64, request_id: &str, reason: Reason) -> Decision {
+        let (request_id, id_altered) = audit_request_id(request_id);
+        Decision {
+            at_ms,
+            request_id,
+            id_altered,
+            key: None,
+            team: None,
+            reason,
+            limit: None,
+            team_limit: false,
+            micros: 0,
+            tokens: 0,
+        }
+    }
+
+    /// Why the decision cannot be what a filter reports, if it cannot: a field
+    /// beyond its bound, or fields that contradict the reason (a refusal that
+    /// charged, an admission without a key, a 429 without its meter).
+    pub fn problem(&self) -> Option<String> {
+        let name_ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= MAX_NAME_BYTES
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        };
+        if self.request_id.len() > MAX_REQUEST_ID_BYTES
+            || !self.request_id.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Some(format!(
+                "request_id: expected at most {MAX_REQUEST_ID_BYTES} bytes of visible ASCII"
+            ));
+        }
+        if self.key.as_deref().is_some_and(|k| !name_ok(k))
+            || self.team.as_deref().is_some_and(|t| !name_ok(t))
+        {
+            return Some(format!(
+                "key, team: expected [a-zA-Z0-9_.-], 1 to {MAX_NAME_BYTES} characters"
+            ));
+        }
+        let anonymous = matches!(self.reason, Reason::KeyMissing | Reason::KeyUnknown);
+        if anonymous != self.key.is_none() || (self.key.is_none() && self.team.is_some()) {
+            return Some(format!(
+                "{}: a key id is expected exactly when the key was found",
+                self.reason.code()
+            ));
+        }
+        let limited = self.reason.status() == 429;
+        if limited != self.limit.is_some() || (self.team_limit && !limited) {
+            return Some(format!(
+                "{}: `limit` is expected exactly for a 429",
+                self.reason.code()
+            ));
+        }
+        if self.team_limit && self.team.is_none() {
+            return Some("team_limit: the key has no team".into());
+        }
+        if !self.reason.allowed() && (self.micros != 0 || self.tokens != 0) {
+            return Some(format!("{}: a refusal charges nothing", self.reason.code()));
+        }
+        None
+    }
+}
+
+/// A request id as decisions carry it: visible ASCII, at most
+/// [`MAX_REQUEST_ID_BYTES`]; whether it had to be altered to be so (cut, or
+/// other bytes replaced by `_`). Envoy's ids and the usual client ids (UUIDs,
+/// trace ids) are kept as they are.
+pub fn audit_request_id(id: &str) -> (String, bool) {
+    let fits = id.len() <= MAX_REQUEST_ID_BYTES && id.bytes().all(|b| b.is_ascii_graphic());
+    if fits {
+        return (id.to_string(), false);
+    }
+    let kept: String = id
+        .chars()
+        .map(|c| if c.is_ascii_graphic() { c } else { '_' })
+        .take(MAX_REQUEST_ID_BYTES)
+        .collect();
+    (kept, true)
 }
 
 /// Tokens lent to one Envoy.
@@ -766,18 +964,10 @@ impl LocalDim {
     }
 }
 
-/// An Envoy's meters and counters of one subject (stored in shared state as a
-/// line of numbers, see [`Local::encode`]).
+/// An Envoy's meters of one subject (stored in shared state as a line of
+/// numbers, see [`Local::encode`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Local {
-    /// Admitted since the last report.
-    pub allowed: u64,
-    /// Refused since the last report.
-    pub denied: Denials,
-    /// Cost charged since the last report.
-    pub cost_micros: u64,
-    /// Tokens charged since the last report.
-    pub tokens: u64,
     /// Last admission (Unix ms).
     pub last_ms: u64,
     /// Requests admitted and not settled yet.
@@ -837,11 +1027,6 @@ impl Local {
                 && m.remaining >= 0
                 && (m.remaining as u64) < LAST_MILE_REQUESTS * e as u64 * u64::from(envoys.max(1));
             if last_mile && self.inflight > 0 {
-                if d.is_budget() {
-                    self.denied.budget += 1;
-                } else {
-                    self.denied.rate += 1;
-                }
                 return Err(Refusal {
                     dim: d,
                     exhausted: false,
@@ -883,7 +1068,6 @@ impl Local {
             m.used += e;
             m.pending += e;
         }
-        self.allowed += 1;
         self.inflight += 1;
         self.last_ms = now_ms;
         Ok(charged)
@@ -899,11 +1083,6 @@ impl Local {
             // Too little for the requests this Envoy sees: give it back.
             m.credit_left = 0;
             m.credit_done = true;
-        }
-        if d.is_budget() {
-            self.denied.budget += 1;
-        } else {
-            self.denied.rate += 1;
         }
         Refusal {
             dim: d,
@@ -922,7 +1101,6 @@ impl Local {
                 self.dims[i].pending = (self.dims[i].pending - est[i] as i64).max(0);
             }
         }
-        self.allowed = self.allowed.saturating_sub(1);
         self.inflight = self.inflight.saturating_sub(1);
     }
 
@@ -960,10 +1138,6 @@ impl Local {
             m.held -= delta;
             m.used += delta;
         }
-        self.cost_micros = self
-            .cost_micros
-            .saturating_add(actual[Dim::CostDay.index()]);
-        self.tokens = self.tokens.saturating_add(actual[Dim::Tokens.index()]);
         self.inflight = self.inflight.saturating_sub(1);
     }
 
@@ -1023,30 +1197,16 @@ impl Local {
                 dims.push(r);
             }
         }
-        let report = SubjectReport {
+        (!dims.is_empty()).then(|| SubjectReport {
             s: s.to_string(),
             dims,
-            allowed: std::mem::take(&mut self.allowed),
-            denied: std::mem::take(&mut self.denied),
-            cost_micros: std::mem::take(&mut self.cost_micros),
-            tokens: std::mem::take(&mut self.tokens),
-        };
-        let news = !report.dims.is_empty()
-            || report.allowed != 0
-            || !report.denied.is_empty()
-            || report.cost_micros != 0
-            || report.tokens != 0;
-        news.then_some(report)
+        })
     }
 
     /// Puts back what a report that failed carried (given-back tokens are not
     /// restored: they may have reached the control plane, and tokens must never
     /// be counted twice).
     pub fn restore(&mut self, r: &SubjectReport) {
-        self.allowed = self.allowed.saturating_add(r.allowed);
-        self.denied.add(&r.denied);
-        self.cost_micros = self.cost_micros.saturating_add(r.cost_micros);
-        self.tokens = self.tokens.saturating_add(r.tokens);
         for dr in &r.dims {
             let m = &mut self.dims[dr.d.index()];
             if m.w == dr.w {
@@ -1088,22 +1248,15 @@ impl Local {
     }
 
     /// The record as one line of numbers.
+    ///
+    /// The line starts with seven zeros: those places held per-subject request
+    /// counters before decisions were reported one by one. They stay so that a
+    /// line one build wrote reads right in another (shared state outlives a
+    /// filter config: a new build can take over in a running Envoy).
     pub fn encode(&self) -> String {
         use std::fmt::Write as _;
         let mut s = String::with_capacity(160);
-        let _ = write!(
-            s,
-            "{},{},{},{},{},{},{},{},{}",
-            self.allowed,
-            self.denied.key,
-            self.denied.model,
-            self.denied.rate,
-            self.denied.budget,
-            self.cost_micros,
-            self.tokens,
-            self.last_ms,
-            self.inflight
-        );
+        let _ = write!(s, "0,0,0,0,0,0,0,{},{}", self.last_ms, self.inflight);
         for m in &self.dims {
             let _ = write!(
                 s,
@@ -1137,15 +1290,6 @@ impl Local {
             .collect();
         let h = |i: usize| head.get(i).copied().unwrap_or(0);
         let mut l = Local {
-            allowed: h(0),
-            denied: Denials {
-                key: h(1),
-                model: h(2),
-                rate: h(3),
-                budget: h(4),
-            },
-            cost_micros: h(5),
-            tokens: h(6),
             last_ms: h(7),
             inflight: h(8),
             dims: [LocalDim::default(); 4],
@@ -1272,8 +1416,6 @@ mod tests {
         let rep = l.take("k:a", &limits, now, 2000).unwrap();
         assert_eq!(rep.dims[0].credit, 1);
         assert_eq!(rep.dims[0].want, 1 + 4);
-        assert_eq!(rep.allowed, 1);
-        assert_eq!(rep.denied.rate, 1);
         l.grant(&Grant {
             s: "k:a".into(),
             d: Dim::Requests,
@@ -1342,7 +1484,6 @@ mod tests {
             rep.dims.iter().map(|d| d.used).collect::<Vec<_>>(),
             vec![80, 40]
         );
-        assert_eq!((rep.cost_micros, rep.tokens), (40, 80));
 
         // Idle: the tokens go back.
         let rep = l.take("t:x", &limits, now + 10_000, 2000).unwrap();
@@ -1426,5 +1567,151 @@ mod tests {
         // A route the key may not use brings nothing.
         key.routes = Some(vec!["other".into()]);
         assert_eq!(permitted(&cfg, &key, "chat", &[], plan), vec![]);
+    }
+
+    fn longest_decision() -> Decision {
+        Decision {
+            at_ms: u64::MAX,
+            request_id: "\\".repeat(MAX_REQUEST_ID_BYTES),
+            id_altered: true,
+            key: Some("k".repeat(MAX_NAME_BYTES)),
+            team: Some("t".repeat(MAX_NAME_BYTES)),
+            reason: Reason::RateLimitExceeded,
+            limit: Some(Dim::CostMonth),
+            team_limit: true,
+            micros: 0,
+            tokens: 0,
+        }
+    }
+
+    #[test]
+    fn decisions_are_bounded_and_consistent() {
+        // Every field at its bound (escapes included): under 600 bytes.
+        let longest = longest_decision();
+        assert_eq!(longest.problem(), None);
+        let admitted = Decision {
+            reason: Reason::Admitted,
+            limit: None,
+            team_limit: false,
+            micros: u64::MAX,
+            tokens: u64::MAX,
+            ..longest.clone()
+        };
+        assert_eq!(admitted.problem(), None);
+        let worst = serde_json::to_vec(&longest)
+            .unwrap()
+            .len()
+            .max(serde_json::to_vec(&admitted).unwrap().len());
+        assert!(worst < 600, "{worst} bytes");
+        // A usual one: a full report's worth fits in the byte bound.
+        let usual = Decision {
+            at_ms: 1_790_000_000_000,
+            request_id: "5f0c7a4e-3b1d-4c4e-9a57-0d8f6b2e1c3a".into(),
+            id_altered: false,
+            key: Some("key_0123456789ab".into()),
+            team: Some("research".into()),
+            reason: Reason::Admitted,
+            limit: None,
+            team_limit: false,
+            micros: 1_234,
+            tokens: 1_500,
+        };
+        let usual = serde_json::to_vec(&usual).unwrap().len();
+        assert!(MAX_DECISIONS * usual < MAX_DECISION_BYTES, "{usual} bytes");
+
+        // Each contradiction or overlong field is named.
+        let bad = |f: &dyn Fn(&mut Decision)| {
+            let mut d = longest.clone();
+            f(&mut d);
+            d.problem()
+        };
+        for (what, f) in [
+            (
+                "request_id",
+                &(|d: &mut Decision| d.request_id.push('x')) as &dyn Fn(&mut Decision),
+            ),
+            ("request_id", &|d| d.request_id = "a b".into()),
+            ("key, team", &|d| {
+                d.key = Some("k".repeat(MAX_NAME_BYTES + 1))
+            }),
+            ("key, team", &|d| d.team = Some("a/b".into())),
+            ("a key id is expected", &|d| d.key = None),
+            ("a key id is expected", &|d| d.reason = Reason::KeyUnknown),
+            ("`limit` is expected", &|d| d.limit = None),
+            ("`limit` is expected", &|d| d.reason = Reason::KeyRevoked),
+            ("a refusal charges nothing", &|d| d.micros = 1),
+            ("team_limit", &|d| d.team = None),
+        ] {
+            let p = bad(f).unwrap_or_default();
+            assert!(p.contains(what), "{what}: {p:?}");
+        }
+        let unknown = Decision::new(5, "r1", Reason::KeyUnknown);
+        assert_eq!(unknown.problem(), None);
+        assert_eq!(
+            (unknown.reason.status(), unknown.reason.code()),
+            (401, "invalid_api_key")
+        );
+        assert_eq!(unknown.reason.key_state(), Some("unknown"));
+        // Unknown reasons and fields are not decisions.
+        let json = serde_json::to_value(&unknown).unwrap();
+        let mut odd = json.clone();
+        odd["reason"] = "because".into();
+        assert!(serde_json::from_value::<Decision>(odd).is_err());
+        let mut extra = json;
+        extra["prompt"] = "hello".into();
+        assert!(serde_json::from_value::<Decision>(extra).is_err());
+    }
+
+    #[test]
+    fn request_ids_are_kept_or_visibly_altered() {
+        let uuid = "5f0c7a4e-3b1d-4c4e-9a57-0d8f6b2e1c3a";
+        assert_eq!(audit_request_id(uuid), (uuid.to_string(), false));
+        assert_eq!(audit_request_id(""), (String::new(), false));
+        let (id, altered) = audit_request_id(&"x".repeat(300));
+        assert!(altered && id.len() == MAX_REQUEST_ID_BYTES);
+        assert_eq!(audit_request_id("a b\u{e9}\n"), ("a_b__".to_string(), true));
+        assert_eq!(Decision::new(1, "a b", Reason::KeyMissing).problem(), None);
+    }
+
+    #[test]
+    fn refusal_reasons_follow_the_clients_code() {
+        let r = |dim, exhausted| Refusal {
+            dim,
+            exhausted,
+            retry_at_ms: 0,
+        };
+        assert_eq!(
+            Reason::of_limit(&r(Dim::CostDay, true)),
+            Reason::BudgetExceeded
+        );
+        assert_eq!(
+            Reason::of_limit(&r(Dim::CostDay, false)),
+            Reason::RateLimitExceeded
+        );
+        assert_eq!(
+            Reason::of_limit(&r(Dim::Requests, true)),
+            Reason::RateLimitExceeded
+        );
+        for reason in Reason::ALL {
+            assert_eq!(reason.allowed(), reason.status() == 200);
+            let json = serde_json::to_string(&reason).unwrap();
+            assert_eq!(serde_json::from_str::<Reason>(&json).unwrap(), reason);
+        }
+        assert_eq!(Reason::of_key(KeyRefusal::Revoked), Reason::KeyRevoked);
+    }
+
+    #[test]
+    fn a_meter_line_keeps_its_layout_across_builds() {
+        let mut l = Local {
+            last_ms: 7,
+            inflight: 2,
+            ..Local::default()
+        };
+        l.dims[0].held = 3;
+        let line = l.encode();
+        assert!(line.starts_with("0,0,0,0,0,0,0,7,2;"), "{line}");
+        // A line written before (counters in front) reads the same.
+        let before = line.replacen("0,0,0,0,0,0,0,", "4,1,0,2,0,900,60,", 1);
+        assert_eq!(Local::decode(before.as_bytes()), l);
     }
 }

@@ -1,42 +1,8 @@
 //! Planning: from a request's `model` and `fallbacks` to the ordered list of
 //! targets its attempts go to.
 
-use std::fmt;
-
-use serde::{Deserialize, Serialize};
-
-use crate::config::FilterConfig;
+use crate::config::{FilterConfig, Target};
 use crate::policy::Policy;
-
-/// One place an attempt can go: a provider and the model name it knows.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Target {
-    /// Provider name (a key of [`FilterConfig::providers`]).
-    pub provider: String,
-    /// Model name as the provider spells it.
-    pub model: String,
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.provider, self.model)
-    }
-}
-
-impl Target {
-    /// Parses `provider/model` (the model may itself contain `/`).
-    pub fn parse(s: &str) -> Option<Target> {
-        let (provider, model) = s.split_once('/')?;
-        if provider.is_empty() || model.is_empty() {
-            return None;
-        }
-        Some(Target {
-            provider: provider.to_string(),
-            model: model.to_string(),
-        })
-    }
-}
 
 /// Why no plan could be made; each becomes a 400 for the client.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -84,6 +50,18 @@ pub fn plan(
     draw: f64,
 ) -> Result<Vec<Target>, PlanError> {
     plan_with(cfg, model, fallbacks, draw, |_| 1.0)
+}
+
+/// Like [`plan`], every route in its configured order: weights play no part
+/// (every weight scaled to 0 leaves a route's chain as it is), so every request
+/// of a model meets its targets in the same order (a request whose state lives
+/// at one provider must find it there each time).
+pub fn plan_in_order(
+    cfg: &FilterConfig,
+    model: &str,
+    fallbacks: &[&str],
+) -> Result<Vec<Target>, PlanError> {
+    plan_with(cfg, model, fallbacks, 0.0, |_| 0.0)
 }
 
 /// Like [`plan`], weighted routes' weights scaled by `factor(target)`.
@@ -198,7 +176,8 @@ pub fn policy<'a>(cfg: &'a FilterConfig, model: &str) -> &'a Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Dialect, Provider, Role};
+    use crate::config::{Provider, Role};
+    use crate::dialect::Dialect;
     use std::collections::BTreeMap;
 
     /// A plan as `provider/model` entries, comma separated.
@@ -323,6 +302,16 @@ mod tests {
         // The rest follow by weight: b (50) first, then c (30).
         assert_eq!(encode(&route.ordered(0.0)), "a/x,b/y,c/z");
         assert_eq!(encode(&route.ordered(0.99)), "c/z,b/y,a/x");
+    }
+
+    #[test]
+    fn in_order_ignores_weights() {
+        let mut c = cfg();
+        let route = c.routes.get_mut("chat").unwrap();
+        route.weights = vec![1, 99];
+        assert_eq!(encode(&plan(&c, "chat", &[], 0.5).unwrap()), "b/m2,a/m1");
+        let p = plan_in_order(&c, "chat", &["a/m3"]).unwrap();
+        assert_eq!(encode(&p), "a/m1,b/m2,a/m3", "the configured order");
     }
 
     #[test]

@@ -100,17 +100,6 @@ fn encode_bytes(bytes: &[u8]) -> String {
 }
 
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
-const HEX_LOWER: &[u8; 16] = b"0123456789abcdef";
-
-/// Lower-case hex of bytes.
-fn hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        out.push(char::from(HEX_LOWER[usize::from(b >> 4)]));
-        out.push(char::from(HEX_LOWER[usize::from(b & 0xf)]));
-    }
-    out
-}
 
 fn hex_value(c: u8) -> Option<u8> {
     match c {
@@ -251,6 +240,17 @@ pub fn canonical_request(req: &Request<'_>) -> String {
         signed,
         sha256_hex(req.body)
     )
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
 }
 
 /// Hex SHA-256 of bytes.

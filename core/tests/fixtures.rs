@@ -7,15 +7,20 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use serde_json::{Value, json};
-use switchyard_core::config::Dialect;
 use switchyard_core::cost::{Usage, UsageTail};
-use switchyard_core::dialect::{self, StreamTranslator as _, anthropic, bedrock, gemini};
+use switchyard_core::dialect::{self, Dialect, StreamTranslator as _, anthropic, bedrock, gemini};
 use switchyard_core::eventstream;
 use switchyard_core::failure::FailureClass;
 use switchyard_core::request::Endpoint;
 
 /// The `created` timestamp the gateway passes in.
 const CREATED: u64 = 1_700_000_000;
+
+/// The class the adapter gives an error answer (`Api::classify_error`) when the
+/// provider sent no error-type header.
+fn classify(dialect: Dialect, status: u16, body: &[u8]) -> Option<FailureClass> {
+    dialect::api(dialect).classify_error(status, None, body).0
+}
 
 fn parse(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes)
@@ -240,7 +245,7 @@ fn openai_documented_errors_are_classified() {
     for (status, body, class) in cases {
         for d in [Dialect::Openai, Dialect::AzureOpenai] {
             assert_eq!(
-                FailureClass::classify(d, status, body),
+                classify(d, status, body),
                 Some(class),
                 "{d:?} {status} {}",
                 String::from_utf8_lossy(body)
@@ -251,7 +256,7 @@ fn openai_documented_errors_are_classified() {
     // The model-not-found body keeps that class even under a status that alone says
     // "bad request" (OpenAI-compatible servers answer it with 400).
     assert_eq!(
-        FailureClass::classify(
+        classify(
             Dialect::Openai,
             400,
             include_bytes!("fixtures/openai/error_model_not_found.json")
@@ -589,7 +594,7 @@ fn anthropic_documented_errors_are_classified() {
             Some((kind.to_string(), message.to_string()))
         );
         assert_eq!(
-            FailureClass::classify(Dialect::Anthropic, status, body),
+            classify(Dialect::Anthropic, status, body),
             Some(class),
             "{status} {kind}"
         );
@@ -825,7 +830,7 @@ fn gemini_documented_errors_are_classified() {
         );
         for d in [Dialect::Gemini, Dialect::Vertex] {
             assert_eq!(
-                FailureClass::classify(d, status, body),
+                classify(d, status, body),
                 Some(class),
                 "{d:?} {status} {kind}"
             );
@@ -1069,7 +1074,7 @@ fn bedrock_documented_errors_are_classified() {
     // A throttled answer classifies as rate limited from its body and status alone.
     let throttled = errors[0]["body"].to_string();
     assert_eq!(
-        FailureClass::classify(Dialect::Bedrock, 429, throttled.as_bytes()),
+        classify(Dialect::Bedrock, 429, throttled.as_bytes()),
         Some(FailureClass::RateLimited)
     );
 }

@@ -11,7 +11,7 @@
 
 use serde_json::{Value, json};
 use switchyard_core::dialect::{StreamTranslator as _, anthropic as dialect};
-use switchyard_core::inbound::{InboundError, StreamBack, anthropic};
+use switchyard_core::inbound::{InboundError, MAX_OUTPUT_TOKENS, StreamBack, anthropic};
 use switchyard_core::request::Endpoint;
 
 const CREATED: u64 = 1_700_000_000;
@@ -573,6 +573,70 @@ fn invalid_requests_are_refused_as_anthropic_refuses_them() {
             "{e:?}"
         );
     }
+}
+
+/// Fuzzing finding 5 (docs/fuzzing.md): a `max_tokens` the chat form refuses
+/// was taken, and the planner then refused the chat form's member by name.
+#[test]
+fn max_tokens_over_the_gateways_limit_is_refused_in_messages_words() {
+    let body = |n: u64| json!({"model": "claude", "max_tokens": n, "messages": [{"role": "user", "content": "hi"}]});
+    let at_limit = chat(body(MAX_OUTPUT_TOKENS).to_string().as_bytes());
+    assert_eq!(at_limit["max_tokens"], MAX_OUTPUT_TOKENS);
+    for n in [MAX_OUTPUT_TOKENS + 1, u64::MAX] {
+        let e = refused(body(n));
+        assert_eq!(e.code, "invalid_value");
+        assert!(
+            e.message.starts_with("max_tokens: ") && e.message.contains("10000000"),
+            "{}",
+            e.message
+        );
+        let counted = anthropic::count_tokens_estimate(body(n).to_string().as_bytes());
+        assert_eq!(counted.unwrap_err().code, "invalid_value");
+    }
+    // The limit is the one the chat form is checked against.
+    let chat_over = json!({"model": "m", "max_tokens": MAX_OUTPUT_TOKENS + 1,
+        "messages": [{"role": "user", "content": "hi"}]});
+    assert!(
+        switchyard_core::request::inspect(chat_over.to_string().as_bytes(), Endpoint::Chat)
+            .is_err()
+    );
+}
+
+/// Fuzzing finding 8 (docs/fuzzing.md): a conversation of one assistant turn
+/// without content (or with thinking blocks only) was taken, and its chat form,
+/// without a message, then failed the planner's check.
+#[test]
+fn a_conversation_left_empty_for_other_providers_is_anthropics_only() {
+    for turns in [
+        json!([{"role": "assistant", "content": []}]),
+        json!([{"role": "assistant", "content": [{"type": "thinking", "thinking": "t", "signature": "s"}]}]),
+    ] {
+        for system in [None, Some("be brief")] {
+            let mut body = json!({"model": "claude", "max_tokens": 1024, "messages": turns});
+            if let Some(s) = system {
+                body["system"] = json!(s);
+            }
+            let e = refused(body.clone());
+            assert_eq!(e.code, anthropic::UNTRANSLATABLE, "{body}: {}", e.message);
+            assert!(e.message.starts_with("messages: "), "{}", e.message);
+            // Anthropic's own targets still get it; it can be counted.
+            anthropic::count_tokens_estimate(body.to_string().as_bytes()).unwrap();
+        }
+    }
+    // The fuzzer's input: `messages` twice, the last one wins.
+    let e = anthropic::to_chat(
+        br#"{"model":"clau*","max_tokens":1024,"messages":[{}],"messages":[{"role":"assistant","content":[]}]}"#,
+    )
+    .unwrap_err();
+    assert_eq!(e.code, anthropic::UNTRANSLATABLE);
+    // With something to answer, the empty final turn is still a prefill left out.
+    let v = chat(
+        json!({"model": "claude", "max_tokens": 5, "messages": [
+            {"role": "user", "content": "hi"}, {"role": "assistant", "content": []}]})
+        .to_string()
+        .as_bytes(),
+    );
+    assert_eq!(v["messages"], json!([{"role": "user", "content": "hi"}]));
 }
 
 #[test]

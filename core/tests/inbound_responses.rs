@@ -9,7 +9,7 @@
 use serde_json::{Value, json};
 use switchyard_core::dialect::anthropic;
 use switchyard_core::inbound::responses::{self, ResponseStream};
-use switchyard_core::inbound::{InboundError, StreamBack as _};
+use switchyard_core::inbound::{ClientApi, InboundError, MAX_OUTPUT_TOKENS, StreamBack as _};
 use switchyard_core::request::{self, Endpoint};
 
 /// The `created_at` the gateway passes in.
@@ -467,6 +467,119 @@ fn stateful_requests_are_refused_with_a_way_out() {
             "{member}"
         );
     }
+}
+
+/// Fuzzing finding 5 (docs/fuzzing.md): a `max_output_tokens` the chat form
+/// refuses was taken, and the planner then refused `max_completion_tokens`, a
+/// member the client never sent.
+#[test]
+fn max_output_tokens_over_the_gateways_limit_is_refused_in_responses_words() {
+    let body = |n: u64| json!({"model": "gpt", "max_output_tokens": n, "input": "hi"});
+    let at_limit = chat(body(MAX_OUTPUT_TOKENS).to_string().as_bytes());
+    assert_eq!(at_limit["max_completion_tokens"], MAX_OUTPUT_TOKENS);
+    for n in [MAX_OUTPUT_TOKENS + 1, u64::MAX] {
+        let e = refused(&body(n));
+        assert_eq!(e.code, "invalid_value");
+        assert!(
+            e.message.contains("`max_output_tokens`")
+                && e.message.contains("10000000")
+                && !e.message.contains("max_completion_tokens"),
+            "{}",
+            e.message
+        );
+    }
+    let chat_over = json!({"model": "m", "max_completion_tokens": MAX_OUTPUT_TOKENS + 1,
+        "messages": [{"role": "user", "content": "hi"}]});
+    assert!(request::inspect(chat_over.to_string().as_bytes(), Endpoint::Chat).is_err());
+}
+
+/// Fuzzing finding 6 (docs/fuzzing.md): what only OpenAI serves was refused
+/// (for "OpenAI targets only") before the rest of the request was checked, so
+/// a request without a model, or with a `stream` that is no boolean, was
+/// planned and sent to OpenAI unchecked. Now the client's mistake comes first,
+/// and only a request that is well-formed otherwise is refused for OpenAI.
+#[test]
+fn a_request_is_checked_whole_before_it_is_refused_for_openai_only() {
+    let api = ClientApi::Responses;
+    for (body, code) in [
+        // The fuzzer's reproducers.
+        (
+            json!({"previous_response_id": "resp_1", "input": "hi"}),
+            "missing_required_parameter",
+        ),
+        (
+            json!({"model": "gpt", "tools": [{"type": "web_search"}], "stream": "yes", "input": "hi"}),
+            "invalid_type",
+        ),
+        (
+            json!({"model": "", "conversation": "conv_1", "input": "hi"}),
+            "invalid_type",
+        ),
+        (
+            json!({"model": "gpt", "background": true, "prompt": {"id": "p"}, "stream": 1, "input": "hi"}),
+            "invalid_type",
+        ),
+        (
+            json!({"model": "gpt", "input": [{"type": "item_reference", "id": "msg_1"}, {"role": "robot", "content": "x"}]}),
+            "invalid_value",
+        ),
+        (
+            json!({"model": "gpt", "input": [{"role": "user", "content": [
+                {"type": "input_image", "file_id": "file-1"}, {"type": "input_text"}]}]}),
+            "missing_required_parameter",
+        ),
+        (
+            json!({"model": "gpt", "input": "hi", "tools": [{"type": "file_search"}, {"type": "function"}]}),
+            "missing_required_parameter",
+        ),
+        (
+            json!({"model": "gpt", "input": "hi", "tool_choice": {"type": "mcp"}, "temperature": 9}),
+            "invalid_type",
+        ),
+        (
+            json!({"model": "gpt", "input": "hi", "moderation": {}, "max_output_tokens": 10_000_001}),
+            "invalid_value",
+        ),
+    ] {
+        let e = refused(&body);
+        assert_eq!(e.code, code, "{body}: {}", e.message);
+        assert!(!api.only_native(&e), "{body}: {e:?}");
+    }
+    // Well-formed otherwise: the first thing only OpenAI serves, by name, and
+    // the members the planner routes it by were checked.
+    for (body, code) in [
+        (
+            json!({"model": "gpt", "previous_response_id": "resp_1", "input": "hi", "stream": true}),
+            responses::PREVIOUS_RESPONSE_NOT_SUPPORTED,
+        ),
+        // OpenAI keeps the state that stands in for `input`.
+        (
+            json!({"model": "gpt", "prompt": {"id": "pmpt_1"}}),
+            responses::UNSUPPORTED_PARAMETER,
+        ),
+        (
+            json!({"model": "gpt", "input": [{"type": "item_reference", "id": "msg_1"}]}),
+            responses::CONVERSATION_NOT_SUPPORTED,
+        ),
+        (
+            json!({"model": "gpt", "input": "hi", "tools": [{"type": "function", "name": "f"}, {"type": "web_search"}],
+                "tool_choice": {"type": "file_search"}}),
+            responses::UNSUPPORTED_TOOL,
+        ),
+    ] {
+        let e = refused(&body);
+        assert_eq!(e.code, code, "{body}: {}", e.message);
+        assert!(api.only_native(&e), "{body}: {e:?}");
+    }
+    let e = refused(
+        &json!({"model": "gpt", "input": "hi", "tools": [{"type": "function", "name": "f"}, {"type": "web_search"}],
+        "tool_choice": {"type": "file_search"}}),
+    );
+    assert!(
+        e.message.contains("tools[1]"),
+        "the first refusal: {}",
+        e.message
+    );
 }
 
 #[test]

@@ -102,7 +102,12 @@ Switchyard is up: OpenAI-compatible API on http://127.0.0.1:8080/v1 (model "chat
   (x-switchyard-provider / -attempts headers show who answered and after how many tries)
   OpenAI SDK: OpenAI(base_url="http://127.0.0.1:8080/v1", api_key="$KEY")
   Keys: target/debug/switchyard keys list --data-dir $DATA   (create, update, revoke: keys help)
-  Envoy stats: http://127.0.0.1:9901/stats/prometheus   Logs: .switchyard/run/
+  Where to look:
+    Envoy stats (Prometheus): http://127.0.0.1:9901/stats/prometheus   (names: docs/metrics.md)
+    Fleet view:  target/debug/switchyard status   (targets, circuits, fail-over rates)
+    Drill:       target/debug/switchyard drill help   (a real fail-over test against this gateway)
+    Dashboard:   import deploy/observability/switchyard-dashboard.json in Grafana; alerts: deploy/observability/
+    Logs:        .switchyard/run/   (decision log per request: decision_log: in the config, docs/observability.md)
 MSG
 
 if [ "$CHECK" = 1 ]; then

@@ -26,13 +26,15 @@ const WASM = path.join(ROOT, "target/wasm32-wasip1/wasm-release/switchyard_filte
 const NAMESPACE = "switchyard";
 const TMP = fs.mkdtempSync(path.join(os.tmpdir(), "sy-validate-"));
 
-// Both sides of every toggle: the default, and everything switched the other way.
+// Both sides of every toggle: the default, and everything switched the other way
+// (`delivery`: the filter.delivery each sets, what the checks expect).
 const VARIANTS = [
-  { name: "default", set: [] },
+  { name: "default", delivery: "image", set: [] },
   {
-    name: "minimal",
+    name: "minimal", delivery: "remote",
     set: ["tls.enabled=false", "gateway.autoscaling.enabled=false", "httpRoute.enabled=false",
-      "networkPolicy.enabled=false", "filter.delivery=remote", "images.envoy.digest=sha256:" + "0".repeat(64)],
+      "networkPolicy.enabled=false", "filter.delivery=remote", "images.envoy.digest=sha256:" + "0".repeat(64),
+      "gateway.metrics.port=9100", "gateway.metrics.annotations=false"],
   },
 ];
 // Secrets the chart names but leaves to the operator (values.yaml says so).
@@ -191,6 +193,18 @@ function checkPods(objs, v) {
     check(`${v}: ${o.kind}/${o.metadata.name} selects pods`, byKind(objs, "Deployment").some((d) =>
       Object.entries(sel).every(([k, val]) => d.spec.template.metadata.labels[k] === val)));
   }
+  // The gateways reach the control plane's xDS and status ports (fleet exchange,
+  // served filter) through its NetworkPolicy.
+  for (const np of byKind(objs, "NetworkPolicy").filter((o) => o.metadata.name.endsWith("-control-plane"))) {
+    const cpSvc = byKind(objs, "Service").find((s) => s.metadata.name === np.metadata.name);
+    const gwLabels = byKind(objs, "Deployment").find((d) => d.metadata.name.endsWith("-gateway"))?.spec.template.metadata.labels ?? {};
+    const open = np.spec.ingress.filter((r) => (r.from ?? []).some((f) => f.podSelector &&
+      Object.entries(f.podSelector.matchLabels ?? {}).every(([k, val]) => gwLabels[k] === val))).flatMap((r) => r.ports ?? []);
+    for (const name of ["grpc-xds", "http-status"]) {
+      const port = cpSvc?.spec.ports.find((p) => p.name === name)?.port;
+      check(`${v}: NetworkPolicy/${np.metadata.name} lets the gateways reach ${name}`, open.some((p) => p.port === port), String(port));
+    }
+  }
   for (const h of byKind(objs, "HorizontalPodAutoscaler")) {
     const d = named(objs, "Deployment", h.spec.scaleTargetRef.name);
     check(`${v}: HPA targets a Deployment without fixed replicas`, !!d && d.spec.replicas === undefined);
@@ -204,10 +218,20 @@ function checkPods(objs, v) {
 }
 
 // The control plane's config, validated by the real binary inside a copy of the
-// files its container mounts: every file it names must lie under a mount.
-function checkControlPlaneConfig(objs, v) {
+// files its container mounts: every file it names must lie under a mount. With
+// filter.delivery remote it serves the Wasm build (`filter: { wasm, serve: true }`):
+// a file an init container copies from the filter image into a read-only volume
+// (the binary reads it: here the built filter, or a stand-in).
+function checkControlPlaneConfig(objs, v, delivery) {
   const cp = byKind(objs, "Deployment").find((d) => d.metadata.name.endsWith("-control-plane"));
-  const c = cp.spec.template.spec.containers[0];
+  const pod = cp.spec.template.spec;
+  const c = pod.containers[0];
+  const cpService = byKind(objs, "Service").find((s) => s.metadata.name.endsWith("-control-plane"));
+  const advertised = c.args[c.args.indexOf("--advertise-addr") + 1] ?? "";
+  const statusPort = cpService.spec.ports.find((p) => p.name === "http-status")?.port;
+  check(`${v}: the control plane advertises its Service's status port (fleet cluster, served filter URL)`,
+    c.args.includes("--advertise-addr") &&
+    advertised === `${cpService.metadata.name}.${NAMESPACE}.svc.cluster.local:${statusPort}`, advertised);
   const configPath = c.args[c.args.indexOf("--config") + 1];
   const configVolume = c.volumeMounts.find((m) => configPath.startsWith(m.mountPath + "/"));
   const cmName = cp.spec.template.spec.volumes.find((vol) => vol.name === configVolume.name).configMap.name;
@@ -237,6 +261,32 @@ function checkControlPlaneConfig(objs, v) {
     fs.writeFileSync(local(abs), "placeholder-secret\n");
     if (path.posix.isAbsolute(f)) rewritten = rewritten.replaceAll(f, local(abs));
   }
+  const filter = config.filter ?? {};
+  const init = pod.initContainers ?? [];
+  check(`${v}: config filter.serve is ${delivery === "remote"} (filter.delivery ${delivery})`,
+    (filter.serve === true) === (delivery === "remote"), JSON.stringify(filter));
+  if (delivery === "remote") {
+    check(`${v}: remote delivery serves the Wasm build, not the native module`,
+      typeof filter.wasm === "string" && filter.module === undefined, JSON.stringify(filter));
+    const wasm = path.posix.resolve(path.posix.dirname(configPath), String(filter.wasm));
+    const mount = c.volumeMounts.find((m) => wasm.startsWith(m.mountPath + "/"));
+    const vol = mount && pod.volumes.find((vol) => vol.name === mount.name);
+    check(`${v}: the served filter file is in a read-only emptyDir of the control plane`,
+      !!mount && mount.readOnly === true && !!vol?.emptyDir, wasm);
+    const filler = mount && init.find((ic) => (ic.volumeMounts ?? []).some((m) => m.name === mount.name));
+    const cmd = filler?.command ?? [];
+    check(`${v}: an init container copies the served filter file from the filter image into it`,
+      !!filler && filler.volumeMounts.find((m) => m.name === mount.name).mountPath === mount.mountPath &&
+      cmd.includes("/switchyard/filter/" + path.posix.basename(wasm)) && cmd.at(-1).replace(/\/$/, "") === mount.mountPath,
+      cmd.join(" "));
+    fs.mkdirSync(path.dirname(local(wasm)), { recursive: true });
+    if (fs.existsSync(WASM)) fs.copyFileSync(WASM, local(wasm));
+    else fs.writeFileSync(local(wasm), Buffer.from([0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00]));
+    rewritten = rewritten.replaceAll(String(filter.wasm), local(wasm));
+  } else {
+    check(`${v}: the control plane has no filter init container or volume (image delivery)`,
+      init.length === 0 && !pod.volumes.some((vol) => vol.name === "filter"));
+  }
   fs.writeFileSync(local(configPath), rewritten);
   const r = run(SWITCHYARD, ["validate", local(configPath)]);
   check(`${v}: switchyard validate on the ConfigMap's config`, r.ok, r.out);
@@ -256,7 +306,7 @@ const memBytes = (q) => {
   return m ? Number(m[1]) * { Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, undefined: 1 }[m[2]] : NaN;
 };
 
-function checkGateway(objs, v, config) {
+function checkGateway(objs, v, config, delivery) {
   const gw = byKind(objs, "Deployment").find((d) => d.metadata.name.endsWith("-gateway"));
   const pod = gw.spec.template.spec;
   const envoy = pod.containers[0];
@@ -267,17 +317,19 @@ function checkGateway(objs, v, config) {
   check(`${v}: config listener.port is the gateway's container port`,
     envoy.ports.some((p) => p.containerPort === config.listener?.port), `listener.port ${config.listener?.port}`);
 
-  // Where the filter comes from.
+  // Where the filter comes from: image, a file the init container copies into
+  // the pod; remote, fetched from the control plane (checkControlPlaneConfig).
   const filterPath = config.filter?.wasm ?? config.filter?.module;
   const filterMount = envoy.volumeMounts.find((m) => m.name === "filter");
-  if ((pod.initContainers ?? []).length) {
+  if (delivery === "image") {
     check(`${v}: config filter path is in the gateway's filter volume`,
       !!filterMount && typeof filterPath === "string" && filterPath.startsWith(filterMount.mountPath + "/"), filterPath);
-    const cp = pod.initContainers[0].command;
+    const cp = pod.initContainers?.[0]?.command ?? [];
     check(`${v}: the init container copies the config's filter file`,
-      cp.some((a) => a.endsWith("/" + path.basename(filterPath))) && cp.at(-1).replace(/\/$/, "") === filterMount.mountPath);
+      cp.some((a) => a.endsWith("/" + path.basename(filterPath))) && cp.at(-1)?.replace(/\/$/, "") === filterMount?.mountPath);
   } else {
-    check(`${v}: remote filter delivery mounts no filter volume`, !filterMount);
+    check(`${v}: remote filter delivery: no init container or filter volume on the gateways`,
+      !filterMount && !(pod.initContainers ?? []).length && !pod.volumes.some((vol) => vol.name === "filter"));
   }
 
   // The bootstrap: valid for Envoy 1.40, pointing at the control plane.
@@ -292,6 +344,7 @@ function checkGateway(objs, v, config) {
     String(bootstrap.admin.address.socket_address.port_value) === env.ADMIN_PORT);
   const tlsOn = pod.volumes.some((vol) => vol.name === "tls");
   check(`${v}: bootstrap uses mTLS exactly when certificates are mounted`, !!xds.transport_socket === tlsOn);
+  checkStatsListener(v, gw, bootstrap);
   const heap = bootstrap.overload_manager.resource_monitors
     .find((m) => m.name === "envoy.resource_monitors.fixed_heap").typed_config.max_heap_size_bytes;
   check(`${v}: Envoy's heap limit is below the container's memory limit`, heap < memBytes(envoy.resources.limits.memory),
@@ -316,9 +369,45 @@ function checkGateway(objs, v, config) {
   check(`${v}: envoy --mode validate on the gateway bootstrap`, r.ok, lastLine(r.out));
 }
 
+// Prometheus' port: the bootstrap's one static listener serves the admin's
+// /stats/prometheus and nothing else, on the container port `http-envoy-prom`
+// (and the prometheus.io annotations' port, when the chart writes them); no
+// traffic_direction, so the preStop's drain of the inbound listeners leaves it.
+function checkStatsListener(v, gw, bootstrap) {
+  const pod = gw.spec.template.spec;
+  const env = Object.fromEntries((pod.containers[0].env ?? []).filter((e) => "value" in e).map((e) => [e.name, e.value]));
+  const listeners = bootstrap.static_resources.listeners ?? [];
+  const l = listeners[0];
+  if (!check(`${v}: bootstrap has one static listener, the stats listener`,
+    listeners.length === 1 && l.name === "switchyard_prometheus", listeners.map((x) => x.name).join(","))) return;
+  const port = pod.containers[0].ports.find((p) => p.name === "http-envoy-prom")?.containerPort;
+  const sock = l.address.socket_address;
+  check(`${v}: the stats listener listens on the pod's addresses at container port http-envoy-prom`,
+    sock.address === "0.0.0.0" && sock.port_value === port, `${sock.address}:${sock.port_value} vs ${port}`);
+  const ann = gw.spec.template.metadata.annotations ?? {};
+  const annotated = ann["prometheus.io/scrape"] !== undefined;
+  check(`${v}: the prometheus.io annotations name the stats port and path (when written)`, !annotated ||
+    (ann["prometheus.io/scrape"] === "true" && ann["prometheus.io/port"] === String(port) && ann["prometheus.io/path"] === "/stats/prometheus"),
+    JSON.stringify(ann));
+  const hcm = l.filter_chains.flatMap((fc) => fc.filters)
+    .find((f) => f.name === "envoy.filters.network.http_connection_manager")?.typed_config;
+  const routes = (hcm?.route_config?.virtual_hosts ?? []).flatMap((vh) => vh.routes);
+  const admin = bootstrap.static_resources.clusters.find((c) => c.name === routes[0]?.route?.cluster);
+  const dialled = admin?.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address;
+  check(`${v}: the stats listener routes GET /stats/prometheus (exactly) to the admin address, and nothing else`,
+    routes.length === 1 && routes[0].match.path === "/stats/prometheus" && Object.keys(routes[0].match).length === 2 &&
+    routes[0].match.headers?.[0]?.name === ":method" && routes[0].match.headers[0].string_match?.exact === "GET" &&
+    dialled?.address === "127.0.0.1" && String(dialled?.port_value) === env.ADMIN_PORT, JSON.stringify(routes));
+  check(`${v}: the stats listener runs no Switchyard filter and counts under its own stat prefix`,
+    hcm.http_filters.map((f) => f.name).join() === "envoy.filters.http.router" && hcm.stat_prefix !== "switchyard");
+  check(`${v}: the stats listener is not an inbound listener (the preStop drains those only)`,
+    l.traffic_direction === undefined);
+}
+
 // The chart's bootstrap files must be what `switchyard bootstrap` prints today.
 function checkBootstrapFile() {
-  const common = ["bootstrap", "--config", path.join(CHART, "files/switchyard.yaml"), "--node", "envoy", "--admin", "127.0.0.1:9901"];
+  const common = ["bootstrap", "--config", path.join(CHART, "files/switchyard.yaml"), "--node", "envoy", "--admin", "127.0.0.1:9901",
+    "--stats-addr", "0.0.0.0:9902"];
   const r = run(SWITCHYARD, [...common, "--xds", "127.0.0.1:18000"]);
   const committed = fs.readFileSync(path.join(CHART, "files/envoy-bootstrap.yaml"), "utf8");
   check("chart files/envoy-bootstrap.yaml is `switchyard bootstrap` output (deploy/kubernetes/update-bootstrap.sh)",
@@ -408,9 +497,41 @@ async function selfCheck(objs) {
     check(`self-check: ${what} is refused`, refused);
   }
   // The chart's values.schema.json: a misspelt value fails the render.
-  for (const set of ["gateway.replica=3", "filter.delivery=ftp", "images.envoy.tag=latest"]) {
+  for (const set of ["gateway.replica=3", "filter.delivery=ftp", "images.envoy.tag=latest", "gateway.metrics.port=0", "gateway.metrics.scrape=true"]) {
     check(`self-check: helm refuses --set ${set}`, !run(HELM, ["template", "sy", CHART, "--set", set]).ok);
   }
+  // A config of your own must name the filter as filter.delivery delivers it.
+  const chartConfig = fs.readFileSync(path.join(CHART, "files/switchyard.yaml"), "utf8");
+  const filterLine = /^filter: .*$/m;
+  const own = (name, line) => {
+    const file = path.join(TMP, `config-${name}.yaml`);
+    fs.writeFileSync(file, chartConfig.replace(filterLine, line));
+    return file;
+  };
+  const wasm = "/opt/switchyard/filter/switchyard_filter.wasm";
+  const served = own("served", `filter:\n  wasm: ${wasm}\n  serve: true`);
+  const configCases = [
+    ["remote delivery of the native module", "remote", own("native", "filter: { module: /opt/switchyard/filter/libswitchyard_native.so }"), "not the native module"],
+    ["remote delivery of a config without serve: true", "remote", own("local", `filter: { wasm: ${wasm} }`), "needs `filter: {"],
+    ["remote delivery of a served file outside filter.mountPath", "remote", own("elsewhere", "filter: { wasm: /srv/switchyard_filter.wasm, serve: true }"), "needs `filter: {"],
+    ["image delivery of a config with serve: true", "image", served, "serve: true needs filter.delivery remote"],
+  ];
+  for (const [what, delivery, file, why] of configCases) {
+    const r = run(HELM, ["template", "sy", CHART, "--set", `filter.delivery=${delivery}`, "--set-file", `config=${file}`]);
+    check(`self-check: helm refuses ${what}`, !r.ok && r.out.includes(why), r.ok ? "rendered" : lastLine(r.out));
+  }
+  const r = run(HELM, ["template", "sy", CHART, "--set", "filter.delivery=remote", "--set-file", `config=${served}`]);
+  check("self-check: helm renders remote delivery with a config of your own that serves the filter", r.ok, lastLine(r.out));
+  // A bootstrap of your own without the stats listener: the port the pod
+  // declares and annotates would answer nothing.
+  const noStats = path.join(TMP, "bootstrap-no-stats.yaml");
+  const b = run(SWITCHYARD, ["bootstrap", "--node", "envoy", "--admin", "127.0.0.1:9901", "--xds", "switchyard-control-plane.placeholder:18000",
+    "--tls-cert", "/etc/switchyard/tls/tls.crt", "--tls-key", "/etc/switchyard/tls/tls.key", "--tls-ca", "/etc/switchyard/tls/ca.crt",
+    "--sds-dir", "/etc/envoy", "--sds-out", path.join(TMP, "sds-no-stats")]);
+  fs.writeFileSync(noStats, b.out);
+  const n = run(HELM, ["template", "sy", CHART, "--set-file", `gateway.bootstrap=${noStats}`]);
+  check("self-check: helm refuses a gateway bootstrap without the stats listener", b.ok && !n.ok && n.out.includes("--stats-addr"),
+    n.ok ? "rendered" : lastLine(n.out));
 }
 
 // --- main --------------------------------------------------------------------------
@@ -427,8 +548,8 @@ try {
       counts[o.kind] = (counts[o.kind] ?? 0) + 1;
     }
     checkPods(objs, v.name);
-    const config = checkControlPlaneConfig(objs, v.name);
-    checkGateway(objs, v.name, config);
+    const config = checkControlPlaneConfig(objs, v.name, v.delivery);
+    checkGateway(objs, v.name, config, v.delivery);
   }
   checkBootstrapFile();
   const lint = run(HELM, ["lint", "--strict", CHART]);

@@ -17,16 +17,16 @@
 
 use std::sync::Arc;
 
-use switchyard_core::config::{AwsAuth, FilterConfig, Provider};
+use switchyard_core::config::{AwsAuth, FilterConfig, Provider, Target};
 use switchyard_core::cost::UsageTail;
-use switchyard_core::dialect::{self, Answer, Context, StreamEnd, StreamTranslator, bedrock};
+use switchyard_core::dialect::{self, Answer, Context, StreamEnd, StreamTranslator};
 use switchyard_core::failure::{FailureClass, scrub};
 use switchyard_core::inbound::{ClientApi, ClientStream};
-use switchyard_core::plan::Target;
 use switchyard_core::policy::OnStreamFailure;
 use switchyard_core::request::Endpoint;
 use switchyard_core::{error, sigv4, wire};
 
+use crate::cooldown::KeyCooling;
 use crate::host::{self, Action, Body, Host, Map};
 use crate::ledger::Moment;
 use crate::{circuit, continuation, cooldown, credentials, ledger};
@@ -75,8 +75,8 @@ pub struct Adapter {
     base64: bool,
     /// The provider's error-type header of an error answer.
     error_type: Option<String>,
-    /// The end of a successful answer, kept to find its usage (only when prices
-    /// are configured).
+    /// The end of a successful answer, kept to find its usage (always: tokens feed
+    /// metrics, cost and budgets).
     usage: Option<UsageTail>,
     /// The client's request, kept when a failed stream may be continued elsewhere.
     original: Option<Vec<u8>>,
@@ -102,7 +102,7 @@ struct Continuing {
     /// Where it went.
     target: Target,
     /// Its provider's dialect.
-    dialect: switchyard_core::config::Dialect,
+    dialect: switchyard_core::dialect::Dialect,
     /// The translated output of the failing chunk, before its error events.
     held: Vec<u8>,
     /// Those error events (sent if the continuation fails too).
@@ -464,7 +464,7 @@ impl Adapter {
             Some(&body.len().to_string()),
         );
         if let Some(aws) = self.keys.aws() {
-            sign_aws(envoy, aws, &provider.authority, path, body);
+            sign_aws(envoy, provider, aws, path, body);
         }
     }
 
@@ -759,13 +759,7 @@ impl Adapter {
         .unwrap_or_default();
         headers.extend(client.iter().map(|(n, v)| (n.as_str(), v.clone())));
         if let Some(aws) = next_keys.aws() {
-            headers.extend(aws_headers(
-                envoy,
-                aws,
-                &provider.authority,
-                &path,
-                &prepared.body,
-            ));
+            headers.extend(aws_headers(envoy, provider, aws, &path, &prepared.body));
         }
         let pairs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let timeout = ledger::read(&self.request_id, |e| e.policy.deadline_ms)
@@ -948,7 +942,7 @@ impl Adapter {
     }
 
     /// Feeds the answer the client receives to the usage watch; at its end, records
-    /// the usage for cost accounting.
+    /// the usage (token metrics, cost, budgets).
     fn watch_usage(&mut self, bytes: &[u8], end_of_stream: bool) {
         let Some(tail) = &mut self.usage else {
             return;
@@ -1067,9 +1061,14 @@ impl Adapter {
                 // With several keys, a rate limit or a rejection is the key's, not the
                 // provider's: only that key is set aside.
                 FailureClass::RateLimited => match (self.reset_after_ms, self.key, keys) {
-                    (Some(ms), Some(k), 2..) => {
-                        cooldown::cool_key(envoy, &target.provider, k, now + ms)
-                    }
+                    (Some(ms), Some(k), 2..) => cooldown::cool_key(
+                        envoy,
+                        &target.provider,
+                        (k, keys),
+                        now + ms,
+                        now,
+                        KeyCooling::RateLimited,
+                    ),
                     (Some(ms), _, _) => cooldown::cool_target(envoy, target, now + ms),
                     _ => {}
                 },
@@ -1077,8 +1076,10 @@ impl Adapter {
                     (Some(k), 2..) => cooldown::cool_key(
                         envoy,
                         &target.provider,
-                        k,
+                        (k, keys),
                         now + cooldown::AUTH_COOLDOWN_MS,
+                        now,
+                        KeyCooling::Rejected,
                     ),
                     _ => cooldown::cool_provider(
                         envoy,
@@ -1114,8 +1115,8 @@ fn attempt_header_names(provider: &Provider) -> Vec<&str> {
 
 /// Signs the attempt with AWS SigV4 (the headers are still held, so they can be
 /// set now that the body is final).
-fn sign_aws(envoy: &impl Host, aws: &AwsAuth, authority: &str, path: &str, body: &[u8]) {
-    for (name, value) in aws_headers(envoy, aws, authority, path, body) {
+fn sign_aws(envoy: &impl Host, provider: &Provider, aws: &AwsAuth, path: &str, body: &[u8]) {
+    for (name, value) in aws_headers(envoy, provider, aws, path, body) {
         envoy.set_header(Map::Request, name, Some(&value));
     }
 }
@@ -1124,14 +1125,19 @@ fn sign_aws(envoy: &impl Host, aws: &AwsAuth, authority: &str, path: &str, body:
 /// session token if any, `authorization`).
 fn aws_headers(
     envoy: &impl Host,
+    provider: &Provider,
     aws: &AwsAuth,
-    authority: &str,
     path: &str,
     body: &[u8],
 ) -> Vec<(&'static str, String)> {
+    // Only a dialect that signs takes AWS credentials (the config refuses
+    // others): without a service name the signature fails at the provider.
+    let service = dialect::api(provider.dialect)
+        .signing_service()
+        .unwrap_or_default();
     let date = sigv4::amz_date(host::unix_now(envoy));
     let mut headers = vec![
-        ("host", authority),
+        ("host", provider.authority.as_str()),
         ("content-type", "application/json"),
         ("x-amz-date", date.as_str()),
     ];
@@ -1149,8 +1155,7 @@ fn aws_headers(
         secret_access_key: &aws.secret_access_key,
         session_token: aws.session_token.as_deref(),
     };
-    let authorization =
-        sigv4::authorization(&request, &credentials, &aws.region, bedrock::SERVICE, &date);
+    let authorization = sigv4::authorization(&request, &credentials, &aws.region, service, &date);
     let mut out = vec![("x-amz-date", date.clone())];
     if let Some(token) = &aws.session_token {
         out.push(("x-amz-security-token", token.clone()));

@@ -27,6 +27,8 @@ pub struct Background {
     /// Where the next report's governance subjects start (reports are bounded;
     /// a fleet with more subjects than one report holds takes turns).
     gov_start: usize,
+    /// The report in flight went out full of decisions, and more wait.
+    decisions_full: bool,
     /// Health checks in flight: token → provider.
     checks: Vec<(u32, String)>,
 }
@@ -41,6 +43,7 @@ impl Background {
             gov_in_flight: None,
             observed_in_flight: None,
             gov_start: 0,
+            decisions_full: false,
             checks: Vec::new(),
         }
     }
@@ -82,17 +85,45 @@ impl Background {
     /// Sends this Envoy's outcomes since the last report; the answer is the
     /// fleet's state.
     fn exchange(&mut self, envoy: &impl Host) {
-        let Some(link) = &self.cfg.fleet else {
-            return;
-        };
-        if self.exchange.is_some() {
+        if self.cfg.fleet.is_none() || self.exchange.is_some() {
             return;
         }
         let outcomes = fleet::take(envoy);
         // Always sent (boot and table version at least): the control plane
         // answers with the key table as soon as it holds keys.
-        let gov = governance::take(envoy, self.gov_start, MAX_SUBJECTS);
+        let (gov, full) = governance::take(envoy, self.gov_start, MAX_SUBJECTS);
         self.gov_start = self.gov_start.wrapping_add(gov.subjects.len());
+        let observed = observed::take(envoy);
+        self.decisions_full = full;
+        self.send(envoy, outcomes, gov, observed);
+    }
+
+    /// After a report that went out full of decisions, sends those waiting
+    /// beyond it at once, in a report of their own (no meters), and again
+    /// while they fill reports, instead of one report per tick: on the native
+    /// module one exchange drains the decisions of every worker.
+    fn drain_decisions(&mut self, envoy: &impl Host) {
+        if self.exchange.is_some() || !std::mem::take(&mut self.decisions_full) {
+            return;
+        }
+        let (gov, full) = governance::take_decisions(envoy);
+        if gov.decisions.is_empty() && gov.dropped == 0 {
+            return;
+        }
+        self.decisions_full = full;
+        self.send(envoy, Vec::new(), gov, Observed::default());
+    }
+
+    fn send(
+        &mut self,
+        envoy: &impl Host,
+        outcomes: Vec<Outcome>,
+        gov: GovReport,
+        observed: Observed,
+    ) {
+        let Some(link) = &self.cfg.fleet else {
+            return;
+        };
         // The control plane stamps the node id into the config it sends each
         // Envoy; the host's own answer is the fallback.
         let node = if link.node.is_empty() {
@@ -100,7 +131,6 @@ impl Background {
         } else {
             link.node.clone()
         };
-        let observed = observed::take(envoy);
         let body = serde_json::to_vec(&FullReport {
             report: Report {
                 node,
@@ -171,11 +201,15 @@ impl Background {
                 if let Some(gov) = &state.gov {
                     governance::apply(envoy, gov);
                 }
+                self.drain_decisions(envoy);
             }
-            // Refused as malformed or too large: sending it again would not help.
+            // Refused as malformed or too large: sending it again would not help
+            // (its decisions are counted as not recorded, for the next report).
             (Some(400 | 413), _) => {
                 self.in_flight.clear();
-                self.gov_in_flight = None;
+                if let Some(gov) = self.gov_in_flight.take() {
+                    governance::discard(envoy, &gov);
+                }
                 self.observed_in_flight = None;
             }
             _ => {
@@ -198,5 +232,55 @@ impl Background {
 fn restore(envoy: &impl Host, outcomes: &[Outcome]) {
     for o in outcomes {
         fleet::restore(envoy, o);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::audit;
+    use crate::testing::MemHost;
+    use switchyard_core::governance::{Decision, MAX_DECISIONS, Reason};
+
+    fn planner_with_fleet() -> Arc<FilterConfig> {
+        let json = serde_json::json!({
+            "version": "t", "role": "planner", "max_request_bytes": 1000, "max_attempts": 4,
+            "providers": {"a": {"dialect": "openai", "cluster": "ca", "authority": "h", "base_path": "/v1"}},
+            "routes": {"chat": {"chain": [{"provider": "a", "model": "m"}]}},
+            "fleet": {"cluster": "sy_fleet", "interval_ms": 250, "node": "n"},
+        });
+        Arc::new(FilterConfig::from_json(json.to_string().as_bytes()).unwrap())
+    }
+
+    #[test]
+    fn decisions_beyond_a_full_report_go_at_once_and_come_back_if_lost() {
+        let host = MemHost::with_request(&[]);
+        let mut bg = Background::new(planner_with_fleet());
+        for n in 0..audit::CAPACITY {
+            audit::record(&host, &Decision::new(n, "r", Reason::KeyMissing));
+        }
+        bg.tick(&host);
+        assert_eq!(host.calls.borrow().len(), 1);
+        assert_eq!(audit::backlog(&host), MAX_DECISIONS as u64);
+        // Answered: what waits beyond a full report goes now, not in 250 ms.
+        bg.on_http_response(&host, 1, Some(200), b"{\"open\":[]}");
+        assert_eq!(host.calls.borrow().len(), 2);
+        assert_eq!(audit::backlog(&host), 0);
+        // That one was not full: decisions arriving meanwhile wait for the
+        // tick.
+        for n in 0..10 {
+            audit::record(&host, &Decision::new(n, "r", Reason::KeyMissing));
+        }
+        // That one is lost: its decisions wait again; nothing more is sent
+        // until the next tick.
+        bg.on_http_response(&host, 2, None, b"");
+        assert_eq!(audit::backlog(&host), MAX_DECISIONS as u64 + 10);
+        assert_eq!(host.calls.borrow().len(), 2);
+        bg.tick(&host);
+        bg.on_http_response(&host, 3, Some(200), b"{\"open\":[]}");
+        assert_eq!(host.calls.borrow().len(), 4, "full again: drained");
+        bg.on_http_response(&host, 4, Some(200), b"{\"open\":[]}");
+        assert_eq!((host.calls.borrow().len(), audit::backlog(&host)), (4, 0));
     }
 }

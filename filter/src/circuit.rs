@@ -5,7 +5,7 @@
 use std::cell::Cell;
 
 use switchyard_core::circuit::{Settings, State, Transition};
-use switchyard_core::plan::Target;
+use switchyard_core::config::Target;
 
 use crate::host::{self, Counter, Gauge, Host};
 use crate::metrics;

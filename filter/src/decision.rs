@@ -246,7 +246,7 @@ mod tests {
     use crate::ledger::{Attempt, Timing};
     use crate::metrics::summarize;
     use crate::testing::MemHost;
-    use switchyard_core::plan::Target;
+    use switchyard_core::config::Target;
 
     #[test]
     fn a_request_that_fell_over_is_one_record() {

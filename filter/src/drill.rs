@@ -6,12 +6,12 @@
 //! the request goes on to the rest of its plan. What the drill did is reported
 //! with the next exchange ([`crate::observed`]).
 
-use switchyard_core::config::FilterConfig;
+use switchyard_core::config::{FilterConfig, Target};
 use switchyard_core::failure::FailureClass;
 use switchyard_core::fleet::Fault;
-use switchyard_core::plan::Target;
 
 use crate::host::{self, Host};
+use crate::metrics::Counter;
 use crate::{circuit, observed};
 
 const FAULTS: &str = "sy:drill:faults";
@@ -66,6 +66,9 @@ pub fn inject(
                 if let Some(settings) = &cfg.circuit_breaker {
                     circuit::record(host, settings, &t, false, now_ms);
                 }
+                // Visible while the drill runs, apart from real failures.
+                let (provider, model) = crate::metrics::target_labels(cfg, &t);
+                host.count(Counter::DrillFailures, &[&provider, &model], 1);
                 let i = injected.get_or_insert_with(|| Injected {
                     id: f.id.clone(),
                     class: f.class,

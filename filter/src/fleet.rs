@@ -4,8 +4,8 @@
 //! fleet-wide, effective weights) is written to shared state for the planner of
 //! every worker.
 
+use switchyard_core::config::Target;
 use switchyard_core::fleet::{Outcome, State};
-use switchyard_core::plan::Target;
 
 use crate::host::{self, Gauge, Host};
 use crate::metrics;

@@ -8,29 +8,28 @@
 //!   table (JSON): each worker keeps the parsed index in a thread-local and
 //!   re-reads the table only when the version changes — per request one small
 //!   shared read, one SHA-256 and one map lookup;
-//! - `sy:gov:s:<subject>`: a subject's meters and counters
+//! - `sy:gov:s:<subject>`: a subject's meters
 //!   ([`switchyard_core::governance::Local`]), updated with compare-and-swap at
-//!   admission and at the end of the request; `sy:gov:index` lists them;
-//! - `sy:gov:anon`: refusals of requests without a valid key;
-//! - `sy:gov:boot`: this Envoy process's id in reports.
+//!   admission and at the end of the request (subjects with limits only);
+//!   `sy:gov:index` lists them;
+//! - `sy:gov:boot`: this Envoy process's id in reports;
+//! - the decisions on requests, for the audit log ([`crate::audit`]).
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use switchyard_core::config::FilterConfig;
+use switchyard_core::config::{FilterConfig, Target};
 use switchyard_core::cost::{self, Usage};
 use switchyard_core::governance::{
-    Amounts, Denials, Dim, Entry, GovReport, GovState, Index, KeyRefusal, Local, Refusal, Table,
+    Amounts, Decision, Dim, Entry, GovReport, GovState, Index, Local, Reason, Refusal, Table,
 };
-use switchyard_core::plan::Target;
 
 use crate::host::{self, Host};
-use crate::ledger;
+use crate::{audit, ledger};
 
 const VERSION: &str = "sy:gov:ver";
 const TABLE: &str = "sy:gov:table";
 const INDEX: &str = "sy:gov:index";
-const ANON: &str = "sy:gov:anon";
 const BOOT: &str = "sy:gov:boot";
 
 fn state_key(subject: &str) -> String {
@@ -98,19 +97,43 @@ impl Auth {
     pub fn entry(&self) -> &Entry {
         &self.view.index.entries()[self.at]
     }
+
+    /// Governance's decision on a request of this key at `at_ms`: `reason`,
+    /// nothing charged yet, the request id filled in when it is recorded.
+    pub fn decision(&self, reason: Reason, at_ms: u64) -> Decision {
+        decision_of(Some(self.entry()), reason, at_ms)
+    }
+
+    /// The decision to refuse a request of this key for a limit.
+    pub fn over_limit(&self, r: &LimitRefusal, at_ms: u64) -> Decision {
+        Decision {
+            limit: Some(r.refusal.dim),
+            team_limit: r.subject.starts_with("t:"),
+            ..self.decision(Reason::of_limit(&r.refusal), at_ms)
+        }
+    }
+}
+
+fn decision_of(e: Option<&Entry>, reason: Reason, at_ms: u64) -> Decision {
+    Decision {
+        key: e.map(|e| e.key.id.clone()),
+        team: e.and_then(|e| e.key.team.clone()),
+        ..Decision::new(at_ms, "", reason)
+    }
 }
 
 /// Why a request could not be authenticated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AuthError {
-    /// The key is missing, unknown, revoked or expired (401).
-    Refused(KeyRefusal),
+    /// The key is missing, unknown, revoked or expired (401): the decision,
+    /// with the key's id when the table has it (revoked, expired).
+    Refused(Box<Decision>),
     /// This Envoy has no key table yet (503).
     NotReady,
 }
 
 /// Finds the key a client presented (`authorization: Bearer …` or `x-api-key`),
-/// read from the request headers already in hand. Refusals are counted.
+/// read from the request headers already in hand.
 ///
 /// Keys are required when this config says so (`required`: the control plane
 /// held keys when it sent it) or as soon as the fleet exchange brought a key
@@ -130,23 +153,19 @@ pub fn authenticate(
         };
     };
     let presented = switchyard_core::governance::presented_key(authorization, x_api_key);
-    let found = view.index.find(presented, host.now_ms());
-    match found {
+    let now = host.now_ms();
+    match view.index.find(presented, now) {
         Ok(e) => {
             let at = position(&view.index, e);
             Ok(Some(Auth { view, at }))
         }
-        Err((why, Some(e))) => {
-            let subject = e.subject.clone();
-            count_denial(host, &subject, |d| d.key += 1);
-            Err(AuthError::Refused(why))
-        }
-        Err((why, None)) => {
-            // One number: a burst of wrong keys costs two small shared-state
-            // calls each, no more.
-            add_anonymous(host, 1);
-            Err(AuthError::Refused(why))
-        }
+        // Recorded when the request ends, like every decision: a burst of
+        // wrong keys costs three small shared-state calls each, no more.
+        Err((why, e)) => Err(AuthError::Refused(Box::new(decision_of(
+            e,
+            Reason::of_key(why),
+            now,
+        )))),
     }
 }
 
@@ -156,14 +175,6 @@ fn position(index: &Index, e: &Entry) -> usize {
         .iter()
         .position(|x| std::ptr::eq(x, e))
         .unwrap_or(0)
-}
-
-/// Counts a refusal against a subject.
-pub fn count_denial(host: &impl Host, subject: &str, f: impl Fn(&mut Denials)) {
-    update(host, subject, |l| {
-        f(&mut l.denied);
-        true
-    });
 }
 
 /// Applies `f` to a subject's record (created and indexed on first use).
@@ -198,8 +209,8 @@ fn update(host: &impl Host, subject: &str, f: impl Fn(&mut Local) -> bool) -> bo
 /// What a request was admitted with, to settle at its end.
 #[derive(Clone, Debug)]
 pub struct Admission {
-    /// (subject, its limits, what it was charged) — the key, then its team
-    /// when it has limits.
+    /// (subject, its limits, what it was charged) — the key, then its team,
+    /// each when it has limits.
     subjects: Vec<(String, [Option<u64>; 4], Amounts)>,
     /// The raw estimate.
     est: Amounts,
@@ -252,7 +263,12 @@ pub fn admit(host: &impl Host, auth: &Auth, est: Amounts) -> Result<Admission, B
     let e = auth.entry();
     let now = host.now_ms();
     let envoys = auth.view.envoys;
-    let mut subjects = vec![(e.subject.clone(), e.key.limits.all(), [0; 4])];
+    // Subjects without limits have nothing to meter: no shared state is
+    // touched for them.
+    let mut subjects = Vec::with_capacity(2);
+    if e.key.limits.any() {
+        subjects.push((e.subject.clone(), e.key.limits.all(), [0; 4]));
+    }
     if let (Some(s), Some(t)) = (&e.team_subject, &e.team) {
         subjects.push((s.clone(), t.limits.all(), [0; 4]));
     }
@@ -264,7 +280,7 @@ pub fn admit(host: &impl Host, auth: &Auth, est: Amounts) -> Result<Admission, B
                 l.admit(limits, &est, now, envoys)
                     .map_err(|r| (r, Dim::ALL.map(|d| l.remaining(d, now)))),
             );
-            // A refusal is counted too.
+            // A refusal is demand: reported too.
             true
         });
         let refused = match outcome.get() {
@@ -283,16 +299,6 @@ pub fn admit(host: &impl Host, auth: &Auth, est: Amounts) -> Result<Admission, B
                     true
                 });
             }
-            if i > 0 {
-                // The key's own record counts the refusal as well.
-                count_denial(host, &subjects[0].0, |d| {
-                    if refusal.dim.is_budget() {
-                        d.budget += 1
-                    } else {
-                        d.rate += 1
-                    }
-                });
-            }
             return Err(Box::new(LimitRefusal {
                 refusal,
                 subject: subject.clone(),
@@ -309,8 +315,9 @@ pub fn admit(host: &impl Host, auth: &Auth, est: Amounts) -> Result<Admission, B
 }
 
 /// Settles an admitted request with what its attempts really used (the cost
-/// accounting's rules: usage from the answers, estimates for hedges that lost).
-pub fn settle(host: &impl Host, cfg: &FilterConfig, a: &Admission, request_id: &str) {
+/// accounting's rules: usage from the answers, estimates for hedges that lost);
+/// returns what it was charged: (tokens, micro-USD).
+pub fn settle(host: &impl Host, cfg: &FilterConfig, a: &Admission, request_id: &str) -> (u64, u64) {
     let (tokens, micros) =
         ledger::read(request_id, |entry| crate::cost::charged(cfg, entry)).unwrap_or((0, 0));
     let actual = [1, tokens, micros, micros];
@@ -321,6 +328,14 @@ pub fn settle(host: &impl Host, cfg: &FilterConfig, a: &Admission, request_id: &
             true
         });
     }
+    (tokens, micros)
+}
+
+/// Records governance's decision on a request that ended, under the request
+/// id the client saw, for the audit log.
+pub fn record(host: &impl Host, mut d: Decision, request_id: &str) {
+    (d.request_id, d.id_altered) = switchyard_core::governance::audit_request_id(request_id);
+    audit::record(host, &d);
 }
 
 // === the exchange ===
@@ -342,9 +357,10 @@ pub fn boot_id(host: &impl Host) -> String {
     if stored.is_empty() { fresh } else { stored }
 }
 
-/// Takes what the next report carries: per subject its use, demand and
-/// counters (at most `max` subjects, from `start` on, wrapping).
-pub fn take(host: &impl Host, start: usize, max: usize) -> GovReport {
+/// Takes what the next report carries: per subject its use and demand (at
+/// most `max` subjects, from `start` on, wrapping), and the decisions on
+/// requests for the audit log; and whether more decisions wait beyond them.
+pub fn take(host: &impl Host, start: usize, max: usize) -> (GovReport, bool) {
     let view = view(host);
     let now = host.now_ms();
     let index = host::shared_text(host, INDEX);
@@ -372,26 +388,23 @@ pub fn take(host: &impl Host, start: usize, max: usize) -> GovReport {
             subjects.push(r);
         }
     }
-    let anonymous = std::cell::Cell::new(0u64);
-    host::shared_update(host, ANON, |v| {
-        let n = count(v);
-        anonymous.set(n);
-        (n != 0).then(|| b"0".to_vec())
-    });
-    let table = host::shared_text(host, VERSION)
-        .split(',')
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    GovReport {
+    let (gov, more) = take_decisions(host);
+    (GovReport { subjects, ..gov }, more)
+}
+
+/// A report's governance part with the decisions on requests only (no
+/// meters: their demand is reckoned per exchange interval), and whether more
+/// decisions wait beyond them.
+pub fn take_decisions(host: &impl Host) -> (GovReport, bool) {
+    let taken = audit::take(host);
+    let gov = GovReport {
         boot: boot_id(host),
-        table,
-        subjects,
-        anonymous: Denials {
-            key: anonymous.get(),
-            ..Denials::default()
-        },
-    }
+        table: current_version(host),
+        subjects: Vec::new(),
+        decisions: taken.decisions,
+        dropped: taken.dropped,
+    };
+    (gov, taken.more)
 }
 
 /// Puts back what a report that did not arrive carried.
@@ -402,24 +415,14 @@ pub fn restore(host: &impl Host, r: &GovReport) {
             true
         });
     }
-    if r.anonymous.key != 0 {
-        add_anonymous(host, r.anonymous.key);
-    }
+    audit::restore(host, &r.decisions, r.dropped);
 }
 
-/// A counter stored as one decimal number.
-fn count(v: &[u8]) -> u64 {
-    std::str::from_utf8(v)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Counts refusals of requests without a valid key.
-fn add_anonymous(host: &impl Host, n: u64) {
-    host::shared_update(host, ANON, |v| {
-        Some(count(v).saturating_add(n).to_string().into_bytes())
-    });
+/// Forgets what a report the control plane refused as malformed carried
+/// (sending it again would not help): its decisions are counted as dropped,
+/// and the count goes with the next report.
+pub fn discard(host: &impl Host, r: &GovReport) {
+    audit::add_dropped(host, (r.decisions.len() as u64).saturating_add(r.dropped));
 }
 
 /// Stores the control plane's answer: the table when it changed, the grants. An
@@ -457,17 +460,12 @@ fn current_version(host: &impl Host) -> String {
         .to_string()
 }
 
-/// The report entries of a subject, for tests.
-#[cfg(test)]
-pub fn local(host: &impl Host, subject: &str) -> Local {
-    Local::decode(&host.shared_get(&state_key(subject)).0.unwrap_or_default())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testing::MemHost;
-    use switchyard_core::governance::{KeyRecord, Limits, hash_key, hex};
+    use switchyard_core::governance::{KeyRecord, Limits, hash_key};
+    use switchyard_core::sigv4::hex;
 
     fn table() -> Table {
         Table {
@@ -512,26 +510,94 @@ mod tests {
                 grants: vec![],
             },
         );
-        assert_eq!(
-            authenticate(&host, false, Some("Bearer sk-sy-bad"), None).unwrap_err(),
-            AuthError::Refused(KeyRefusal::Unknown)
-        );
+        let Err(AuthError::Refused(unknown)) =
+            authenticate(&host, false, Some("Bearer sk-sy-bad"), None)
+        else {
+            panic!("an unknown key is refused")
+        };
+        assert_eq!((unknown.reason, &unknown.key), (Reason::KeyUnknown, &None));
+        record(&host, *unknown, "r-0");
         let auth = authenticate(&host, false, None, Some("sk-sy-good"))
             .unwrap()
             .unwrap();
         assert_eq!(auth.entry().key.id, "key_a");
         // Credit: 4 / 2 = 2 requests before a grant.
-        assert!(admit(&host, &auth, [1, 0, 0, 0]).is_ok());
-        assert!(admit(&host, &auth, [1, 0, 0, 0]).is_ok());
+        for id in ["r-1", "r-2"] {
+            assert!(admit(&host, &auth, [1, 0, 0, 0]).is_ok());
+            let mut d = auth.decision(Reason::Admitted, host.now_ms());
+            d.micros = 12;
+            record(&host, d, id);
+        }
         let r = admit(&host, &auth, [1, 0, 0, 0]).unwrap_err();
         assert_eq!(r.refusal.dim, Dim::Requests);
-        let report = take(&host, 0, 100);
-        assert_eq!(report.anonymous.key, 1);
+        record(&host, auth.over_limit(&r, host.now_ms()), "r-3");
+        let (report, _) = take(&host, 0, 100);
         let s = &report.subjects[0];
-        assert_eq!((s.s.as_str(), s.allowed, s.denied.rate), ("k:key_a", 2, 1));
-        assert_eq!(s.dims[0].credit, 2);
+        assert_eq!((s.s.as_str(), s.dims[0].credit), ("k:key_a", 2));
         assert!(!report.boot.is_empty());
         assert_eq!(report.boot, boot_id(&host), "stable per process");
-        assert!(local(&host, "k:key_a").allowed == 0, "taken");
+        // One decision per request, in order, each as the audit log wants it.
+        let got: Vec<_> = report
+            .decisions
+            .iter()
+            .map(|d| (d.request_id.as_str(), d.key.as_deref(), d.reason, d.micros))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("r-0", None, Reason::KeyUnknown, 0),
+                ("r-1", Some("key_a"), Reason::Admitted, 12),
+                ("r-2", Some("key_a"), Reason::Admitted, 12),
+                ("r-3", Some("key_a"), Reason::RateLimitExceeded, 0),
+            ]
+        );
+        assert_eq!(report.decisions[3].limit, Some(Dim::Requests));
+        assert!(report.decisions.iter().all(|d| d.problem().is_none()));
+        // A report that did not arrive gives them back; one refused as
+        // malformed counts them as dropped.
+        restore(&host, &report);
+        let (again, _) = take(&host, 0, 100);
+        assert_eq!((again.decisions.len(), again.dropped), (4, 0));
+        discard(&host, &again);
+        let (after, _) = take(&host, 0, 100);
+        assert_eq!((after.decisions.len(), after.dropped), (0, 4));
+    }
+
+    #[test]
+    fn a_team_refusal_names_the_team_and_keys_without_limits_touch_no_meter() {
+        let host = MemHost::with_request(&[]);
+        let mut t = table();
+        t.keys[0].limits = Limits::default();
+        t.keys[0].team = Some("research".into());
+        t.teams.push(switchyard_core::governance::TeamRecord {
+            name: "research".into(),
+            limits: Limits {
+                rpm: Some(0),
+                ..Limits::default()
+            },
+        });
+        apply(
+            &host,
+            &GovState {
+                version: t.version(),
+                table: Some(t),
+                envoys: 1,
+                grants: vec![],
+            },
+        );
+        let auth = authenticate(&host, false, None, Some("sk-sy-good"))
+            .unwrap()
+            .unwrap();
+        let r = admit(&host, &auth, [1, 0, 0, 0]).unwrap_err();
+        let d = auth.over_limit(&r, 5);
+        assert_eq!(
+            (d.team.as_deref(), d.team_limit, d.reason),
+            (Some("research"), true, Reason::RateLimitExceeded)
+        );
+        assert_eq!(d.problem(), None);
+        assert!(
+            host.shared_get(&state_key("k:key_a")).0.is_none(),
+            "the key has no limits: no meter"
+        );
     }
 }

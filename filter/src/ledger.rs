@@ -8,11 +8,11 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+use switchyard_core::config::Target;
 use switchyard_core::cost::Usage;
 use switchyard_core::error::AttemptReport;
 use switchyard_core::failure::FailureClass;
 use switchyard_core::inbound::ClientApi;
-use switchyard_core::plan::Target;
 use switchyard_core::policy::Policy;
 use switchyard_core::request::Endpoint;
 

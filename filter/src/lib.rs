@@ -12,6 +12,7 @@
 //! module (`filter/wasm`) and the native dynamic module (`filter/native`).
 
 pub mod adapter;
+pub mod audit;
 pub mod background;
 pub mod budget;
 pub mod circuit;

@@ -6,9 +6,8 @@
 
 use std::borrow::Cow;
 
-use switchyard_core::config::FilterConfig;
+use switchyard_core::config::{FilterConfig, Target};
 use switchyard_core::inbound::ClientApi;
-use switchyard_core::plan::Target;
 use switchyard_core::request::Endpoint;
 
 use switchyard_core::failure::FailureClass;
@@ -45,6 +44,8 @@ pub enum Counter {
     Cost,
     /// Cost charged from prompt estimates (no usage in the answer).
     CostEstimated,
+    /// Attempts a fail-over drill failed before they were sent.
+    DrillFailures,
 }
 
 /// A gauge.
@@ -85,7 +86,7 @@ const TARGET: &[&str] = &["provider", "model"];
 
 impl Counter {
     /// Every counter.
-    pub const ALL: [Counter; 13] = [
+    pub const ALL: [Counter; 14] = [
         Counter::Requests,
         Counter::Rejections,
         Counter::Attempts,
@@ -99,6 +100,7 @@ impl Counter {
         Counter::Tokens,
         Counter::Cost,
         Counter::CostEstimated,
+        Counter::DrillFailures,
     ];
 }
 
@@ -118,6 +120,7 @@ impl Metric for Counter {
             Counter::Tokens => "switchyard_tokens_total",
             Counter::Cost => "switchyard_cost_micros_total",
             Counter::CostEstimated => "switchyard_cost_estimated_micros_total",
+            Counter::DrillFailures => "switchyard_drill_failures_total",
         }
     }
 
@@ -129,9 +132,11 @@ impl Metric for Counter {
             Counter::Fallbacks => &["route", "class"],
             Counter::Served => &["route", "position"],
             Counter::Hedges | Counter::Continuations => &["route", "outcome"],
-            Counter::Retries | Counter::CooldownSkips | Counter::Cost | Counter::CostEstimated => {
-                TARGET
-            }
+            Counter::Retries
+            | Counter::CooldownSkips
+            | Counter::Cost
+            | Counter::CostEstimated
+            | Counter::DrillFailures => TARGET,
             Counter::CircuitTransitions => &["provider", "model", "to"],
             Counter::Tokens => &["provider", "model", "kind"],
         }

@@ -295,7 +295,7 @@ mod tests {
     use crate::ledger::{Attempt, Timing};
     use crate::metrics::summarize;
     use crate::testing::MemHost;
-    use switchyard_core::plan::Target;
+    use switchyard_core::config::Target;
 
     fn attempt(target: &str, status: u16, committed: bool, start: u64, headers: u64) -> Attempt {
         Attempt {

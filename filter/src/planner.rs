@@ -11,8 +11,9 @@
 use std::sync::Arc;
 
 use serde_json::Value;
-use switchyard_core::config::FilterConfig;
+use switchyard_core::config::{FilterConfig, Target};
 use switchyard_core::failure::FailureClass;
+use switchyard_core::governance::{Decision, Reason};
 use switchyard_core::headers::{self, Disposition};
 use switchyard_core::policy::{self, Policy};
 use switchyard_core::request::Endpoint;
@@ -36,6 +37,9 @@ struct Inbound {
     model: String,
     /// Why only targets of its own API can take it.
     only_native: Option<InboundError>,
+    /// The member naming state stored at one provider, and its refusal code
+    /// ([`ClientApi::stored_state`]): only one target can take the request.
+    stored_state: Option<(&'static str, &'static str)>,
 }
 
 const MODELS_PATH: &str = "/v1/models";
@@ -96,6 +100,9 @@ pub struct Planner {
     auth: Option<governance::Auth>,
     /// What the request was admitted with, settled when it ends.
     admission: Option<governance::Admission>,
+    /// Governance's decision (admitted, or why not), recorded for the audit
+    /// log when the request ends, with its cost and final request id.
+    verdict: Option<Decision>,
 }
 
 impl Planner {
@@ -129,6 +136,7 @@ impl Planner {
             responded_ms: None,
             auth: None,
             admission: None,
+            verdict: None,
         }
     }
 
@@ -234,7 +242,7 @@ impl Planner {
     /// release, context window), or an alias with its chain, the window every
     /// target of it has (the smallest), and its newest target's release.
     fn model_entry(&self, id: &str) -> Value {
-        let info = |t: &plan::Target| {
+        let info = |t: &Target| {
             self.cfg
                 .models
                 .get(&t.to_string())
@@ -255,7 +263,7 @@ impl Planner {
                 ("switchyard".to_string(), created, window, Some(chain))
             }
             None => {
-                let t = plan::Target::parse(id);
+                let t = Target::parse(id);
                 let i = t.as_ref().map(info).unwrap_or_default();
                 let provider = t.map(|t| t.provider).unwrap_or_default();
                 (
@@ -286,7 +294,7 @@ impl Planner {
         &mut self,
         envoy: &impl Host,
         body: &[u8],
-    ) -> Result<(Vec<plan::Target>, Policy), Action> {
+    ) -> Result<(Vec<Target>, Policy), Action> {
         let req = match request::inspect(body, self.endpoint) {
             Ok(r) => r,
             Err(e) => return Err(self.reject(envoy, 400, e.code, &e.message)),
@@ -312,13 +320,20 @@ impl Planner {
         self.client_limits = policy.tighter_limits_than(base);
         self.stream = req.stream;
         let fallbacks: Vec<&str> = req.fallbacks.iter().map(|f| f.as_ref()).collect();
-        match plan::plan_with(
-            &self.cfg,
-            &req.model,
-            &fallbacks,
-            host::random_unit(envoy),
-            |t| fleet::weight_factor(envoy, t),
-        ) {
+        let planned = if self.inbound.stored_state.is_some() {
+            // State stored at one provider: the same target every time, so the
+            // configured order (no weighted draw).
+            plan::plan_in_order(&self.cfg, &req.model, &fallbacks)
+        } else {
+            plan::plan_with(
+                &self.cfg,
+                &req.model,
+                &fallbacks,
+                host::random_unit(envoy),
+                |t| fleet::weight_factor(envoy, t),
+            )
+        };
+        match planned {
             Ok(mut p) => {
                 if let Some(auth) = &self.auth {
                     let e = auth.entry();
@@ -326,7 +341,7 @@ impl Planner {
                         &self.cfg, &e.key, &req.model, &fallbacks, p,
                     );
                     if p.is_empty() {
-                        governance::count_denial(envoy, &e.subject, |d| d.model += 1);
+                        self.verdict = Some(auth.decision(Reason::ModelNotAllowed, envoy.now_ms()));
                         let msg = format!(
                             "The key `{}` may not use `{}`{}.",
                             e.key.name,
@@ -405,6 +420,19 @@ impl Planner {
                             .get(&t.provider)
                             .is_some_and(|pr| api.native_to(pr.dialect))
                     });
+                    if let Some((member, code)) = self.inbound.stored_state {
+                        if p.is_empty() {
+                            let msg = format!(
+                                "`{member}` names state stored at the provider that made it, which only a target speaking {} itself can hold, and no target of `{}` does. Send the full conversation in `input` instead.",
+                                api.path(),
+                                req.model
+                            );
+                            return Err(self.reject(envoy, 400, code, &msg));
+                        }
+                        // It lives at one provider: the first target that can
+                        // hold it, and no other (no fail-over).
+                        p.truncate(1);
+                    }
                     if p.is_empty() {
                         let msg = format!(
                             "{} No target of `{}` speaks {} itself.",
@@ -501,9 +529,16 @@ impl Planner {
                 // Last: a request refused for anything else is not charged.
                 if let Some(auth) = &self.auth {
                     let est = governance::estimate(&self.cfg, body.len(), req.max_tokens, &p);
+                    let now = envoy.now_ms();
                     match governance::admit(envoy, auth, est) {
-                        Ok(a) => self.admission = Some(a),
-                        Err(r) => return Err(self.over_limit(envoy, &r)),
+                        Ok(a) => {
+                            self.admission = Some(a);
+                            self.verdict = Some(auth.decision(Reason::Admitted, now));
+                        }
+                        Err(r) => {
+                            self.verdict = Some(auth.over_limit(&r, now));
+                            return Err(self.over_limit(envoy, &r));
+                        }
                     }
                 }
                 Ok((p, policy))
@@ -541,7 +576,7 @@ impl Planner {
     /// Why target `t` cannot take this request, if it cannot: its adapter's
     /// translation is tried here, so the plan leaves it out rather than ending on
     /// it (Envoy does not retry the adapter's local reply).
-    fn untranslatable(&self, body: &[u8], t: &plan::Target) -> Option<String> {
+    fn untranslatable(&self, body: &[u8], t: &Target) -> Option<String> {
         let provider = self.cfg.providers.get(&t.provider)?;
         if provider.dialect.speaks_openai() {
             return None;
@@ -556,7 +591,7 @@ impl Planner {
     /// targets whose circuit is open, here or fleet-wide, and targets of providers
     /// failing their health checks. When every target is held back the plan is
     /// unchanged: trying beats failing without trying.
-    fn steer(&mut self, envoy: &impl Host, plan: Vec<plan::Target>, now: u64) -> Vec<plan::Target> {
+    fn steer(&mut self, envoy: &impl Host, plan: Vec<Target>, now: u64) -> Vec<Target> {
         if plan.len() < 2 {
             return plan;
         }
@@ -580,7 +615,7 @@ impl Planner {
                 None => ready.push(t),
             }
         }
-        let back: Vec<plan::Target> = back
+        let back: Vec<Target> = back
             .into_iter()
             .map(|(t, why)| {
                 if !ready.is_empty() {
@@ -601,7 +636,7 @@ impl Planner {
         out
     }
 
-    fn publish(&mut self, envoy: &impl Host, plan: Vec<plan::Target>, policy: Policy) -> Action {
+    fn publish(&mut self, envoy: &impl Host, plan: Vec<Target>, policy: Policy) -> Action {
         // The ledger is keyed by x-request-id, which a client may choose: a request
         // whose id is empty or already in flight on this worker gets a unique one
         // (set on the held headers, so the adapter and the response carry it).
@@ -706,12 +741,17 @@ impl Planner {
             })
             .collect();
         let n = reports.len();
-        let message = format!(
+        let mut message = format!(
             "{} {} failed: {}",
             n,
             if n == 1 { "attempt" } else { "attempts" },
             summary.join("; ")
         );
+        if let (Some((member, _)), Some(t)) = (self.inbound.stored_state, entry.plan.first()) {
+            message.push_str(&format!(
+                ". The request's `{member}` names state stored at {t}: it goes there only, never to another provider."
+            ));
+        }
         let code = if n > 1 {
             "all_attempts_failed".to_string()
         } else {
@@ -796,6 +836,16 @@ impl Planner {
                 self.tighten.push((h, v.into_owned()));
             }
         }
+        let method = headers.get(":method").unwrap_or_default();
+        let path = headers.get(":path").unwrap_or_default();
+        let path = path.split('?').next().unwrap_or("");
+        // Known before anything can be refused: every answer of the gateway, a
+        // missing key's included, comes in the shape of the client's API.
+        self.client_api = match ClientApi::from_path(path) {
+            Some(api) => api,
+            None if path == COUNT_TOKENS_PATH => ClientApi::Messages,
+            None => ClientApi::Chat,
+        };
         if !credentials::ready(envoy, &self.cfg) {
             let msg =
                 "The gateway has not received its provider credentials yet; retry in a second."
@@ -812,7 +862,8 @@ impl Planner {
             );
             match found {
                 Ok(auth) => self.auth = auth,
-                Err(governance::AuthError::Refused(_)) => {
+                Err(governance::AuthError::Refused(d)) => {
+                    self.verdict = Some(*d);
                     let msg = "Invalid API key: this gateway needs a Switchyard key (`Authorization: Bearer sk-sy-…` or `x-api-key`); it was missing, unknown, revoked or expired.".to_string();
                     return self.reject_after_body(
                         envoy,
@@ -835,20 +886,13 @@ impl Planner {
                 }
             }
         }
-        let method = headers.get(":method").unwrap_or_default();
-        let path = headers.get(":path").unwrap_or_default();
-        let path = path.split('?').next().unwrap_or("");
         if path == MODELS_PATH && method == "GET" {
             return self.models(envoy);
         }
         let endpoint = match (Endpoint::from_path(path), ClientApi::from_path(path)) {
             (Some(e), _) => e,
-            (None, Some(api)) => {
-                self.client_api = api;
-                Endpoint::Chat
-            }
+            (None, Some(_)) => Endpoint::Chat,
             (None, None) if path == COUNT_TOKENS_PATH => {
-                self.client_api = ClientApi::Messages;
                 self.count_tokens = true;
                 Endpoint::Chat
             }
@@ -989,8 +1033,15 @@ impl Planner {
             drill::done(envoy, &d, served_in);
         }
         // Before the ledger entry goes: it holds what the attempts used.
-        if let Some(a) = self.admission.take() {
-            governance::settle(envoy, &self.cfg, &a, &self.request_id);
+        let charged = self
+            .admission
+            .take()
+            .map(|a| governance::settle(envoy, &self.cfg, &a, &self.request_id));
+        if let Some(mut d) = self.verdict.take() {
+            if let Some((tokens, micros)) = charged {
+                (d.tokens, d.micros) = (tokens, micros);
+            }
+            governance::record(envoy, d, &self.request_id);
         }
         // The last attempt's "no answer" has no later attempt to report it. A
         // client that left before any answer (no response status) cut it off:
@@ -1163,27 +1214,17 @@ impl Planner {
             Dim::CostDay => format!("its daily budget of ${:.2}", limit as f64 / 1e6),
             Dim::CostMonth => format!("its monthly budget of ${:.2}", limit as f64 / 1e6),
         };
-        let (code, message) = if d.is_budget() && r.refusal.exhausted {
-            (
-                "budget_exceeded",
-                format!(
-                    "{kind} `{name}` has spent {what}; it resets in {}.",
-                    switchyard_core::governance::reset_header(wait_ms)
-                ),
+        let reason = Reason::of_limit(&r.refusal);
+        let message = if reason == Reason::BudgetExceeded {
+            format!(
+                "{kind} `{name}` has spent {what}; it resets in {}.",
+                switchyard_core::governance::reset_header(wait_ms)
             )
         } else if r.refusal.exhausted {
-            (
-                "rate_limit_exceeded",
-                format!(
-                    "{kind} `{name}` reached its limit of {what}; retry after {retry_after} s."
-                ),
-            )
+            format!("{kind} `{name}` reached its limit of {what}; retry after {retry_after} s.")
         } else {
-            (
-                "rate_limit_exceeded",
-                format!(
-                    "{kind} `{name}` is at its limit of {what} on this gateway for now; retry after {retry_after} s."
-                ),
+            format!(
+                "{kind} `{name}` is at its limit of {what} on this gateway for now; retry after {retry_after} s."
             )
         };
         let mut extra: Vec<(String, String)> = vec![
@@ -1222,7 +1263,14 @@ impl Planner {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        self.reply_as(envoy, 429, "gateway_limit_error", code, &message, &extra)
+        self.reply_as(
+            envoy,
+            429,
+            "gateway_limit_error",
+            reason.code(),
+            &message,
+            &extra,
+        )
     }
 
     /// A `/v1/messages` or `/v1/responses` request in the gateway's chat form,
@@ -1263,6 +1311,7 @@ impl Planner {
                 });
                 self.inbound.stream = stream;
                 self.inbound.model = model.to_string();
+                self.inbound.stored_state = api.stored_state(&head);
                 self.inbound.original = Some(original);
                 self.inbound.only_native = Some(e);
                 Ok(serde_json::to_vec(&plan).unwrap_or_default())
@@ -1272,7 +1321,7 @@ impl Planner {
     }
 
     /// The client's own body, kept for the plan's targets that speak its API.
-    fn native_body(&mut self, plan: &[plan::Target]) -> Option<Vec<u8>> {
+    fn native_body(&mut self, plan: &[Target]) -> Option<Vec<u8>> {
         let api = self.client_api;
         let any = plan.iter().any(|t| {
             self.cfg
@@ -1435,6 +1484,45 @@ mod tests {
     }
 
     #[test]
+    fn refusals_before_the_body_come_in_the_client_apis_shape() {
+        // No provider credentials yet: 503 before authentication and before
+        // the endpoint is looked at, answered once the body is read.
+        let mut cfg = (*config("planner")).clone();
+        cfg.credentials_from_fleet = true;
+        let cfg = Arc::new(cfg);
+        for (path, anthropic) in [
+            ("/v1/messages", true),
+            ("/v1/messages/count_tokens", true),
+            ("/v1/responses", false),
+            ("/v1/chat/completions", false),
+        ] {
+            let host = MemHost::with_request(&[
+                (":method", "POST"),
+                (":path", path),
+                ("x-request-id", "r9"),
+            ]);
+            let mut p = Planner::new(cfg.clone());
+            assert_eq!(p.on_request_headers(&host, false), Action::Pause);
+            assert!(host.replies.borrow().is_empty(), "answered after the body");
+            *host.request_body.borrow_mut() = b"{}".to_vec();
+            assert_eq!(p.on_request_body(&host, 2, true), Action::Pause);
+            let replies = host.replies.borrow();
+            assert_eq!(replies[0].status, 503, "{path}");
+            let v: Value = serde_json::from_slice(&replies[0].body).unwrap();
+            if anthropic {
+                assert_eq!(v["type"], "error", "{path}: {v}");
+                assert_eq!(v["error"]["type"], "overloaded_error", "{path}: {v}");
+                let message = v["error"]["message"].as_str().unwrap();
+                assert!(message.starts_with("gateway_not_ready: "), "{message}");
+                assert_eq!(v["request_id"], "r9", "{v}");
+            } else {
+                assert_eq!(v["error"]["code"], "gateway_not_ready", "{path}: {v}");
+                assert_eq!(v["error"]["request_id"], "r9", "{v}");
+            }
+        }
+    }
+
+    #[test]
     fn every_target_cooling_is_answered_429_without_trying() {
         let host = request(&[]);
         let until = host.now + 7_500;
@@ -1457,5 +1545,75 @@ mod tests {
             "{:?}",
             replies[0].headers
         );
+    }
+
+    #[test]
+    fn each_governance_decision_is_recorded_once_under_the_request_id() {
+        use switchyard_core::governance::{GovState, KeyRecord, Limits, Table, hash_key};
+        let key = |id: &str, routes: Option<Vec<String>>, rpm: Option<u64>| KeyRecord {
+            id: id.into(),
+            name: id.into(),
+            sha256: hash_key(&format!("sk-sy-{id}"))
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+            team: Some("research".into()),
+            routes,
+            targets: None,
+            direct: false,
+            max_price: None,
+            limits: Limits {
+                rpm,
+                ..Limits::default()
+            },
+            expires_at_ms: None,
+            revoked: false,
+        };
+        let table = Table {
+            keys: vec![
+                key("good", None, None),
+                key("narrow", Some(vec!["other".into()]), None),
+                key("zero", None, Some(0)),
+            ],
+            teams: vec![],
+        };
+        let body = r#"{"model":"chat","messages":[{"role":"user","content":"secret prompt"}]}"#;
+        for (auth, reason, status) in [
+            ("sk-sy-good", Reason::Admitted, None),
+            ("sk-sy-nope", Reason::KeyUnknown, Some(401)),
+            ("sk-sy-narrow", Reason::ModelNotAllowed, Some(403)),
+            ("sk-sy-zero", Reason::RateLimitExceeded, Some(429)),
+        ] {
+            let host = request(&[("authorization", &format!("Bearer {auth}"))]);
+            governance::apply(
+                &host,
+                &GovState {
+                    version: table.version(),
+                    table: Some(table.clone()),
+                    envoys: 1,
+                    grants: vec![],
+                },
+            );
+            let (mut p, _) = plan(&host, body);
+            let replies: Vec<u16> = host.replies.borrow().iter().map(|r| r.status).collect();
+            assert_eq!(replies, status.into_iter().collect::<Vec<_>>(), "{auth}");
+            assert_eq!(crate::audit::backlog(&host), 0, "kept until it ends");
+            p.on_done(&host);
+            let taken = crate::audit::take(&host);
+            let (got, dropped) = (taken.decisions, taken.dropped);
+            assert_eq!((got.len(), dropped), (1, 0), "{auth}");
+            let d = &got[0];
+            assert_eq!((d.request_id.as_str(), d.reason), ("r1", reason), "{auth}");
+            let id = auth
+                .strip_prefix("sk-sy-")
+                .filter(|_| reason != Reason::KeyUnknown);
+            assert_eq!(d.key.as_deref(), id, "{auth}");
+            assert_eq!(d.problem(), None);
+            let json = serde_json::to_string(d).unwrap();
+            assert!(
+                !json.contains("sk-sy") && !json.contains("secret"),
+                "{json}"
+            );
+        }
     }
 }

@@ -12,7 +12,7 @@ use switchyard_core::fleet::{
     Outcome, Push, Report, RouteOutcome, Secrets, TargetLatency, Targets, Weight,
 };
 use switchyard_core::governance::{
-    Denials, Dim, DimReport, GovReport, GovState, Grant, KeyRecord, Limits, SubjectReport, Table,
+    Decision, Dim, DimReport, GovReport, GovState, Grant, KeyRecord, Limits, Reason, SubjectReport, Table,
     TeamRecord,
 };
 
@@ -104,23 +104,65 @@ fn dim_of(d: i32) -> Result<Dim, Invalid> {
     }
 }
 
-fn denials(d: &Denials) -> Option<pb::Denials> {
-    (!d.is_empty()).then_some(pb::Denials {
-        key: d.key,
-        model: d.model,
-        rate: d.rate,
-        budget: d.budget,
-    })
+fn reason(r: Reason) -> pb::Reason {
+    match r {
+        Reason::Admitted => pb::Reason::Admitted,
+        Reason::KeyMissing => pb::Reason::KeyMissing,
+        Reason::KeyUnknown => pb::Reason::KeyUnknown,
+        Reason::KeyRevoked => pb::Reason::KeyRevoked,
+        Reason::KeyExpired => pb::Reason::KeyExpired,
+        Reason::ModelNotAllowed => pb::Reason::ModelNotAllowed,
+        Reason::RateLimitExceeded => pb::Reason::RateLimitExceeded,
+        Reason::BudgetExceeded => pb::Reason::BudgetExceeded,
+    }
 }
 
-fn denials_of(d: Option<pb::Denials>) -> Denials {
-    d.map(|d| Denials {
+/// A reason the core does not know (a newer filter) makes the report invalid,
+/// as an unknown `reason` string does in the JSON exchange.
+fn reason_of(r: i32) -> Result<Reason, Invalid> {
+    match pb::Reason::try_from(r) {
+        Ok(pb::Reason::Admitted) => Ok(Reason::Admitted),
+        Ok(pb::Reason::KeyMissing) => Ok(Reason::KeyMissing),
+        Ok(pb::Reason::KeyUnknown) => Ok(Reason::KeyUnknown),
+        Ok(pb::Reason::KeyRevoked) => Ok(Reason::KeyRevoked),
+        Ok(pb::Reason::KeyExpired) => Ok(Reason::KeyExpired),
+        Ok(pb::Reason::ModelNotAllowed) => Ok(Reason::ModelNotAllowed),
+        Ok(pb::Reason::RateLimitExceeded) => Ok(Reason::RateLimitExceeded),
+        Ok(pb::Reason::BudgetExceeded) => Ok(Reason::BudgetExceeded),
+        Ok(pb::Reason::Unspecified) | Err(_) => {
+            Err(Invalid(format!("decision with unknown reason {r}")))
+        }
+    }
+}
+
+fn decision(d: &Decision) -> pb::Decision {
+    pb::Decision {
+        at_ms: d.at_ms,
+        request_id: d.request_id.clone(),
+        id_altered: d.id_altered,
+        key: d.key.clone(),
+        team: d.team.clone(),
+        reason: reason(d.reason) as i32,
+        limit: d.limit.map(|l| dim(l) as i32),
+        team_limit: d.team_limit,
+        micros: d.micros,
+        tokens: d.tokens,
+    }
+}
+
+fn decision_of(d: pb::Decision) -> Result<Decision, Invalid> {
+    Ok(Decision {
+        at_ms: d.at_ms,
+        request_id: d.request_id,
+        id_altered: d.id_altered,
         key: d.key,
-        model: d.model,
-        rate: d.rate,
-        budget: d.budget,
+        team: d.team,
+        reason: reason_of(d.reason)?,
+        limit: d.limit.map(dim_of).transpose()?,
+        team_limit: d.team_limit,
+        micros: d.micros,
+        tokens: d.tokens,
     })
-    .unwrap_or_default()
 }
 
 fn gov_report(g: &GovReport) -> pb::GovReport {
@@ -149,13 +191,10 @@ fn gov_report(g: &GovReport) -> pb::GovReport {
                         lent: d.lent,
                     })
                     .collect(),
-                allowed: s.allowed,
-                denied: denials(&s.denied),
-                cost_micros: s.cost_micros,
-                tokens: s.tokens,
             })
             .collect(),
-        anonymous: denials(&g.anonymous),
+        decisions: g.decisions.iter().map(decision).collect(),
+        dropped: g.dropped,
     }
 }
 
@@ -241,17 +280,19 @@ fn gov_report_of(g: pb::GovReport) -> Result<GovReport, Invalid> {
         subjects.push(SubjectReport {
             s: s.s,
             dims,
-            allowed: s.allowed,
-            denied: denials_of(s.denied),
-            cost_micros: s.cost_micros,
-            tokens: s.tokens,
         });
     }
+    let decisions = g
+        .decisions
+        .into_iter()
+        .map(decision_of)
+        .collect::<Result<_, _>>()?;
     Ok(GovReport {
         boot: g.boot,
         table: g.table,
         subjects,
-        anonymous: denials_of(g.anonymous),
+        decisions,
+        dropped: g.dropped,
     })
 }
 
@@ -553,18 +594,27 @@ mod tests {
                             pending: 7,
                             lent: true,
                         }],
-                        allowed: 2,
-                        denied: Denials {
-                            rate: 1,
-                            ..Denials::default()
-                        },
-                        cost_micros: 44,
-                        tokens: 55,
                     }],
-                    anonymous: Denials {
-                        key: 3,
-                        ..Denials::default()
-                    },
+                    decisions: vec![
+                        Decision {
+                            at_ms: 7,
+                            request_id: "r1".into(),
+                            id_altered: true,
+                            key: Some("k1".into()),
+                            team: Some("t".into()),
+                            reason: Reason::RateLimitExceeded,
+                            limit: Some(Dim::Tokens),
+                            team_limit: true,
+                            micros: 0,
+                            tokens: 0,
+                        },
+                        Decision {
+                            micros: 44,
+                            tokens: 55,
+                            ..Decision::new(8, "r2", Reason::Admitted)
+                        },
+                    ],
+                    dropped: 3,
                 }),
                 credentials: "c1".into(),
             },

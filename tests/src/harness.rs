@@ -11,7 +11,8 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -182,6 +183,11 @@ impl Proc {
         }
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The log so far.
     pub fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -214,6 +220,29 @@ impl Proc {
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Stops the process as the kubelet stops a container: SIGTERM, then
+    /// SIGKILL if it is still running after `grace`. Its exit status, or `None`
+    /// when it had to be killed.
+    pub fn terminate(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Some(status);
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + grace;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Kills the process and waits for it.
@@ -390,9 +419,17 @@ pub struct GatewayBuilder {
     workers: u32,
     delta: bool,
     tls: Option<ControlTls>,
+    filter: Option<String>,
+    stats_listener: bool,
 }
 
 impl GatewayBuilder {
+    /// The config's `filter:` line, instead of this run's build (`paths.filter_yaml()`).
+    pub fn filter_yaml(mut self, line: &str) -> Self {
+        self.filter = Some(line.to_string());
+        self
+    }
+
     /// Adds a provider.
     pub fn provider(mut self, p: impl Into<ProviderSpec>) -> Self {
         self.providers.push(p.into());
@@ -435,6 +472,15 @@ impl GatewayBuilder {
         self
     }
 
+    /// The first Envoy's bootstrap gets the stats-only listener for Prometheus
+    /// (`switchyard bootstrap --stats-addr`, on an ephemeral loopback port:
+    /// [`Gateway::stats`]), and with it an admin on a fixed port, which that
+    /// listener's cluster dials.
+    pub fn stats_listener(mut self) -> Self {
+        self.stats_listener = true;
+        self
+    }
+
     /// Mutual TLS between the Envoys and the control plane.
     pub fn control_tls(mut self, tls: ControlTls) -> Self {
         self.tls = Some(tls);
@@ -451,7 +497,7 @@ impl GatewayBuilder {
     pub fn config_text(&self, paths: &Paths) -> String {
         let mut y = String::new();
         let _ = writeln!(y, "listener: {{ address: 127.0.0.1, port: 0 }}");
-        let _ = writeln!(y, "{}", paths.filter_yaml());
+        let _ = writeln!(y, "{}", self.filter.clone().unwrap_or_else(|| paths.filter_yaml()));
         // The mock providers take their misbehaviour from the client's `x-mock`
         // header, which (like any client header) only reaches them when forwarded.
         let _ = writeln!(y, "forward_headers: [x-mock]");
@@ -491,43 +537,8 @@ impl GatewayBuilder {
         let config = dir.join("switchyard.yaml");
         std::fs::write(&config, self.config_text(paths)).expect("write config");
         let data_dir = dir.join("data");
-        let mut cp = Proc::spawn(
-            "switchyard",
-            dir,
-            Command::new(&paths.switchyard)
-                .args([
-                    "serve",
-                    "--xds-addr",
-                    "127.0.0.1:0",
-                    "--status-addr",
-                    "127.0.0.1:0",
-                    "--admin-addr",
-                    "127.0.0.1:0",
-                    "--health-addr",
-                    "127.0.0.1:0",
-                    "--data-dir",
-                ])
-                .arg(&data_dir)
-                .arg("--config")
-                .arg(&config)
-                .args(self.tls.as_ref().map(ControlTls::serve_args).unwrap_or_default()),
-        );
-        let xds: SocketAddr = cp
-            .wait_for_line("listening on", Duration::from_secs(10))
-            .parse()
-            .expect("xds address");
-        let status = cp.wait_for_line("status on ", Duration::from_secs(1));
-        let status: SocketAddr = status
-            .trim_start_matches("http://")
-            .trim_start_matches("https://")
-            .trim_end_matches("/status")
-            .parse()
-            .expect("status address");
-        let admin_api = cp.wait_for_line("admin API on http://", Duration::from_secs(1));
-        let admin_api: SocketAddr = admin_api
-            .trim_end_matches("/admin/v1")
-            .parse()
-            .expect("admin API address");
+        let tls_args = self.tls.as_ref().map(ControlTls::serve_args).unwrap_or_default();
+        let (cp, xds, status, admin_api) = spawn_control_plane(paths, dir, "switchyard", &config, &data_dir, &tls_args);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let node = format!("test-envoy-{n}");
         let envoy = start_envoy(
@@ -540,6 +551,7 @@ impl GatewayBuilder {
             self.workers.max(1),
             self.delta,
             self.tls.as_ref(),
+            self.stats_listener,
         );
         let mut gw = Gateway {
             host: paths.host,
@@ -550,6 +562,7 @@ impl GatewayBuilder {
                 .unwrap_or_default(),
             url: String::new(),
             admin: String::new(),
+            stats: String::new(),
             config,
             xds,
             status,
@@ -565,6 +578,57 @@ impl GatewayBuilder {
     }
 }
 
+/// Starts `switchyard serve` on ephemeral loopback ports with `config`,
+/// `data_dir` and `extra` arguments (e.g. [`ControlTls`]'s); returns it with its
+/// xDS, status and admin API addresses.
+pub fn spawn_control_plane(
+    paths: &Paths,
+    dir: &Path,
+    name: &str,
+    config: &Path,
+    data_dir: &Path,
+    extra: &[String],
+) -> (Proc, SocketAddr, SocketAddr, SocketAddr) {
+    let mut cp = Proc::spawn(
+        name,
+        dir,
+        Command::new(&paths.switchyard)
+            .args([
+                "serve",
+                "--xds-addr",
+                "127.0.0.1:0",
+                "--status-addr",
+                "127.0.0.1:0",
+                "--admin-addr",
+                "127.0.0.1:0",
+                "--health-addr",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .arg("--config")
+            .arg(config)
+            .args(extra),
+    );
+    let xds: SocketAddr = cp
+        .wait_for_line("listening on", Duration::from_secs(10))
+        .parse()
+        .expect("xds address");
+    let status = cp.wait_for_line("status on ", Duration::from_secs(1));
+    let status: SocketAddr = status
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .trim_end_matches("/status")
+        .parse()
+        .expect("status address");
+    let admin_api = cp.wait_for_line("admin API on http://", Duration::from_secs(1));
+    let admin_api: SocketAddr = admin_api
+        .trim_end_matches("/admin/v1")
+        .parse()
+        .expect("admin API address");
+    (cp, xds, status, admin_api)
+}
+
 /// Starts one Envoy from a bootstrap generated for the gateway's config file
 /// (its `limits:` set the bootstrap's connection and heap limits).
 #[allow(clippy::too_many_arguments)]
@@ -578,9 +642,22 @@ fn start_envoy(
     workers: u32,
     delta: bool,
     tls: Option<&ControlTls>,
+    stats_listener: bool,
 ) -> Proc {
     let mut cmd = Command::new(&paths.switchyard);
-    cmd.args(["bootstrap", "--node", node, "--admin", "127.0.0.1:0", "--xds"]);
+    cmd.args(["bootstrap", "--node", node]);
+    if stats_listener {
+        // The stats listener's cluster must know the admin's port: a free one,
+        // not Envoy's choice (`:0`).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        cmd.args(["--admin", &format!("127.0.0.1:{port}"), "--stats-addr", "127.0.0.1:0"]);
+    } else {
+        cmd.args(["--admin", "127.0.0.1:0"]);
+    }
+    cmd.arg("--xds");
     match tls {
         None => cmd.arg(xds.to_string()),
         Some(t) => cmd
@@ -640,6 +717,9 @@ pub struct Gateway {
     pub url: String,
     /// `http://127.0.0.1:PORT` of the first Envoy's admin.
     pub admin: String,
+    /// `http://127.0.0.1:PORT` of the first Envoy's stats-only listener
+    /// ([`GatewayBuilder::stats_listener`]), else empty.
+    pub stats: String,
     /// The control plane's config file (rewrite it to hot-reload).
     pub config: PathBuf,
     /// The control plane's ADS address.
@@ -683,13 +763,17 @@ impl Gateway {
                 let admin = format!("http://{}", admin.trim());
                 // The port shows up while the listener is still warming: wait until it
                 // accepts connections.
-                if let Some(port) = listener_port(&client, &admin).await
+                if let Some(port) = listener_port(&client, &admin, "switchyard").await
                     && tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
                     && gateway_ready(&client, &admin, self.host).await
                 {
                     let url = format!("http://127.0.0.1:{port}");
                     if i == 0 {
                         self.url = url.clone();
+                        // A static listener: bound before the one from the control plane.
+                        if let Some(stats) = listener_port(&client, &admin, STATS_LISTENER).await {
+                            self.stats = format!("http://127.0.0.1:{stats}");
+                        }
                         self.admin = admin;
                     }
                     if self.urls.len() <= i {
@@ -718,10 +802,47 @@ impl Gateway {
             1,
             false,
             self.tls.as_ref(),
+            false,
         ));
         let i = self.envoys.len() - 1;
         self.wait_ready(i).await;
         i
+    }
+
+    /// Starts a second control plane on the same config file, with its own
+    /// data directory and ports (`data-<n>`: its own audit log and admin
+    /// token; a `governance: { database: … }` in the config makes the two share
+    /// the key database), and one Envoy of its own: another gateway.
+    pub async fn start_replica(&self, paths: &Paths) -> Gateway {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = self.config.parent().map(Path::to_path_buf).unwrap_or_default();
+        let data_dir = dir.join(format!("data-{n}"));
+        let (cp, xds, status, admin_api) = spawn_control_plane(
+            paths,
+            &dir,
+            &format!("switchyard-{n}"),
+            &self.config,
+            &data_dir,
+            &self.tls.as_ref().map(ControlTls::serve_args).unwrap_or_default(),
+        );
+        let mut gw = Gateway {
+            host: self.host,
+            filter_file: self.filter_file.clone(),
+            url: String::new(),
+            admin: String::new(),
+            stats: String::new(),
+            config: self.config.clone(),
+            xds,
+            status,
+            admin_api,
+            data_dir,
+            envoys: Vec::new(),
+            urls: Vec::new(),
+            cp,
+            tls: self.tls.clone(),
+        };
+        gw.add_envoy(paths).await;
+        gw
     }
 
     /// Kills the control plane (Envoys keep their last config).
@@ -892,7 +1013,11 @@ async fn gateway_ready(client: &reqwest::Client, admin: &str, host: FilterHost) 
         .any(|l| l.trim() == format!("{name}: 1"))
 }
 
-async fn listener_port(client: &reqwest::Client, admin: &str) -> Option<u16> {
+/// The name of the bootstrap's stats-only listener (`switchyard bootstrap --stats-addr`).
+pub const STATS_LISTENER: &str = "switchyard_prometheus";
+
+/// The port Envoy `admin`'s listener `name` is bound to.
+async fn listener_port(client: &reqwest::Client, admin: &str, name: &str) -> Option<u16> {
     let v: Value = client
         .get(format!("{admin}/listeners?format=json"))
         .send()
@@ -904,7 +1029,7 @@ async fn listener_port(client: &reqwest::Client, admin: &str) -> Option<u16> {
     v.get("listener_statuses")?
         .as_array()?
         .iter()
-        .find(|l| l.get("name").and_then(Value::as_str) == Some("switchyard"))?
+        .find(|l| l.get("name").and_then(Value::as_str) == Some(name))?
         .pointer("/local_address/socket_address/port_value")?
         .as_u64()
         .and_then(|p| u16::try_from(p).ok())
@@ -921,6 +1046,60 @@ fn regex_escape(s: &str) -> String {
             }
         })
         .collect()
+}
+
+// === the served filter ===
+
+/// The Wasm build with a custom section appended: another build (another
+/// SHA-256), the same behaviour.
+pub fn wasm_rebuilt(wasm: &[u8], tag: &[u8]) -> Vec<u8> {
+    let name = b"switchyard-test";
+    let mut out = wasm.to_vec();
+    out.push(0); // custom section
+    let size = 1 + name.len() + tag.len();
+    assert!(size < 128 && name.len() < 128, "one-byte LEB128 lengths");
+    out.push(size as u8);
+    out.push(name.len() as u8);
+    out.extend_from_slice(name);
+    out.extend_from_slice(tag);
+    out
+}
+
+/// The code sources of the filters in Envoy `admin`'s active listener (not one
+/// still warming or draining): `(uri, sha256)` of each remote one, and whether
+/// any filter names a local file.
+pub async fn listener_code(admin: &str) -> (Vec<(String, String)>, bool) {
+    let dump: Value = reqwest::get(format!("{admin}/config_dump?resource=dynamic_listeners"))
+        .await
+        .expect("Envoy admin")
+        .json()
+        .await
+        .expect("config dump JSON");
+    let mut remote = Vec::new();
+    collect_remote(&dump, &mut remote);
+    (remote, dump.to_string().contains("\"filename\""))
+}
+
+fn collect_remote(v: &Value, out: &mut Vec<(String, String)>) {
+    match v {
+        Value::Object(m) => {
+            if let Some(active) = m.get("active_state") {
+                collect_remote(active, out);
+                return;
+            }
+            if let (Some(uri), Some(sha)) = (
+                m.get("http_uri").and_then(|u| u.get("uri")).and_then(Value::as_str),
+                m.get("sha256").and_then(Value::as_str),
+            ) {
+                out.push((uri.to_string(), sha.to_string()));
+            }
+            for x in m.values() {
+                collect_remote(x, out);
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| collect_remote(x, out)),
+        _ => {}
+    }
 }
 
 /// Parses an SSE body into its `data:` payloads.
@@ -962,4 +1141,90 @@ pub fn recorded_header(req: &Value, name: &str) -> Vec<String> {
 /// A minimal chat request.
 pub fn chat_body(model: &str) -> Value {
     serde_json::json!({"model": model, "messages": [{"role": "user", "content": "Say hello"}]})
+}
+
+/// Clients sending `chat` completions in a loop until stopped, counting what was
+/// served and keeping every failure: the "no request failed while …" of the
+/// rollout and reload tests.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<Mutex<Vec<String>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// Starts `clients` loops. Turn `n` of client `i` posts to
+    /// `target(i, n)` = (a label for failures, the gateway's base URL); an
+    /// answer counts as served when it is a 200 and `served(label, &answer)`
+    /// holds, anything else as a failure (`"<ms since start> ms <label>: <status>
+    /// <body>"`).
+    pub fn start<T, S>(clients: usize, target: T, served: S) -> Load
+    where
+        T: Fn(usize, usize) -> (String, String) + Send + Sync + 'static,
+        S: Fn(&str, &reqwest::Response) -> bool + Send + Sync + 'static,
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(Mutex::new(Vec::new()));
+        let (target, served) = (Arc::new(target), Arc::new(served));
+        let t0 = Instant::now();
+        let tasks = (0..clients)
+            .map(|i| {
+                let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+                let (target, served) = (target.clone(), served.clone());
+                tokio::spawn(async move {
+                    let client = reqwest::Client::new();
+                    let mut turn = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let (label, url) = target(i, turn);
+                        turn += 1;
+                        let r = client
+                            .post(format!("{url}/v1/chat/completions"))
+                            .timeout(Duration::from_secs(10))
+                            .json(&chat_body("chat"))
+                            .send()
+                            .await;
+                        let at = t0.elapsed().as_millis();
+                        let failure = match r {
+                            Ok(r) if r.status() == 200 && served(&label, &r) => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
+                            Ok(r) => {
+                                let status = r.status();
+                                let body = r.text().await.unwrap_or_default();
+                                format!("{at} ms {label}: {status} {body}")
+                            }
+                            Err(e) => format!("{at} ms {label}: {e:?}"),
+                        };
+                        if let Ok(mut f) = failed.lock() {
+                            f.push(failure);
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failed,
+            tasks,
+        }
+    }
+
+    /// Requests served so far.
+    pub fn served(&self) -> u64 {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    /// Stops every client; the requests served and the failures.
+    pub async fn stop(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let failed = self.failed.lock().map(|f| f.clone()).unwrap_or_default();
+        (self.ok.load(Ordering::Relaxed), failed)
+    }
 }

@@ -1,6 +1,7 @@
 //! A real Prometheus for a test: Debian's `prometheus` (installed by `make
 //! setup`; `PROMETHEUS_BIN` overrides), on a loopback port of its own, scraping
-//! Envoys' admin `/stats/prometheus` every second, queried over its HTTP API.
+//! Envoys' `/stats/prometheus` (admin or stats-only listener) every second,
+//! queried over its HTTP API.
 //! Also a parser for Prometheus' text exposition format, to read
 //! `/stats/prometheus` directly.
 
@@ -71,8 +72,9 @@ fn free_port() -> u16 {
 }
 
 impl Prometheus {
-    /// Starts Prometheus in `dir`, scraping `/stats/prometheus` of each admin
-    /// address (`http://host:port` or `host:port`), with `rule_files` loaded.
+    /// Starts Prometheus in `dir`, scraping `/stats/prometheus` of each address
+    /// (an Envoy's admin or its stats-only listener; `http://host:port` or
+    /// `host:port`), with `rule_files` loaded.
     pub async fn start(dir: &Path, admins: &[String], rule_files: &[PathBuf]) -> Prometheus {
         let bin = binary();
         assert!(

@@ -19,7 +19,9 @@ use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType,
 };
-use switchyard_tests::harness::{ControlTls, Dialect, Gateway, Mock, Paths, Proc, Scratch, chat_body};
+use switchyard_tests::harness::{
+    ControlTls, Dialect, Gateway, Mock, Paths, Proc, Scratch, chat_body, spawn_control_plane,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls::{self, pki_types::ServerName};
 
@@ -105,6 +107,28 @@ impl ServerFiles {
             "--tls-client-ca".into(),
             self.client_ca.display().to_string(),
         ]
+    }
+}
+
+/// The control channel's TLS for a gateway whose Envoys share one fleet
+/// certificate, as the Helm chart issues it (the rule lets it be served as any
+/// test Envoy's node id), dialling the control plane by name (the fleet
+/// cluster is LOGICAL_DNS, its DNS SAN checked); files under `dir`.
+fn fleet_tls(dir: &Path, cp_ca: &Ca, fleet_ca: &Ca) -> ControlTls {
+    let server = ServerFiles::write(dir, cp_ca, fleet_ca);
+    let (cert, key) = fleet_ca.leaf("test-fleet", false, &[]);
+    let envoy_dir = dir.join("envoy-tls");
+    std::fs::create_dir_all(&envoy_dir).unwrap();
+    ControlTls {
+        server_cert: server.cert.clone(),
+        server_key: server.key.clone(),
+        client_ca: server.client_ca.clone(),
+        node_rules: vec!["test-fleet=test-envoy-*".into()],
+        serve_args: vec!["--advertise-addr".into(), "localhost:0".into()],
+        envoy_cert: put(&envoy_dir, "tls.crt", &cert),
+        envoy_key: put(&envoy_dir, "tls.key", &key),
+        envoy_ca: put(&envoy_dir, "ca.crt", &cp_ca.pem()),
+        host: "localhost".into(),
     }
 }
 
@@ -259,38 +283,7 @@ fn serve(paths: &Paths, dir: &Path, name: &str, config: &str, args: &[String]) -
     let file = dir.join(format!("{name}.yaml"));
     std::fs::write(&file, config).unwrap();
     let data = dir.join(format!("{name}-data"));
-    let mut proc = Proc::spawn(
-        name,
-        dir,
-        Command::new(&paths.switchyard)
-            .args(["serve", "--config"])
-            .arg(&file)
-            .args([
-                "--xds-addr",
-                "127.0.0.1:0",
-                "--status-addr",
-                "127.0.0.1:0",
-                "--admin-addr",
-                "127.0.0.1:0",
-                "--health-addr",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(&data)
-            .args(args),
-    );
-    proc.wait_for_line("health on http://", Duration::from_secs(10));
-    let xds = proc
-        .wait_for_line("listening on", Duration::from_secs(10))
-        .parse()
-        .unwrap();
-    let status = proc.wait_for_line("status on ", Duration::from_secs(1));
-    let status = status
-        .trim_start_matches("https://")
-        .trim_start_matches("http://")
-        .trim_end_matches("/status")
-        .parse()
-        .unwrap();
+    let (proc, xds, status, _) = spawn_control_plane(paths, dir, name, &file, &data, args);
     let token = std::fs::read_to_string(data.join("admin-token"))
         .unwrap()
         .trim()
@@ -314,24 +307,7 @@ async fn envoys_get_config_and_share_fleet_state_over_mutual_tls() {
     let paths = Paths::discover();
     let dir = Scratch::new("control-tls");
     let (cp_ca, fleet_ca) = (Ca::new("control-plane CA"), Ca::new("fleet CA"));
-    let server = ServerFiles::write(&dir.0, &cp_ca, &fleet_ca);
-    // One certificate for the fleet, as the Helm chart issues it; the rule lets
-    // it be served as any test Envoy's node id.
-    let (cert, key) = fleet_ca.leaf("test-fleet", false, &[]);
-    let envoy_dir = dir.0.join("envoy-tls");
-    std::fs::create_dir_all(&envoy_dir).unwrap();
-    let tls = ControlTls {
-        server_cert: server.cert.clone(),
-        server_key: server.key.clone(),
-        client_ca: server.client_ca.clone(),
-        node_rules: vec!["test-fleet=test-envoy-*".into()],
-        // The fleet cluster by name (LOGICAL_DNS, DNS SAN checked).
-        serve_args: vec!["--advertise-addr".into(), "localhost:0".into()],
-        envoy_cert: put(&envoy_dir, "tls.crt", &cert),
-        envoy_key: put(&envoy_dir, "tls.key", &key),
-        envoy_ca: put(&envoy_dir, "ca.crt", &cp_ca.pem()),
-        host: "localhost".into(),
-    };
+    let tls = fleet_tls(&dir.0, &cp_ca, &fleet_ca);
     let a = Mock::start(&paths, &dir.0, "a", Dialect::Openai, &[]);
     let b = Mock::start(&paths, &dir.0, "b", Dialect::Anthropic, &[]);
     let mut gw = Gateway::builder()
@@ -690,4 +666,59 @@ async fn ready_turns_200_once_the_control_plane_serves() {
         .unwrap();
     assert!(tokio::net::TcpStream::connect(xds).await.is_ok());
     assert_eq!(get("/nope").await.unwrap().status(), 404);
+}
+
+/// (f) The filter served by the control plane (`filter: { wasm, serve: true }`)
+/// reaches two Envoys over the mutual-TLS fleet cluster, checked by SHA-256;
+/// the status port gives it only to certified clients (or the admin token).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoys_fetch_the_served_filter_over_mutual_tls() {
+    let mut paths = Paths::discover();
+    // Served filters are Wasm only (the native module is refused).
+    paths.host = switchyard_tests::harness::FilterHost::Wasm;
+    let dir = Scratch::new("control-tls-served");
+    let (cp_ca, fleet_ca) = (Ca::new("control-plane CA"), Ca::new("fleet CA"));
+    let tls = fleet_tls(&dir.0, &cp_ca, &fleet_ca);
+    let wasm = std::fs::read(&paths.wasm).unwrap();
+    let served = dir.0.join("switchyard_filter.wasm");
+    std::fs::write(&served, &wasm).unwrap();
+    let a = Mock::start(&paths, &dir.0, "a", Dialect::Openai, &[]);
+    let mut gw = Gateway::builder()
+        .filter_yaml(&format!("filter: {{ wasm: \"{}\", serve: true }}", served.display()))
+        .provider(&a)
+        .route("chat", &["a/m-a"])
+        .control_tls(tls)
+        .start(&paths, &dir)
+        .await;
+    gw.add_envoy(&paths).await;
+    for url in &gw.urls {
+        let r = reqwest::Client::new()
+            .post(format!("{url}/v1/chat/completions"))
+            .json(&chat_body("chat"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // The listeners name the build on the TLS status port by host name.
+    let sha = switchyard_core::sigv4::sha256_hex(&wasm);
+    let path = format!("/filter/v1/{sha}.wasm");
+    let dump = reqwest::get(format!("{}/config_dump?resource=dynamic_listeners", gw.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        dump.contains(&format!("http://localhost:{}{path}", gw.status.port())) && dump.contains(&sha),
+        "no remote code source in the listener"
+    );
+    assert!(!dump.contains("\"filename\""), "a filter still names a local file");
+    let certified = client(&cp_ca, Some(&fleet_ca.leaf("test-fleet", false, &[])));
+    let (code, body) = https(gw.status, certified, "GET", &path, None, "").await.unwrap();
+    assert_eq!(code, 200);
+    assert!(body.len() >= wasm.len() / 2, "a filter build, {} bytes", body.len());
+    let anonymous = client(&cp_ca, None);
+    let (code, _) = https(gw.status, anonymous, "GET", &path, None, "").await.unwrap();
+    assert_eq!(code, 401, "the filter to a client without a certificate");
 }

@@ -158,6 +158,12 @@ async fn a_drill_fails_the_target_over_and_passes() {
     assert_eq!(s["drill"]["spec"]["target"], "a/gpt");
     let r = gw.chat(&chat_body("chat"), &[]).await;
     assert_eq!(served(&r).0, "b", "the drill fails every attempt to a");
+    // ...and the metrics show the drill's failures apart from real ones.
+    let drilled = gw
+        .filter_stat("switchyard_drill_failures_total.provider.a.model.gpt")
+        .await
+        .unwrap_or(0);
+    assert!(drilled > 0, "no drill failures counted");
 
     let (code, out, err) = drill.await.unwrap();
     stop.store(true, Ordering::Relaxed);

@@ -209,8 +209,12 @@ async fn anthropic_sdk_against_every_dialect() {
         let failed = &v[key];
         assert!(failed.is_object(), "{key}: {v}");
         assert_eq!(failed["body"]["type"], "error", "{key}: {v}");
+        // Anthropic's error has no `code`: the gateway's leads the message.
         let message = failed["body"]["error"]["message"].as_str().unwrap();
-        assert!(message.starts_with("2 attempts failed"), "{key}: {message}");
+        assert!(
+            message.starts_with("all_attempts_failed: 2 attempts failed"),
+            "{key}: {message}"
+        );
         assert!(failed["request_id"].is_string(), "{key}: {v}");
         assert!(
             failed["content_type"].as_str().unwrap().starts_with("application/json"),
@@ -468,12 +472,6 @@ async fn messages_pass_through_to_anthropic_untouched() {
     assert_eq!(got["path"], "/v1/chat/completions");
     assert!(recorded_header(got, "anthropic-beta").is_empty(), "{got}");
 
-    // GATEWAY BUG (found by this test): the client's `anthropic-beta` never
-    // reaches the Anthropic target. The planner's `filter_headers`
-    // (filter/src/planner.rs) keeps in `client_headers` only the headers a
-    // provider's `forward_headers` names (`core::headers::disposition` drops the
-    // rest), so the adapter's `native_header` (filter/src/adapter.rs), which
-    // forwards `anthropic-beta` to native Messages targets, never sees it.
     assert_eq!(
         betas,
         vec![vec![beta.to_string()], vec![beta.to_string()]],
@@ -694,7 +692,10 @@ async fn errors_come_in_the_client_apis_shape() {
     assert_eq!(v["type"], "error", "{v}");
     assert_eq!(v["error"]["type"], "overloaded_error", "{v}");
     let message = v["error"]["message"].as_str().unwrap();
-    assert!(message.starts_with("2 attempts failed"), "{message}");
+    assert!(
+        message.starts_with("all_attempts_failed: 2 attempts failed"),
+        "{message}"
+    );
     assert!(
         message.contains("oa/gpt-4o-mini") && message.contains("an/claude-haiku"),
         "{message}"
@@ -722,6 +723,247 @@ async fn errors_come_in_the_client_apis_shape() {
     assert_eq!(status, 400, "{text}");
     let v: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+}
+
+/// (e) The gateway's own refusals — authentication, checked before anything
+/// else; permissions; limits — come in the client API's shape too, as the
+/// official Anthropic SDK sees them, and an Anthropic client tells
+/// `budget_exceeded` from `rate_limit_exceeded` (both Anthropic
+/// `rate_limit_error`s) by the code leading the message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn governance_refusals_come_in_the_client_apis_shape() {
+    let paths = Paths::discover();
+    let dir = Scratch::new("inbound-refusals");
+    let oa = Mock::start(&paths, &dir.0, "oa", Dialect::Openai, &[]);
+    let an = Mock::start(&paths, &dir.0, "an", Dialect::Anthropic, &[]);
+    let gw = Gateway::builder()
+        .provider(&oa)
+        .provider(&an)
+        .route("chat", &["an/claude-haiku", "oa/gpt-4o-mini"])
+        .route("other", &["oa/gpt-4o-mini"])
+        .yaml(
+            "prices:\n  an/claude-haiku: { input: 1.0, output: 2.0 }\n  oa/gpt-4o-mini: { input: 1.0, output: 2.0 }\n",
+        )
+        .start(&paths, &dir)
+        .await;
+    let (_, good) = gw.create_key(&json!({"name": "good"})).await;
+    gw.wait_for_key(&good, "chat").await;
+    let (revoked_id, revoked) = gw.create_key(&json!({"name": "gone"})).await;
+    let (_, expired) = gw
+        .create_key(&json!({"name": "old", "expires_at_ms": 1_000_000_000_000u64}))
+        .await;
+    let (_, other_only) = gw.create_key(&json!({"name": "other-only", "routes": ["other"]})).await;
+    let (_, slow) = gw.create_key(&json!({"name": "slow", "limits": {"rpm": 2}})).await;
+    let (_, broke) = gw
+        .create_key(&json!({"name": "broke", "limits": {"budget_day_usd": 0.000001}}))
+        .await;
+    let (s, _) = gw
+        .admin_call("POST", &format!("/admin/v1/keys/{revoked_id}/revoke"), None)
+        .await;
+    assert_eq!(s, 200);
+    // Every Envoy has the newest table within a second (revocation.rs measures it).
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    let before = oa.requests().await.len() + an.requests().await.len();
+
+    // No key at all, in raw HTTP: Anthropic's shape for both Messages paths,
+    // OpenAI's for Responses, each with the request id.
+    for path in ["/v1/messages", "/v1/messages/count_tokens"] {
+        let (status, h, text) = post(&gw, path, &messages_body("chat", "hi"), &[]).await;
+        assert_eq!(status, 401, "{path}: {text}");
+        assert!(header(&h, "content-type").starts_with("application/json"));
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["type"], "error", "{path}: {v}");
+        assert_eq!(v["error"]["type"], "authentication_error", "{path}: {v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with("invalid_api_key: "), "{path}: {message}");
+        assert!(!header(&h, "x-request-id").is_empty());
+        assert_eq!(v["request_id"], header(&h, "x-request-id"), "{path}: {v}");
+        assert!(v.get("code").is_none() && v["error"].get("code").is_none(), "{v}");
+    }
+    let (status, h, text) = post(&gw, "/v1/responses", &json!({"model": "chat", "input": "hi"}), &[]).await;
+    assert_eq!(status, 401, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["error"]["code"], "invalid_api_key", "{v}");
+    assert_eq!(v["error"]["request_id"], header(&h, "x-request-id"), "{v}");
+
+    // The SDK: each refusal its own exception, Anthropic's error body, the
+    // gateway's code first in the message.
+    let case = |name: &str, key: &str, model: &str, call: &str, tries: u32| json!({"name": name, "key": key, "model": model, "call": call, "tries": tries});
+    let cases = [
+        case("unknown", "sk-sy-not-a-key", "chat", "create", 1),
+        case("revoked", &revoked, "chat", "create", 1),
+        case("expired", &expired, "chat", "create", 1),
+        case("count_tokens", "sk-sy-not-a-key", "chat", "count_tokens", 1),
+        case("forbidden", &other_only, "chat", "create", 1),
+        case("budget", &broke, "chat", "create", 1),
+        // RPM 2: a first request or two pass on credit, then the limit answers.
+        case("rate", &slow, "chat", "create", 4),
+        case("good", &good, "chat", "create", 1),
+    ];
+    let v = sdk("anthropic_errors.py", gw.url.clone(), &cases).await;
+    let expect = [
+        (
+            "unknown",
+            401,
+            "AuthenticationError",
+            "authentication_error",
+            "invalid_api_key",
+        ),
+        (
+            "revoked",
+            401,
+            "AuthenticationError",
+            "authentication_error",
+            "invalid_api_key",
+        ),
+        (
+            "expired",
+            401,
+            "AuthenticationError",
+            "authentication_error",
+            "invalid_api_key",
+        ),
+        (
+            "count_tokens",
+            401,
+            "AuthenticationError",
+            "authentication_error",
+            "invalid_api_key",
+        ),
+        (
+            "forbidden",
+            403,
+            "PermissionDeniedError",
+            "permission_error",
+            "model_not_allowed",
+        ),
+        ("budget", 429, "RateLimitError", "rate_limit_error", "budget_exceeded"),
+        ("rate", 429, "RateLimitError", "rate_limit_error", "rate_limit_exceeded"),
+    ];
+    for (name, status, exception, kind, code) in expect {
+        let r = &v[name];
+        assert_eq!(r["status"], status, "{name}: {v}");
+        assert_eq!(r["exception"], exception, "{name}: {v}");
+        assert_eq!(r["body"]["type"], "error", "{name}: {v}");
+        assert_eq!(r["body"]["error"]["type"], kind, "{name}: {v}");
+        let message = r["body"]["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with(&format!("{code}: ")), "{name}: {message}");
+        assert!(r["request_id"].as_str().is_some_and(|id| !id.is_empty()), "{name}: {v}");
+        assert_eq!(r["body"]["request_id"], r["request_id"], "{name}: {v}");
+        if status == 429 {
+            // The gateway's own marks stay, whatever the client's API.
+            assert_eq!(r["limit"], "gateway", "{name}: {v}");
+            let subject = if name == "budget" { "key broke" } else { "key slow" };
+            assert_eq!(r["limit_subject"], subject, "{name}: {v}");
+        }
+    }
+    assert_eq!(v["good"], json!({"served": 1}), "{v}");
+    let served = v["rate"]["served_before"].as_u64().unwrap();
+    assert!(served >= 1, "{v}");
+    assert_eq!(
+        oa.requests().await.len() + an.requests().await.len(),
+        before + 1 + served as usize,
+        "a refused request reached a provider"
+    );
+}
+
+/// (d) A Responses request that names state stored at a provider
+/// (`previous_response_id`, `conversation`, an `item_reference`) goes to one
+/// target: the first of its plan, in the route's configured order (weights do
+/// not draw it), that speaks the Responses API itself. When that target fails
+/// the client gets its error, which says why nothing else was tried: the
+/// state is not at any other provider. A plan without such a target is
+/// refused 400, nothing sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_state_goes_to_one_provider_only() {
+    let paths = Paths::discover();
+    let dir = Scratch::new("stored-state");
+    let oa = Mock::start(&paths, &dir.0, "oa", Dialect::Openai, &[]);
+    let az = Mock::start(&paths, &dir.0, "az", Dialect::AzureOpenai, &[]);
+    let an = Mock::start(&paths, &dir.0, "an", Dialect::Anthropic, &[]);
+    let gw = Gateway::builder()
+        .provider(&oa)
+        .provider(&az)
+        .provider(&an)
+        .yaml(concat!(
+            "routes:\n",
+            "  - { model: gpt, chain: [an/claude-haiku, oa/o4-mini, az/o4-mini-deployment] }\n",
+            "  - { model: weighted, chain: [oa/o4-mini, az/o4-mini-deployment], weights: [1, 99] }\n",
+            "  - { model: claude, chain: [an/claude-haiku] }\n",
+        ))
+        .start(&paths, &dir)
+        .await;
+    // A response stored at OpenAI (the mocks know the ids they stored).
+    let first = json!({"model": "oa/o4-mini", "input": "What happened today?"});
+    let (status, _, text) = post(&gw, "/v1/responses", &first, &[]).await;
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let earlier = v["id"].as_str().unwrap().to_string();
+    let continued = |model: &str| json!({"model": model, "previous_response_id": earlier, "input": "And tomorrow?"});
+
+    // Served by the first target that holds Responses state: OpenAI, second in
+    // the chain; Anthropic skipped, not tried.
+    let (status, h, text) = post(&gw, "/v1/responses", &continued("gpt"), &[]).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(header(&h, "x-switchyard-provider"), "oa");
+    assert_eq!(header(&h, "x-switchyard-attempts"), "1");
+    assert_eq!(
+        oa.requests().await.last().unwrap()["body"]["previous_response_id"],
+        earlier.as_str()
+    );
+
+    // OpenAI fails: the client gets its error; Azure, next in the chain, is never asked.
+    for (body, member) in [
+        (continued("gpt"), "previous_response_id"),
+        (
+            json!({"model": "gpt", "conversation": "conv_1", "input": "And tomorrow?"}),
+            "conversation",
+        ),
+        (
+            json!({"model": "gpt", "input": [{"type": "item_reference", "id": "msg_1"},
+                {"role": "user", "content": "And tomorrow?"}]}),
+            "item_reference",
+        ),
+    ] {
+        let (status, h, text) = post(&gw, "/v1/responses", &body, &[("x-mock", "oa:status=500")]).await;
+        assert_eq!(status, 500, "{member}: {text}");
+        assert_eq!(header(&h, "x-switchyard-attempts"), "1", "{member}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("1 attempt failed: oa/o4-mini: 500"),
+            "{member}: {message}"
+        );
+        assert!(
+            message.contains(&format!("`{member}` names state stored at oa/o4-mini")),
+            "{member}: {message}"
+        );
+        assert!(message.contains("never to another provider"), "{member}: {message}");
+    }
+    assert!(az.requests().await.is_empty(), "{:?}", az.requests().await);
+    assert!(an.requests().await.is_empty(), "{:?}", an.requests().await);
+
+    // A weighted route: the configured order, not the draw (Azure weighs 99 of 100).
+    for _ in 0..8 {
+        let (status, h, text) = post(&gw, "/v1/responses", &continued("weighted"), &[]).await;
+        assert_eq!(status, 200, "{text}");
+        assert_eq!(header(&h, "x-switchyard-provider"), "oa", "{text}");
+    }
+    assert!(az.requests().await.is_empty(), "{:?}", az.requests().await);
+
+    // No target holds Responses state: 400, nothing sent.
+    let (status, h, text) = post(&gw, "/v1/responses", &continued("claude"), &[]).await;
+    assert_eq!(status, 400, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+    assert_eq!(v["error"]["code"], "previous_response_not_supported", "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("`previous_response_id`") && message.contains("/v1/responses") && message.contains("`claude`"),
+        "{message}"
+    );
+    assert_eq!(v["error"]["request_id"], header(&h, "x-request-id"), "{v}");
+    assert!(an.requests().await.is_empty(), "{:?}", an.requests().await);
 }
 
 /// (f) A stream that breaks after it was committed to the client ends with the

@@ -262,3 +262,117 @@ async fn a_key_restricted_to_one_provider_never_reaches_another() {
     let b_seen = b.requests().await;
     assert!(b_seen.is_empty(), "the key reached b: {b_seen:?}");
 }
+
+/// Teams: a request counts against its key and its team. Keys well within
+/// their own limits are refused once their team's are spent — requests per
+/// minute shared by two keys, a daily budget — in OpenAI's shape with the
+/// team named (`x-switchyard-limit-subject: team NAME`), nothing sent
+/// upstream; a key outside the team is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_team_limit_refuses_keys_within_their_own() {
+    let paths = Paths::discover();
+    let dir = Scratch::new("keys-teams");
+    let a = Mock::start(&paths, &dir.0, "a", Dialect::Openai, &[]);
+    let gw = Gateway::builder()
+        .provider(&a)
+        .route("chat", &["a/gpt"])
+        .yaml("prices:\n  a/gpt: { input: 1.0, output: 2.0 }\n")
+        .start(&paths, &dir)
+        .await;
+    const TEAM_RPM: u64 = 3;
+    for (team, limits) in [
+        ("research", json!({"rpm": TEAM_RPM})),
+        ("interns", json!({"budget_day_usd": 0.000001})),
+    ] {
+        let (s, v) = gw
+            .admin_call(
+                "PUT",
+                &format!("/admin/v1/teams/{team}"),
+                Some(&json!({"limits": limits})),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let (_, outsider) = gw.create_key(&json!({"name": "outsider"})).await;
+    gw.wait_for_key(&outsider, "chat").await;
+    let (_, r1) = gw
+        .create_key(&json!({"name": "r1", "team": "research", "limits": {"rpm": 100}}))
+        .await;
+    let (_, r2) = gw.create_key(&json!({"name": "r2", "team": "research"})).await;
+    let (_, intern) = gw
+        .create_key(&json!({"name": "intern", "team": "interns", "limits": {"budget_day_usd": 100.0}}))
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+
+    // A spent team budget: refused at once, whatever the key's own budget.
+    let before = a.requests().await.len();
+    let (s, h, v) = send(&gw, &chat_body("chat"), &[("authorization", &bearer(&intern))]).await;
+    assert_eq!(s, 429, "{v}");
+    assert_eq!(v["error"]["code"], "budget_exceeded", "{v}");
+    assert_eq!(v["error"]["type"], "gateway_limit_error", "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().starts_with("Team `interns`"),
+        "{v}"
+    );
+    let get =
+        |h: &reqwest::header::HeaderMap, n: &str| h.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    assert_eq!(get(&h, "x-switchyard-limit"), "gateway");
+    assert_eq!(get(&h, "x-switchyard-limit-subject"), "team interns");
+
+    // Requests per minute, shared: r1 and r2 in turn until the team's minute
+    // is spent (a refusal that says so, not one waiting for this Envoy's share).
+    // Far from a minute's end, so that the whole run is in one window.
+    let second = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            % 60
+    };
+    while second() > 40 {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let keys = [&r1, &r2];
+    let mut admitted = 0u64;
+    let mut spent = None;
+    for i in 0..40 {
+        let key = keys[i % 2];
+        let (s, h, v) = send(&gw, &chat_body("chat"), &[("authorization", &bearer(key))]).await;
+        match s {
+            200 => admitted += 1,
+            429 => {
+                assert_eq!(v["error"]["code"], "rate_limit_exceeded", "{v}");
+                assert_eq!(get(&h, "x-switchyard-limit-subject"), "team research", "{v}");
+                let message = v["error"]["message"].as_str().unwrap();
+                assert!(message.starts_with("Team `research`"), "{message}");
+                if message.contains("reached its limit") {
+                    spent = Some(i);
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            s => panic!("unexpected {s}: {v}"),
+        }
+    }
+    let spent = spent.expect("the team's limit was never reached");
+    assert!(
+        admitted <= TEAM_RPM,
+        "{admitted} admitted, the team's limit is {TEAM_RPM}"
+    );
+    assert!(admitted >= 1, "nothing admitted");
+    // The other key of the team, far below its own limit, is refused too…
+    let (s, h, v) = send(
+        &gw,
+        &chat_body("chat"),
+        &[("authorization", &bearer(keys[(spent + 1) % 2]))],
+    )
+    .await;
+    assert_eq!(s, 429, "{v}");
+    assert_eq!(get(&h, "x-switchyard-limit-subject"), "team research", "{v}");
+    assert_eq!(get(&h, "x-ratelimit-limit-requests"), TEAM_RPM.to_string(), "{h:?}");
+    assert_eq!(get(&h, "x-ratelimit-remaining-requests"), "0", "{h:?}");
+    // …and nothing refused reached the provider; a key of no team is served.
+    assert_eq!(a.requests().await.len(), before + admitted as usize);
+    let (s, _, v) = send(&gw, &chat_body("chat"), &[("authorization", &bearer(&outsider))]).await;
+    assert_eq!(s, 200, "{v}");
+}

@@ -1,5 +1,6 @@
 //! Prometheus end to end: a real Prometheus scrapes the gateway's Envoy
-//! (`/stats/prometheus`, every second) while the primary is made to fail a
+//! (`/stats/prometheus`, every second, on the stats-only listener of
+//! `switchyard bootstrap --stats-addr`, as the chart's pods are scraped) while the primary is made to fail a
 //! scripted share of requests (`x-mock`) and the fallback is slow; PromQL then
 //! shows the fail-over by class, success by chain position and per-provider
 //! latency the traffic produced — the same queries on both filter builds.
@@ -47,10 +48,11 @@ async fn failover_success_by_position_and_latency_in_promql() {
         .provider(&a)
         .provider(&b)
         .route("chat", &["a/gpt", "b/claude"])
+        .stats_listener()
         .start(&paths, &dir)
         .await;
     let started = std::time::Instant::now();
-    let prom = Prometheus::start(&dir.0, std::slice::from_ref(&gw.admin), &[]).await;
+    let prom = Prometheus::start(&dir.0, std::slice::from_ref(&gw.stats), &[]).await;
     eprintln!("Prometheus ready in {:?}", started.elapsed());
 
     // The script: 6 requests the primary serves; 4 it fails with a 503, served

@@ -1,5 +1,5 @@
 //! Key changes reach the whole fleet within a second: with three Envoys, a key
-//! created, restricted and revoked through the admin API is in force on every one
+//! created, restricted, limited and revoked through the admin API is in force on every one
 //! of them within 1 s (the table travels with the fleet exchange, every 250 ms).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
@@ -75,6 +75,18 @@ async fn key_changes_are_in_force_on_every_envoy_within_a_second() {
     assert_eq!(s, 200);
     let restricted = in_force(&gw, &key, "chat", 403, t0).await;
 
+    // A limit change: one request a minute, fleet-wide (the first may pass).
+    let t0 = Instant::now();
+    let (s, body) = gw
+        .admin_call(
+            "PATCH",
+            &format!("/admin/v1/keys/{id}"),
+            Some(&json!({"limits": {"rpm": 1}})),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let limited = in_force(&gw, &key, "other", 429, t0).await;
+
     let t0 = Instant::now();
     let (s, _) = gw
         .admin_call("POST", &format!("/admin/v1/keys/{id}/revoke"), None)
@@ -83,12 +95,18 @@ async fn key_changes_are_in_force_on_every_envoy_within_a_second() {
     let revoked = in_force(&gw, &key, "other", 401, t0).await;
 
     println!(
-        "in force on all 3 Envoys after: create {} ms, permission change {} ms, revoke {} ms",
+        "in force on all 3 Envoys after: create {} ms, permission change {} ms, limit change {} ms, revoke {} ms",
         created.as_millis(),
         restricted.as_millis(),
+        limited.as_millis(),
         revoked.as_millis()
     );
-    for (what, d) in [("create", created), ("change", restricted), ("revoke", revoked)] {
+    for (what, d) in [
+        ("create", created),
+        ("change", restricted),
+        ("limit", limited),
+        ("revoke", revoked),
+    ] {
         assert!(d < Duration::from_secs(1), "{what} took {d:?}");
     }
     // The other key was never disturbed.

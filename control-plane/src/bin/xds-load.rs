@@ -4,12 +4,28 @@
 //! config, the config file is touched (a comment line appended, which changes its
 //! version) and the time until every client has the new version is reported.
 //!
-//! Usage: `xds-load --xds 127.0.0.1:18000 --config FILE [--clients 50]`
-//! Prints `converged N clients in X ms` and exits 0, or exits 1 after 30 s.
+//! With `--status ADDR`, each simulated Envoy also runs the fleet exchange as the
+//! filter does today: `--workers` (2) loops, one per Envoy worker, each POSTing a
+//! report to `ADDR/fleet/v1/exchange` every 250 ms on a kept-alive connection.
+//! Then, with `--circuit TARGET`, one of them reports consecutive failures of
+//! TARGET and the time until every worker's answer says TARGET is open is
+//! reported (the config needs a `circuit_breaker` whose `consecutive_failures` is
+//! at most 50); with `--pid PID` (the control plane's), its CPU and memory over
+//! a steady `--steady-s` (10) seconds of exchanges.
+//!
+//! Usage: `xds-load --xds 127.0.0.1:18000 --config FILE [--clients 50]
+//! [--status ADDR [--workers 2] [--circuit provider/model] [--pid PID] [--steady-s 10]]`
+//! Prints `converged N clients in X ms` (and the exchange figures) and exits 0,
+//! or exits 1 after 30 s.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
@@ -93,15 +109,126 @@ fn common_version(seen: &Seen, clients: usize) -> Option<String> {
     version
 }
 
+/// What the exchange loops share.
+#[derive(Default)]
+struct Exchanges {
+    /// Answers received.
+    answers: AtomicU64,
+    /// Answers refused or failed (not 200).
+    errors: AtomicU64,
+    /// The target whose circuit the run opens, and whether the failures were sent.
+    circuit: Option<String>,
+    fail_now: AtomicBool,
+    /// Workers whose latest answer had the circuit open.
+    saw_open: Mutex<std::collections::HashSet<(usize, usize)>>,
+}
+
+/// The filter's consecutive-failure report that opens a circuit (more than any
+/// `consecutive_failures` the scale configs use).
+const FAILURES: u64 = 50;
+
+/// Worker `w` of simulated Envoy `i`: a report every 250 ms, like the filter's
+/// background task, on one kept-alive HTTP/1.1 connection (reopened on error).
+async fn exchange(i: usize, w: usize, status: String, ex: Arc<Exchanges>) {
+    let node = format!("sim-envoy-{i}");
+    // Workers start spread over the interval, as real ones do.
+    tokio::time::sleep(Duration::from_millis(((i * 7 + w * 131) % 250) as u64)).await;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let Ok(tcp) = tokio::net::TcpStream::connect(&status).await else {
+            ex.errors.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            continue;
+        };
+        let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await
+        else {
+            continue;
+        };
+        tokio::spawn(conn);
+        loop {
+            tick.tick().await;
+            let mut outcomes = Vec::new();
+            if let Some(t) = &ex.circuit
+                && i == 0
+                && w == 0
+                && ex.fail_now.swap(false, Ordering::Relaxed)
+            {
+                outcomes.push(serde_json::json!({"target": t, "ok": 0, "failed": FAILURES}));
+            }
+            let body = serde_json::json!({"node": node, "outcomes": outcomes}).to_string();
+            let Ok(req) = hyper::Request::post("/fleet/v1/exchange")
+                .header("host", status.as_str())
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body)))
+            else {
+                return;
+            };
+            let Ok(resp) = sender.send_request(req).await else {
+                ex.errors.fetch_add(1, Ordering::Relaxed);
+                break;
+            };
+            let ok = resp.status() == 200;
+            let Ok(body) = resp.into_body().collect().await else {
+                ex.errors.fetch_add(1, Ordering::Relaxed);
+                break;
+            };
+            if !ok {
+                ex.errors.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            ex.answers.fetch_add(1, Ordering::Relaxed);
+            if let Some(t) = &ex.circuit {
+                let answer: serde_json::Value =
+                    serde_json::from_slice(&body.to_bytes()).unwrap_or_default();
+                let open = answer["open"]
+                    .as_array()
+                    .is_some_and(|o| o.iter().any(|e| e["target"] == t.as_str()));
+                if let Ok(mut s) = ex.saw_open.lock() {
+                    if open {
+                        s.insert((i, w));
+                    } else {
+                        s.remove(&(i, w));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// CPU time (user + system, seconds) and resident memory (MiB) of process `pid`.
+fn usage(pid: u32) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split(' ').collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    // CLK_TCK is 100 on Linux.
+    Some((ticks / 100.0, rss_kib / 1024.0))
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let mut args = std::env::args().skip(1);
     let (mut xds, mut config, mut clients) = (String::from("127.0.0.1:18000"), None, 50usize);
+    let (mut status, mut workers, mut circuit, mut pid, mut steady_s) =
+        (None, 2usize, None, None, 10u64);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--xds" => xds = args.next().unwrap_or_default(),
             "--config" => config = args.next(),
             "--clients" => clients = args.next().and_then(|n| n.parse().ok()).unwrap_or(50),
+            "--status" => status = args.next(),
+            "--workers" => workers = args.next().and_then(|n| n.parse().ok()).unwrap_or(2),
+            "--circuit" => circuit = args.next(),
+            "--pid" => pid = args.next().and_then(|n| n.parse::<u32>().ok()),
+            "--steady-s" => steady_s = args.next().and_then(|n| n.parse().ok()).unwrap_or(10),
             other => {
                 eprintln!("xds-load: unknown argument {other}");
                 std::process::exit(2);
@@ -109,7 +236,9 @@ async fn main() {
         }
     }
     let Some(config) = config else {
-        eprintln!("usage: xds-load --xds ADDR --config FILE [--clients N]");
+        eprintln!(
+            "usage: xds-load --xds ADDR --config FILE [--clients N] [--status ADDR [--workers W] [--circuit TARGET] [--pid PID] [--steady-s S]]"
+        );
         std::process::exit(2);
     };
     let seen: Seen = Arc::default();
@@ -156,4 +285,77 @@ async fn main() {
         "converged {clients} clients in {} ms (version {second}; file change to last ACK, 250 ms file poll included)",
         touched.elapsed().as_millis()
     );
+    let Some(status) = status else {
+        return;
+    };
+
+    // The fleet exchange, as every filter worker runs it today.
+    let ex = Arc::new(Exchanges {
+        circuit,
+        ..Exchanges::default()
+    });
+    for i in 0..clients {
+        for w in 0..workers {
+            tokio::spawn(exchange(i, w, status.clone(), ex.clone()));
+        }
+    }
+    let pollers = clients * workers;
+    // Every worker answered once, then the steady state.
+    let start = Instant::now();
+    while ex.answers.load(Ordering::Relaxed) < pollers as u64 {
+        if start.elapsed() > Duration::from_secs(30) {
+            eprintln!(
+                "xds-load: {} of {pollers} exchanges answered in 30 s ({} errors)",
+                ex.answers.load(Ordering::Relaxed),
+                ex.errors.load(Ordering::Relaxed)
+            );
+            std::process::exit(1);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    if let Some(pid) = pid {
+        let (a0, t0) = (ex.answers.load(Ordering::Relaxed), Instant::now());
+        let before = usage(pid);
+        tokio::time::sleep(Duration::from_secs(steady_s)).await;
+        let (after, secs) = (usage(pid), t0.elapsed().as_secs_f64());
+        let answered = ex.answers.load(Ordering::Relaxed) - a0;
+        if let (Some((c0, _)), Some((c1, rss))) = (before, after) {
+            println!(
+                "exchange steady state: {clients} Envoys x {workers} workers, {:.0} exchanges/s; control plane {:.1} % of one core, {:.2} ms CPU per exchange, RSS {:.0} MiB ({} errors)",
+                answered as f64 / secs,
+                100.0 * (c1 - c0) / secs,
+                1000.0 * (c1 - c0) / answered.max(1) as f64,
+                rss,
+                ex.errors.load(Ordering::Relaxed)
+            );
+        }
+    }
+    if let Some(target) = &ex.circuit {
+        if ex.saw_open.lock().map(|s| s.len()).unwrap_or(0) > 0 {
+            eprintln!(
+                "xds-load: the circuit of {target} is open already (restart the control plane)"
+            );
+            std::process::exit(1);
+        }
+        let sent = Instant::now();
+        ex.fail_now.store(true, Ordering::Relaxed);
+        loop {
+            let seen = ex.saw_open.lock().map(|s| s.len()).unwrap_or(0);
+            if seen == pollers {
+                break;
+            }
+            if sent.elapsed() > Duration::from_secs(30) {
+                eprintln!(
+                    "xds-load: circuit of {target}: open on {seen} of {pollers} workers after 30 s"
+                );
+                std::process::exit(1);
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        println!(
+            "circuit {target} open on all {pollers} workers of {clients} Envoys in {} ms (from the failing report's next exchange tick to the last worker's answer; 250 ms exchange interval included)",
+            sent.elapsed().as_millis()
+        );
+    }
 }

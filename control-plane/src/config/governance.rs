@@ -30,9 +30,11 @@ pub(super) struct RawGovernance {
     /// Completion tokens assumed at admission when a request sets no `max_tokens`.
     #[serde(default = "default_completion_estimate")]
     completion_estimate: u64,
-    /// Seconds between the audit records that sum up requests per key.
-    #[serde(default = "default_flush")]
-    audit_flush_s: u64,
+    /// Once the seconds between per-key request summaries in the audit log;
+    /// every request's decision is recorded now, as filters report it. Still
+    /// read so that files which set it load; it changes nothing.
+    #[serde(default)]
+    audit_flush_s: Option<u64>,
     #[serde(default)]
     teams: Vec<RawTeam>,
     #[serde(default)]
@@ -47,7 +49,7 @@ impl Default for RawGovernance {
             audit_log: None,
             admin_token: None,
             completion_estimate: default_completion_estimate(),
-            audit_flush_s: default_flush(),
+            audit_flush_s: None,
             teams: Vec::new(),
             keys: Vec::new(),
         }
@@ -56,10 +58,6 @@ impl Default for RawGovernance {
 
 fn default_completion_estimate() -> u64 {
     256
-}
-
-fn default_flush() -> u64 {
-    10
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,8 +112,6 @@ pub struct Governance {
     pub admin_token: Option<AdminToken>,
     /// Completion tokens assumed at admission without `max_tokens`.
     pub completion_estimate: u64,
-    /// Seconds between request summaries in the audit log.
-    pub audit_flush_s: u64,
     /// Teams declared in the file.
     pub teams: Vec<TeamRecord>,
     /// Keys declared in the file (hash only), with their owner.
@@ -153,8 +149,10 @@ pub(super) fn check(
     if admin_token.as_ref().is_some_and(|t| t.0.len() < 16) {
         problems.push(format!("{at}.admin_token: expected at least 16 characters"));
     }
-    if raw.audit_flush_s == 0 {
-        problems.push(format!("{at}.audit_flush_s: expected > 0"));
+    if raw.audit_flush_s.is_some() {
+        tracing::warn!(
+            "{at}.audit_flush_s is no longer used: every request's governance decision is recorded in the audit log as filters report it"
+        );
     }
     let mut teams = Vec::new();
     for (i, t) in raw.teams.iter().enumerate() {
@@ -219,7 +217,6 @@ pub(super) fn check(
         audit_log: raw.audit_log.as_ref().map(absolute),
         admin_token,
         completion_estimate: raw.completion_estimate,
-        audit_flush_s: raw.audit_flush_s,
         teams,
         keys,
     }
@@ -256,7 +253,9 @@ mod tests {
         assert_eq!(g.keys[0].0.limits.rpm, Some(60));
         assert_eq!(g.teams[0].limits.budget_day_usd, Some(5.0));
         assert_eq!(g.audit_log.as_deref(), Some(Path::new("/etc/sy/audit.log")));
-        assert_eq!((g.completion_estimate, g.audit_flush_s), (256, 10));
+        assert_eq!(g.completion_estimate, 256);
+        // A file written for the per-key summaries still loads.
+        assert!(parse("governance:\n  audit_flush_s: 10\n").is_ok());
 
         let e = parse("governance:\n  keys:\n    - { id: k, name: k, sha256: sk-sy-oops }\n")
             .unwrap_err();

@@ -47,6 +47,44 @@ pub enum FilterBuild {
     Native(PathBuf),
 }
 
+/// Path under which the control plane's status port serves [`ServedFilter`]s:
+/// `/filter/v1/<sha256>.wasm`.
+pub const SERVED_FILTER_PATH: &str = "/filter/v1/";
+
+/// A Wasm build the control plane serves to its Envoys (`filter: { wasm: PATH,
+/// serve: true }`): they fetch it over HTTP from the status port, through the
+/// fleet cluster (mutual TLS when the control channel has it), and load it only
+/// when its SHA-256 is the one in their listener, as Istio delivers Wasm.
+#[derive(Clone, Debug)]
+pub struct ServedFilter {
+    /// Lower-case hex SHA-256 of `bytes`.
+    pub sha256: String,
+    /// The file as read when the config was loaded.
+    pub bytes: std::sync::Arc<Vec<u8>>,
+}
+
+impl PartialEq for ServedFilter {
+    fn eq(&self, other: &Self) -> bool {
+        self.sha256 == other.sha256
+    }
+}
+
+impl ServedFilter {
+    /// Reads the file and computes its digest.
+    pub fn read(path: &Path) -> std::io::Result<ServedFilter> {
+        let bytes = std::fs::read(path)?;
+        Ok(ServedFilter {
+            sha256: switchyard_core::sigv4::sha256_hex(&bytes),
+            bytes: std::sync::Arc::new(bytes),
+        })
+    }
+
+    /// The path Envoys fetch it from.
+    pub fn url_path(&self) -> String {
+        format!("{SERVED_FILTER_PATH}{}.wasm", self.sha256)
+    }
+}
+
 impl FilterBuild {
     /// The file Envoy loads.
     pub fn path(&self) -> &Path {
@@ -128,6 +166,14 @@ pub struct Config {
     pub listener_port: u16,
     /// The filter build the Envoys load (absolute path on the Envoy hosts).
     pub filter: FilterBuild,
+    /// With `filter.serve`: the Wasm file the control plane serves (the path in
+    /// `filter` is then the control plane's, not the Envoys').
+    pub served_filter: Option<ServedFilter>,
+    /// With `filter.ecds`: the listener references the filters, whose configs
+    /// are their own xDS resources (`TypedExtensionConfig`, as istiod sends a
+    /// `WasmPlugin`): a new filter config or build replaces them in place,
+    /// without a new listener.
+    pub filter_ecds: bool,
     /// Largest request body accepted.
     pub max_request_bytes: usize,
     /// Most targets in one plan.
@@ -288,6 +334,10 @@ pub fn parse(
         problems.push(e);
         FilterBuild::Wasm(PathBuf::from(DEFAULT_WASM))
     });
+    let served_filter = raw.filter.served(&filter).unwrap_or_else(|e| {
+        problems.push(e);
+        None
+    });
     if !problems.is_empty() {
         return Err(ConfigError::Invalid {
             file: file.to_string(),
@@ -302,6 +352,8 @@ pub fn parse(
         listener_address: raw.listener.address,
         listener_port: raw.listener.port,
         filter,
+        served_filter,
+        filter_ecds: raw.filter.ecds,
         max_request_bytes: raw.limits.max_request_bytes,
         stream_idle_timeout_ms: raw.limits.stream_idle_timeout_ms,
         request_headers_timeout_ms: raw.limits.request_headers_timeout_ms,
@@ -423,6 +475,59 @@ routes:
             !format!("{:?}", c.providers[0]).contains("sk-test"),
             "secrets never in Debug"
         );
+    }
+
+    #[test]
+    fn a_served_filter_is_read_with_its_digest_and_refused_for_the_module() {
+        let dir = std::env::temp_dir().join(format!("sy-served-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("f.wasm"), b"\0asm\x01\0\0\0").unwrap();
+        let providers = "providers:\n  - { name: a, dialect: openai, base_url: \"http://127.0.0.1:9/v1\", api_key: { value: k } }\n";
+        let text = format!("filter: {{ wasm: f.wasm, serve: true }}\n{providers}");
+        let c = parse(&text, "c.yaml", &dir, &env).unwrap();
+        let served = c.served_filter.unwrap();
+        // sha256 of the 8 bytes above.
+        assert_eq!(
+            served.sha256,
+            "93a44bbb96c751218e4c00d479e4c14358122a389acca16205b1e4d0dc5f9476"
+        );
+        assert_eq!(
+            served.url_path(),
+            format!("/filter/v1/{}.wasm", served.sha256)
+        );
+        let plain = parse(
+            &format!("filter: {{ wasm: f.wasm }}\n{providers}"),
+            "c.yaml",
+            &dir,
+            &env,
+        )
+        .unwrap();
+        assert!(plain.served_filter.is_none());
+        let module = format!("filter: {{ module: f.so, serve: true }}\n{providers}");
+        let e = parse(&module, "c.yaml", &dir, &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("filter.serve: only for `wasm`"), "{e}");
+        let both = format!("filter: {{ wasm: f.wasm, serve: true, ecds: true }}\n{providers}");
+        let e = parse(&both, "c.yaml", &dir, &env).unwrap_err().to_string();
+        assert!(
+            e.contains("`serve` and `ecds` together are not supported"),
+            "{e}"
+        );
+        let ecds = parse(
+            &format!("filter: {{ wasm: f.wasm, ecds: true }}\n{providers}"),
+            "c.yaml",
+            &dir,
+            &env,
+        )
+        .unwrap();
+        assert!(ecds.filter_ecds && ecds.served_filter.is_none());
+        let missing = format!("filter: {{ wasm: nope.wasm, serve: true }}\n{providers}");
+        let e = parse(&missing, "c.yaml", &dir, &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot read it to serve it"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

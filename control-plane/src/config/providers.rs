@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::Path;
 
 use serde::Deserialize;
-use switchyard_core::config::Dialect;
+use switchyard_core::dialect::Dialect;
 
 use super::secrets::{RawSecret, resolve_secret};
 

@@ -4,8 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
-use switchyard_core::config::{ModelInfo, Price, Route};
-use switchyard_core::plan::Target;
+use switchyard_core::config::{ModelInfo, Price, Route, Target};
 use switchyard_core::policy::Policy;
 
 use super::providers::Provider;

@@ -3,15 +3,21 @@
 //! (`switchyard_core::circuit`); targets whose fleet circuit is open are sent back
 //! to every filter, which then leaves them out of plans.
 //!
-//! Reports arrive on the fleet stream ([`stream`], on the xDS port: mutual TLS
-//! when `serve` runs with certificates, else unauthenticated), so each is
-//! [`check`]ed before it touches the aggregate: bounded size and number of outcomes, a node the
+//! Reports arrive on the status endpoint (mutual TLS when `serve` runs with
+//! certificates, else unauthenticated), so each is [`check`]ed before it
+//! touches the aggregate: bounded size and number of outcomes, a node the
 //! client certificate names (with TLS) and this control plane serves over xDS, configured targets only (others are
 //! ignored), counts and latency sums clamped to what one Envoy can do in an
 //! interval. A report's counts are applied to a target's circuit at once
 //! ([`circuit::State::record`]): the lock is held for time proportional to the
 //! number of targets, never to the counts.
+//!
+//! Two transports carry the same exchange: the HTTP POST on the status port
+//! (each filter worker polls) and the gRPC stream on the xDS port ([`stream`],
+//! the control plane pushes on change). Both go through [`check`] /
+//! [`check_report`] and [`answer`]: one copy of the rules.
 
+pub mod answer;
 pub mod stream;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -22,8 +28,9 @@ use switchyard_core::circuit::{self, Settings, Transition};
 use switchyard_core::fleet::{
     AdaptiveWeights, FullReport, LATENCY_BUCKETS_MS, MAX_ATTEMPTS_PER_REPORT,
     MAX_LATENCY_MS_PER_ATTEMPT, MAX_NODE_BYTES, MAX_OUTCOMES, MAX_POSITIONS, MAX_REPORT_BYTES,
-    MAX_ROUTES, Observed, Open, Outcome, Report, Targets, Weight,
+    MAX_ROUTES, Observed, Open, Outcome, Report, State, Targets, Weight,
 };
+use switchyard_core::governance::{MAX_DECISION_BYTES, MAX_DECISIONS};
 
 /// Why a report was refused.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +38,7 @@ pub enum Refused {
     /// The body is larger than [`MAX_REPORT_BYTES`].
     #[error("report larger than {MAX_REPORT_BYTES} bytes")]
     TooLarge,
-    /// The message is not a report (a meter the core does not know, bounds).
+    /// The body is not a report (JSON shape, types, negative or fractional counts).
     #[error("not a fleet report: {0}")]
     Malformed(String),
     /// More outcomes than [`MAX_OUTCOMES`].
@@ -40,6 +47,10 @@ pub enum Refused {
     /// The same target twice in one report.
     #[error("target `{0}` is listed twice")]
     Duplicate(String),
+    /// More governance decisions than
+    /// [`switchyard_core::governance::MAX_DECISIONS`].
+    #[error("{0} decisions, at most {MAX_DECISIONS} expected")]
+    TooManyDecisions(usize),
     /// An empty or over-long node id.
     #[error("node id: expected 1 to {MAX_NODE_BYTES} bytes")]
     BadNode,
@@ -55,14 +66,23 @@ pub enum Refused {
 }
 
 impl Refused {
-    /// The gRPC status that ends a stream whose report was refused.
-    pub fn status(&self) -> tonic::Status {
+    /// The gRPC status that ends a fleet stream whose report was refused.
+    pub fn grpc_status(&self) -> tonic::Status {
         let m = self.to_string();
         match self {
             Refused::TooLarge => tonic::Status::resource_exhausted(m),
             Refused::NotYourNode(_) => tonic::Status::permission_denied(m),
             Refused::UnknownNode(_) => tonic::Status::failed_precondition(m),
             _ => tonic::Status::invalid_argument(m),
+        }
+    }
+
+    /// The HTTP status of the answer.
+    pub fn status(&self) -> u16 {
+        match self {
+            Refused::TooLarge => 413,
+            Refused::UnknownNode(_) | Refused::NotYourNode(_) => 403,
+            _ => 400,
         }
     }
 }
@@ -145,13 +165,19 @@ fn check_observed(o: Observed) -> Result<Observed, Refused> {
     Ok(o)
 }
 
+// A report's decisions for the audit log leave half the body for the rest.
+const _: () = assert!(2 * MAX_DECISION_BYTES <= MAX_REPORT_BYTES);
+
 /// Largest amount one report may carry per meter (tokens, micro-USD): what an
 /// Envoy can plausibly use or ask for in an interval, with room to spare.
 const MAX_METER_AMOUNT: u64 = 1 << 40;
 
 /// Bounds the governance part of a report: a boot id of 1-64 bytes, at most
 /// [`switchyard_core::governance::MAX_SUBJECTS`] subjects each listed once,
-/// amounts clamped.
+/// amounts clamped; at most [`MAX_DECISIONS`] decisions, each within its
+/// bounds and consistent (a known reason, a request id of at most
+/// `MAX_REQUEST_ID_BYTES` of visible ASCII, key ids and teams that are names,
+/// nothing charged for a refusal: `Decision::problem`), their charges clamped.
 fn check_gov(
     g: Option<switchyard_core::governance::GovReport>,
 ) -> Result<Option<switchyard_core::governance::GovReport>, Refused> {
@@ -181,17 +207,43 @@ fn check_gov(
             d.held = d.held.clamp(-m, m);
         }
     }
+    if g.decisions.len() > MAX_DECISIONS {
+        return Err(Refused::TooManyDecisions(g.decisions.len()));
+    }
+    for (i, d) in g.decisions.iter_mut().enumerate() {
+        if let Some(p) = d.problem() {
+            return Err(Refused::Malformed(format!("gov.decisions[{i}]: {p}")));
+        }
+        d.micros = clamp(d.micros);
+        d.tokens = clamp(d.tokens);
+    }
     Ok(Some(g))
 }
 
-/// Bounds a report (its message was at most [`MAX_REPORT_BYTES`]: the
-/// service's decoding limit). `identity` tells whether the caller may report
-/// as a node id (with TLS: whether its client certificate names it), `known`
-/// whether a node id has an xDS stream to this control plane; `targets` are
-/// the configured targets (`provider/model` of every route's chain): outcomes
-/// of other targets are dropped, since a filter only counts configured
-/// targets and anything else would grow the aggregate without bound.
+/// Parses and bounds a report body ([`check_report`]). `identity` tells whether the caller may
+/// report as a node id (with TLS: whether its client certificate names it),
+/// `known` whether a node id has an xDS stream to this control plane;
+/// `targets` are the configured targets
+/// (`provider/model` of every route's chain): outcomes of other targets are
+/// dropped, since a filter only counts configured targets and anything else
+/// would grow the aggregate without bound.
 pub fn check(
+    body: &[u8],
+    identity: impl Fn(&str) -> Result<(), String>,
+    known: impl Fn(&str) -> bool,
+    targets: &HashSet<String>,
+) -> Result<Checked, Refused> {
+    if body.len() > MAX_REPORT_BYTES {
+        return Err(Refused::TooLarge);
+    }
+    let full: FullReport =
+        serde_json::from_slice(body).map_err(|e| Refused::Malformed(e.to_string()))?;
+    check_report(full, identity, known, targets)
+}
+
+/// Bounds a parsed report (from the HTTP body or the gRPC message, each at
+/// most [`MAX_REPORT_BYTES`]); the rest as [`check`].
+pub fn check_report(
     full: FullReport,
     identity: impl Fn(&str) -> Result<(), String>,
     known: impl Fn(&str) -> bool,
@@ -290,6 +342,27 @@ const EWMA_ALPHA: f64 = 0.3;
 pub struct Fleet(Arc<Mutex<HashMap<String, Entry>>>);
 
 impl Fleet {
+    /// Takes one filter's checked report and answers with the targets open
+    /// fleet-wide ([`Fleet::record`] then [`Fleet::targets`]).
+    pub fn exchange(
+        &self,
+        report: &Checked,
+        targets: &HashSet<String>,
+        settings: Option<&Settings>,
+        adaptive: Option<&AdaptiveWeights>,
+        now_ms: u64,
+    ) -> State {
+        self.record(report, targets, settings, now_ms);
+        let Targets { open, weights } = self.targets(targets, adaptive, now_ms);
+        State {
+            open,
+            weights,
+            gov: None,
+            faults: Vec::new(),
+            credentials: None,
+        }
+    }
+
     /// Takes one filter's checked report into the aggregate. Entries of
     /// targets no longer configured are dropped.
     pub fn record(
@@ -346,8 +419,8 @@ impl Fleet {
     }
 
     /// What every filter should know of the targets now: those open
-    /// fleet-wide, and effective weights (with `adaptive`). Entries of targets
-    /// no longer configured are dropped.
+    /// fleet-wide (sorted), and effective weights (with `adaptive`). Entries
+    /// of targets no longer configured are dropped.
     pub fn targets(
         &self,
         targets: &HashSet<String>,
@@ -373,20 +446,6 @@ impl Fleet {
         };
         weights.sort_by(|a, b| a.target.cmp(&b.target));
         Targets { open, weights }
-    }
-
-    /// [`Fleet::record`] then [`Fleet::targets`] (tests).
-    #[cfg(test)]
-    fn exchange(
-        &self,
-        report: &Checked,
-        targets: &HashSet<String>,
-        settings: Option<&Settings>,
-        adaptive: Option<&AdaptiveWeights>,
-        now_ms: u64,
-    ) -> Targets {
-        self.record(report, targets, settings, now_ms);
-        self.targets(targets, adaptive, now_ms)
     }
 
     /// Every target's view.
@@ -580,8 +639,8 @@ mod tests {
         Ok(())
     }
 
-    fn body(v: serde_json::Value) -> FullReport {
-        serde_json::from_value(v).unwrap()
+    fn body(v: serde_json::Value) -> Vec<u8> {
+        serde_json::to_vec(&v).unwrap()
     }
 
     #[test]
@@ -622,6 +681,12 @@ mod tests {
             refused(serde_json::json!({"node": "e1", "outcomes": [outcome("a/m", 1, 0, 0), outcome("a/m", 0, 9, 0)]})),
             Refused::Duplicate(t) if t == "a/m"
         ));
+        assert!(matches!(
+            refused(
+                serde_json::json!({"node": "e1", "outcomes": [{"target": "a/m", "ok": -1, "failed": 0}]})
+            ),
+            Refused::Malformed(_)
+        ));
         let many: Vec<_> = (0..=MAX_OUTCOMES)
             .map(|i| outcome(&format!("p/m{i}"), 1, 0, 0))
             .collect();
@@ -630,10 +695,13 @@ mod tests {
             matches!(e, Refused::TooManyOutcomes(n) if n == MAX_OUTCOMES + 1),
             "{e}"
         );
-        assert_eq!(
-            Refused::UnknownNode("x".into()).status().code(),
-            tonic::Code::FailedPrecondition
-        );
+        let big = vec![b' '; MAX_REPORT_BYTES + 1];
+        assert!(matches!(
+            check(&big, open, known, &t).unwrap_err(),
+            Refused::TooLarge
+        ));
+        assert_eq!(Refused::TooLarge.status(), 413);
+        assert_eq!(Refused::UnknownNode("x".into()).status(), 403);
         // A certificate that names another node is refused before anything counts.
         let e = check(
             &body(serde_json::json!({"node": "e1", "outcomes": []})),
@@ -646,7 +714,7 @@ mod tests {
             matches!(e, Refused::NotYourNode(ref m) if m == "not e1"),
             "{e}"
         );
-        assert_eq!(e.status().code(), tonic::Code::PermissionDenied);
+        assert_eq!(e.status(), 403);
     }
 
     #[test]
@@ -660,16 +728,7 @@ mod tests {
         let started = std::time::Instant::now();
         let raw = report("e1", "a/m", u64::MAX, u64::MAX, u64::MAX);
         // Through `check`, as the endpoint does.
-        let c = check(
-            FullReport {
-                report: raw.0.clone(),
-                observed: Observed::default(),
-            },
-            open,
-            |_| true,
-            &t,
-        )
-        .unwrap();
+        let c = check(&serde_json::to_vec(&raw.0).unwrap(), open, |_| true, &t).unwrap();
         let state = fleet.exchange(&c, &t, Some(&rate), None, 10);
         assert_eq!(state.open.len(), 1, "half failed: open");
         // Even unclamped, the state machine takes the counts at once.
@@ -693,9 +752,8 @@ mod tests {
         let body = |observed: &str| {
             format!(r#"{{"node":"n","outcomes":[{{"target":"a/m","ok":1,"failed":0}}]{observed}}}"#)
         };
-        let json = |text: String| serde_json::from_str::<FullReport>(&text).unwrap();
         let ok = check(
-            json(body(r#","routes":[{"route":"chat","requests":3,"served":[2,1],"fallbacks":[{"class":"server_error","n":1}]}],"latency":[{"target":"a/m","buckets":[0,1]}],"drill":{"id":"d","injected":1,"affected":1,"rescued":1}"#)),
+            body(r#","routes":[{"route":"chat","requests":3,"served":[2,1],"fallbacks":[{"class":"server_error","n":1}]}],"latency":[{"target":"a/m","buckets":[0,1]}],"drill":{"id":"d","injected":1,"affected":1,"rescued":1}"#).as_bytes(),
             open,
             |_| true,
             &t,
@@ -704,7 +762,7 @@ mod tests {
         assert_eq!(ok.observed().routes[0].served, vec![2, 1]);
         assert_eq!(ok.observed().drill.as_ref().map(|d| d.rescued), Some(1));
         // A plain report observed nothing.
-        let plain = check(json(body("")), open, |_| true, &t).unwrap();
+        let plain = check(body("").as_bytes(), open, |_| true, &t).unwrap();
         assert_eq!(plain.observed(), &Observed::default());
         for bad in [
             r#","routes":[{"route":"chat","requests":1},{"route":"chat","requests":1}]"#,
@@ -714,10 +772,72 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    check(json(body(bad)), open, |_| true, &t),
+                    check(body(bad).as_bytes(), open, |_| true, &t),
                     Err(Refused::Duplicate(_) | Refused::Malformed(_))
                 ),
                 "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn governance_decisions_are_checked_before_they_are_recorded() {
+        use switchyard_core::governance::{MAX_REQUEST_ID_BYTES, Reason};
+        let t = targets();
+        let admitted = serde_json::json!({
+            "at_ms": 1, "request_id": "5f0c7a4e-3b1d-4c4e-9a57-0d8f6b2e1c3a",
+            "key": "key_a", "team": "research", "reason": "admitted",
+            "micros": u64::MAX, "tokens": 80,
+        });
+        let report = |decisions: Vec<serde_json::Value>| {
+            body(serde_json::json!({"node": "e1", "outcomes": [],
+                "gov": {"boot": "b", "decisions": decisions, "dropped": 3}}))
+        };
+        let c = check(&report(vec![admitted.clone()]), open, |_| true, &t).unwrap();
+        let gov = c.gov().unwrap();
+        assert_eq!((gov.decisions.len(), gov.dropped), (1, 3));
+        assert_eq!(gov.decisions[0].reason, Reason::Admitted);
+        assert_eq!(gov.decisions[0].micros, MAX_METER_AMOUNT, "clamped");
+
+        let refused = |decisions: Vec<serde_json::Value>| {
+            check(&report(decisions), open, |_| true, &t).unwrap_err()
+        };
+        let with = |field: &str, v: serde_json::Value| {
+            let mut d = admitted.clone();
+            d[field] = v;
+            d
+        };
+        let e = refused(vec![admitted.clone(); MAX_DECISIONS + 1]);
+        assert!(
+            matches!(e, Refused::TooManyDecisions(n) if n == MAX_DECISIONS + 1),
+            "{e}"
+        );
+        assert_eq!(e.status(), 400);
+        for (bad, why) in [
+            (with("reason", "because".into()), "unknown variant"),
+            (with("prompt", "hi".into()), "unknown field"),
+            (
+                with("request_id", "x".repeat(MAX_REQUEST_ID_BYTES + 1).into()),
+                "request_id",
+            ),
+            (with("request_id", "a\nb".into()), "request_id"),
+            (with("key", "../../k".into()), "key, team"),
+            (with("key", serde_json::Value::Null), "key id is expected"),
+            (with("reason", "key_missing".into()), "key id is expected"),
+            (
+                with("reason", "model_not_allowed".into()),
+                "charges nothing",
+            ),
+            (
+                with("reason", "budget_exceeded".into()),
+                "`limit` is expected",
+            ),
+            (with("micros", (-1).into()), "invalid value"),
+        ] {
+            let e = refused(vec![admitted.clone(), bad.clone()]);
+            assert!(
+                matches!(&e, Refused::Malformed(m) if m.contains(why)),
+                "{bad}: {e}"
             );
         }
     }

@@ -3,14 +3,19 @@
 //! filter has news; state goes down only when something this node sees
 //! changed, plus a heartbeat.
 //!
-//! The [`Hub`] holds what every stream compares against: the fleet-wide view
-//! (targets set aside, effective weights, drill faults, the key table's and
-//! the credentials' versions, meters found lean). It is recomputed after every
-//! report and on a short timer (drills end, circuits expire, keys change,
-//! config reloads); when any part changed it wakes every stream, and each
-//! sends its node only the parts that differ from what it last sent. Every
-//! state carries this process's epoch and a version from one counter, so a
-//! filter never applies an older state over a newer one (`fleet.proto`).
+//! A report is checked and answered by the same functions as the HTTP
+//! exchange ([`super::check_report`], [`Exchange::answer`]); the stream sends
+//! only the parts of that answer that differ from what it sent its node last.
+//!
+//! The [`Hub`] holds what every stream compares against between reports: the
+//! fleet-wide view (targets set aside, effective weights, drill faults, the
+//! credentials' version). It is recomputed after every report and on a short
+//! timer (drills end, circuits expire, config reloads); when a part changed it
+//! wakes every stream, and each sends its node only the parts that differ
+//! from what it last sent. Governance (grants, the key table) goes down as the
+//! answer to a report, as over HTTP. Every state carries this process's epoch
+//! and a version from one counter, so a filter never applies an older state
+//! over a newer one (`fleet.proto`).
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,19 +23,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::Stream;
-use switchyard_core::fleet::{Credentials, Fault, HEARTBEAT_MS, Push, Targets};
-use switchyard_core::governance::GovState;
+use switchyard_core::fleet::{Credentials, Fault, HEARTBEAT_MS, Push, State, Targets};
 use switchyard_proto::convert;
 use switchyard_proto::fleet::v1 as pb;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{Fleet, check};
-use crate::drill::Drills;
-use crate::governance::Governance;
-use crate::rates::Window;
-use crate::xds::server::{Gate, Registry, Snapshot};
+use super::answer::Exchange;
+use super::check_report;
+use crate::xds::server::{Gate, Registry};
 
 /// How long a stream waits for its node's xDS stream (a control plane that
 /// just started sees both reconnect at once) before refusing it.
@@ -83,21 +85,15 @@ fn targets_differ(a: &Targets, b: &Targets) -> bool {
 struct View {
     targets: Arc<Targets>,
     faults: Arc<Vec<Fault>>,
-    table: String,
     credentials: Arc<Credentials>,
-    leaned: u64,
     serial: u64,
 }
 
 struct Inner {
     epoch: String,
     version: AtomicU64,
-    fleet: Fleet,
-    governance: Governance,
-    snapshots: watch::Receiver<Arc<Snapshot>>,
+    exchange: Exchange,
     registry: Registry,
-    rates: Window,
-    drills: Drills,
     view: Mutex<View>,
     changed: watch::Sender<u64>,
     policy: Option<crate::tls::NodePolicy>,
@@ -115,28 +111,19 @@ impl std::fmt::Debug for Hub {
 }
 
 impl Hub {
-    /// A hub over the control plane's aggregate, governance, snapshots and
-    /// observers; with `policy` (TLS), a stream's client certificate must
-    /// name its node.
+    /// A hub answering with `exchange` (shared with the HTTP exchange); with
+    /// `policy` (TLS), a stream's client certificate must name its node.
     pub fn new(
-        fleet: Fleet,
-        governance: Governance,
-        snapshots: watch::Receiver<Arc<Snapshot>>,
+        exchange: Exchange,
         registry: Registry,
-        rates: Window,
-        drills: Drills,
         policy: Option<crate::tls::NodePolicy>,
     ) -> Hub {
         let (changed, _) = watch::channel(0);
         let hub = Hub(Arc::new(Inner {
             epoch: new_epoch(),
             version: AtomicU64::new(0),
-            fleet,
-            governance,
-            snapshots,
+            exchange,
             registry,
-            rates,
-            drills,
             view: Mutex::new(View::default()),
             changed,
             policy,
@@ -172,15 +159,14 @@ impl Hub {
 
     /// Recomputes the fleet-wide view; wakes every stream when a part changed.
     fn refresh(&self, now: u64) {
-        let snapshot = self.0.snapshots.borrow().clone();
-        let targets = self.0.fleet.targets(
+        let x = &self.0.exchange;
+        let snapshot = x.snapshots.borrow().clone();
+        let targets = x.fleet.targets(
             &snapshot.targets,
             snapshot.adaptive_weights.as_ref(),
             now,
         );
-        let faults = self.0.drills.faults(now);
-        let table = self.0.governance.version();
-        let leaned = self.0.governance.leaned();
+        let faults = x.drills.faults(now);
         let serial = {
             let Ok(mut v) = self.0.view.lock() else {
                 return;
@@ -194,16 +180,8 @@ impl Hub {
                 v.faults = Arc::new(faults);
                 changed = true;
             }
-            if v.table != table {
-                v.table = table;
-                changed = true;
-            }
             if v.credentials.version != snapshot.credentials.version {
                 v.credentials = snapshot.credentials.clone();
-                changed = true;
-            }
-            if v.leaned != leaned {
-                v.leaned = leaned;
                 changed = true;
             }
             if !changed {
@@ -219,18 +197,11 @@ impl Hub {
         self.0.version.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    fn view(&self) -> (Arc<Targets>, Arc<Vec<Fault>>, String, Arc<Credentials>) {
+    fn view(&self) -> (Arc<Targets>, Arc<Vec<Fault>>, Arc<Credentials>) {
         self.0
             .view
             .lock()
-            .map(|v| {
-                (
-                    v.targets.clone(),
-                    v.faults.clone(),
-                    v.table.clone(),
-                    v.credentials.clone(),
-                )
-            })
+            .map(|v| (v.targets.clone(), v.faults.clone(), v.credentials.clone()))
             .unwrap_or_default()
     }
 
@@ -271,12 +242,9 @@ impl pb::fleet_server::Fleet for Hub {
             hub: self.clone(),
             gate,
             node: String::new(),
-            boot: String::new(),
-            table: String::new(),
             credentials: String::new(),
             sent_targets: None,
             sent_faults: None,
-            sent_gov: None,
             tx,
         };
         tokio::spawn(session.run(request.into_inner()));
@@ -289,16 +257,10 @@ struct Session {
     hub: Hub,
     gate: Gate,
     node: String,
-    /// The Envoy process (its governance boot id), once it reported it.
-    boot: String,
-    /// The key table version the filter holds (as reported, or as sent).
-    table: String,
     /// The credentials version the filter holds (as reported, or as sent).
     credentials: String,
     sent_targets: Option<Arc<Targets>>,
     sent_faults: Option<Arc<Vec<Fault>>>,
-    /// Version and fleet size of the last governance part sent.
-    sent_gov: Option<(String, u32)>,
     tx: mpsc::Sender<Result<pb::State, Status>>,
 }
 
@@ -333,7 +295,7 @@ impl Session {
                     if c.is_err() {
                         break None;
                     }
-                    let push = self.diff(now_ms(), true);
+                    let push = self.diff();
                     if !push.is_heartbeat() {
                         if self.send(push).await.is_err() {
                             break None;
@@ -343,9 +305,7 @@ impl Session {
                 }
                 _ = beat.tick(), if !self.node.is_empty() => {
                     if last_sent.elapsed() + Duration::from_millis(50) >= heartbeat {
-                        // Governance news that needs no report (withdrawals)
-                        // rides with the heartbeat.
-                        let push = self.diff(now_ms(), true);
+                        let push = self.diff();
                         if self.send(push).await.is_err() {
                             break None;
                         }
@@ -377,9 +337,9 @@ impl Session {
     }
 
     /// The parts of the fleet-wide view that differ from what this node was
-    /// sent last, and (with `gov`) governance news.
-    fn diff(&mut self, now: u64, gov: bool) -> Push {
-        let (targets, faults, table, credentials) = self.hub.view();
+    /// sent last.
+    fn diff(&mut self) -> Push {
+        let (targets, faults, credentials) = self.hub.view();
         let mut push = Push::default();
         if self
             .sent_targets
@@ -398,20 +358,42 @@ impl Session {
             self.credentials = credentials.version.clone();
             push.credentials = Some((*credentials).clone());
         }
-        if gov && (table != self.table || !self.boot.is_empty()) {
-            if let Some(g) = self.hub.0.governance.news(&self.boot, &self.table, now) {
-                self.gov_sent(&g);
-                push.gov = Some(g);
-            }
-        }
         push
     }
 
-    fn gov_sent(&mut self, g: &GovState) {
-        if g.table.is_some() || g.version.is_empty() {
-            self.table = g.version.clone();
+    /// The parts of the HTTP exchange's answer `state` that differ from what
+    /// this node was sent last (governance always: it answers the report).
+    fn changes(&mut self, state: State) -> Push {
+        let State {
+            open,
+            weights,
+            gov,
+            faults,
+            credentials,
+        } = state;
+        let targets = Targets { open, weights };
+        let mut push = Push {
+            gov,
+            ..Push::default()
+        };
+        if self
+            .sent_targets
+            .as_ref()
+            .is_none_or(|s| targets_differ(s, &targets))
+        {
+            let targets = Arc::new(targets);
+            push.targets = Some((*targets).clone());
+            self.sent_targets = Some(targets);
         }
-        self.sent_gov = Some((g.version.clone(), g.envoys));
+        if self.sent_faults.as_ref().is_none_or(|s| **s != faults) {
+            push.faults = Some(faults.clone());
+            self.sent_faults = Some(Arc::new(faults));
+        }
+        if let Some(c) = credentials {
+            self.credentials = c.version.clone();
+            push.credentials = Some(c);
+        }
+        push
     }
 
     /// Takes one report; answers with what changed for this node (including
@@ -429,46 +411,16 @@ impl Session {
         let mut full = convert::full_report(report)
             .map_err(|e| Status::invalid_argument(format!("not a fleet report: {e}")))?;
         full.report.node = self.node.clone();
-        let snapshot = self.hub.0.snapshots.borrow().clone();
-        let checked = check(full, |_| Ok(()), |_| true, &snapshot.targets)
-            .map_err(|refused| refused.status())?;
+        let x = &self.hub.0.exchange;
+        let snapshot = x.snapshots.borrow().clone();
+        // The node was admitted when the stream opened (`admit`).
+        let checked = check_report(full, |_| Ok(()), |_| true, &snapshot.targets)
+            .map_err(|refused| refused.grpc_status())?;
         let now = now_ms();
-        self.hub
-            .0
-            .fleet
-            .record(&checked, &snapshot.targets, snapshot.breaker.as_ref(), now);
-        let answer = checked.gov().and_then(|g| {
-            self.boot = g.boot.clone();
-            self.table = g.table.clone();
-            self.hub.0.governance.exchange(g, now)
-        });
-        if first || self.credentials != checked.credentials() {
-            self.credentials = checked.credentials().to_string();
-        }
-        let observed = checked.observed();
-        self.hub
-            .0
-            .rates
-            .add(observed, &snapshot.routes, &snapshot.targets, now);
-        if let Some(d) = &observed.drill {
-            self.hub.0.drills.record(d, now);
-        }
+        let state = x.answer(&checked, now).await;
         // Others learn what this report changed (an opened circuit) now.
         self.hub.refresh(now);
-        let mut push = match answer {
-            Some(g) => {
-                let news = !g.grants.is_empty()
-                    || g.table.is_some()
-                    || self.sent_gov.as_ref() != Some(&(g.version.clone(), g.envoys));
-                let mut push = self.diff(now, false);
-                if news {
-                    self.gov_sent(&g);
-                    push.gov = Some(g);
-                }
-                push
-            }
-            None => self.diff(now, true),
-        };
+        let mut push = self.changes(state);
         if first {
             // A new stream: the whole state, even what is empty.
             push.targets.get_or_insert_with(Targets::default);

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use switchyard_core::governance::hex;
+use switchyard_core::sigv4::hex;
 
 use super::store::{AuditHead, Store};
 
@@ -26,7 +26,9 @@ pub struct Record {
     /// Unix ms.
     pub ts_ms: u64,
     /// What happened: `key.created`, `key.updated`, `key.revoked`, `team.set`,
-    /// `config.applied`, `requests` (a summary of governance decisions).
+    /// `config.applied`, `request` (governance's decision on one request),
+    /// `requests.unrecorded` (how many decisions a node could not report one
+    /// by one).
     pub event: String,
     /// Details (ids, names, limits, counts; never a key).
     pub detail: Value,
@@ -127,32 +129,68 @@ impl Log {
 
     /// Appends a record (and records the new head in `store`).
     pub fn append(&self, store: Option<&Store>, ts_ms: u64, event: &str, detail: Value) {
+        self.append_all(store, ts_ms, vec![(event, detail)]);
+    }
+
+    /// Appends records, chained in their order, with one write of the file
+    /// and one update of the head in `store` (a fleet report's decisions: the
+    /// cost of a report is one write, however many it carries).
+    pub fn append_all(&self, store: Option<&Store>, ts_ms: u64, records: Vec<(&str, Value)>) {
+        if records.is_empty() {
+            return;
+        }
         let Ok(mut g) = self.inner.lock() else {
             return;
         };
-        let seq = g.1 + 1;
-        let hash = hash_of(seq, ts_ms, event, &detail, &g.2);
-        let record = Record {
-            seq,
-            ts_ms,
-            event: event.to_string(),
-            detail,
-            prev: g.2.clone(),
-            hash: hash.clone(),
-        };
-        let mut line = serde_json::to_vec(&record).unwrap_or_default();
-        line.push(b'\n');
-        if let Err(e) = g.0.write_all(&line).and_then(|()| g.0.flush()) {
-            tracing::error!("audit log {}: cannot append: {e}", self.path.display());
+        let Some(store) = store else {
+            self.write(&mut g, ts_ms, records);
             return;
-        }
-        g.1 = seq;
-        g.2 = hash.clone();
-        if let Some(store) = store
-            && let Err(e) = store.set_audit_head(&AuditHead { seq, hash })
-        {
+        };
+        let written = store.append_audit(&self.path, |head| {
+            // Another control plane appended to this file since our last record.
+            if let Some(h) = head.filter(|h| h.seq > g.1) {
+                (g.1, g.2) = (h.seq, h.hash);
+            }
+            self.write(&mut g, ts_ms, records)
+        });
+        if let Err(e) = written {
             tracing::error!("audit head: {e}");
         }
+    }
+
+    /// Chains `records` after the head in `g` and writes them at once; the new
+    /// head, or `None` when the file refused them.
+    fn write(
+        &self,
+        g: &mut (std::fs::File, u64, String),
+        ts_ms: u64,
+        records: Vec<(&str, Value)>,
+    ) -> Option<AuditHead> {
+        let (mut seq, mut prev) = (g.1, g.2.clone());
+        let mut lines = Vec::with_capacity(records.len() * 256);
+        for (event, detail) in records {
+            seq += 1;
+            let hash = hash_of(seq, ts_ms, event, &detail, &prev);
+            let record = Record {
+                seq,
+                ts_ms,
+                event: event.to_string(),
+                detail,
+                prev,
+                hash: hash.clone(),
+            };
+            lines.extend(serde_json::to_vec(&record).unwrap_or_default());
+            lines.push(b'\n');
+            prev = hash;
+        }
+        // One write of an append-only file: records of control planes sharing
+        // it never interleave.
+        if let Err(e) = g.0.write_all(&lines).and_then(|()| g.0.flush()) {
+            tracing::error!("audit log {}: cannot append: {e}", self.path.display());
+            return None;
+        }
+        (g.1, g.2) = (seq, prev.clone());
+        Some(AuditHead { seq, hash: prev })
     }
 }
 
@@ -298,6 +336,64 @@ mod tests {
         (path, lines)
     }
 
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("sy-audit-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn event(log: &Log, store: &Store, i: u64) {
+        log.append(
+            Some(store),
+            1000 + i,
+            "key.created",
+            serde_json::json!({"id": i}),
+        );
+    }
+
+    #[test]
+    fn control_planes_sharing_a_database_keep_a_head_per_log() {
+        let dir = scratch("per-log");
+        let store = Store::open(&dir.join("switchyard.db")).unwrap();
+        let (a, b) = (dir.join("a/audit.log"), dir.join("b/audit.log"));
+        let (log_a, log_b) = (Log::open(&a).unwrap(), Log::open(&b).unwrap());
+        for i in 0..3 {
+            event(&log_a, &store, i);
+            event(&log_b, &store, i);
+        }
+        event(&log_a, &store, 9);
+        for (path, n) in [(&a, 4), (&b, 3)] {
+            let head = store.audit_head(path).unwrap();
+            assert_eq!(head.as_ref().map(|h| h.seq), Some(n));
+            assert_eq!(verify(path, head.as_ref()).unwrap().records, n);
+        }
+    }
+
+    #[test]
+    fn control_planes_writing_one_log_continue_each_others_chain() {
+        let dir = scratch("one-log");
+        // Two processes: each its own connection to the database and its own
+        // handle on the log.
+        let (db, path) = (dir.join("switchyard.db"), dir.join("audit.log"));
+        let (store_1, store_2) = (Store::open(&db).unwrap(), Store::open(&db).unwrap());
+        let (log_1, log_2) = (Log::open(&path).unwrap(), Log::open(&path).unwrap());
+        event(&log_1, &store_1, 1);
+        event(&log_2, &store_2, 2);
+        event(&log_2, &store_2, 3);
+        event(&log_1, &store_1, 4);
+        log_1.append_all(
+            Some(&store_1),
+            2000,
+            vec![
+                ("request", serde_json::json!({})),
+                ("request", serde_json::json!({})),
+            ],
+        );
+        let head = store_2.audit_head(&path).unwrap();
+        assert_eq!(verify(&path, head.as_ref()).unwrap().records, 6);
+    }
+
     #[test]
     fn the_chain_catches_changes_removals_and_reordering() {
         let (path, lines) = log_with(4);
@@ -311,6 +407,33 @@ mod tests {
             serde_json::json!({"id": "key_1"}),
         );
         assert_eq!(verify(&path, None).unwrap().records, 5);
+        // A batch chains like single records, in its order.
+        let log = Log::open(&path).unwrap();
+        log.append_all(
+            None,
+            2001,
+            (0..3)
+                .map(|i| {
+                    (
+                        "request",
+                        serde_json::json!({"request_id": format!("r{i}")}),
+                    )
+                })
+                .collect(),
+        );
+        log.append_all(None, 2002, Vec::new());
+        log.append(
+            None,
+            2003,
+            "key.revoked",
+            serde_json::json!({"id": "key_2"}),
+        );
+        let v = verify(&path, None).unwrap();
+        assert_eq!(v.records, 9);
+        assert_eq!(
+            last_record(&path).map(|r| (r.seq, r.hash)),
+            Some((9, v.head))
+        );
 
         let write = |ls: &[String]| std::fs::write(&path, ls.join("\n") + "\n").unwrap();
         let mut changed = lines.clone();

@@ -12,9 +12,10 @@ pub mod admin;
 pub mod audit;
 pub mod client;
 pub mod meter;
+pub mod pool;
 pub mod store;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -23,9 +24,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use switchyard_core::config::Price;
 use switchyard_core::governance::{
-    Denials, GovReport, GovState, KEY_PREFIX, KeyRecord, Limits, Table, TeamRecord, hash_key, hex,
+    Decision, GovReport, GovState, KEY_PREFIX, KeyRecord, Limits, Table, TeamRecord, hash_key,
     key_subject, team_subject,
 };
+use switchyard_core::sigv4::hex;
 
 use crate::config;
 use meter::{MeterView, Meters};
@@ -189,15 +191,6 @@ pub enum StartError {
     Audit(#[from] audit::AuditError),
 }
 
-/// Requests summed up for the audit log since the last summary.
-#[derive(Clone, Debug, Default)]
-struct Tally {
-    allowed: u64,
-    denied: Denials,
-    cost_micros: u64,
-    tokens: u64,
-}
-
 #[derive(Debug)]
 struct State {
     cfg: config::Governance,
@@ -206,10 +199,7 @@ struct State {
     table: Table,
     version: String,
     meters: Meters,
-    tally: HashMap<String, Tally>,
-    anonymous: Denials,
     revision: u64,
-    flushed_ms: u64,
 }
 
 /// Governance, shared by the fleet exchange, the admin API and `serve`.
@@ -306,10 +296,7 @@ impl Governance {
                 table: Table::default(),
                 version: String::new(),
                 meters: Meters::default(),
-                tally: HashMap::new(),
-                anonymous: Denials::default(),
                 revision,
-                flushed_ms: now_ms(),
             }),
         }));
         if let Ok(mut s) = g.0.state.lock() {
@@ -371,31 +358,30 @@ impl Governance {
         }
         let s = &mut *s;
         tracing::debug!(
-            "governance report from {}: {} subjects, {:?} anonymous refusals",
+            "governance report from {}: {} subjects, {} decisions",
             r.boot,
             r.subjects.len(),
-            r.anonymous
+            r.decisions.len()
         );
-        s.meters.seen(&r.boot, now);
-        s.anonymous.add(&r.anonymous);
+        if s.meters.seen(&r.boot, now)
+            && let Err(e) = s.meters.sync(&self.0.store, now, true)
+        {
+            tracing::error!("meters: a new Envoy: {e}");
+        }
         let mut grants = Vec::new();
         for sr in &r.subjects {
             let limits = limits_of(&s.table, &sr.s);
             let Some(limits) = limits else {
                 continue;
             };
-            let t = s.tally.entry(sr.s.clone()).or_default();
-            t.allowed = t.allowed.saturating_add(sr.allowed);
-            t.denied.add(&sr.denied);
-            t.cost_micros = t.cost_micros.saturating_add(sr.cost_micros);
-            t.tokens = t.tokens.saturating_add(sr.tokens);
             for dr in &sr.dims {
                 let Some(limit) = limits.of(dr.d) else {
                     continue;
                 };
-                let store = &self.0.store;
-                let saved = || store.usage(&sr.s, dr.d, dr.d.window(now)).unwrap_or(0);
-                if let Some(g) = s.meters.report(&r.boot, &sr.s, dr, limit, now, saved) {
+                if let Some(g) = s
+                    .meters
+                    .report(&self.0.store, &r.boot, &sr.s, dr, limit, now)
+                {
                     grants.push(g);
                 }
             }
@@ -409,102 +395,63 @@ impl Governance {
         })
     }
 
-    /// The version of the key table filters should hold.
-    pub fn version(&self) -> String {
-        self.0
-            .state
-            .lock()
-            .map(|s| s.version.clone())
-            .unwrap_or_default()
+    /// Names this control plane on the database (its status address: a
+    /// restart on the same address resumes what it held) and says it is
+    /// there, so that control planes sharing the database lend between them.
+    pub fn set_replica(&self, id: &str) {
+        if let Ok(mut s) = self.0.state.lock() {
+            s.meters.set_replica(id);
+            if let Err(e) = s.meters.sync(&self.0.store, now_ms(), false) {
+                tracing::error!("meters: {e}");
+            }
+        }
     }
 
-    /// How many meters were found lean so far: when this grows, every Envoy
-    /// has credit to be withdrawn ([`Governance::news`]).
-    pub fn leaned(&self) -> u64 {
-        self.0.state.lock().map(|s| s.meters.leaned()).unwrap_or(0)
-    }
-
-    /// Governance news for an Envoy between its own reports (pushed on its
-    /// fleet stream): the table when its copy (version `table`) is stale, and
-    /// credit withdrawn on meters found lean since (Envoy process `boot`;
-    /// empty: not known yet). `None`: nothing to say.
-    pub fn news(&self, boot: &str, table: &str, now: u64) -> Option<GovState> {
+    /// Once a second: saves the meters' use and lends with the control planes
+    /// sharing the database (`meter::Meters::sync`), picks up changes they
+    /// made to keys and teams.
+    pub fn tick(&self) {
         let Ok(mut s) = self.0.state.lock() else {
-            return None;
+            return;
         };
-        if !s.cfg.require_keys && s.table.keys.is_empty() {
-            // No keys: filters that had a table stop requiring keys.
-            return (!table.is_empty()).then(GovState::default);
-        }
         let s = &mut *s;
-        let grants = if boot.is_empty() {
-            Vec::new()
-        } else {
-            s.meters.withdrawals(boot, now)
-        };
-        let stale = table != s.version;
-        (stale || !grants.is_empty()).then(|| GovState {
-            version: s.version.clone(),
-            table: stale.then(|| s.table.clone()),
-            envoys: s.meters.envoys(),
-            grants,
-        })
+        if let Err(e) = s.meters.sync(&self.0.store, now_ms(), false) {
+            tracing::error!("meters: {e}");
+        }
+        if let Ok(rev) = self.0.store.revision()
+            && rev != s.revision
+        {
+            s.revision = rev;
+            if let (Ok(keys), Ok(teams)) = (self.0.store.keys(), self.0.store.teams()) {
+                s.keys = keys;
+                s.teams = teams;
+                rebuild(s);
+            }
+        }
     }
 
-    /// Once a second: saves budget use, picks up changes other control planes
-    /// made to a shared database, writes request summaries to the audit log.
-    pub fn tick(&self, now: u64) {
-        let (dirty, summaries) = {
-            let Ok(mut s) = self.0.state.lock() else {
-                return;
-            };
-            let dirty = s.meters.take_dirty();
-            if let Ok(rev) = self.0.store.revision()
-                && rev != s.revision
-            {
-                s.revision = rev;
-                if let (Ok(keys), Ok(teams)) = (self.0.store.keys(), self.0.store.teams()) {
-                    s.keys = keys;
-                    s.teams = teams;
-                    rebuild(&mut s);
-                }
-            }
-            let mut summaries = Vec::new();
-            if now.saturating_sub(s.flushed_ms) >= s.cfg.audit_flush_s * 1000 {
-                let since = s.flushed_ms;
-                s.flushed_ms = now;
-                let mut tally: Vec<(String, Tally)> = s.tally.drain().collect();
-                tally.sort_by(|a, b| a.0.cmp(&b.0));
-                for (subject, t) in tally {
-                    if t.allowed == 0 && t.denied.is_empty() && t.cost_micros == 0 {
-                        continue;
-                    }
-                    let (kind, id) = subject.split_once(':').unwrap_or(("k", &subject));
-                    summaries.push(json!({
-                        "from_ms": since, "to_ms": now,
-                        if kind == "t" { "team" } else { "key" }: id,
-                        "allowed": t.allowed, "denied": t.denied,
-                        "cost_usd": t.cost_micros as f64 / 1e6, "tokens": t.tokens,
-                    }));
-                }
-                let anonymous = std::mem::take(&mut s.anonymous);
-                if !anonymous.is_empty() {
-                    summaries.push(json!({
-                        "from_ms": since, "to_ms": now, "key": null,
-                        "denied": anonymous, "reason": "missing, unknown, revoked or expired key",
-                    }));
-                }
-            }
-            (dirty, summaries)
-        };
-        if !dirty.is_empty()
-            && let Err(e) = self.0.store.save_usage(&dirty)
-        {
-            tracing::error!("saving budget use: {e}");
+    /// Appends the governance decisions one report of `node` carried to the
+    /// audit log, one `request` record each, in one write; then, when the
+    /// filter could not keep some (`dropped`), one `requests.unrecorded`
+    /// record saying how many. The decisions were checked with the report
+    /// (`fleet::check`).
+    pub fn record(&self, node: &str, decisions: &[Decision], dropped: u64) {
+        let mut records: Vec<(&str, Value)> = decisions
+            .iter()
+            .map(|d| ("request", decision_detail(node, d)))
+            .collect();
+        if dropped > 0 {
+            records.push((
+                "requests.unrecorded",
+                json!({
+                    "node": node, "count": dropped,
+                    "why": "the Envoy's buffer of decisions was full, or a report carrying them was refused",
+                }),
+            ));
         }
-        for detail in summaries {
-            self.audit("requests", detail);
-        }
+        self.0
+            .audit
+            .append_all(Some(&self.0.store), now_ms(), records);
     }
 
     // === admin operations ===
@@ -831,6 +778,37 @@ fn limits_of(table: &Table, subject: &str) -> Option<Limits> {
         .map(|t| t.limits.clone())
 }
 
+/// The audit record of one request's decision: never the key or the prompt.
+fn decision_detail(node: &str, d: &Decision) -> Value {
+    let mut v = json!({
+        "node": node,
+        "at_ms": d.at_ms,
+        "request_id": d.request_id,
+        "key": d.key,
+        "team": d.team,
+        "outcome": if d.reason.allowed() { "allowed" } else { "denied" },
+        "reason": d.reason.code(),
+        "cost_usd": d.micros as f64 / 1e6,
+    });
+    if let Some(o) = v.as_object_mut() {
+        if d.id_altered {
+            o.insert("request_id_altered".into(), true.into());
+        }
+        if let Some(state) = d.reason.key_state() {
+            o.insert("key_state".into(), state.into());
+        }
+        if let Some(dim) = d.limit {
+            o.insert("limit".into(), dim.as_str().into());
+            let of = if d.team_limit { "team" } else { "key" };
+            o.insert("limit_of".into(), of.into());
+        }
+        if d.reason.allowed() {
+            o.insert("tokens".into(), d.tokens.into());
+        }
+    }
+    v
+}
+
 /// Subject names of a key and its team (for `status`).
 pub fn subjects_of(k: &KeyDoc) -> (String, Option<String>) {
     (key_subject(&k.id), k.team.as_deref().map(team_subject))
@@ -907,7 +885,6 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let (key, sha) = new_key().unwrap();
         let cfg = config::Governance {
-            audit_flush_s: 10,
             keys: vec![(
                 KeyRecord {
                     id: "key_ci".into(),
@@ -948,5 +925,65 @@ mod tests {
         // The file drops it: the gateway is open again (nothing else exists).
         g.apply_config(&config::Governance::default(), "v2");
         assert!(!g.enabled());
+    }
+
+    #[test]
+    fn each_decision_is_one_audit_record_and_drops_are_said() {
+        use switchyard_core::governance::{Dim, Reason};
+        let dir = std::env::temp_dir().join(format!("sy-gov-dec-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let g = Governance::open(&dir, &config::Governance::default()).unwrap();
+        let admitted = Decision {
+            key: Some("key_a".into()),
+            team: Some("research".into()),
+            micros: 1_250,
+            tokens: 42,
+            ..Decision::new(10, "r-1", Reason::Admitted)
+        };
+        let refused = Decision {
+            key: Some("key_a".into()),
+            team: Some("research".into()),
+            limit: Some(Dim::CostDay),
+            team_limit: true,
+            ..Decision::new(11, "r-2", Reason::BudgetExceeded)
+        };
+        let unknown = Decision::new(12, &"x".repeat(300), Reason::KeyUnknown);
+        g.record("envoy-0", &[admitted, refused, unknown], 0);
+        g.record("envoy-1", &[], 7);
+        let text = std::fs::read_to_string(g.audit_log()).unwrap();
+        let records: Vec<audit::Record> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let events: Vec<&str> = records.iter().map(|r| r.event.as_str()).collect();
+        assert_eq!(
+            events,
+            ["request", "request", "request", "requests.unrecorded"]
+        );
+        assert_eq!(
+            records[0].detail,
+            json!({"node": "envoy-0", "at_ms": 10, "request_id": "r-1", "key": "key_a",
+                   "team": "research", "outcome": "allowed", "reason": "admitted",
+                   "cost_usd": 0.00125, "tokens": 42})
+        );
+        assert_eq!(
+            records[1].detail,
+            json!({"node": "envoy-0", "at_ms": 11, "request_id": "r-2", "key": "key_a",
+                   "team": "research", "outcome": "denied", "reason": "budget_exceeded",
+                   "limit": "budget_day", "limit_of": "team", "cost_usd": 0.0})
+        );
+        let d = &records[2].detail;
+        assert_eq!(
+            (&d["key"], &d["key_state"]),
+            (&Value::Null, &json!("unknown"))
+        );
+        assert_eq!(d["request_id_altered"], true);
+        assert_eq!(d["request_id"].as_str().map(str::len), Some(128));
+        assert_eq!(records[3].detail["node"], "envoy-1");
+        assert_eq!(records[3].detail["count"], 7);
+        // One chain with the rest, its head recorded.
+        let head = g.0.store.audit_head(g.audit_log()).unwrap();
+        let v = audit::verify(g.audit_log(), head.as_ref()).unwrap();
+        assert_eq!(v.records, 4);
     }
 }

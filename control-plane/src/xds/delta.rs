@@ -15,7 +15,12 @@ use super::resources::type_url;
 use super::server::{Registry, Snapshot};
 use crate::config::fnv1a;
 
-const PUSH_ORDER: [&str; 3] = [type_url::CLUSTER, type_url::LISTENER, type_url::ROUTE];
+const PUSH_ORDER: [&str; 4] = [
+    type_url::CLUSTER,
+    type_url::LISTENER,
+    type_url::EXTENSION_CONFIG,
+    type_url::ROUTE,
+];
 
 /// Per-type state of one delta stream.
 #[derive(Debug, Default)]

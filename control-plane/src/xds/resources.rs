@@ -53,6 +53,9 @@ pub mod type_url {
     pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
     /// Cluster.
     pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+    /// TypedExtensionConfig (extension config discovery, ECDS).
+    pub const EXTENSION_CONFIG: &str =
+        "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
 }
 
 /// Packs a message into `Any`.
@@ -107,7 +110,7 @@ pub fn credentials(cfg: &Config) -> switchyard_core::fleet::Credentials {
         })
         .collect();
     let digest = sha2::Sha256::digest(serde_json::to_vec(&providers).unwrap_or_default());
-    let version: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
+    let version = switchyard_core::sigv4::hex(&digest[..12]);
     switchyard_core::fleet::Credentials { version, providers }
 }
 
@@ -166,7 +169,7 @@ pub fn filter_config(cfg: &Config, role: Role, node: &str) -> FilterConfig {
             .fleet
             .as_ref()
             .filter(|_| role == Role::Planner)
-            .map(|_| switchyard_core::fleet::Link {
+            .map(|_| switchyard_core::config::Link {
                 cluster: FLEET_CLUSTER.to_string(),
                 interval_ms: FLEET_INTERVAL_MS,
                 node: node.to_string(),
@@ -188,11 +191,72 @@ pub fn filter_config(cfg: &Config, role: Role, node: &str) -> FilterConfig {
     }
 }
 
-/// The Switchyard filter for `role` on `node`, in the build the config names.
+/// Name of the filter of `role` in the listener, and of its extension config
+/// when the filters come by ECDS: `switchyard.<role>.<build>`, where `build`
+/// names the filter build (a hash of its path). A new
+/// build is a new listener (planner and adapter swapped together: they share
+/// the per-request ledger of one VM, which two separate ECDS updates would
+/// split), a new config of the same build an ECDS update in place.
+pub fn extension_name(cfg: &Config, role: Role) -> String {
+    let role = match role {
+        Role::Planner => "planner",
+        Role::Adapter => "adapter",
+    };
+    // By the path: a new build is a new file (`serve` and `ecds` exclude each
+    // other, so the path names the build).
+    let build = crate::config::fnv1a(cfg.filter.path().display().to_string().as_bytes());
+    format!("switchyard.{role}.{build:016x}")
+}
+
+/// The Switchyard filter for `role` on `node`: inline, or, with `filter.ecds`,
+/// a reference to its extension config (Envoy warms the listener until that
+/// config came: no request passes without the filter).
 fn switchyard_filter(cfg: &Config, role: Role, node: &str) -> hcm::HttpFilter {
+    if !cfg.filter_ecds {
+        return inline_filter(cfg, role, node);
+    }
+    let type_url = match &cfg.filter {
+        FilterBuild::Wasm(_) => <wasm_filter::Wasm as Name>::type_url(),
+        FilterBuild::Native(_) => <envoy_types::pb::envoy::extensions::filters::http::dynamic_modules::v3::DynamicModuleFilter as Name>::type_url(),
+    };
+    hcm::HttpFilter {
+        name: extension_name(cfg, role),
+        config_type: Some(hcm::http_filter::ConfigType::ConfigDiscovery(
+            core::ExtensionConfigSource {
+                config_source: Some(ads_source()),
+                type_urls: vec![type_url],
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    }
+}
+
+/// The filters' extension configs for `node` (ECDS): one per role, named
+/// [`extension_name`].
+pub fn extension_configs(cfg: &Config, node: &str) -> Vec<(String, Any)> {
+    [Role::Planner, Role::Adapter]
+        .into_iter()
+        .map(|role| {
+            let typed_config = match inline_filter(cfg, role, node).config_type {
+                Some(hcm::http_filter::ConfigType::TypedConfig(a)) => Some(a),
+                _ => None,
+            };
+            let name = extension_name(cfg, role);
+            (
+                name.clone(),
+                any(&core::TypedExtensionConfig { name, typed_config }),
+            )
+        })
+        .collect()
+}
+
+/// The Switchyard filter for `role` on `node`, in the build the config names,
+/// with its config inline.
+fn inline_filter(cfg: &Config, role: Role, node: &str) -> hcm::HttpFilter {
     let json = serde_json::to_string(&filter_config(cfg, role, node)).unwrap_or_default();
     match &cfg.filter {
-        FilterBuild::Wasm(path) => wasm_filter(path, role, json),
+        FilterBuild::Wasm(path) => wasm_filter(wasm_code(cfg, path), role, json),
         FilterBuild::Native(path) => native_filter(path, json),
     }
 }
@@ -204,16 +268,7 @@ fn native_filter(path: &std::path::Path, json: String) -> hcm::HttpFilter {
     let module = envoy_types::pb::envoy::extensions::dynamic_modules::v3::DynamicModuleConfig {
         do_not_close: true,
         metrics_namespace: NATIVE_METRICS_NAMESPACE.to_string(),
-        module: Some(core::AsyncDataSource {
-            specifier: Some(core::async_data_source::Specifier::Local(
-                core::DataSource {
-                    specifier: Some(core::data_source::Specifier::Filename(
-                        path.display().to_string(),
-                    )),
-                    ..Default::default()
-                },
-            )),
-        }),
+        module: Some(local_file(path)),
         ..Default::default()
     };
     http_filter(
@@ -227,7 +282,53 @@ fn native_filter(path: &std::path::Path, json: String) -> hcm::HttpFilter {
     )
 }
 
-fn wasm_filter(path: &std::path::Path, role: Role, json: String) -> hcm::HttpFilter {
+/// Where Envoy gets the Wasm code: the file at `path` on its own host, or, when
+/// the control plane serves it, over HTTP from the status port through the fleet
+/// cluster, checked against its SHA-256 (a listener whose code cannot be fetched
+/// or does not match is not installed; fetches are retried with back-off).
+fn wasm_code(cfg: &Config, path: &std::path::Path) -> core::AsyncDataSource {
+    let (Some(served), Some(ep)) = (&cfg.served_filter, &cfg.fleet) else {
+        return local_file(path);
+    };
+    core::AsyncDataSource {
+        specifier: Some(core::async_data_source::Specifier::Remote(
+            core::RemoteDataSource {
+                http_uri: Some(core::HttpUri {
+                    uri: format!("http://{}:{}{}", ep.host, ep.port, served.url_path()),
+                    timeout: Some(duration_ms(30_000)),
+                    http_upstream_type: Some(core::http_uri::HttpUpstreamType::Cluster(
+                        FLEET_CLUSTER.to_string(),
+                    )),
+                }),
+                sha256: served.sha256.clone(),
+                retry_policy: Some(core::RetryPolicy {
+                    retry_back_off: Some(core::BackoffStrategy {
+                        base_interval: Some(duration_ms(500)),
+                        max_interval: Some(duration_ms(5_000)),
+                    }),
+                    num_retries: Some(UInt32Value { value: 10 }),
+                    ..Default::default()
+                }),
+            },
+        )),
+    }
+}
+
+/// The file at `path` on the Envoy's own host.
+fn local_file(path: &std::path::Path) -> core::AsyncDataSource {
+    core::AsyncDataSource {
+        specifier: Some(core::async_data_source::Specifier::Local(
+            core::DataSource {
+                specifier: Some(core::data_source::Specifier::Filename(
+                    path.display().to_string(),
+                )),
+                ..Default::default()
+            },
+        )),
+    }
+}
+
+fn wasm_filter(code: core::AsyncDataSource, role: Role, json: String) -> hcm::HttpFilter {
     let role_name = match role {
         Role::Planner => "planner",
         Role::Adapter => "adapter",
@@ -242,16 +343,7 @@ fn wasm_filter(path: &std::path::Path, role: Role, json: String) -> hcm::HttpFil
         vm: Some(wasm::plugin_config::Vm::VmConfig(wasm::VmConfig {
             vm_id: VM_ID.to_string(),
             runtime: "envoy.wasm.runtime.v8".to_string(),
-            code: Some(core::AsyncDataSource {
-                specifier: Some(core::async_data_source::Specifier::Local(
-                    core::DataSource {
-                        specifier: Some(core::data_source::Specifier::Filename(
-                            path.display().to_string(),
-                        )),
-                        ..Default::default()
-                    },
-                )),
-            }),
+            code: Some(code),
             ..Default::default()
         })),
         ..Default::default()
@@ -354,6 +446,11 @@ pub fn listener(cfg: &Config, node: &str) -> listener::Listener {
     };
     listener::Listener {
         name: LISTENER_NAME.to_string(),
+        // The clients' way in. The gateway's preStop drains only INBOUND
+        // listeners (`/drain_listeners?graceful&inboundonly`), which leaves the
+        // bootstrap's stats listener (`switchyard bootstrap --stats-addr`)
+        // serving Prometheus until Envoy exits.
+        traffic_direction: core::TrafficDirection::Inbound as i32,
         // The planner holds the whole request body (StopIterationAndBuffer), which is
         // bounded by this limit; keep it above the planner's own so the planner's
         // OpenAI-shaped 413 answers first.
@@ -721,7 +818,7 @@ pub fn fleet_cluster(ep: &crate::config::FleetEndpoint, sds_dir: Option<&str>) -
     let mut c = provider_cluster(
         &Provider {
             name: "fleet".into(),
-            dialect: switchyard_core::config::Dialect::Openai,
+            dialect: switchyard_core::dialect::Dialect::Openai,
             tls: false,
             host: ep.host.clone(),
             port: ep.port,
@@ -863,6 +960,9 @@ pub fn resources(cfg: &Config) -> HashMap<&'static str, Vec<(String, Any)>> {
         type_url::LISTENER,
         vec![(LISTENER_NAME.to_string(), any(&listener(cfg, "")))],
     );
+    if cfg.filter_ecds {
+        out.insert(type_url::EXTENSION_CONFIG, extension_configs(cfg, ""));
+    }
     out.insert(
         type_url::ROUTE,
         vec![(ROUTE_NAME.to_string(), any(&route_configuration(cfg)))],
@@ -901,6 +1001,15 @@ mod tests {
             !serde_json::to_string(&planner)
                 .unwrap()
                 .contains("secret-a")
+        );
+    }
+
+    #[test]
+    fn the_gateway_listener_is_inbound() {
+        // What `/drain_listeners?inboundonly` (the chart's preStop) stops.
+        assert_eq!(
+            listener(&cfg(), "n").traffic_direction,
+            core::TrafficDirection::Inbound as i32
         );
     }
 

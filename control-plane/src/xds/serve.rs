@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use super::server::{Ads, Registry, Snapshot};
+use crate::fleet::stream::Hub;
 use crate::config::{self, Config, ConfigError};
 use crate::defaults;
 use crate::governance::{self, Governance};
@@ -131,8 +132,23 @@ fn describe(cfg: &Config) -> String {
         cfg.listener_port,
         providers.join(", "),
         cfg.routes.keys().cloned().collect::<Vec<_>>().join(", "),
-        cfg.filter.path().display()
+        match &cfg.served_filter {
+            Some(s) => format!(
+                "{} (served to the Envoys, sha256 {})",
+                cfg.filter.path().display(),
+                s.sha256
+            ),
+            None => cfg.filter.path().display().to_string(),
+        }
     )
+}
+
+/// Size and modification time of the filter file the control plane serves: a
+/// new build written in its place is a reload, like a change of the config.
+fn served_stamp(cfg: &Config) -> Option<(u64, Option<std::time::SystemTime>)> {
+    cfg.served_filter.as_ref()?;
+    let meta = std::fs::metadata(cfg.filter.path()).ok()?;
+    Some((meta.len(), meta.modified().ok()))
 }
 
 async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), ServeError> {
@@ -236,7 +252,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
             loop {
                 tick.tick().await;
                 let g = g.clone();
-                let _ = tokio::task::spawn_blocking(move || g.tick(governance::now_ms())).await;
+                let _ = tokio::task::spawn_blocking(move || g.tick()).await;
             }
         });
     }
@@ -259,6 +275,13 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
     // The status/fleet endpoint is bound first: its address goes into the config
     // the filters get (the cluster through which they report outcomes).
     let (status_listener, status_bound) = bind(status_addr).await?;
+    // Control planes sharing the database lend the meters between them, each
+    // known by its status address (a restart on it resumes what it held).
+    {
+        let g = governance.clone();
+        let id = status_bound.to_string();
+        let _ = tokio::task::spawn_blocking(move || g.set_replica(&id)).await;
+    }
     let fleet_endpoint = crate::config::FleetEndpoint {
         host: advertise
             .as_ref()
@@ -276,18 +299,28 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
     cfg.governance_on = governance.enabled();
     let (tx, rx) = watch::channel(Arc::new(Snapshot::from_config(&cfg, 1)));
     let registry = Registry::default();
-    let fleet = crate::fleet::Fleet::default();
+    let exchange = crate::fleet::answer::Exchange {
+        fleet: crate::fleet::Fleet::default(),
+        governance: governance.clone(),
+        snapshots: rx.clone(),
+        rates: crate::rates::Window::default(),
+        drills: crate::drill::Drills::default(),
+    };
+    // The fleet stream (gRPC, on the xDS port) answers reports as the HTTP
+    // exchange does: one `Exchange` for both.
     tokio::spawn(crate::status::serve(
         status_listener,
         registry.clone(),
-        rx.clone(),
-        fleet,
-        governance.clone(),
+        exchange.clone(),
         // Drills take the admin API's token.
         token,
         tls.clone(),
     ));
-    tokio::spawn(watch_file(
+    // The config watcher holds the snapshots' only sender: aborting it on
+    // shutdown ends every xDS stream (an Envoy's ADS stream never ends by
+    // itself), so the server below stops at once instead of waiting for them
+    // until the kubelet's grace period is over and it kills the pod.
+    let watcher = tokio::spawn(watch_file(
         config_path.clone(),
         cfg,
         tx,
@@ -313,14 +346,18 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
         async move {
             shutdown().await;
             ready.set(false);
+            watcher.abort();
         }
     };
     ready.set(true);
     match tls {
         Some(tls) => {
+            let hub = Hub::new(exchange, registry.clone(), Some(tls.policy().clone()));
+            hub.spawn_refresh();
             let ads = Ads::new(rx, registry).with_node_policy(tls.policy().clone());
             server
                 .add_service(ads.into_service())
+                .add_service(hub.into_service())
                 .serve_with_incoming_shutdown(
                     tls.incoming(listener, crate::tls::Port::Xds),
                     stopping,
@@ -328,8 +365,11 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
                 .await?
         }
         None => {
+            let hub = Hub::new(exchange, registry.clone(), None);
+            hub.spawn_refresh();
             server
                 .add_service(Ads::new(rx, registry).into_service())
+                .add_service(hub.into_service())
                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopping)
                 .await?
         }
@@ -402,6 +442,7 @@ async fn watch_file(
 ) {
     let mut serial = 1;
     let mut last_text = path.as_ref().and_then(|p| std::fs::read(p).ok());
+    let mut last_stamp = served_stamp(&current);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut refreshed = tokio::time::Instant::now();
     loop {
@@ -437,11 +478,13 @@ async fn watch_file(
             .filter_map(|p| p.credentials_refresh_s)
             .min()
             .is_some_and(|s| refreshed.elapsed() >= Duration::from_secs(s));
-        if text.is_none() || (text == last_text && !refresh_due) {
+        let stamp = served_stamp(&current);
+        if text.is_none() || (text == last_text && !refresh_due && stamp == last_stamp) {
             continue;
         }
         refreshed = tokio::time::Instant::now();
         last_text = text;
+        last_stamp = stamp;
         // Loading may run credential commands: off the async workers.
         let load_path = path.clone();
         let loaded = tokio::task::spawn_blocking(move || config::load(&load_path))

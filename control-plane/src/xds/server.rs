@@ -27,7 +27,12 @@ use crate::config::Config;
 
 /// Order in which resource types are pushed: clusters before the listener that
 /// routes to them, the listener before its route.
-const PUSH_ORDER: [&str; 3] = [type_url::CLUSTER, type_url::LISTENER, type_url::ROUTE];
+const PUSH_ORDER: [&str; 4] = [
+    type_url::CLUSTER,
+    type_url::LISTENER,
+    type_url::EXTENSION_CONFIG,
+    type_url::ROUTE,
+];
 
 /// One consistent set of resources.
 #[derive(Debug, Default)]
@@ -52,6 +57,11 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The Wasm file the control plane serves to its Envoys, if it does.
+    pub fn served_filter(&self) -> Option<&crate::config::ServedFilter> {
+        self.config.as_ref()?.served_filter.as_ref()
+    }
+
     /// Builds the snapshot for a config; `serial` makes versions unique per reload.
     pub fn from_config(cfg: &Config, serial: u64) -> Snapshot {
         Snapshot {
@@ -89,18 +99,28 @@ impl Snapshot {
             return shared();
         };
         let tls_fleet = cfg.fleet.as_ref().filter(|f| f.tls);
-        if ty == type_url::LISTENER && !node.id.is_empty() {
-            let listener = match tls_fleet {
+        if (ty == type_url::LISTENER || ty == type_url::EXTENSION_CONFIG) && !node.id.is_empty() {
+            // The filter configs name the node (and its fleet link, if any).
+            let unlinked;
+            let cfg = match tls_fleet {
                 Some(_) if node.sds_dir.is_none() => {
                     let mut c = cfg.clone();
                     c.fleet = None;
-                    resources::listener(&c, &node.id)
+                    unlinked = c;
+                    &unlinked
                 }
-                _ => resources::listener(cfg, &node.id),
+                _ => cfg,
             };
+            if ty == type_url::EXTENSION_CONFIG {
+                return Cow::Owned(if cfg.filter_ecds {
+                    resources::extension_configs(cfg, &node.id)
+                } else {
+                    Vec::new()
+                });
+            }
             return Cow::Owned(vec![(
                 resources::LISTENER_NAME.to_string(),
-                resources::any(&listener),
+                resources::any(&resources::listener(cfg, &node.id)),
             )]);
         }
         if ty == type_url::CLUSTER
@@ -356,6 +376,8 @@ struct TypeState {
     nonce: String,
     /// Version of the last response sent.
     sent: String,
+    /// The names that response answered.
+    sent_names: Vec<String>,
 }
 
 struct Session {
@@ -434,9 +456,10 @@ impl Session {
             self.registry.update(&self.node.id, |s| {
                 s.acked.insert(short_type(&ty).to_string(), version);
             });
-            // A new subscription set (e.g. a new route name) needs an answer too.
+            // A new subscription set (e.g. the extension configs a new listener
+            // names) needs an answer too, even at the current version.
             let current = self.snapshots.borrow().version.clone();
-            if req.version_info == current {
+            if req.version_info == current && state.names == state.sent_names {
                 return Ok(());
             }
         }
@@ -467,6 +490,7 @@ impl Session {
             .collect();
         state.nonce = nonce.clone();
         state.sent = snapshot.version.clone();
+        state.sent_names = state.names.clone();
         tracing::debug!(node = %self.node.id, type_url = %ty, version = %snapshot.version, count = resources.len(), "push");
         let response = DiscoveryResponse {
             version_info: snapshot.version.clone(),

@@ -7,9 +7,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use switchyard_core::config::Dialect;
 use switchyard_core::cost::UsageTail;
-use switchyard_core::dialect::{self, Answer, Context};
+use switchyard_core::dialect::{self, Answer, Context, Dialect};
 use switchyard_core::failure::FailureClass;
 use switchyard_core::request::Endpoint;
 use switchyard_fuzz::take;

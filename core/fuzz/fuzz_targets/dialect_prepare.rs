@@ -7,8 +7,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use switchyard_core::config::Dialect;
-use switchyard_core::dialect::{self, GATEWAY_FIELDS};
+use switchyard_core::dialect::{self, Dialect, GATEWAY_FIELDS};
 use switchyard_core::request::Endpoint;
 use switchyard_fuzz::take;
 

@@ -17,9 +17,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use switchyard_core::config::Dialect;
 use switchyard_core::cost::UsageTail;
-use switchyard_core::dialect::{self, Context, StreamEnd, StreamTranslator};
+use switchyard_core::dialect::{self, Context, Dialect, StreamEnd, StreamTranslator};
 use switchyard_core::eventstream;
 use switchyard_core::sse;
 use switchyard_fuzz::{check_openai_events, chunks, last_event_before_done, seed, take};

@@ -15,50 +15,15 @@
 //! Messages request the translation takes (or refuses only for other APIs) is
 //! one `count_tokens` can count.
 //!
-//! Open findings 5 and 6 (docs/fuzzing.md) are let through unless `FUZZ_STRICT`
-//! names them; their reproducers are the seeds `finding-5-*` and `finding-6-*`.
+//! Fixed findings 5 and 6 (docs/fuzzing.md) are replayed by the seeds
+//! `finding-5-*` and `finding-6-*`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use switchyard_core::inbound::{ClientApi, anthropic};
 use switchyard_core::request::{self, Endpoint};
-use switchyard_fuzz::{strict, take};
-
-/// The chat form's token limit, which `request::inspect` bounds.
-const MAX_CHAT_TOKENS: u64 = 10_000_000;
-
-/// Open finding 5: a token limit the client API takes (Messages `max_tokens`,
-/// Responses `max_output_tokens`: any integer of at least 1) over the chat
-/// form's 10,000,000, which `inspect` then refuses under the chat name.
-fn known_token_limit(chat: &Value, e: &request::RequestError) -> bool {
-    ["max_tokens", "max_completion_tokens"].iter().any(|k| {
-        e.message.starts_with(&format!("`{k}` must be"))
-            && chat
-                .get(*k)
-                .and_then(Value::as_u64)
-                .is_some_and(|n| n > MAX_CHAT_TOKENS)
-    })
-}
-
-/// Open finding 6: `responses::to_chat` returns its `only_native` refusals as
-/// soon as it meets them, before the rest of the request is checked: those of
-/// `refuse_stored_state` before `model`, every one before `stream`.
-fn known_refused_before_stream(api: ClientApi) -> bool {
-    api == ClientApi::Responses
-}
-
-/// Open finding 6 (see [`known_refused_before_stream`]): stored state or
-/// OpenAI-only members refused before `model` is checked.
-fn known_refused_before_model(api: ClientApi, body: &Value) -> bool {
-    let present = |k: &str| body.get(k).is_some_and(|v| !v.is_null());
-    api == ClientApi::Responses
-        && (present("previous_response_id")
-            || present("conversation")
-            || body.get("background") == Some(&Value::Bool(true))
-            || present("prompt")
-            || present("moderation"))
-}
+use switchyard_fuzz::take;
 
 fuzz_target!(|data: &[u8]| {
     let mut data = data;
@@ -110,7 +75,6 @@ fuzz_target!(|data: &[u8]| {
                         client.get("model").and_then(Value::as_str)
                     );
                 }
-                Err(e) if !strict(5) && known_token_limit(&inbound.chat, &e) => {}
                 Err(e) => panic!(
                     "{api:?}: accepted, but its chat form fails request::inspect: {} ({})\nchat form: {}",
                     e.message,
@@ -141,18 +105,16 @@ fuzz_target!(|data: &[u8]| {
                     .and_then(Value::as_str)
                     .is_some_and(|m| !m.is_empty());
                 assert!(
-                    routable || (!strict(6) && known_refused_before_model(api, &parsed)),
+                    routable,
                     "{api:?}: only_native ({}: {}) for a body without a non-empty string `model`",
-                    e.code,
-                    e.message
+                    e.code, e.message
                 );
                 // The planner plans such a request from its `model` and
                 // `stream` alone (`stream` read as a boolean, anything else as
                 // false): the rest was checked, so `stream` was too.
                 let stream = parsed.get("stream");
                 assert!(
-                    stream.is_none_or(|s| s.is_null() || s.is_boolean())
-                        || (!strict(6) && known_refused_before_stream(api)),
+                    stream.is_none_or(|s| s.is_null() || s.is_boolean()),
                     "{api:?}: only_native ({}) for a body whose `stream` is {stream:?}",
                     e.code
                 );

@@ -35,19 +35,17 @@
 //! event, the provider's or the client API's); the chat form kept for usage is
 //! whole `data:` events ending with `[DONE]`.
 //!
-//! Open finding 7 (docs/fuzzing.md) is let through unless `FUZZ_STRICT` names
-//! it; its reproducers are the seeds `finding-7-*`.
+//! Fixed finding 7 (docs/fuzzing.md) is replayed by the seeds `finding-7-*`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use switchyard_core::config::Dialect;
-use switchyard_core::dialect::{self, Context, StreamEnd, StreamTranslator};
+use switchyard_core::dialect::{self, Context, Dialect, StreamEnd, StreamTranslator};
 use switchyard_core::inbound::native::{NativeStream, ResponsesWatch};
 use switchyard_core::inbound::{ClientApi, StreamBack, anthropic, responses};
 use switchyard_core::request::Endpoint;
 use switchyard_core::sse;
-use switchyard_fuzz::{check_openai_events, chunks, seed, strict, take};
+use switchyard_fuzz::{check_openai_events, chunks, seed, take};
 
 /// The model as the client named it.
 const CLIENT_MODEL: &str = "claude-client";
@@ -578,9 +576,7 @@ fn check_native(mode: Mode, input: &[u8], split: &Run, include_usage: bool) {
     };
     if said != all {
         let end = ender.and_then(|k| by_event.ends[k].clone());
-        let known = !strict(7) && known_passed_after_end(end.as_ref());
-        assert!(
-            known,
+        panic!(
             "{mode:?}: the provider's events were passed after the stream had ended ({end:?}) with event {ender:?}: {:?}\noutput until then: {:?}",
             show(&all[said.len()..]),
             show(&said)
@@ -622,13 +618,6 @@ fn check_native(mode: Mode, input: &[u8], split: &Run, include_usage: bool) {
             show(&split.chat)
         );
     }
-}
-
-/// Open finding 7: a native stream goes on passing the provider's events after
-/// the one that completed it (`message_stop`, `response.completed`,
-/// `response.incomplete`): `NativeStream::event` stops only after a failure.
-fn known_passed_after_end(end: Option<&StreamEnd>) -> bool {
-    matches!(end, Some(StreamEnd::Complete | StreamEnd::Filtered(_)))
 }
 
 // === the target ===

@@ -10,7 +10,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use switchyard_core::config::Dialect;
+use switchyard_core::dialect::Dialect;
 
 // === bounded allocation ===
 

@@ -4,11 +4,10 @@
 use serde_json::{Map, Value, json};
 
 use super::{
-    Answer, Api, Context, Members, Progress, StreamEnd, StreamTranslator as Translate,
-    TranslateError,
+    Answer, Api, Context, Progress, StreamEnd, StreamTranslator as Translate, TranslateError,
 };
 use crate::failure::{FailureClass, mentions_content_policy, mentions_context_length, scrub};
-use crate::request::Endpoint;
+use crate::request::{Endpoint, Members};
 use crate::sse;
 
 /// `anthropic-version` header value the adapter sends.

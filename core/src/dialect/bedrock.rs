@@ -6,12 +6,11 @@
 use serde_json::{Map, Value, json};
 
 use super::{
-    Answer, Api, Context, Members, Progress, StreamEnd, StreamTranslator as Translate,
-    TranslateError,
+    Answer, Api, Context, Progress, StreamEnd, StreamTranslator as Translate, TranslateError,
 };
 use crate::eventstream;
 use crate::failure::{FailureClass, scrub};
-use crate::request::Endpoint;
+use crate::request::{Endpoint, Members};
 
 /// SigV4 service name of the Bedrock runtime.
 pub const SERVICE: &str = "bedrock";
@@ -595,6 +594,10 @@ impl Api for Bedrock {
 
     fn signing_headers(&self) -> &'static [&'static str] {
         &["x-amz-date", "x-amz-security-token"]
+    }
+
+    fn signing_service(&self) -> Option<&'static str> {
+        Some(SERVICE)
     }
 
     fn continues_prefill(&self) -> bool {

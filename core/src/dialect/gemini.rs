@@ -5,11 +5,10 @@
 use serde_json::{Map, Value, json};
 
 use super::{
-    Answer, Api, Context, Members, Progress, StreamEnd, StreamTranslator as Translate,
-    TranslateError,
+    Answer, Api, Context, Progress, StreamEnd, StreamTranslator as Translate, TranslateError,
 };
 use crate::failure::{FailureClass, mentions_content_policy, mentions_context_length, scrub};
-use crate::request::Endpoint;
+use crate::request::{Endpoint, Members};
 use crate::sse;
 
 fn invalid(msg: impl Into<String>) -> TranslateError {
@@ -261,13 +260,39 @@ pub fn vertex_embeddings_response(
 }
 
 /// Maps Gemini's `finishReason` to OpenAI's `finish_reason`.
+///
+/// Every reason that means the provider withheld the answer (Gemini's
+/// `FinishReason`: safety, recitation, blocklist, prohibited content, SPII, an
+/// unsupported language, and the image variants, `NO_IMAGE` included) is
+/// `content_filter`: a failure class that can fall over, never an empty `stop`.
 pub fn finish_reason(reason: &str, has_calls: bool) -> &'static str {
     match reason {
         "MAX_TOKENS" => "length",
-        "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" => "content_filter",
+        "SAFETY"
+        | "RECITATION"
+        | "BLOCKLIST"
+        | "PROHIBITED_CONTENT"
+        | "SPII"
+        | "LANGUAGE"
+        | "IMAGE_SAFETY"
+        | "IMAGE_PROHIBITED_CONTENT"
+        | "IMAGE_RECITATION"
+        | "IMAGE_OTHER"
+        | "NO_IMAGE" => "content_filter",
         _ if has_calls => "tool_calls",
         _ => "stop",
     }
+}
+
+/// Whether Gemini's `finishReason` says the answer is broken rather than
+/// complete or withheld: a malformed or unexpected tool call, too many tool
+/// calls, or an unknown reason (`OTHER`). Such an answer is a `bad_response`
+/// (it falls over), never a plausible `stop`.
+pub fn broken_finish(reason: &str) -> bool {
+    matches!(
+        reason,
+        "MALFORMED_FUNCTION_CALL" | "UNEXPECTED_TOOL_CALL" | "TOO_MANY_TOOL_CALLS" | "OTHER"
+    )
 }
 
 /// OpenAI usage from `usageMetadata`. Thinking tokens are billed as output, and
@@ -512,6 +537,14 @@ impl StreamTranslator {
                 self.usage = Some(u);
             }
             let (text, calls, finish) = candidate(&v);
+            if let Some(f) = finish.filter(|f| broken_finish(f)) {
+                out.push_str(&self.fail(
+                    FailureClass::BadResponse,
+                    format!("the provider ended its answer with finishReason {f}"),
+                    "provider_stream_error",
+                ));
+                break;
+            }
             // A safety stop is not an answer: the stream stays uncommitted, so a
             // route that allows it can still fall over.
             let filtered = finish.is_some_and(|f| finish_reason(f, false) == "content_filter");
@@ -635,6 +668,12 @@ impl Api for Gemini {
                     return Answer::Failed(
                         FailureClass::BadResponse,
                         "the provider's 200 has no `candidates`".to_string(),
+                    );
+                }
+                if let Some(f) = candidate(&v).2.filter(|f| broken_finish(f)) {
+                    return Answer::Failed(
+                        FailureClass::BadResponse,
+                        format!("the provider ended its answer with finishReason {f}"),
                     );
                 }
                 let filtered = blocked.or_else(|| {
@@ -795,6 +834,88 @@ mod tests {
             GEMINI.answer(br#"{"nothing":1}"#, &ctx()),
             Answer::Failed(FailureClass::BadResponse, _)
         ));
+    }
+
+    #[test]
+    fn broken_finish_reasons_are_bad_responses() {
+        for reason in [
+            "MALFORMED_FUNCTION_CALL",
+            "UNEXPECTED_TOOL_CALL",
+            "TOO_MANY_TOOL_CALLS",
+            "OTHER",
+        ] {
+            let body = format!(
+                r#"{{"candidates":[{{"content":{{"role":"model","parts":[{{"text":"half"}}]}},"finishReason":"{reason}"}}]}}"#
+            );
+            assert!(
+                matches!(GEMINI.answer(body.as_bytes(), &ctx()), Answer::Failed(FailureClass::BadResponse, ref m) if m.contains(reason)),
+                "{reason}"
+            );
+            let mut t = StreamTranslator::new(true, 1, "gemini-x", "r");
+            let text =
+                String::from_utf8(t.feed(format!("data: {body}\r\n\r\n").as_bytes())).unwrap();
+            assert!(text.contains("provider_stream_error"), "{reason}: {text}");
+            assert!(
+                matches!(
+                    t.progress().end,
+                    Some(StreamEnd::Failed(FailureClass::BadResponse, _))
+                ),
+                "{reason}"
+            );
+        }
+        assert!(!broken_finish("STOP") && !broken_finish("MAX_TOKENS") && !broken_finish("SAFETY"));
+    }
+
+    #[test]
+    fn every_blocking_finish_reason_is_a_content_filter() {
+        for reason in [
+            "SAFETY",
+            "RECITATION",
+            "BLOCKLIST",
+            "PROHIBITED_CONTENT",
+            "SPII",
+            "LANGUAGE",
+            "IMAGE_SAFETY",
+            "IMAGE_PROHIBITED_CONTENT",
+            "IMAGE_RECITATION",
+            "IMAGE_OTHER",
+            "NO_IMAGE",
+        ] {
+            assert_eq!(finish_reason(reason, false), "content_filter", "{reason}");
+            assert_eq!(finish_reason(reason, true), "content_filter", "{reason}");
+            // A complete answer that ends so is filtered (it can fall over)...
+            let body = format!(
+                r#"{{"candidates":[{{"content":{{"role":"model","parts":[{{"text":"Hi"}}]}},"finishReason":"{reason}","index":0}}]}}"#
+            );
+            let Answer::Filtered(out, why) = GEMINI.answer(body.as_bytes(), &ctx()) else {
+                panic!("{reason}: a blocked answer is filtered")
+            };
+            assert!(why.contains(reason), "{reason}: {why}");
+            let v: Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(
+                v["choices"][0]["finish_reason"], "content_filter",
+                "{reason}"
+            );
+            // ...and so is a stream, which stays uncommitted.
+            let mut t = StreamTranslator::new(false, 1, "g", "r");
+            t.feed(
+                format!(
+                    "data: {{\"candidates\":[{{\"finishReason\":\"{reason}\",\"index\":0}}]}}\n\n"
+                )
+                .as_bytes(),
+            );
+            let text = String::from_utf8(t.finish()).unwrap();
+            assert!(text.contains("content_filter"), "{reason}: {text}");
+            assert!(!t.progress().content, "{reason}: nothing was committed");
+            assert!(
+                matches!(t.progress().end, Some(StreamEnd::Filtered(_))),
+                "{reason}"
+            );
+        }
+        // The others are not blocks.
+        assert_eq!(finish_reason("STOP", false), "stop");
+        assert_eq!(finish_reason("STOP", true), "tool_calls");
+        assert_eq!(finish_reason("MAX_TOKENS", false), "length");
     }
 
     #[test]

@@ -6,11 +6,101 @@ pub mod bedrock;
 pub mod gemini;
 pub mod openai;
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::Dialect;
 use crate::failure::FailureClass;
-use crate::request::Endpoint;
+use crate::request::{Endpoint, Members};
+
+/// The API dialect a provider speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dialect {
+    /// OpenAI chat completions (`POST {base}/chat/completions`, bearer key).
+    Openai,
+    /// Anthropic Messages (`POST {base}/messages`, `x-api-key`).
+    Anthropic,
+    /// Azure OpenAI (`POST {base}/openai/deployments/{model}/chat/completions
+    /// ?api-version=…`, `api-key`); the target's model is the deployment name.
+    AzureOpenai,
+    /// Google Gemini API (`POST {base}/models/{model}:generateContent`, or
+    /// `:streamGenerateContent?alt=sse`; `x-goog-api-key`).
+    Gemini,
+    /// Google Vertex AI: Gemini's body and paths under
+    /// `…/projects/{p}/locations/{l}/publishers/google`, an OAuth bearer token
+    /// supplied (and refreshed) by the control plane.
+    Vertex,
+    /// AWS Bedrock Converse (`POST {base}/model/{id}/converse`, or
+    /// `/converse-stream` in the binary event-stream format); SigV4-signed, or a
+    /// Bedrock API key as bearer token.
+    Bedrock,
+}
+
+impl Dialect {
+    /// Name used in config files and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dialect::Openai => "openai",
+            Dialect::Anthropic => "anthropic",
+            Dialect::AzureOpenai => "azure_openai",
+            Dialect::Gemini => "gemini",
+            Dialect::Vertex => "vertex",
+            Dialect::Bedrock => "bedrock",
+        }
+    }
+
+    /// Whether the provider has an embeddings API the gateway translates to.
+    pub fn embeds(self) -> bool {
+        api(self).embeds()
+    }
+
+    /// Whether requests and answers are in OpenAI's chat-completions format.
+    pub fn speaks_openai(self) -> bool {
+        api(self).speaks_openai()
+    }
+
+    /// Checks a model id (or Azure deployment name) against the characters this
+    /// provider's ids are made of. Ids reach the provider inside a URL path for
+    /// Azure, Gemini, Vertex and Bedrock (encoded as one segment) and inside JSON
+    /// for the others; an allow-list keeps a client-chosen name from being anything
+    /// but a name (`..`, `?`, `#`, `%`, spaces and controls are never accepted).
+    pub fn check_model(self, model: &str) -> Result<(), String> {
+        let (extra, allowed): (&[u8], &str) = match self {
+            // `org/model` (OpenAI-compatible hosts), `ft:…:…`, `llama3:8b`.
+            Dialect::Openai => (b"-._:/@+", "letters, digits and `-._:/@+`"),
+            Dialect::AzureOpenai => (b"-._", "letters, digits and `-._`"),
+            Dialect::Anthropic => (b"-._:@", "letters, digits and `-._:@`"),
+            Dialect::Gemini | Dialect::Vertex => (b"-._@", "letters, digits and `-._@`"),
+            // Model ids, inference profiles and ARNs (`arn:aws:bedrock:…:…/…`).
+            Dialect::Bedrock => (b"-._:/", "letters, digits and `-._:/`"),
+        };
+        if model.is_empty() || model.len() > MAX_MODEL_LEN {
+            return Err(format!(
+                "a {} model id has 1 to {MAX_MODEL_LEN} characters",
+                self.as_str()
+            ));
+        }
+        if !model
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
+        {
+            return Err(format!("a {} model id is made of {allowed}", self.as_str()));
+        }
+        if model
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..")
+        {
+            return Err(format!(
+                "a {} model id has no empty, `.` or `..` path segments",
+                self.as_str()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Longest model id accepted.
+pub const MAX_MODEL_LEN: usize = 256;
 
 /// Request fields that steer the gateway and must never reach a provider.
 pub const GATEWAY_FIELDS: &[&str] = &["fallbacks"];
@@ -393,7 +483,9 @@ pub trait StreamTranslator {
 
 /// One provider API: how an OpenAI request reaches it and how its answers come
 /// back. Implemented once per dialect (in `dialect/<name>.rs`) and reached through
-/// [`api`]; nothing else in the gateway names a dialect.
+/// [`api`]; the planner and adapter name no dialect ([`Dialect::check_model`]
+/// still knows each dialect's model-id characters, the config its settings, and
+/// `inbound` which dialects speak the client APIs natively).
 pub trait Api: Sync {
     /// The request path of `endpoint` for `model` under `base_path` (`model` is
     /// already one percent-encoded path segment).
@@ -416,6 +508,12 @@ pub trait Api: Sync {
     /// Other request headers an attempt may set (request signing).
     fn signing_headers(&self) -> &'static [&'static str] {
         &[]
+    }
+
+    /// The AWS service name requests are signed for (SigV4), when the dialect
+    /// signs with AWS credentials.
+    fn signing_service(&self) -> Option<&'static str> {
+        None
     }
 
     /// Whether requests and answers are OpenAI's own format (nothing to translate).
@@ -554,40 +652,6 @@ struct StreamOptions {
     include_usage: Option<bool>,
 }
 
-/// The top-level members of a JSON object, in order, values left unparsed.
-#[derive(Debug)]
-pub struct Members<'a>(pub Vec<(std::borrow::Cow<'a, str>, &'a serde_json::value::RawValue)>);
-
-impl<'a> Members<'a> {
-    /// The raw value of member `key`.
-    pub fn get(&self, key: &str) -> Option<&'a serde_json::value::RawValue> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
-    }
-}
-
-impl<'de: 'a, 'a> serde::Deserialize<'de> for Members<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = Members<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Self::Value, A::Error> {
-                let mut out = Vec::new();
-                while let Some(entry) = map.next_entry()? {
-                    out.push(entry);
-                }
-                Ok(Members(out))
-            }
-        }
-        d.deserialize_map(Visitor)
-    }
-}
-
 /// Reading translated streams in the dialects' unit tests.
 #[cfg(test)]
 pub(crate) mod stream_test {
@@ -616,5 +680,111 @@ pub(crate) mod stream_test {
                     .and_then(Value::as_str)
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The class of an error answer, as the adapter finds it for a dialect
+    /// without an error-type header.
+    fn classify(dialect: Dialect, status: u16, body: &str) -> Option<FailureClass> {
+        api(dialect).classify_error(status, None, body.as_bytes()).0
+    }
+
+    #[test]
+    fn each_providers_prompt_too_long_error_is_context_length() {
+        // The providers' documented (or observed) wording for a prompt over the window.
+        let cases: [(Dialect, u16, &str); 5] = [
+            (
+                Dialect::Openai,
+                400,
+                r#"{"error":{"message":"This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens. Please reduce the length of the messages.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#,
+            ),
+            (
+                Dialect::AzureOpenai,
+                400,
+                r#"{"error":{"message":"This model's maximum context length is 4096 tokens, however you requested 5000 tokens. Please reduce your prompt.","type":"invalid_request_error","param":null,"code":null}}"#,
+            ),
+            (
+                Dialect::Anthropic,
+                400,
+                r#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 208310 tokens > 200000 maximum"}}"#,
+            ),
+            (
+                Dialect::Gemini,
+                400,
+                r#"{"error":{"code":400,"message":"The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).","status":"INVALID_ARGUMENT"}}"#,
+            ),
+            (
+                Dialect::Bedrock,
+                400,
+                r#"{"message":"Input is too long for requested model."}"#,
+            ),
+        ];
+        for (dialect, status, body) in cases {
+            let class = match dialect {
+                Dialect::Bedrock => {
+                    api(dialect)
+                        .classify_error(status, Some("ValidationException"), body.as_bytes())
+                        .0
+                }
+                _ => classify(dialect, status, body),
+            };
+            assert_eq!(class, Some(FailureClass::ContextLength), "{dialect:?}");
+        }
+        // A plain bad request stays one.
+        let bad = r#"{"error":{"message":"Invalid value for 'temperature'","type":"invalid_request_error","code":null}}"#;
+        assert_eq!(
+            classify(Dialect::Openai, 400, bad),
+            Some(FailureClass::BadRequest)
+        );
+    }
+
+    #[test]
+    fn bodies_refine_the_status() {
+        let oa = |status, body| classify(Dialect::Openai, status, body);
+        let an = |status, body| classify(Dialect::Anthropic, status, body);
+        assert_eq!(
+            oa(
+                400,
+                r#"{"error":{"message":"Your request was rejected as a result of our safety system.","code":"content_policy_violation"}}"#
+            ),
+            Some(FailureClass::ContentFilter)
+        );
+        assert_eq!(
+            oa(
+                400,
+                r#"{"error":{"message":"The model `gpt-3` has been deprecated","code":null}}"#
+            ),
+            Some(FailureClass::ModelUnavailable)
+        );
+        assert_eq!(
+            oa(400, r#"{"error":{"message":"bad temperature"}}"#),
+            Some(FailureClass::BadRequest)
+        );
+        assert_eq!(oa(400, "not json"), Some(FailureClass::BadRequest));
+        assert_eq!(
+            an(
+                404,
+                r#"{"type":"error","error":{"type":"not_found_error","message":"model: claude-2"}}"#
+            ),
+            Some(FailureClass::ModelUnavailable)
+        );
+        assert_eq!(
+            an(
+                400,
+                r#"{"type":"error","error":{"type":"invalid_request_error","message":"Output blocked by content filtering policy"}}"#
+            ),
+            Some(FailureClass::ContentFilter)
+        );
+        assert_eq!(
+            an(
+                529,
+                r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#
+            ),
+            Some(FailureClass::ServerError)
+        );
     }
 }

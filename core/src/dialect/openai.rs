@@ -4,13 +4,12 @@
 use serde_json::Value;
 
 use super::{
-    Answer, Api, Context, GATEWAY_FIELDS, Members, Progress, StreamEnd, StreamTranslator,
-    TranslateError,
+    Answer, Api, Context, GATEWAY_FIELDS, Progress, StreamEnd, StreamTranslator, TranslateError,
 };
 use crate::failure::{
     FailureClass, mentions_content_policy, mentions_context_length, mentions_model_gone, scrub,
 };
-use crate::request::Endpoint;
+use crate::request::{Endpoint, Members};
 use crate::sse;
 
 /// The request for an OpenAI-dialect provider, built from the client's raw members.
@@ -411,7 +410,7 @@ mod tests {
     fn raw_rewrite_keeps_everything_else_byte_for_byte() {
         let body = br#"{"model":"chat","messages":[{"role":"user","content":"h\u00e9 \"q\""}],"fallbacks":["a/b"],"temperature":0.20}"#;
         let p = crate::dialect::prepare_request(
-            crate::config::Dialect::Openai,
+            crate::dialect::Dialect::Openai,
             crate::request::Endpoint::Chat,
             body,
             "gpt-4o",
@@ -422,7 +421,7 @@ mod tests {
             r#"{"model":"gpt-4o","messages":[{"role":"user","content":"h\u00e9 \"q\""}],"temperature":0.20}"#
         );
         let p = crate::dialect::prepare_request(
-            crate::config::Dialect::Openai,
+            crate::dialect::Dialect::Openai,
             crate::request::Endpoint::Chat,
             br#"{"stream":true,"stream_options":{"include_usage":true},"messages":[]}"#,
             "m",
@@ -433,7 +432,7 @@ mod tests {
         assert_eq!(v["model"], "m");
         assert!(
             crate::dialect::prepare_request(
-                crate::config::Dialect::Openai,
+                crate::dialect::Dialect::Openai,
                 crate::request::Endpoint::Chat,
                 b"[1]",
                 "m"

@@ -61,14 +61,21 @@
 //! - Images and documents by Files API id (`source.type: file`), documents other
 //!   than plain text and base64 PDF.
 //! - More than 4 `stop_sequences` (OpenAI's limit).
+//! - A conversation that holds nothing but assistant turns without content or
+//!   with thinking blocks only: left out, they leave another provider nothing
+//!   to answer.
 //!
 //! Members the gateway does not know (a newer or beta member, or a typo) are
 //! refused with [`UNTRANSLATABLE`] too: Anthropic's own targets still get the
 //! body and judge it themselves.
+//!
+//! A `max_tokens` over [`MAX_OUTPUT_TOKENS`] (10,000,000, the chat form's bound)
+//! is the client's error (`invalid_value`) whatever the target: no model writes
+//! that many.
 
 use serde_json::{Map, Value, json};
 
-use super::{Inbound, InboundError, StreamBack};
+use super::{Inbound, InboundError, MAX_OUTPUT_TOKENS, StreamBack};
 use crate::sse;
 
 /// [`InboundError::code`] of a valid Messages request that uses something only
@@ -251,6 +258,18 @@ fn translate(
     for (i, turn) in turns.iter().enumerate() {
         r.turn(&mut messages, i, turn, i + 1 == turns.len())?;
     }
+    // Thinking blocks and an empty final assistant turn are left out of the
+    // chat form: a conversation of nothing else leaves another provider
+    // nothing to answer (the chat form needs a message), while Anthropic
+    // continues it.
+    if messages
+        .iter()
+        .all(|m| m.get("role").and_then(Value::as_str) == Some("system"))
+    {
+        r.refuse(
+            "messages: nothing other providers can answer: an assistant turn without content, or with thinking blocks only, is left out for them".into(),
+        );
+    }
     chat.insert("messages".into(), Value::Array(messages));
 
     match present(req, "max_tokens") {
@@ -259,6 +278,14 @@ fn translate(
                 .as_u64()
                 .filter(|n| *n >= 1)
                 .ok_or_else(|| wrong_type("max_tokens", "an integer of at least 1"))?;
+            if n > MAX_OUTPUT_TOKENS {
+                return Err(error(
+                    "invalid_value",
+                    format!(
+                        "max_tokens: Input should be less than or equal to {MAX_OUTPUT_TOKENS} (the gateway's limit)"
+                    ),
+                ));
+            }
             chat.insert("max_tokens".into(), json!(n));
         }
         None if needs_max_tokens => return Err(missing("max_tokens")),

@@ -14,8 +14,14 @@ pub mod responses;
 
 use serde_json::Value;
 
-use crate::config::Dialect;
-use crate::dialect::{Answer, Context, StreamTranslator};
+use crate::dialect::{Answer, Context, Dialect, StreamTranslator};
+
+/// The largest output-token limit the chat form takes: `request::inspect`
+/// bounds its `max_tokens` and `max_completion_tokens` so. A client API's own
+/// limit (Messages' `max_tokens`, Responses' `max_output_tokens`) is bounded
+/// here too, so that a client over it is told in the words of its own API, not
+/// about a member of the chat form it never sent.
+pub const MAX_OUTPUT_TOKENS: u64 = 10_000_000;
 
 /// The API a client speaks. Embeddings are [`crate::request::Endpoint`]'s
 /// business; this is about chat-like requests.
@@ -98,10 +104,45 @@ impl ClientApi {
         }
     }
 
-    /// An error answer in this API's shape.
+    /// What of a request of this API names state stored at the provider that
+    /// made it (a Responses `previous_response_id`, `conversation`, an
+    /// `item_reference` input item): the member, and the code it is refused
+    /// with where no target can hold it. Such a request can go to one provider
+    /// only.
+    pub fn stored_state(self, req: &Value) -> Option<(&'static str, &'static str)> {
+        if self != ClientApi::Responses {
+            return None;
+        }
+        let set = |k: &str| req.get(k).is_some_and(|v| !v.is_null());
+        if set("previous_response_id") {
+            return Some((
+                "previous_response_id",
+                responses::PREVIOUS_RESPONSE_NOT_SUPPORTED,
+            ));
+        }
+        if set("conversation") {
+            return Some(("conversation", responses::CONVERSATION_NOT_SUPPORTED));
+        }
+        let referenced = req
+            .get("input")
+            .and_then(Value::as_array)
+            .is_some_and(|items| {
+                items
+                    .iter()
+                    .any(|i| i.get("type").and_then(Value::as_str) == Some("item_reference"))
+            });
+        referenced.then_some(("item_reference", responses::CONVERSATION_NOT_SUPPORTED))
+    }
+
+    /// An error answer in this API's shape. Anthropic's error has a `type` but
+    /// no `code`: the gateway's code leads its message (`budget_exceeded: …`),
+    /// so answers of one type (`rate_limit_exceeded` and `budget_exceeded` are
+    /// both a `rate_limit_error`) stay apart.
     pub fn error_body(self, status: u16, code: &str, message: &str, request_id: &str) -> Vec<u8> {
         match self {
-            ClientApi::Messages => anthropic::error_body(status, message, request_id),
+            ClientApi::Messages => {
+                anthropic::error_body(status, &format!("{code}: {message}"), request_id)
+            }
             ClientApi::Responses => responses::error_body(status, code, message, request_id),
             ClientApi::Chat => crate::error::body(
                 message,

@@ -151,9 +151,11 @@ impl NativeStream {
                 }
             }
             Some(_) if !was_over => {
-                out.extend_from_slice(raw);
                 // Anthropic ends with `message_stop`; the Responses stream with its
-                // terminal event: nothing after is the answer's.
+                // terminal event: nothing after is the answer's, and the client,
+                // whose stream the gateway counts as complete, gets none of it.
+                self.ended = true;
+                out.extend_from_slice(raw);
             }
             _ => out.extend_from_slice(raw),
         }
@@ -351,7 +353,7 @@ impl StreamTranslator for ResponsesWatch {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-    use crate::dialect::{Context, api};
+    use crate::dialect::{Context, Dialect, api};
     use crate::request::Endpoint;
 
     fn ctx() -> Context<'static> {
@@ -378,10 +380,7 @@ mod tests {
     );
 
     fn anthropic() -> NativeStream {
-        NativeStream::new(
-            ClientApi::Messages,
-            api(crate::config::Dialect::Anthropic).stream(&ctx()),
-        )
+        NativeStream::new(ClientApi::Messages, api(Dialect::Anthropic).stream(&ctx()))
     }
 
     #[test]
@@ -467,6 +466,39 @@ mod tests {
         assert_eq!(data["code"], "server_error");
     }
 
+    /// Fuzzing finding 7 (docs/fuzzing.md): events after the one that
+    /// completed the stream reached the client.
+    #[test]
+    fn nothing_is_passed_after_the_event_that_completed_the_stream() {
+        let late_delta = "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"text_delta\",\"text\":\"more\"}}\n\n";
+        let late_error = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
+        let late = format!("{late_delta}{late_error}");
+        for whole in [true, false] {
+            let mut s = anthropic();
+            let mut out = if whole {
+                s.feed(format!("{ANTHROPIC_STREAM}{late}").as_bytes())
+            } else {
+                let mut out = s.feed(ANTHROPIC_STREAM.as_bytes());
+                out.extend(s.feed(late.as_bytes()));
+                out
+            };
+            out.extend(s.finish());
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                ANTHROPIC_STREAM,
+                "whole: {whole}"
+            );
+            assert_eq!(s.progress().end, Some(StreamEnd::Complete));
+        }
+
+        let late = "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":3,\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"delta\":\"more\"}\n\nevent: error\ndata: {\"type\":\"error\",\"code\":\"server_error\",\"message\":\"late\",\"sequence_number\":4}\n\n";
+        let mut s = NativeStream::new(ClientApi::Responses, Box::new(ResponsesWatch::default()));
+        let mut out = s.feed(format!("{RESPONSES_STREAM}{late}").as_bytes());
+        out.extend(s.finish());
+        assert_eq!(String::from_utf8(out).unwrap(), RESPONSES_STREAM);
+        assert_eq!(s.progress().end, Some(StreamEnd::Complete));
+    }
+
     #[test]
     fn complete_answers_are_judged_and_kept_as_they_are() {
         let ok = br#"{"id":"resp_1","object":"response","status":"completed","output":[{"type":"message"}]}"#;
@@ -486,7 +518,7 @@ mod tests {
         ));
         let msg = br#"{"id":"msg_1","type":"message","role":"assistant","content":[{"type":"thinking","thinking":"t","signature":"s"},{"type":"text","text":"Hi"}],"model":"claude","stop_reason":"end_turn","usage":{"input_tokens":3,"output_tokens":1}}"#;
         let judged = answer(ClientApi::Messages, msg, |b| {
-            api(crate::config::Dialect::Anthropic).answer(b, &ctx())
+            api(Dialect::Anthropic).answer(b, &ctx())
         });
         assert_eq!(judged, Answer::Ok(msg.to_vec()), "the signature survives");
         assert_eq!(

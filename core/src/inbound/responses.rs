@@ -24,7 +24,7 @@
 //! | `tools` of type `function` (`name`, `description`, `parameters`, `strict`) | function tools |
 //! | `tool_choice` `auto`/`none`/`required`, `{type: function, name}` | the same choice; `{type: allowed_tools, mode, tools}` keeps only the allowed function tools and becomes `mode` |
 //! | `parallel_tool_calls`, `temperature`, `top_p`, `user` | the same member |
-//! | `max_output_tokens` | `max_completion_tokens` |
+//! | `max_output_tokens` (1 to [`MAX_OUTPUT_TOKENS`], the chat form's bound) | `max_completion_tokens` |
 //! | `text.format` `json_schema` (`name`, `schema`, `strict`, `description`) / `json_object` | `response_format` of that type |
 //! | `reasoning.effort` | `reasoning_effort` (`none` leaves it out; `xhigh` and `max` become `high`, chat's highest) |
 //! | `stream: true` | `stream: true` with `stream_options.include_usage: true` (the final event carries usage) |
@@ -57,6 +57,12 @@
 //!
 //! # What is refused ([`InboundError`] codes)
 //!
+//! The first five codes mean "OpenAI's own service only" (a target that speaks
+//! Responses still gets the request, [`super::ClientApi::only_native`]); they
+//! are returned only for a request that is well-formed otherwise, once the whole
+//! of it has been checked, since the gateway routes such a request by its
+//! `model` and `stream` alone. A malformed one is the client's error first.
+//!
 //! - `previous_response_not_supported`: `previous_response_id`. The gateway is
 //!   stateless; the client sends the whole conversation as `input`.
 //! - `conversation_not_supported`: `conversation`, and `item_reference` items
@@ -75,7 +81,10 @@
 //!   `compaction`, …).
 //! - `invalid_json`, `invalid_request`, `missing_required_parameter`,
 //!   `invalid_type`, `invalid_value`: a malformed request (`model` must be a
-//!   non-empty string; `input` a string or an array of items).
+//!   non-empty string; `input` a string or an array of items, left out or
+//!   without a message to answer only in a request refused for OpenAI anyway,
+//!   whose stored state may hold them; `max_output_tokens` at most
+//!   [`MAX_OUTPUT_TOKENS`]).
 //!
 //! # Streams
 //!
@@ -89,7 +98,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Inbound, InboundError, StreamBack};
+use super::{Inbound, InboundError, MAX_OUTPUT_TOKENS, StreamBack};
 use crate::sse;
 
 /// The code for `previous_response_id`: the request needs a stored response.
@@ -114,6 +123,27 @@ fn invalid_type(message: impl Into<String>) -> InboundError {
     err("invalid_type", message)
 }
 
+/// The first thing in a request that only OpenAI's own service can serve (a
+/// refusal [`super::ClientApi::only_native`] names), kept aside while the rest
+/// of the request is checked and returned last: a request that is malformed
+/// besides is the client's error whatever its targets, and the planner routes
+/// a refused one to the targets that speak Responses from its `model` and
+/// `stream` alone, so those must have been checked.
+#[derive(Debug, Default)]
+struct OnlyOpenai(Option<InboundError>);
+
+impl OnlyOpenai {
+    fn refuse(&mut self, code: &'static str, message: impl Into<String>) {
+        if self.0.is_none() {
+            self.0 = Some(err(code, message));
+        }
+    }
+
+    fn refused(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
 // === request ===
 
 /// Turns a Responses request body into the gateway's chat-completions request
@@ -134,7 +164,8 @@ pub fn to_chat(body: &[u8]) -> Result<Inbound, InboundError> {
             ));
         }
     };
-    refuse_stored_state(&req)?;
+    let mut only = OnlyOpenai::default();
+    refuse_stored_state(&req, &mut only)?;
     let model = match req.get("model") {
         None | Some(Value::Null) => {
             return Err(err(
@@ -151,6 +182,9 @@ pub fn to_chat(body: &[u8]) -> Result<Inbound, InboundError> {
         messages.push(json!({"role": "system", "content": instructions}));
     }
     match req.get("input") {
+        // Refused for OpenAI anyway, where stored state (a prompt template, an
+        // earlier response) may stand in for `input`.
+        None | Some(Value::Null) if only.refused() => {}
         None | Some(Value::Null) => {
             return Err(err(
                 "missing_required_parameter",
@@ -160,7 +194,7 @@ pub fn to_chat(body: &[u8]) -> Result<Inbound, InboundError> {
         Some(Value::String(s)) => messages.push(json!({"role": "user", "content": s})),
         Some(Value::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
-                input_item(&mut messages, item, i)?;
+                input_item(&mut messages, item, i, &mut only)?;
             }
         }
         Some(_) => {
@@ -175,7 +209,8 @@ pub fn to_chat(body: &[u8]) -> Result<Inbound, InboundError> {
             Some("system" | "developer")
         )
     });
-    if !answerable {
+    // What was refused (an item, a part) may be what OpenAI answers.
+    if !answerable && !only.refused() {
         return Err(err(
             "invalid_value",
             "`input` holds no message for the model to answer.",
@@ -188,16 +223,18 @@ pub fn to_chat(body: &[u8]) -> Result<Inbound, InboundError> {
 
     let mut tools = match present(&req, "tools") {
         None => None,
-        Some(Value::Array(list)) => Some(
-            list.iter()
-                .enumerate()
-                .map(|(i, t)| function_tool(t, i))
-                .collect::<Result<Vec<_>, _>>()?,
-        ),
+        Some(Value::Array(list)) => {
+            let mut functions = Vec::with_capacity(list.len());
+            for (i, t) in list.iter().enumerate() {
+                functions.extend(function_tool(t, i, &mut only)?);
+            }
+            Some(functions)
+        }
         Some(_) => return Err(invalid_type("`tools` must be an array of tools.")),
     };
-    if let Some(choice) = present(&req, "tool_choice") {
-        let choice = tool_choice(choice, &mut tools)?;
+    if let Some(choice) = present(&req, "tool_choice")
+        && let Some(choice) = tool_choice(choice, &mut tools, &mut only)?
+    {
         chat.insert("tool_choice".into(), choice);
     }
     if let Some(tools) = tools {
@@ -207,10 +244,12 @@ pub fn to_chat(body: &[u8]) -> Result<Inbound, InboundError> {
         chat.insert("parallel_tool_calls".into(), Value::Bool(b));
     }
     if let Some(n) = present(&req, "max_output_tokens") {
-        if n.as_u64().is_none_or(|n| n == 0) {
-            return Err(invalid_type(
-                "`max_output_tokens` must be an integer of at least 1.",
-            ));
+        let bounds =
+            format!("`max_output_tokens` must be an integer from 1 to {MAX_OUTPUT_TOKENS}.");
+        match n.as_u64() {
+            Some(1..=MAX_OUTPUT_TOKENS) => {}
+            Some(0) | None => return Err(invalid_type(bounds)),
+            Some(_) => return Err(err("invalid_value", bounds)),
         }
         chat.insert("max_completion_tokens".into(), n.clone());
     }
@@ -253,6 +292,10 @@ pub fn to_chat(body: &[u8]) -> Result<Inbound, InboundError> {
     if stream {
         chat.insert("stream".into(), Value::Bool(true));
         chat.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    // The whole request is checked: now what only OpenAI serves.
+    if let Some(e) = only.0 {
+        return Err(e);
     }
     Ok(Inbound {
         chat: Value::Object(chat),
@@ -300,42 +343,51 @@ fn required_str<'a>(
 }
 
 /// The members that need state stored at OpenAI, or its own service.
-fn refuse_stored_state(req: &Map<String, Value>) -> Result<(), InboundError> {
+fn refuse_stored_state(
+    req: &Map<String, Value>,
+    only: &mut OnlyOpenai,
+) -> Result<(), InboundError> {
     if present(req, "previous_response_id").is_some() {
-        return Err(err(
+        only.refuse(
             PREVIOUS_RESPONSE_NOT_SUPPORTED,
             "`previous_response_id` is not supported: the gateway is stateless and keeps no earlier responses. Send the full conversation in `input` instead (earlier outputs included, such as function_call items with their function_call_output).",
-        ));
+        );
     }
     if present(req, "conversation").is_some() {
-        return Err(err(
+        only.refuse(
             CONVERSATION_NOT_SUPPORTED,
             "`conversation` is not supported: the gateway is stateless and keeps no conversations. Send the full conversation in `input` instead.",
-        ));
+        );
     }
     if boolean(req, "background")? == Some(true) {
-        return Err(err(
+        only.refuse(
             UNSUPPORTED_PARAMETER,
             "`background: true` is not supported: the gateway is stateless and cannot store a response to poll for. Send the request without `background` (optionally with `stream: true`).",
-        ));
+        );
     }
     if present(req, "prompt").is_some() {
-        return Err(err(
+        only.refuse(
             UNSUPPORTED_PARAMETER,
             "`prompt` is not supported: prompt templates are stored at OpenAI. Send the prompt's text as `instructions` and `input` instead.",
-        ));
+        );
     }
     if present(req, "moderation").is_some() {
-        return Err(err(
+        only.refuse(
             UNSUPPORTED_PARAMETER,
             "`moderation` is not supported: moderated completions are run by OpenAI's own service.",
-        ));
+        );
     }
     Ok(())
 }
 
-/// Appends input item `i` to the chat messages.
-fn input_item(out: &mut Vec<Value>, item: &Value, i: usize) -> Result<(), InboundError> {
+/// Appends input item `i` to the chat messages (nothing, for an item only
+/// OpenAI can read: that is set aside in `only`).
+fn input_item(
+    out: &mut Vec<Value>,
+    item: &Value,
+    i: usize,
+    only: &mut OnlyOpenai,
+) -> Result<(), InboundError> {
     let at = format!("input[{i}]");
     let obj = item
         .as_object()
@@ -347,7 +399,7 @@ fn input_item(out: &mut Vec<Value>, item: &Value, i: usize) -> Result<(), Inboun
         Some(_) => return Err(invalid_type(format!("{at}.type must be a string."))),
     };
     match kind {
-        "message" => out.push(message(obj, &at)?),
+        "message" => out.push(message(obj, &at, only)?),
         "function_call" => {
             let call = json!({
                 "id": required_str(obj, "call_id", &at)?,
@@ -379,16 +431,20 @@ fn input_item(out: &mut Vec<Value>, item: &Value, i: usize) -> Result<(), Inboun
                 Some(Value::Array(parts)) => {
                     let mut texts = Vec::with_capacity(parts.len());
                     for (j, p) in parts.iter().enumerate() {
-                        let part = content_part(p, &format!("{at}.output[{j}]"))?;
-                        if part.get("type").and_then(Value::as_str) != Some("text") {
-                            return Err(err(
+                        let Some(part) = content_part(p, &format!("{at}.output[{j}]"), only)?
+                        else {
+                            continue;
+                        };
+                        if part.get("type").and_then(Value::as_str) == Some("text") {
+                            texts.push(part);
+                        } else {
+                            only.refuse(
                                 UNSUPPORTED_INPUT,
                                 format!(
                                     "{at}.output[{j}]: a function_call_output can hold only text when the gateway translates it (chat tool messages carry text)."
                                 ),
-                            ));
+                            );
                         }
-                        texts.push(part);
                     }
                     Value::Array(texts)
                 }
@@ -408,28 +464,29 @@ fn input_item(out: &mut Vec<Value>, item: &Value, i: usize) -> Result<(), Inboun
         }
         // OpenAI's own (often encrypted) reasoning: no other provider can read it.
         "reasoning" => {}
-        "item_reference" => {
-            return Err(err(
-                CONVERSATION_NOT_SUPPORTED,
-                format!(
-                    "{at} is an item_reference: the gateway is stateless and keeps no items. Send the item itself."
-                ),
-            ));
-        }
-        other => {
-            return Err(err(
-                UNSUPPORTED_INPUT,
-                format!(
-                    "{at} is a `{other}` item, which has no equivalent outside OpenAI (built-in tool calls and their outputs run only there)."
-                ),
-            ));
-        }
+        "item_reference" => only.refuse(
+            CONVERSATION_NOT_SUPPORTED,
+            format!(
+                "{at} is an item_reference: the gateway is stateless and keeps no items. Send the item itself."
+            ),
+        ),
+        other => only.refuse(
+            UNSUPPORTED_INPUT,
+            format!(
+                "{at} is a `{other}` item, which has no equivalent outside OpenAI (built-in tool calls and their outputs run only there)."
+            ),
+        ),
     }
     Ok(())
 }
 
-/// A `message` item as a chat message.
-fn message(obj: &Map<String, Value>, at: &str) -> Result<Value, InboundError> {
+/// A `message` item as a chat message (without the parts only OpenAI can
+/// read: those are set aside in `only`).
+fn message(
+    obj: &Map<String, Value>,
+    at: &str,
+    only: &mut OnlyOpenai,
+) -> Result<Value, InboundError> {
     let role = required_str(obj, "role", at)?;
     if !["user", "assistant", "system", "developer"].contains(&role) {
         return Err(err(
@@ -440,39 +497,34 @@ fn message(obj: &Map<String, Value>, at: &str) -> Result<Value, InboundError> {
     let content = match obj.get("content") {
         Some(Value::String(s)) => Value::String(s.clone()),
         Some(Value::Array(parts)) => {
-            let parts = parts
-                .iter()
-                .enumerate()
-                .map(|(j, p)| content_part(p, &format!("{at}.content[{j}]")))
-                .collect::<Result<Vec<_>, _>>()?;
-            if role == "user" {
-                Value::Array(parts)
-            } else {
-                let mut texts = Vec::with_capacity(parts.len());
-                for (j, p) in parts.iter().enumerate() {
-                    match p.get("text") {
-                        Some(Value::String(t))
-                            if p.get("type").and_then(Value::as_str) == Some("text") =>
-                        {
-                            texts.push(t.as_str());
-                        }
-                        _ => {
-                            return Err(err(
-                                UNSUPPORTED_INPUT,
-                                format!(
-                                    "{at}.content[{j}]: a {role} message can hold only text when the gateway translates it."
-                                ),
-                            ));
-                        }
-                    }
-                }
-                if role == "assistant" {
-                    // Chat assistant content is one text; the parts of an output
-                    // message are pieces of it (as the SDKs' `output_text` joins them).
-                    Value::String(texts.concat())
+            let mut kept = Vec::with_capacity(parts.len());
+            for (j, p) in parts.iter().enumerate() {
+                let at = format!("{at}.content[{j}]");
+                let Some(part) = content_part(p, &at, only)? else {
+                    continue;
+                };
+                let text = part.get("type").and_then(Value::as_str) == Some("text");
+                if role == "user" || text {
+                    kept.push(part);
                 } else {
-                    Value::Array(parts)
+                    only.refuse(
+                        UNSUPPORTED_INPUT,
+                        format!(
+                            "{at}: a {role} message can hold only text when the gateway translates it."
+                        ),
+                    );
                 }
+            }
+            if role == "assistant" {
+                // Chat assistant content is one text; the parts of an output
+                // message are pieces of it (as the SDKs' `output_text` joins them).
+                let texts: Vec<&str> = kept
+                    .iter()
+                    .filter_map(|p| p.get("text").and_then(Value::as_str))
+                    .collect();
+                Value::String(texts.concat())
+            } else {
+                Value::Array(kept)
             }
         }
         None | Some(Value::Null) => {
@@ -490,25 +542,33 @@ fn message(obj: &Map<String, Value>, at: &str) -> Result<Value, InboundError> {
     Ok(json!({"role": role, "content": content}))
 }
 
-/// One content part as a chat content part.
-fn content_part(part: &Value, at: &str) -> Result<Value, InboundError> {
+/// One content part as a chat content part; `None` for one only OpenAI can
+/// read (set aside in `only`).
+fn content_part(
+    part: &Value,
+    at: &str,
+    only: &mut OnlyOpenai,
+) -> Result<Option<Value>, InboundError> {
     let obj = part
         .as_object()
         .ok_or_else(|| invalid_type(format!("{at} must be an object.")))?;
     let kind = required_str(obj, "type", at)?;
     match kind {
-        "input_text" | "output_text" => {
-            Ok(json!({"type": "text", "text": required_str(obj, "text", at)?}))
-        }
-        "refusal" => Ok(json!({"type": "text", "text": required_str(obj, "refusal", at)?})),
+        "input_text" | "output_text" => Ok(Some(
+            json!({"type": "text", "text": required_str(obj, "text", at)?}),
+        )),
+        "refusal" => Ok(Some(
+            json!({"type": "text", "text": required_str(obj, "refusal", at)?}),
+        )),
         "input_image" => {
             if present(obj, "file_id").is_some() {
-                return Err(err(
+                only.refuse(
                     UNSUPPORTED_INPUT,
                     format!(
                         "{at}: input_image with a `file_id` is not supported: the file is stored at OpenAI, which other providers cannot read. Send the image as `image_url` (a URL or a data: URL)."
                     ),
-                ));
+                );
+                return Ok(None);
             }
             let url = required_str(obj, "image_url", at)?;
             let mut image = Map::new();
@@ -519,16 +579,17 @@ fn content_part(part: &Value, at: &str) -> Result<Value, InboundError> {
             {
                 image.insert("detail".into(), Value::String(detail.into()));
             }
-            Ok(json!({"type": "image_url", "image_url": image}))
+            Ok(Some(json!({"type": "image_url", "image_url": image})))
         }
         "input_file" => {
             if present(obj, "file_id").is_some() || present(obj, "file_url").is_some() {
-                return Err(err(
+                only.refuse(
                     UNSUPPORTED_INPUT,
                     format!(
                         "{at}: input_file with a `file_id` or `file_url` is not supported: only OpenAI fetches those. Send the file's content as `file_data`."
                     ),
-                ));
+                );
+                return Ok(None);
             }
             let mut file = Map::new();
             file.insert(
@@ -538,29 +599,38 @@ fn content_part(part: &Value, at: &str) -> Result<Value, InboundError> {
             if let Some(name) = string(obj, "filename")? {
                 file.insert("filename".into(), Value::String(name.into()));
             }
-            Ok(json!({"type": "file", "file": file}))
+            Ok(Some(json!({"type": "file", "file": file})))
         }
-        other => Err(err(
-            UNSUPPORTED_INPUT,
-            format!("{at}: content part type `{other}` is not supported."),
-        )),
+        other => {
+            only.refuse(
+                UNSUPPORTED_INPUT,
+                format!("{at}: content part type `{other}` is not supported."),
+            );
+            Ok(None)
+        }
     }
 }
 
-/// Tool `i` as a chat function tool; built-in tools are refused.
-fn function_tool(tool: &Value, i: usize) -> Result<Value, InboundError> {
+/// Tool `i` as a chat function tool; `None` for a built-in tool (set aside in
+/// `only`).
+fn function_tool(
+    tool: &Value,
+    i: usize,
+    only: &mut OnlyOpenai,
+) -> Result<Option<Value>, InboundError> {
     let at = format!("tools[{i}]");
     let obj = tool
         .as_object()
         .ok_or_else(|| invalid_type(format!("{at} must be an object.")))?;
     let kind = required_str(obj, "type", &at)?;
     if kind != "function" {
-        return Err(err(
+        only.refuse(
             UNSUPPORTED_TOOL,
             format!(
                 "{at} is OpenAI's built-in `{kind}` tool, which only OpenAI runs; through the gateway a request can use function tools only."
             ),
-        ));
+        );
+        return Ok(None);
     }
     let name = required_str(obj, "name", &at)?;
     if name.is_empty() {
@@ -586,14 +656,19 @@ fn function_tool(tool: &Value, i: usize) -> Result<Value, InboundError> {
     {
         function.insert("strict".into(), Value::Bool(strict));
     }
-    Ok(json!({"type": "function", "function": function}))
+    Ok(Some(json!({"type": "function", "function": function})))
 }
 
 /// The chat `tool_choice`; `allowed_tools` narrows `tools` to the allowed ones.
-fn tool_choice(choice: &Value, tools: &mut Option<Vec<Value>>) -> Result<Value, InboundError> {
+/// `None` for a choice of a built-in tool (set aside in `only`).
+fn tool_choice(
+    choice: &Value,
+    tools: &mut Option<Vec<Value>>,
+    only: &mut OnlyOpenai,
+) -> Result<Option<Value>, InboundError> {
     let obj = match choice {
         Value::String(s) if ["auto", "none", "required"].contains(&s.as_str()) => {
-            return Ok(choice.clone());
+            return Ok(Some(choice.clone()));
         }
         Value::String(_) => {
             return Err(err(
@@ -611,7 +686,9 @@ fn tool_choice(choice: &Value, tools: &mut Option<Vec<Value>>) -> Result<Value, 
     match required_str(obj, "type", "tool_choice")? {
         "function" => {
             let name = required_str(obj, "name", "tool_choice")?;
-            Ok(json!({"type": "function", "function": {"name": name}}))
+            Ok(Some(
+                json!({"type": "function", "function": {"name": name}}),
+            ))
         }
         "allowed_tools" => {
             let mode = required_str(obj, "mode", "tool_choice")?;
@@ -631,15 +708,16 @@ fn tool_choice(choice: &Value, tools: &mut Option<Vec<Value>>) -> Result<Value, 
                     .as_object()
                     .ok_or_else(|| invalid_type(format!("{at} must be an object.")))?;
                 let kind = required_str(t, "type", &at)?;
-                if kind != "function" {
-                    return Err(err(
+                if kind == "function" {
+                    names.push(required_str(t, "name", &at)?);
+                } else {
+                    only.refuse(
                         UNSUPPORTED_TOOL,
                         format!(
                             "{at} names OpenAI's built-in `{kind}` tool, which only OpenAI runs."
                         ),
-                    ));
+                    );
                 }
-                names.push(required_str(t, "name", &at)?);
             }
             // Chat completions has no list of allowed tools that every provider
             // understands: offering only the allowed ones is the same constraint.
@@ -650,14 +728,17 @@ fn tool_choice(choice: &Value, tools: &mut Option<Vec<Value>>) -> Result<Value, 
                         .is_some_and(|n| names.contains(&n))
                 });
             }
-            Ok(Value::String(mode.into()))
+            Ok(Some(Value::String(mode.into())))
         }
-        other => Err(err(
-            UNSUPPORTED_TOOL,
-            format!(
-                "`tool_choice` names OpenAI's built-in `{other}` tool, which only OpenAI runs."
-            ),
-        )),
+        other => {
+            only.refuse(
+                UNSUPPORTED_TOOL,
+                format!(
+                    "`tool_choice` names OpenAI's built-in `{other}` tool, which only OpenAI runs."
+                ),
+            );
+            Ok(None)
+        }
     }
 }
 

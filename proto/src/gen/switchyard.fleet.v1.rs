@@ -78,16 +78,38 @@ pub struct DrillOutcome {
     #[prost(uint64, tag = "5")]
     pub rescued_ms_sum: u64,
 }
-#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
-pub struct Denials {
+/// One governance decision, for the audit log (core `governance::Decision`).
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Decision {
+    /// When governance decided (Unix ms, the Envoy's clock).
     #[prost(uint64, tag = "1")]
-    pub key: u64,
-    #[prost(uint64, tag = "2")]
-    pub model: u64,
-    #[prost(uint64, tag = "3")]
-    pub rate: u64,
-    #[prost(uint64, tag = "4")]
-    pub budget: u64,
+    pub at_ms: u64,
+    /// The request id the client saw (bounded, visible ASCII).
+    #[prost(string, tag = "2")]
+    pub request_id: ::prost::alloc::string::String,
+    /// The id was cut or had bytes replaced.
+    #[prost(bool, tag = "3")]
+    pub id_altered: bool,
+    /// The key's id: absent when no key of the table was presented.
+    #[prost(string, optional, tag = "4")]
+    pub key: ::core::option::Option<::prost::alloc::string::String>,
+    /// The key's team.
+    #[prost(string, optional, tag = "5")]
+    pub team: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(enumeration = "Reason", tag = "6")]
+    pub reason: i32,
+    /// The meter that refused (429s).
+    #[prost(enumeration = "Dim", optional, tag = "7")]
+    pub limit: ::core::option::Option<i32>,
+    /// The meter is the team's, not the key's.
+    #[prost(bool, tag = "8")]
+    pub team_limit: bool,
+    /// Cost charged once the request ended (micro-USD); 0 for refusals.
+    #[prost(uint64, tag = "9")]
+    pub micros: u64,
+    /// Tokens charged once the request ended; 0 for refusals.
+    #[prost(uint64, tag = "10")]
+    pub tokens: u64,
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct DimReport {
@@ -121,14 +143,6 @@ pub struct SubjectReport {
     pub s: ::prost::alloc::string::String,
     #[prost(message, repeated, tag = "2")]
     pub dims: ::prost::alloc::vec::Vec<DimReport>,
-    #[prost(uint64, tag = "3")]
-    pub allowed: u64,
-    #[prost(message, optional, tag = "4")]
-    pub denied: ::core::option::Option<Denials>,
-    #[prost(uint64, tag = "5")]
-    pub cost_micros: u64,
-    #[prost(uint64, tag = "6")]
-    pub tokens: u64,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct GovReport {
@@ -140,8 +154,14 @@ pub struct GovReport {
     pub table: ::prost::alloc::string::String,
     #[prost(message, repeated, tag = "3")]
     pub subjects: ::prost::alloc::vec::Vec<SubjectReport>,
-    #[prost(message, optional, tag = "4")]
-    pub anonymous: ::core::option::Option<Denials>,
+    /// Decisions on requests since the last report, one each, for the audit log
+    /// (at most core `governance::MAX_DECISIONS`).
+    #[prost(message, repeated, tag = "5")]
+    pub decisions: ::prost::alloc::vec::Vec<Decision>,
+    /// Decisions this Envoy could not keep for a report (its buffer was full):
+    /// the control plane records how many (`requests.unrecorded`).
+    #[prost(uint64, tag = "6")]
+    pub dropped: u64,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct State {
@@ -365,6 +385,54 @@ impl Dim {
             "DIM_TOKENS" => Some(Self::Tokens),
             "DIM_COST_DAY" => Some(Self::CostDay),
             "DIM_COST_MONTH" => Some(Self::CostMonth),
+            _ => None,
+        }
+    }
+}
+/// What governance decided on one request (core `governance::Reason`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum Reason {
+    Unspecified = 0,
+    Admitted = 1,
+    KeyMissing = 2,
+    KeyUnknown = 3,
+    KeyRevoked = 4,
+    KeyExpired = 5,
+    ModelNotAllowed = 6,
+    RateLimitExceeded = 7,
+    BudgetExceeded = 8,
+}
+impl Reason {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "REASON_UNSPECIFIED",
+            Self::Admitted => "REASON_ADMITTED",
+            Self::KeyMissing => "REASON_KEY_MISSING",
+            Self::KeyUnknown => "REASON_KEY_UNKNOWN",
+            Self::KeyRevoked => "REASON_KEY_REVOKED",
+            Self::KeyExpired => "REASON_KEY_EXPIRED",
+            Self::ModelNotAllowed => "REASON_MODEL_NOT_ALLOWED",
+            Self::RateLimitExceeded => "REASON_RATE_LIMIT_EXCEEDED",
+            Self::BudgetExceeded => "REASON_BUDGET_EXCEEDED",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "REASON_UNSPECIFIED" => Some(Self::Unspecified),
+            "REASON_ADMITTED" => Some(Self::Admitted),
+            "REASON_KEY_MISSING" => Some(Self::KeyMissing),
+            "REASON_KEY_UNKNOWN" => Some(Self::KeyUnknown),
+            "REASON_KEY_REVOKED" => Some(Self::KeyRevoked),
+            "REASON_KEY_EXPIRED" => Some(Self::KeyExpired),
+            "REASON_MODEL_NOT_ALLOWED" => Some(Self::ModelNotAllowed),
+            "REASON_RATE_LIMIT_EXCEEDED" => Some(Self::RateLimitExceeded),
+            "REASON_BUDGET_EXCEEDED" => Some(Self::BudgetExceeded),
             _ => None,
         }
     }

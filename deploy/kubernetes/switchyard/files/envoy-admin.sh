@@ -8,10 +8,12 @@
 #                          is not waiting for its provider credentials (they
 #                          come with its first fleet exchange)
 #   envoy-admin.sh live    exit 0 when the admin interface answers (liveness)
-#   envoy-admin.sh drain   preStop: drain listeners gracefully (clients are told
-#                          to go away, new connections are still taken for
-#                          DRAIN_TIME_S while endpoints update), then wait up to
-#                          DRAIN_WAIT_S for requests in flight (long streams)
+#   envoy-admin.sh drain   preStop: drain the gateway's listener gracefully
+#                          (clients are told to go away, new connections are
+#                          still taken for DRAIN_TIME_S while endpoints update),
+#                          then wait up to DRAIN_WAIT_S for requests in flight
+#                          (long streams). Inbound listeners only: the stats
+#                          listener goes on serving Prometheus until Envoy exits
 set -u
 PORT=${ADMIN_PORT:-9901}
 LISTENER=${LISTENER_PORT:-8080}
@@ -30,7 +32,7 @@ case "${1:-}" in
     request GET '/stats?filter=switchyard_credentials_ready' | grep -q 'switchyard_credentials_ready: 1' ;;
   live) request GET /server_info | head -n 1 | grep -q '^HTTP/1.1 ' ;;
   drain)
-    request POST '/drain_listeners?graceful' >/dev/null
+    request POST '/drain_listeners?graceful&inboundonly' >/dev/null
     sleep "${DRAIN_TIME_S:-15}"
     deadline=$((SECONDS + ${DRAIN_WAIT_S:-120}))
     while [ "$SECONDS" -lt "$deadline" ]; do

@@ -17,7 +17,7 @@ pub fn new_http_filter_config(
 ) -> Result<Box<dyn FilterConfig>, String> {
     match name {
         "switchyard" => Ok(Box::new(switchyard::SwitchyardConfig::new(config, handle)?)),
-        "noop" => Ok(Box::new(noop::NoopConfig)),
+        "noop" => Ok(Box::new(noop::NoopConfig::new(config)?)),
         "probe" => Ok(Box::new(probe::ProbeConfig::new(config, handle)?)),
         other => Err(format!(
             "unknown filter_name {other:?} (known: switchyard, noop, probe)"
