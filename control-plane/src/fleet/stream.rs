@@ -458,6 +458,8 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::governance::Governance;
+    use crate::xds::server::Snapshot;
     use switchyard_core::fleet::{Open, Weight};
 
     #[test]
@@ -479,6 +481,149 @@ mod tests {
             weights: vec![],
         };
         assert!(targets_differ(&open, &Targets::default()));
+    }
+
+    /// A control plane with a circuit breaker (3 consecutive failures) on
+    /// `a/m`, nodes `e1` and `e2` known over xDS, the fleet service on a
+    /// local port; returns the address.
+    async fn serve() -> (std::net::SocketAddr, Registry) {
+        let text = "providers:\n  - {name: a, dialect: openai, base_url: 'http://127.0.0.1:1/v1'}\nroutes:\n  - {model: chat, chain: [a/m]}\ncircuit_breaker: { consecutive_failures: 3, base_open_ms: 10000, max_open_ms: 60000 }\n";
+        let cfg =
+            crate::config::parse(text, "t.yaml", std::path::Path::new("/"), &|_| None).unwrap();
+        let dir = std::env::temp_dir().join(format!(
+            "switchyard-stream-{}-{}",
+            std::process::id(),
+            new_epoch()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let governance = Governance::open(&dir, &cfg.governance).unwrap();
+        let (_tx, rx) = watch::channel(Arc::new(Snapshot::from_config(&cfg, 1)));
+        std::mem::forget(_tx);
+        let registry = Registry::default();
+        registry.set_connected("e1", true);
+        registry.set_connected("e2", true);
+        let exchange = Exchange {
+            fleet: crate::fleet::Fleet::default(),
+            governance,
+            snapshots: rx,
+            rates: crate::rates::Window::default(),
+            drills: crate::drill::Drills::default(),
+        };
+        let hub = Hub::new(exchange, registry.clone(), None);
+        hub.spawn_refresh();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(hub.into_service())
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        (addr, registry)
+    }
+
+    type Client = pb::fleet_client::FleetClient<tonic::transport::Channel>;
+
+    /// Opens a stream as `node`; its first report carries `outcomes`.
+    async fn open(
+        addr: std::net::SocketAddr,
+        node: &str,
+        outcomes: Vec<pb::Outcome>,
+    ) -> (mpsc::Sender<pb::Report>, Streaming<pb::State>) {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(pb::Report {
+            node: node.into(),
+            outcomes,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let states = Client::new(channel)
+            .stream(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        (tx, states)
+    }
+
+    async fn next(states: &mut Streaming<pb::State>) -> Push {
+        let s = tokio::time::timeout(Duration::from_secs(3), states.message())
+            .await
+            .expect("a state within 3 s")
+            .unwrap()
+            .expect("the stream goes on");
+        convert::push(s)
+    }
+
+    #[tokio::test]
+    async fn a_circuit_opened_by_one_node_is_pushed_to_the_other() {
+        let (addr, registry) = serve().await;
+        let (_up2, mut down2) = open(addr, "e2", vec![]).await;
+        let first = next(&mut down2).await;
+        assert_eq!(first.targets, Some(Targets::default()), "a new stream gets everything");
+        assert_eq!(first.faults, Some(vec![]));
+        assert!(first.epoch.len() == 16 && first.version > 0);
+        assert_eq!(registry.nodes().get("e2").map(|s| s.fleet_streams), Some(1));
+
+        // e1 reports three failures: its answer and e2's push both say open.
+        let failed = pb::Outcome {
+            target: "a/m".into(),
+            failed: 3,
+            ..Default::default()
+        };
+        let (_up1, mut down1) = open(addr, "e1", vec![failed]).await;
+        let answer = next(&mut down1).await;
+        let open_ = |p: &Push| {
+            p.targets
+                .as_ref()
+                .map(|t| t.open.iter().map(|o| o.target.clone()).collect::<Vec<_>>())
+        };
+        assert_eq!(open_(&answer), Some(vec!["a/m".to_string()]));
+        let pushed = next(&mut down2).await;
+        assert_eq!(open_(&pushed), Some(vec!["a/m".to_string()]), "{pushed:?}");
+        assert!(switchyard_core::fleet::is_newer(
+            &pushed.epoch,
+            pushed.version,
+            Some((&first.epoch, first.version))
+        ));
+        // Nothing changed since: the next thing e2 hears is a heartbeat, not
+        // the same state again (none within a second).
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), down2.message())
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_node_not_served_over_xds_is_refused() {
+        let (addr, _) = serve().await;
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(pb::Report {
+            node: "stranger".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let mut states = Client::new(channel)
+            .stream(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        let e = tokio::time::timeout(Duration::from_secs(10), states.message())
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e}");
     }
 
     #[test]
