@@ -86,6 +86,8 @@ struct View {
     targets: Arc<Targets>,
     faults: Arc<Vec<Fault>>,
     credentials: Arc<Credentials>,
+    /// The key table's version.
+    table: String,
     serial: u64,
 }
 
@@ -167,6 +169,7 @@ impl Hub {
             now,
         );
         let faults = x.drills.faults(now);
+        let table = x.governance.version();
         let serial = {
             let Ok(mut v) = self.0.view.lock() else {
                 return;
@@ -178,6 +181,10 @@ impl Hub {
             }
             if *v.faults != faults {
                 v.faults = Arc::new(faults);
+                changed = true;
+            }
+            if v.table != table {
+                v.table = table;
                 changed = true;
             }
             if v.credentials.version != snapshot.credentials.version {
@@ -197,11 +204,18 @@ impl Hub {
         self.0.version.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    fn view(&self) -> (Arc<Targets>, Arc<Vec<Fault>>, Arc<Credentials>) {
+    fn view(&self) -> (Arc<Targets>, Arc<Vec<Fault>>, Arc<Credentials>, String) {
         self.0
             .view
             .lock()
-            .map(|v| (v.targets.clone(), v.faults.clone(), v.credentials.clone()))
+            .map(|v| {
+                (
+                    v.targets.clone(),
+                    v.faults.clone(),
+                    v.credentials.clone(),
+                    v.table.clone(),
+                )
+            })
             .unwrap_or_default()
     }
 
@@ -243,6 +257,7 @@ impl pb::fleet_server::Fleet for Hub {
             gate,
             node: String::new(),
             credentials: String::new(),
+            table: None,
             sent_targets: None,
             sent_faults: None,
             tx,
@@ -257,6 +272,9 @@ struct Session {
     hub: Hub,
     gate: Gate,
     node: String,
+    /// The key table version the filter holds (as reported, or as sent);
+    /// `None` until its first report says.
+    table: Option<String>,
     /// The credentials version the filter holds (as reported, or as sent).
     credentials: String,
     sent_targets: Option<Arc<Targets>>,
@@ -339,7 +357,7 @@ impl Session {
     /// The parts of the fleet-wide view that differ from what this node was
     /// sent last.
     fn diff(&mut self) -> Push {
-        let (targets, faults, credentials) = self.hub.view();
+        let (targets, faults, credentials, table) = self.hub.view();
         let mut push = Push::default();
         if self
             .sent_targets
@@ -357,6 +375,13 @@ impl Session {
             // Only to a node the gate admitted (its certificate, with TLS).
             self.credentials = credentials.version.clone();
             push.credentials = Some((*credentials).clone());
+        }
+        if let Some(held) = &self.table
+            && *held != table
+            && let Some(g) = self.hub.0.exchange.governance.table_for(held)
+        {
+            self.table = Some(g.version.clone());
+            push.gov = Some(g);
         }
         push
     }
@@ -393,6 +418,11 @@ impl Session {
             self.credentials = c.version.clone();
             push.credentials = Some(c);
         }
+        if let Some(g) = &push.gov
+            && (g.table.is_some() || g.version.is_empty())
+        {
+            self.table = Some(g.version.clone());
+        }
         push
     }
 
@@ -417,6 +447,11 @@ impl Session {
         let checked = check_report(full, |_| Ok(()), |_| true, &snapshot.targets)
             .map_err(|refused| refused.grpc_status())?;
         let now = now_ms();
+        if let Some(g) = checked.gov() {
+            self.table = Some(g.table.clone());
+        }
+        // What the filter holds; the answer carries newer credentials.
+        self.credentials = checked.credentials().to_string();
         let state = x.answer(&checked, now).await;
         // Others learn what this report changed (an opened circuit) now.
         self.hub.refresh(now);
