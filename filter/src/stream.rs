@@ -141,7 +141,14 @@ impl Stream {
             || !gov.decisions.is_empty()
             || gov.dropped > 0
             || observed != Observed::default();
-        let due = self.first || now.saturating_sub(self.sent_ms) >= HEARTBEAT_MS;
+        // With keys (a table held), a report every tick, news or not: the
+        // control plane withdraws credit found lean only in answers to
+        // reports, and budgets overshot without them (tests/budgets.rs over
+        // the stream: +22 requests' worth instead of at most 3). Pushing
+        // withdrawals to every stream would let idle Envoys stay silent.
+        let due = self.first
+            || !gov.table.is_empty()
+            || now.saturating_sub(self.sent_ms) >= HEARTBEAT_MS;
         if !news && !due {
             governance::restore(host, &gov);
             return;
