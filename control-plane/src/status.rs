@@ -142,15 +142,8 @@ pub async fn serve(
                     gate.clone(),
                 );
                 async move {
-                    let (code, body) = route(
-                        req,
-                        &gate,
-                        &registry,
-                        &snapshots,
-                        &fleet,
-                        &observers,
-                    )
-                    .await;
+                    let (code, body) =
+                        route(req, &gate, &registry, &snapshots, &fleet, &observers).await;
                     // Every answer is JSON but a served filter build.
                     let content_type = if body.starts_with(b"\0asm") {
                         "application/wasm"

@@ -146,9 +146,8 @@ impl Stream {
         // reports, and budgets overshot without them (tests/budgets.rs over
         // the stream: +22 requests' worth instead of at most 3). Pushing
         // withdrawals to every stream would let idle Envoys stay silent.
-        let due = self.first
-            || !gov.table.is_empty()
-            || now.saturating_sub(self.sent_ms) >= HEARTBEAT_MS;
+        let due =
+            self.first || !gov.table.is_empty() || now.saturating_sub(self.sent_ms) >= HEARTBEAT_MS;
         if !news && !due {
             governance::restore(host, &gov);
             return;
@@ -322,8 +321,8 @@ mod tests {
         assert_eq!(host.streams.borrow().len(), 1);
         // The first report names the node.
         let sent = host.stream_sent.borrow();
-        let first = <switchyard_proto::fleet::v1::Report as prost::Message>::decode(&sent[0][..])
-            .unwrap();
+        let first =
+            <switchyard_proto::fleet::v1::Report as prost::Message>::decode(&sent[0][..]).unwrap();
         assert_eq!(first.node, "n");
         drop(sent);
         // Nothing new: nothing sent until the heartbeat is due.

@@ -8,12 +8,12 @@ use std::collections::BTreeMap;
 use switchyard_core::config::{AwsAuth, Price};
 use switchyard_core::failure::FailureClass;
 use switchyard_core::fleet::{
-    ClassCount, Credentials, DrillOutcome, Fault, FullReport, Observed, Open,
-    Outcome, Push, Report, RouteOutcome, Secrets, TargetLatency, Targets, Weight,
+    ClassCount, Credentials, DrillOutcome, Fault, FullReport, Observed, Open, Outcome, Push,
+    Report, RouteOutcome, Secrets, TargetLatency, Targets, Weight,
 };
 use switchyard_core::governance::{
-    Decision, Dim, DimReport, GovReport, GovState, Grant, KeyRecord, Limits, Reason, SubjectReport, Table,
-    TeamRecord,
+    Decision, Dim, DimReport, GovReport, GovState, Grant, KeyRecord, Limits, Reason, SubjectReport,
+    Table, TeamRecord,
 };
 
 use crate::fleet::v1 as pb;
@@ -277,10 +277,7 @@ fn gov_report_of(g: pb::GovReport) -> Result<GovReport, Invalid> {
                 lent: d.lent,
             });
         }
-        subjects.push(SubjectReport {
-            s: s.s,
-            dims,
-        });
+        subjects.push(SubjectReport { s: s.s, dims });
     }
     let decisions = g
         .decisions

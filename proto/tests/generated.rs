@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 const PROTOS: &[&str] = &["switchyard/fleet/v1/fleet.proto"];
 
 /// Messages whose `Debug` is written by hand (they hold secrets).
-const SECRET_MESSAGES: &[&str] = &[".switchyard.fleet.v1.Secrets", ".switchyard.fleet.v1.AwsAuth"];
+const SECRET_MESSAGES: &[&str] = &[
+    ".switchyard.fleet.v1.Secrets",
+    ".switchyard.fleet.v1.AwsAuth",
+];
 
 fn generate(out: &Path) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -42,8 +45,14 @@ fn generate(out: &Path) {
 
 fn files() -> Vec<(PathBuf, &'static str)> {
     vec![
-        (PathBuf::from("messages/switchyard.fleet.v1.rs"), "switchyard.fleet.v1.rs"),
-        (PathBuf::from("services/switchyard.fleet.v1.rs"), "switchyard.fleet.v1.grpc.rs"),
+        (
+            PathBuf::from("messages/switchyard.fleet.v1.rs"),
+            "switchyard.fleet.v1.rs",
+        ),
+        (
+            PathBuf::from("services/switchyard.fleet.v1.rs"),
+            "switchyard.fleet.v1.grpc.rs",
+        ),
     ]
 }
 

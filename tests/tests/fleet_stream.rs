@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use switchyard_tests::harness::{Dialect, Gateway, Mock, Paths, Scratch, chat_body};
+use switchyard_tests::harness::{Dialect, FilterHost, Gateway, Mock, Paths, Scratch, chat_body};
 
 /// Fleet streams per node, as `GET /status` shows them.
 async fn streams(gw: &Gateway) -> Vec<u64> {
@@ -30,6 +30,12 @@ async fn streams(gw: &Gateway) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_circuit_opened_behind_one_envoy_is_pushed_to_the_other_over_the_stream() {
     let paths = Paths::discover();
+    if paths.host == FilterHost::Native {
+        // The native module has no fleet stream yet (docs/native-module.md):
+        // the control plane keeps it on the HTTP exchange.
+        println!("skipped: the native module exchanges over HTTP");
+        return;
+    }
     let dir = Scratch::new("fleet-stream");
     let a = Mock::start(&paths, &dir.0, "a", Dialect::Openai, &[]);
     let b = Mock::start(&paths, &dir.0, "b", Dialect::Anthropic, &[]);
@@ -80,7 +86,10 @@ async fn a_circuit_opened_behind_one_envoy_is_pushed_to_the_other_over_the_strea
         "Envoy 1 still tried a"
     );
     assert_eq!(a.requests().await.len(), 3, "only Envoy 0's three attempts reached a");
-    println!("fleet state reached the other Envoy over the stream within {:?}", failed_at.elapsed());
+    println!(
+        "fleet state reached the other Envoy over the stream within {:?}",
+        failed_at.elapsed()
+    );
     // Nothing went over the HTTP exchange.
     assert_eq!(
         gw.stat("cluster.switchyard_fleet.upstream_rq_total").await.unwrap_or(0),

@@ -73,8 +73,7 @@ fn targets_differ(a: &Targets, b: &Targets) -> bool {
     let q = |f: f64| (f * 100.0).round() as i64;
     a.open != b.open
         || a.weights.len() != b.weights.len()
-        || a
-            .weights
+        || a.weights
             .iter()
             .zip(&b.weights)
             .any(|(x, y)| x.target != y.target || q(x.factor) != q(y.factor))
@@ -163,11 +162,9 @@ impl Hub {
     fn refresh(&self, now: u64) {
         let x = &self.0.exchange;
         let snapshot = x.snapshots.borrow().clone();
-        let targets = x.fleet.targets(
-            &snapshot.targets,
-            snapshot.adaptive_weights.as_ref(),
-            now,
-        );
+        let targets = x
+            .fleet
+            .targets(&snapshot.targets, snapshot.adaptive_weights.as_ref(), now);
         let faults = x.drills.faults(now);
         let table = x.governance.version();
         let serial = {
@@ -337,10 +334,7 @@ impl Session {
             let _ = self.tx.send(Err(status)).await;
         }
         if !self.node.is_empty() {
-            self.hub
-                .0
-                .registry
-                .fleet_stream(&self.node, false);
+            self.hub.0.registry.fleet_stream(&self.node, false);
         }
     }
 
@@ -599,7 +593,11 @@ mod tests {
         let (addr, registry) = serve().await;
         let (_up2, mut down2) = open(addr, "e2", vec![]).await;
         let first = next(&mut down2).await;
-        assert_eq!(first.targets, Some(Targets::default()), "a new stream gets everything");
+        assert_eq!(
+            first.targets,
+            Some(Targets::default()),
+            "a new stream gets everything"
+        );
         assert_eq!(first.faults, Some(vec![]));
         assert!(first.epoch.len() == 16 && first.version > 0);
         assert_eq!(registry.nodes().get("e2").map(|s| s.fleet_streams), Some(1));

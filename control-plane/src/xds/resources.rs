@@ -173,16 +173,24 @@ pub fn filter_config(cfg: &Config, role: Role, node: &str) -> FilterConfig {
             .fleet
             .as_ref()
             .filter(|_| role == Role::Planner)
-            .map(|_| switchyard_core::config::Link {
-                cluster: match cfg.fleet_transport {
-                    Transport::Http => FLEET_CLUSTER.to_string(),
-                    // The bootstrap's own cluster (HTTP/2, TLS when the
-                    // control channel has it).
-                    Transport::Grpc => XDS_CLUSTER.to_string(),
-                },
-                interval_ms: FLEET_INTERVAL_MS,
-                transport: cfg.fleet_transport,
-                node: node.to_string(),
+            .map(|_| {
+                // The native module has no gRPC stream yet: it keeps the HTTP
+                // exchange whatever the file asks (docs/native-module.md).
+                let transport = match cfg.filter {
+                    crate::config::FilterBuild::Native(_) => Transport::Http,
+                    _ => cfg.fleet_transport,
+                };
+                switchyard_core::config::Link {
+                    cluster: match transport {
+                        Transport::Http => FLEET_CLUSTER.to_string(),
+                        // The bootstrap's own cluster (HTTP/2, TLS when the
+                        // control channel has it).
+                        Transport::Grpc => XDS_CLUSTER.to_string(),
+                    },
+                    interval_ms: FLEET_INTERVAL_MS,
+                    transport,
+                    node: node.to_string(),
+                }
             }),
         forward_headers: cfg.forward_headers.clone(),
         retry_budget: cfg.retry_budget.map(|(percent, min_concurrency)| {

@@ -9,9 +9,9 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use super::server::{Ads, Registry, Snapshot};
-use crate::fleet::stream::Hub;
 use crate::config::{self, Config, ConfigError};
 use crate::defaults;
+use crate::fleet::stream::Hub;
 use crate::governance::{self, Governance};
 
 /// Where governance keeps its state and serves its admin API.
