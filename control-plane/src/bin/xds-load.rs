@@ -235,6 +235,10 @@ async fn stream(i: usize, xds: String, ex: Arc<Exchanges>) {
             continue;
         };
         let mut states = resp.into_inner();
+        // The credentials version held, reported as the filter does (else
+        // every answer would carry the credentials again).
+        let held = Arc::new(Mutex::new(String::new()));
+        let held2 = held.clone();
         // Reports: news every 250 ms tick, else a heartbeat every 5 s.
         let (ex2, tx2, node2) = (ex.clone(), tx.clone(), node.clone());
         let reporter = tokio::spawn(async move {
@@ -244,6 +248,7 @@ async fn stream(i: usize, xds: String, ex: Arc<Exchanges>) {
                 tick.tick().await;
                 let mut report = pb::Report {
                     node: node2.clone(),
+                    credentials: held2.lock().map(|h| h.clone()).unwrap_or_default(),
                     ..Default::default()
                 };
                 if let Some(t) = &ex2.circuit
@@ -269,6 +274,11 @@ async fn stream(i: usize, xds: String, ex: Arc<Exchanges>) {
             match states.message().await {
                 Ok(Some(state)) => {
                     ex.answers.fetch_add(1, Ordering::Relaxed);
+                    if let Some(c) = &state.credentials
+                        && let Ok(mut h) = held.lock()
+                    {
+                        *h = c.version.clone();
+                    }
                     if let (Some(t), Some(targets)) = (&ex.circuit, &state.targets) {
                         let open = targets.open.iter().any(|o| o.target == *t);
                         if let Ok(mut s) = ex.saw_open.lock() {
