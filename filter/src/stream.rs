@@ -98,6 +98,9 @@ impl Stream {
         if !self.lease(host, now, ttl) {
             // Another worker holds the stream; should this one still have one
             // (it lost the lease while stalled), it lets it go.
+            if let Some(token) = self.token {
+                host.grpc_stream_cancel(token);
+            }
             self.drop_stream(host, now, false);
             return;
         }
@@ -332,5 +335,53 @@ mod tests {
         host.now += 1_001;
         w2.tick(&host, "switchyard_xds", "n", 250);
         assert!(w2.token().is_some());
+        // w1 comes back: it lets its stream go.
+        w1.tick(&host, "switchyard_xds", "n", 250);
+        assert!(w1.token().is_none());
+        assert_eq!(*host.stream_cancelled.borrow(), vec![1]);
+    }
+
+    #[test]
+    fn a_closed_stream_is_opened_again_after_a_growing_back_off() {
+        let mut host = MemHost::with_request(&[]);
+        let mut w = Stream::new("w".into());
+        w.tick(&host, "switchyard_xds", "n", 250);
+        let mut opened = 1;
+        for wait in [250, 500, 1000, 2000] {
+            let token = w.token().unwrap();
+            w.on_close(&host, token, 14);
+            assert!(w.token().is_none());
+            host.now += wait - 1;
+            w.tick(&host, "switchyard_xds", "n", 250);
+            assert!(w.token().is_none(), "reopened before {wait} ms");
+            host.now += 1;
+            w.tick(&host, "switchyard_xds", "n", 250);
+            assert!(w.token().is_some(), "not reopened after {wait} ms");
+            opened += 1;
+            assert_eq!(host.streams.borrow().len(), opened);
+        }
+        // A state received resets the back-off.
+        let token = w.token().unwrap();
+        let state = switchyard_proto::convert::encode(&switchyard_proto::convert::state(&Push {
+            epoch: "e".into(),
+            version: 1,
+            ..Push::default()
+        }));
+        w.on_message(&host, token, &state);
+        w.on_close(&host, token, 14);
+        host.now += 250;
+        w.tick(&host, "switchyard_xds", "n", 250);
+        assert!(w.token().is_some());
+    }
+
+    #[test]
+    fn a_silent_control_plane_is_left_after_three_heartbeats() {
+        let mut host = MemHost::with_request(&[]);
+        let mut w = Stream::new("w".into());
+        w.tick(&host, "switchyard_xds", "n", 250);
+        let token = w.token().unwrap();
+        host.now += 3 * HEARTBEAT_MS + 1;
+        w.tick(&host, "switchyard_xds", "n", 250);
+        assert_eq!(*host.stream_cancelled.borrow(), vec![token]);
     }
 }

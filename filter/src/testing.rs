@@ -40,6 +40,8 @@ pub struct MemHost {
     pub streams: RefCell<Vec<(String, String, String)>>,
     /// Messages sent on gRPC streams.
     pub stream_sent: RefCell<Vec<Vec<u8>>>,
+    /// gRPC streams cancelled (tokens).
+    pub stream_cancelled: RefCell<Vec<u32>>,
 }
 
 impl MemHost {
@@ -199,6 +201,10 @@ impl Host for MemHost {
     fn grpc_stream_send(&self, _token: u32, message: &[u8]) -> bool {
         self.stream_sent.borrow_mut().push(message.to_vec());
         true
+    }
+
+    fn grpc_stream_cancel(&self, token: u32) {
+        self.stream_cancelled.borrow_mut().push(token);
     }
 
     fn http_call(
