@@ -516,6 +516,11 @@ mod tests {
     /// `a/m`, nodes `e1` and `e2` known over xDS, the fleet service on a
     /// local port; returns the address.
     async fn serve() -> (std::net::SocketAddr, Registry) {
+        let (addr, registry, _) = serve_with_governance().await;
+        (addr, registry)
+    }
+
+    async fn serve_with_governance() -> (std::net::SocketAddr, Registry, Governance) {
         let text = "providers:\n  - {name: a, dialect: openai, base_url: 'http://127.0.0.1:1/v1'}\nroutes:\n  - {model: chat, chain: [a/m]}\ncircuit_breaker: { consecutive_failures: 3, base_open_ms: 10000, max_open_ms: 60000 }\n";
         let cfg =
             crate::config::parse(text, "t.yaml", std::path::Path::new("/"), &|_| None).unwrap();
@@ -526,6 +531,7 @@ mod tests {
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let governance = Governance::open(&dir, &cfg.governance).unwrap();
+        let kept = governance.clone();
         let (_tx, rx) = watch::channel(Arc::new(Snapshot::from_config(&cfg, 1)));
         std::mem::forget(_tx);
         let registry = Registry::default();
@@ -547,7 +553,7 @@ mod tests {
                 .add_service(hub.into_service())
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
-        (addr, registry)
+        (addr, registry, kept)
     }
 
     type Client = pb::fleet_client::FleetClient<tonic::transport::Channel>;
@@ -630,6 +636,48 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    #[tokio::test]
+    async fn a_new_key_is_pushed_to_every_stream_without_a_report() {
+        let (addr, _, governance) = serve_with_governance().await;
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let (tx, rx) = mpsc::channel(4);
+        // The filter holds no table yet.
+        tx.send(pb::Report {
+            node: "e1".into(),
+            gov: Some(pb::GovReport {
+                boot: "b1".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let mut states = Client::new(channel)
+            .stream(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        let first = next(&mut states).await;
+        let held = first.gov.map(|g| g.version).unwrap_or_default();
+        let g = governance.clone();
+        tokio::task::spawn_blocking(move || {
+            g.create_key(&serde_json::json!({"name": "k1"}), "test")
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let pushed = next(&mut states).await;
+        let gov = pushed.gov.expect("the table is pushed");
+        assert_ne!(gov.version, held);
+        let table = gov.table.expect("with the table itself");
+        assert_eq!(table.keys.len(), 1);
+        assert!(gov.grants.is_empty());
     }
 
     #[tokio::test]
