@@ -337,19 +337,6 @@ impl Push {
             && self.gov.is_none()
             && self.credentials.is_none()
     }
-
-    /// The push as the HTTP exchange's answer would carry it, over `last`
-    /// (what the filter holds): parts a push leaves out keep their value.
-    pub fn over(self, last: &Targets, last_faults: &[Fault]) -> State {
-        let targets = self.targets.unwrap_or_else(|| last.clone());
-        State {
-            open: targets.open,
-            weights: targets.weights,
-            gov: self.gov,
-            faults: self.faults.unwrap_or_else(|| last_faults.to_vec()),
-            credentials: self.credentials,
-        }
-    }
 }
 
 /// Whether a state stamped `(epoch, version)` may be applied after the one
