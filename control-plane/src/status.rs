@@ -26,8 +26,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::drill::{DrillError, DrillSpec, DrillView, Drills};
+use crate::fleet::answer::Exchange;
 use crate::fleet::{self, Fleet, Refused, TargetView};
-use crate::governance::Governance;
 use crate::rates::{Rates, Window};
 use crate::tls;
 use crate::xds::server::{Gate, NodeStatus, Registry, Snapshot};
@@ -62,6 +62,8 @@ struct Observers {
     rates: Window,
     drills: Drills,
     token: Arc<String>,
+    /// Answers fleet reports (shared with the gRPC stream).
+    exchange: Exchange,
 }
 
 fn now_ms() -> u64 {
@@ -77,16 +79,16 @@ fn now_ms() -> u64 {
 pub async fn serve(
     listener: TcpListener,
     registry: Registry,
-    snapshots: watch::Receiver<Arc<Snapshot>>,
-    fleet: Fleet,
-    governance: Governance,
+    exchange: Exchange,
     admin_token: String,
     tls: Option<Arc<tls::Server>>,
 ) {
+    let (snapshots, fleet) = (exchange.snapshots.clone(), exchange.fleet.clone());
     let observers = Observers {
-        rates: Window::default(),
-        drills: Drills::default(),
+        rates: exchange.rates.clone(),
+        drills: exchange.drills.clone(),
         token: Arc::new(admin_token),
+        exchange,
     };
     {
         // A drill moves on with time (its fault ends, the circuit closes)
@@ -105,11 +107,10 @@ pub async fn serve(
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         };
-        let (registry, snapshots, fleet, governance, observers, tls) = (
+        let (registry, snapshots, fleet, observers, tls) = (
             registry.clone(),
             snapshots.clone(),
             fleet.clone(),
-            governance.clone(),
             observers.clone(),
             tls.clone(),
         );
@@ -133,25 +134,16 @@ pub async fn serve(
             };
             let gate = Arc::new(gate);
             let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                let (registry, snapshots, fleet, governance, observers, gate) = (
+                let (registry, snapshots, fleet, observers, gate) = (
                     registry.clone(),
                     snapshots.clone(),
                     fleet.clone(),
-                    governance.clone(),
                     observers.clone(),
                     gate.clone(),
                 );
                 async move {
-                    let (code, body) = route(
-                        req,
-                        &gate,
-                        &registry,
-                        &snapshots,
-                        &fleet,
-                        &governance,
-                        &observers,
-                    )
-                    .await;
+                    let (code, body) =
+                        route(req, &gate, &registry, &snapshots, &fleet, &observers).await;
                     // Every answer is JSON but a served filter build.
                     let content_type = if body.starts_with(b"\0asm") {
                         "application/wasm"
@@ -235,7 +227,6 @@ async fn route(
     registry: &Registry,
     snapshots: &watch::Receiver<Arc<Snapshot>>,
     fleet: &Fleet,
-    governance: &Governance,
     observers: &Observers,
 ) -> (StatusCode, Vec<u8>) {
     let is_report = req.method() == hyper::Method::POST
@@ -282,39 +273,7 @@ async fn route(
                 Ok(c) => c,
                 Err(refused) => return refusal(&refused),
             };
-            let mut state = fleet.exchange(
-                &checked,
-                &snapshot.targets,
-                snapshot.breaker.as_ref(),
-                snapshot.adaptive_weights.as_ref(),
-                now_ms(),
-            );
-            if let Some(gov) = checked.gov() {
-                state.gov = governance.exchange(gov, now_ms());
-                if !gov.decisions.is_empty() || gov.dropped > 0 {
-                    // One write of the audit log per report, off the async
-                    // workers; answered once written.
-                    let (g, node) = (governance.clone(), checked.node().to_string());
-                    let (decisions, dropped) = (gov.decisions.clone(), gov.dropped);
-                    let written = tokio::task::spawn_blocking(move || {
-                        g.record(&node, &decisions, dropped);
-                    });
-                    let _ = written.await;
-                }
-            }
-            let now = now_ms();
-            let observed = checked.observed();
-            observers
-                .rates
-                .add(observed, &snapshot.routes, &snapshot.targets, now);
-            if let Some(d) = &observed.drill {
-                observers.drills.record(d, now);
-            }
-            state.faults = observers.drills.faults(now);
-            // Only to a node the gate admitted (its certificate, with TLS).
-            if checked.credentials() != snapshot.credentials.version {
-                state.credentials = Some((*snapshot.credentials).clone());
-            }
+            let state = observers.exchange.answer(&checked, now_ms()).await;
             (
                 StatusCode::OK,
                 serde_json::to_vec(&state).unwrap_or_default(),

@@ -148,15 +148,42 @@ pub struct FilterConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Link {
-    /// Envoy cluster that reaches the control plane's HTTP endpoint.
+    /// Envoy cluster that reaches the control plane: its HTTP endpoint (the
+    /// status port) for [`Transport::Http`], the bootstrap's xDS cluster
+    /// (HTTP/2) for [`Transport::Grpc`].
     pub cluster: String,
-    /// Milliseconds between exchanges.
+    /// Milliseconds between exchanges (with gRPC: between looks for news to
+    /// report).
     pub interval_ms: u64,
+    /// How reports go up and state comes down.
+    #[serde(default, skip_serializing_if = "Transport::is_http")]
+    pub transport: Transport,
     /// Node id of the Envoy this config was sent to: the control plane stamps
     /// it from the node's xDS stream (the native module cannot read it, and
     /// proxy-wasm only as `xds.node.id`); the filter reports under it.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub node: String,
+}
+
+/// The fleet exchange's transport.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    /// Every worker POSTs its report to `/fleet/v1/exchange` each interval and
+    /// takes the answer (the fallback).
+    #[default]
+    Http,
+    /// One worker per Envoy holds a gRPC stream
+    /// (`switchyard.fleet.v1.Fleet/Stream`): reports go up with news, the
+    /// control plane pushes state when it changes.
+    Grpc,
+}
+
+impl Transport {
+    /// Whether this is the default (HTTP).
+    pub fn is_http(&self) -> bool {
+        *self == Transport::Http
+    }
 }
 
 /// Which observers read the filter's facts.

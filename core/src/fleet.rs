@@ -11,6 +11,18 @@ use serde::{Deserialize, Serialize};
 /// Path of the exchange on the control plane's HTTP endpoint.
 pub const EXCHANGE_PATH: &str = "/fleet/v1/exchange";
 
+/// The gRPC service of the fleet stream (the pushed alternative to
+/// [`EXCHANGE_PATH`], `proto/switchyard/fleet/v1/fleet.proto`).
+pub const SERVICE: &str = "switchyard.fleet.v1.Fleet";
+
+/// The method of the fleet stream.
+pub const METHOD: &str = "Stream";
+
+/// How often each side of the fleet stream sends something when it has no
+/// news: a bare report up, a bare state down. A filter that hears nothing for
+/// three heartbeats (the control plane's, as its states say) reconnects.
+pub const HEARTBEAT_MS: u64 = 5_000;
+
 /// Largest report body the control plane reads (bytes); a report holds one
 /// small entry per configured target.
 pub const MAX_REPORT_BYTES: usize = 256 * 1024;
@@ -281,9 +293,75 @@ pub struct State {
     pub credentials: Option<Credentials>,
 }
 
+/// The fleet's view of targets for one Envoy: what is set aside and what
+/// weighs less.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Targets {
+    /// Targets set aside now.
+    pub open: Vec<Open>,
+    /// Targets whose effective weight is below their configured weight.
+    #[serde(default)]
+    pub weights: Vec<Weight>,
+}
+
+/// One message of the control plane on the fleet stream: the parts of the
+/// state that changed for this Envoy (`None`: unchanged), stamped with the
+/// control-plane process (`epoch`) and a version that grows with every message
+/// of that process. A message with no part is a heartbeat. The same parts as
+/// [`State`], the HTTP exchange's answer, which always carries the targets.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Push {
+    /// The control-plane process (random per start).
+    pub epoch: String,
+    /// Grows with every message that process sends.
+    pub version: u64,
+    /// The control plane's heartbeat interval (ms).
+    pub heartbeat_ms: u64,
+    /// The fleet's view of targets, when it changed: replaces the last.
+    pub targets: Option<Targets>,
+    /// Faults a fail-over drill asks filters to inject (at most one now), when
+    /// they changed: replaces the last.
+    pub faults: Option<Vec<Fault>>,
+    /// Governance: the key table (when the filter's copy is stale) and
+    /// allowance lent to this Envoy.
+    pub gov: Option<crate::governance::GovState>,
+    /// Provider credentials, when the filter's version differs.
+    pub credentials: Option<Credentials>,
+}
+
+impl Push {
+    /// Whether this is a heartbeat (nothing changed).
+    pub fn is_heartbeat(&self) -> bool {
+        self.targets.is_none()
+            && self.faults.is_none()
+            && self.gov.is_none()
+            && self.credentials.is_none()
+    }
+}
+
+/// Whether a state stamped `(epoch, version)` may be applied after the one
+/// stamped `applied`: another control-plane process (or none applied yet), or
+/// a newer version of the same one. Anything else is stale.
+pub fn is_newer(epoch: &str, version: u64, applied: Option<(&str, u64)>) -> bool {
+    match applied {
+        None => true,
+        Some((e, v)) => e != epoch || version > v,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_newer_states_apply() {
+        assert!(is_newer("a", 1, None));
+        assert!(is_newer("a", 2, Some(("a", 1))));
+        assert!(!is_newer("a", 1, Some(("a", 1))));
+        assert!(!is_newer("a", 1, Some(("a", 2))));
+        // A restarted control plane starts its versions again.
+        assert!(is_newer("b", 1, Some(("a", 9))));
+    }
 
     #[test]
     fn a_full_report_is_one_object_and_a_plain_one_reads_as_full() {

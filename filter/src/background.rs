@@ -5,12 +5,12 @@
 
 use std::sync::Arc;
 
-use switchyard_core::config::{FilterConfig, Role};
+use switchyard_core::config::{FilterConfig, Role, Transport};
 use switchyard_core::fleet::{EXCHANGE_PATH, FullReport, Observed, Outcome, Report, State};
 use switchyard_core::governance::{GovReport, MAX_SUBJECTS};
 
 use crate::host::Host;
-use crate::{credentials, drill, fleet, governance, health, observed};
+use crate::{credentials, drill, fleet, governance, health, observed, stream};
 
 /// The background state of one filter configuration.
 #[derive(Debug)]
@@ -31,12 +31,26 @@ pub struct Background {
     decisions_full: bool,
     /// Health checks in flight: token → provider.
     checks: Vec<(u32, String)>,
+    /// The fleet stream (`Transport::Grpc`), in place of the HTTP exchange.
+    stream: Option<stream::Stream>,
 }
 
 impl Background {
     /// Background work for `cfg`.
     pub fn new(cfg: Arc<FilterConfig>) -> Self {
+        Self::with_name(cfg, String::new())
+    }
+
+    /// Background work for `cfg` of the worker named `me` (random per worker:
+    /// the fleet stream's lease names its holder).
+    pub fn with_name(cfg: Arc<FilterConfig>, me: String) -> Self {
+        let stream = cfg
+            .fleet
+            .as_ref()
+            .filter(|l| l.transport == Transport::Grpc && cfg.role == Role::Planner)
+            .map(|_| stream::Stream::new(me));
         Background {
+            stream,
             cfg,
             exchange: None,
             in_flight: Vec::new(),
@@ -63,7 +77,17 @@ impl Background {
     /// One timer tick.
     pub fn tick(&mut self, envoy: &impl Host) {
         if self.cfg.role == Role::Planner {
-            self.exchange(envoy);
+            match (&mut self.stream, &self.cfg.fleet) {
+                (Some(s), Some(link)) => {
+                    let node = if link.node.is_empty() {
+                        envoy.node_id()
+                    } else {
+                        link.node.clone()
+                    };
+                    s.tick(envoy, &link.cluster, &node, link.interval_ms.max(50));
+                }
+                _ => self.exchange(envoy),
+            }
         }
         if let Some(hc) = self
             .cfg
@@ -164,6 +188,20 @@ impl Background {
                 governance::restore(envoy, &gov);
                 observed::restore(envoy, &observed);
             }
+        }
+    }
+
+    /// A message on a gRPC stream this task opened.
+    pub fn on_grpc_message(&mut self, envoy: &impl Host, token: u32, message: &[u8]) {
+        if let Some(s) = &mut self.stream {
+            s.on_message(envoy, token, message);
+        }
+    }
+
+    /// A gRPC stream this task opened ended.
+    pub fn on_grpc_close(&mut self, envoy: &impl Host, token: u32, status: u32) {
+        if let Some(s) = &mut self.stream {
+            s.on_close(envoy, token, status);
         }
     }
 

@@ -106,6 +106,22 @@ pub trait Host {
         body: Option<&[u8]>,
         timeout_ms: u64,
     ) -> Option<u32>;
+
+    /// Opens a gRPC stream to `service`/`method` through `cluster` (HTTP/2);
+    /// its messages and its end come back to the root context. `None` when it
+    /// could not be opened (or the host has no such streams).
+    fn grpc_stream_open(&self, _cluster: &str, _service: &str, _method: &str) -> Option<u32> {
+        None
+    }
+
+    /// Sends one message (the protobuf bytes) on an open stream; `false` when
+    /// the stream is gone.
+    fn grpc_stream_send(&self, _token: u32, _message: &[u8]) -> bool {
+        false
+    }
+
+    /// Ends a stream (no callback follows).
+    fn grpc_stream_cancel(&self, _token: u32) {}
 }
 
 // === derived helpers (every host gets them) ===

@@ -31,5 +31,6 @@ pub mod metrics;
 pub mod observed;
 pub mod planner;
 pub mod profile;
+pub mod stream;
 #[cfg(test)]
 mod testing;

@@ -36,6 +36,12 @@ pub struct MemHost {
     pub shared: RefCell<HashMap<String, (Vec<u8>, u32)>>,
     pub counters: RefCell<HashMap<String, u64>>,
     pub calls: RefCell<Vec<(String, HeaderList)>>,
+    /// gRPC streams opened: cluster, service, method.
+    pub streams: RefCell<Vec<(String, String, String)>>,
+    /// Messages sent on gRPC streams.
+    pub stream_sent: RefCell<Vec<Vec<u8>>>,
+    /// gRPC streams cancelled (tokens).
+    pub stream_cancelled: RefCell<Vec<u32>>,
 }
 
 impl MemHost {
@@ -184,6 +190,21 @@ impl Host for MemHost {
         self.counters
             .borrow_mut()
             .insert(crate::metrics::flat_name(histogram, labels), value);
+    }
+
+    fn grpc_stream_open(&self, cluster: &str, service: &str, method: &str) -> Option<u32> {
+        let mut streams = self.streams.borrow_mut();
+        streams.push((cluster.into(), service.into(), method.into()));
+        u32::try_from(streams.len()).ok()
+    }
+
+    fn grpc_stream_send(&self, _token: u32, message: &[u8]) -> bool {
+        self.stream_sent.borrow_mut().push(message.to_vec());
+        true
+    }
+
+    fn grpc_stream_cancel(&self, token: u32) {
+        self.stream_cancelled.borrow_mut().push(token);
     }
 
     fn http_call(

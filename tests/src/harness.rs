@@ -528,6 +528,13 @@ impl GatewayBuilder {
             }
         }
         y.push_str(&self.extra_yaml);
+        // The whole suite over the gRPC fleet stream instead of the HTTP
+        // exchange: SWITCHYARD_FLEET_TRANSPORT=grpc.
+        if let Ok(t) = std::env::var("SWITCHYARD_FLEET_TRANSPORT")
+            && !y.contains("fleet_transport:")
+        {
+            let _ = writeln!(y, "fleet_transport: {t}");
+        }
         y
     }
 

@@ -13,8 +13,15 @@
 //! at most 50); with `--pid PID` (the control plane's), its CPU and memory over
 //! a steady `--steady-s` (10) seconds of exchanges.
 //!
+//! With `--fleet grpc` the exchange runs over the fleet stream instead
+//! (`fleet_transport: grpc`): each simulated Envoy holds one gRPC stream to
+//! the xDS address (as the filter's lease holder does), sends its first report,
+//! then a report only with news (the failures) or every heartbeat (5 s), and
+//! takes the states the control plane pushes. `--status` is still what turns
+//! the exchange on; `--workers` is ignored (one stream per Envoy).
+//!
 //! Usage: `xds-load --xds 127.0.0.1:18000 --config FILE [--clients 50]
-//! [--status ADDR [--workers 2] [--circuit provider/model] [--pid PID] [--steady-s 10]]`
+//! [--status ADDR [--workers 2] [--fleet http|grpc] [--circuit provider/model] [--pid PID] [--steady-s 10]]`
 //! Prints `converged N clients in X ms` (and the exchange figures) and exits 0,
 //! or exits 1 after 30 s.
 
@@ -112,8 +119,10 @@ fn common_version(seen: &Seen, clients: usize) -> Option<String> {
 /// What the exchange loops share.
 #[derive(Default)]
 struct Exchanges {
-    /// Answers received.
+    /// Answers received (with `--fleet grpc`: states pushed).
     answers: AtomicU64,
+    /// Reports sent on fleet streams.
+    reports: AtomicU64,
     /// Answers refused or failed (not 200).
     errors: AtomicU64,
     /// The target whose circuit the run opens, and whether the failures were sent.
@@ -196,6 +205,102 @@ async fn exchange(i: usize, w: usize, status: String, ex: Arc<Exchanges>) {
     }
 }
 
+/// Simulated Envoy `i` on the fleet stream: the first report names it, then a
+/// report only with news (the failures) or every heartbeat; every state
+/// pushed counts as an answer. Reconnects after 250 ms on error.
+async fn stream(i: usize, xds: String, ex: Arc<Exchanges>) {
+    use switchyard_proto::fleet::v1 as pb;
+    let node = format!("sim-envoy-{i}");
+    tokio::time::sleep(Duration::from_millis(((i * 7) % 250) as u64)).await;
+    loop {
+        let channel = match tonic::transport::Endpoint::from_shared(format!("http://{xds}")) {
+            Ok(e) => e.connect().await,
+            Err(_) => return,
+        };
+        let Ok(mut client) = channel.map(pb::fleet_client::FleetClient::new) else {
+            ex.errors.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            continue;
+        };
+        let (tx, rx) = mpsc::channel::<pb::Report>(4);
+        let _ = tx
+            .send(pb::Report {
+                node: node.clone(),
+                ..Default::default()
+            })
+            .await;
+        let Ok(resp) = client.stream(ReceiverStream::new(rx)).await else {
+            ex.errors.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            continue;
+        };
+        let mut states = resp.into_inner();
+        // The credentials version held, reported as the filter does (else
+        // every answer would carry the credentials again).
+        let held = Arc::new(Mutex::new(String::new()));
+        let held2 = held.clone();
+        // Reports: news every 250 ms tick, else a heartbeat every 5 s.
+        let (ex2, tx2, node2) = (ex.clone(), tx.clone(), node.clone());
+        let reporter = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            let mut last = Instant::now();
+            loop {
+                tick.tick().await;
+                let mut report = pb::Report {
+                    node: node2.clone(),
+                    credentials: held2.lock().map(|h| h.clone()).unwrap_or_default(),
+                    ..Default::default()
+                };
+                if let Some(t) = &ex2.circuit
+                    && i == 0
+                    && ex2.fail_now.swap(false, Ordering::Relaxed)
+                {
+                    report.outcomes.push(pb::Outcome {
+                        target: t.clone(),
+                        failed: FAILURES,
+                        ..Default::default()
+                    });
+                } else if last.elapsed() < Duration::from_secs(5) {
+                    continue;
+                }
+                last = Instant::now();
+                ex2.reports.fetch_add(1, Ordering::Relaxed);
+                if tx2.send(report).await.is_err() {
+                    return;
+                }
+            }
+        });
+        loop {
+            match states.message().await {
+                Ok(Some(state)) => {
+                    ex.answers.fetch_add(1, Ordering::Relaxed);
+                    if let Some(c) = &state.credentials
+                        && let Ok(mut h) = held.lock()
+                    {
+                        *h = c.version.clone();
+                    }
+                    if let (Some(t), Some(targets)) = (&ex.circuit, &state.targets) {
+                        let open = targets.open.iter().any(|o| o.target == *t);
+                        if let Ok(mut s) = ex.saw_open.lock() {
+                            if open {
+                                s.insert((i, 0));
+                            } else {
+                                s.remove(&(i, 0));
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    ex.errors.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+            }
+        }
+        reporter.abort();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// CPU time (user + system, seconds) and resident memory (MiB) of process `pid`.
 fn usage(pid: u32) -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -219,6 +324,7 @@ async fn main() {
     let (mut xds, mut config, mut clients) = (String::from("127.0.0.1:18000"), None, 50usize);
     let (mut status, mut workers, mut circuit, mut pid, mut steady_s) =
         (None, 2usize, None, None, 10u64);
+    let mut grpc = false;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--xds" => xds = args.next().unwrap_or_default(),
@@ -229,6 +335,7 @@ async fn main() {
             "--circuit" => circuit = args.next(),
             "--pid" => pid = args.next().and_then(|n| n.parse::<u32>().ok()),
             "--steady-s" => steady_s = args.next().and_then(|n| n.parse().ok()).unwrap_or(10),
+            "--fleet" => grpc = args.next().as_deref() == Some("grpc"),
             other => {
                 eprintln!("xds-load: unknown argument {other}");
                 std::process::exit(2);
@@ -237,7 +344,7 @@ async fn main() {
     }
     let Some(config) = config else {
         eprintln!(
-            "usage: xds-load --xds ADDR --config FILE [--clients N] [--status ADDR [--workers W] [--circuit TARGET] [--pid PID] [--steady-s S]]"
+            "usage: xds-load --xds ADDR --config FILE [--clients N] [--status ADDR [--workers W] [--fleet http|grpc] [--circuit TARGET] [--pid PID] [--steady-s S]]"
         );
         std::process::exit(2);
     };
@@ -294,7 +401,12 @@ async fn main() {
         circuit,
         ..Exchanges::default()
     });
+    let workers = if grpc { 1 } else { workers };
     for i in 0..clients {
+        if grpc {
+            tokio::spawn(stream(i, xds.clone(), ex.clone()));
+            continue;
+        }
         for w in 0..workers {
             tokio::spawn(exchange(i, w, status.clone(), ex.clone()));
         }
@@ -315,12 +427,26 @@ async fn main() {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     if let Some(pid) = pid {
-        let (a0, t0) = (ex.answers.load(Ordering::Relaxed), Instant::now());
+        let (a0, r0, t0) = (
+            ex.answers.load(Ordering::Relaxed),
+            ex.reports.load(Ordering::Relaxed),
+            Instant::now(),
+        );
         let before = usage(pid);
         tokio::time::sleep(Duration::from_secs(steady_s)).await;
         let (after, secs) = (usage(pid), t0.elapsed().as_secs_f64());
         let answered = ex.answers.load(Ordering::Relaxed) - a0;
-        if let (Some((c0, _)), Some((c1, rss))) = (before, after) {
+        let reported = ex.reports.load(Ordering::Relaxed) - r0;
+        if grpc && let (Some((c0, _)), Some((c1, rss))) = (before, after) {
+            println!(
+                "fleet stream steady state: {clients} Envoys x 1 stream, {:.0} reports/s up, {:.0} states/s down; control plane {:.1} % of one core, RSS {:.0} MiB ({} errors)",
+                reported as f64 / secs,
+                answered as f64 / secs,
+                100.0 * (c1 - c0) / secs,
+                rss,
+                ex.errors.load(Ordering::Relaxed)
+            );
+        } else if let (Some((c0, _)), Some((c1, rss))) = (before, after) {
             println!(
                 "exchange steady state: {clients} Envoys x {workers} workers, {:.0} exchanges/s; control plane {:.1} % of one core, {:.2} ms CPU per exchange, RSS {:.0} MiB ({} errors)",
                 answered as f64 / secs,
@@ -353,9 +479,16 @@ async fn main() {
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        println!(
-            "circuit {target} open on all {pollers} workers of {clients} Envoys in {} ms (from the failing report's next exchange tick to the last worker's answer; 250 ms exchange interval included)",
-            sent.elapsed().as_millis()
-        );
+        if grpc {
+            println!(
+                "circuit {target} open on all {clients} Envoys' streams in {} ms (from the failing report's next tick, up to 250 ms, to the last push received)",
+                sent.elapsed().as_millis()
+            );
+        } else {
+            println!(
+                "circuit {target} open on all {pollers} workers of {clients} Envoys in {} ms (from the failing report's next exchange tick to the last worker's answer; 250 ms exchange interval included)",
+                sent.elapsed().as_millis()
+            );
+        }
     }
 }

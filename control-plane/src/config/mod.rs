@@ -135,6 +135,11 @@ struct RawConfig {
     /// Effective weights from fleet-wide error rate and latency (off when absent).
     #[serde(default)]
     adaptive_weights: Option<switchyard_core::fleet::AdaptiveWeights>,
+    /// How filters exchange fleet state: `http` (each worker polls the status
+    /// port, the default) or `grpc` (one stream per Envoy on the xDS port,
+    /// state pushed on change).
+    #[serde(default)]
+    fleet_transport: switchyard_core::config::Transport,
     /// Client request headers forwarded to every provider (beyond content
     /// negotiation, user agent and request id).
     #[serde(default)]
@@ -210,6 +215,8 @@ pub struct Config {
     pub health_check: Option<switchyard_core::config::HealthCheck>,
     /// Adaptive weights bounds.
     pub adaptive_weights: Option<switchyard_core::fleet::AdaptiveWeights>,
+    /// The fleet exchange's transport (`fleet_transport:`).
+    pub fleet_transport: switchyard_core::config::Transport,
     /// Where filters reach the control plane's fleet exchange (set by `serve`,
     /// not by the file).
     pub fleet: Option<FleetEndpoint>,
@@ -372,6 +379,7 @@ pub fn parse(
         models: raw.models,
         health_check: raw.health_check,
         adaptive_weights: raw.adaptive_weights,
+        fleet_transport: raw.fleet_transport,
         fleet: None,
         forward_headers,
         governance,

@@ -346,6 +346,32 @@ impl Governance {
         );
     }
 
+    /// The version of the key table filters should hold.
+    pub fn version(&self) -> String {
+        self.0
+            .state
+            .lock()
+            .map(|s| s.version.clone())
+            .unwrap_or_default()
+    }
+
+    /// The key table for a filter that holds version `held`, when that is
+    /// stale (pushed on the fleet stream between reports, so that a revoked
+    /// key stops working at once); no grants. `None`: nothing to say.
+    pub fn table_for(&self, held: &str) -> Option<GovState> {
+        let s = self.0.state.lock().ok()?;
+        if !s.cfg.require_keys && s.table.keys.is_empty() {
+            // No keys: filters that had a table stop requiring keys.
+            return (!held.is_empty()).then(GovState::default);
+        }
+        (held != s.version).then(|| GovState {
+            version: s.version.clone(),
+            table: Some(s.table.clone()),
+            envoys: s.meters.envoys(),
+            grants: Vec::new(),
+        })
+    }
+
     /// The governance part of the answer to an Envoy's fleet report: the table
     /// when its copy is stale, grants for what it asked, credit withdrawals.
     pub fn exchange(&self, r: &GovReport, now: u64) -> Option<GovState> {

@@ -22,7 +22,7 @@ use envoy_types::pb::google::protobuf::{Any, Duration, StringValue, UInt32Value,
 use envoy_types::pb::xds::core::v3 as xds_core;
 use envoy_types::pb::xds::r#type::matcher::v3 as xds_matcher;
 use prost::{Message, Name};
-use switchyard_core::config::{FilterConfig, Provider as FilterProvider, Role};
+use switchyard_core::config::{FilterConfig, Provider as FilterProvider, Role, Transport};
 use switchyard_core::wire;
 
 use crate::config::{Config, FilterBuild, Provider};
@@ -31,6 +31,10 @@ use crate::config::{Config, FilterBuild, Provider};
 pub const LISTENER_NAME: &str = "switchyard";
 /// Name of the cluster that reaches the control plane's fleet exchange.
 pub const FLEET_CLUSTER: &str = "switchyard_fleet";
+
+/// The bootstrap's cluster to the control plane's xDS port (`switchyard
+/// bootstrap`), which also carries the gRPC fleet stream.
+pub const XDS_CLUSTER: &str = "switchyard_xds";
 /// How often each filter worker exchanges outcomes and fleet state.
 pub const FLEET_INTERVAL_MS: u64 = 250;
 
@@ -169,10 +173,24 @@ pub fn filter_config(cfg: &Config, role: Role, node: &str) -> FilterConfig {
             .fleet
             .as_ref()
             .filter(|_| role == Role::Planner)
-            .map(|_| switchyard_core::config::Link {
-                cluster: FLEET_CLUSTER.to_string(),
-                interval_ms: FLEET_INTERVAL_MS,
-                node: node.to_string(),
+            .map(|_| {
+                // The native module has no gRPC stream yet: it keeps the HTTP
+                // exchange whatever the file asks (docs/native-module.md).
+                let transport = match cfg.filter {
+                    crate::config::FilterBuild::Native(_) => Transport::Http,
+                    _ => cfg.fleet_transport,
+                };
+                switchyard_core::config::Link {
+                    cluster: match transport {
+                        Transport::Http => FLEET_CLUSTER.to_string(),
+                        // The bootstrap's own cluster (HTTP/2, TLS when the
+                        // control channel has it).
+                        Transport::Grpc => XDS_CLUSTER.to_string(),
+                    },
+                    interval_ms: FLEET_INTERVAL_MS,
+                    transport,
+                    node: node.to_string(),
+                }
             }),
         forward_headers: cfg.forward_headers.clone(),
         retry_budget: cfg.retry_budget.map(|(percent, min_concurrency)| {

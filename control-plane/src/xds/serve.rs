@@ -11,6 +11,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use super::server::{Ads, Registry, Snapshot};
 use crate::config::{self, Config, ConfigError};
 use crate::defaults;
+use crate::fleet::stream::Hub;
 use crate::governance::{self, Governance};
 
 /// Where governance keeps its state and serves its admin API.
@@ -298,13 +299,19 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
     cfg.governance_on = governance.enabled();
     let (tx, rx) = watch::channel(Arc::new(Snapshot::from_config(&cfg, 1)));
     let registry = Registry::default();
-    let fleet = crate::fleet::Fleet::default();
+    let exchange = crate::fleet::answer::Exchange {
+        fleet: crate::fleet::Fleet::default(),
+        governance: governance.clone(),
+        snapshots: rx.clone(),
+        rates: crate::rates::Window::default(),
+        drills: crate::drill::Drills::default(),
+    };
+    // The fleet stream (gRPC, on the xDS port) answers reports as the HTTP
+    // exchange does: one `Exchange` for both.
     tokio::spawn(crate::status::serve(
         status_listener,
         registry.clone(),
-        rx.clone(),
-        fleet,
-        governance.clone(),
+        exchange.clone(),
         // Drills take the admin API's token.
         token,
         tls.clone(),
@@ -345,9 +352,12 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
     ready.set(true);
     match tls {
         Some(tls) => {
+            let hub = Hub::new(exchange, registry.clone(), Some(tls.policy().clone()));
+            hub.spawn_refresh();
             let ads = Ads::new(rx, registry).with_node_policy(tls.policy().clone());
             server
                 .add_service(ads.into_service())
+                .add_service(hub.into_service())
                 .serve_with_incoming_shutdown(
                     tls.incoming(listener, crate::tls::Port::Xds),
                     stopping,
@@ -355,8 +365,11 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
                 .await?
         }
         None => {
+            let hub = Hub::new(exchange, registry.clone(), None);
+            hub.spawn_refresh();
             server
                 .add_service(Ads::new(rx, registry).into_service())
+                .add_service(hub.into_service())
                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopping)
                 .await?
         }

@@ -222,6 +222,10 @@ pub struct NodeStatus {
     pub acked: BTreeMap<String, String>,
     /// The last NACK: type, rejected version and Envoy's reason.
     pub last_nack: Option<String>,
+    /// Fleet streams open from it (one; two for a moment while its filter
+    /// config is replaced).
+    #[serde(default)]
+    pub fleet_streams: u32,
 }
 
 /// Per-node status, shared by all sessions.
@@ -246,6 +250,17 @@ impl Registry {
     pub(crate) fn set_acked(&self, node: &str, type_url: &str, version: String) {
         self.update(node, |s| {
             s.acked.insert(short_type(type_url).to_string(), version);
+        });
+    }
+
+    /// A fleet stream from `node` opened (`true`) or closed.
+    pub(crate) fn fleet_stream(&self, node: &str, open: bool) {
+        self.update(node, |s| {
+            s.fleet_streams = if open {
+                s.fleet_streams.saturating_add(1)
+            } else {
+                s.fleet_streams.saturating_sub(1)
+            };
         });
     }
 

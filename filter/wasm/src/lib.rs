@@ -165,6 +165,24 @@ impl Host for WasmHost {
         }
     }
 
+    fn grpc_stream_open(&self, cluster: &str, service: &str, method: &str) -> Option<u32> {
+        match hostcalls::open_grpc_stream(cluster, service, method, vec![]) {
+            Ok(token) => Some(token),
+            Err(e) => {
+                log::warn!("switchyard: cannot open {service}/{method} via {cluster}: {e:?}");
+                None
+            }
+        }
+    }
+
+    fn grpc_stream_send(&self, token: u32, message: &[u8]) -> bool {
+        hostcalls::send_grpc_stream_message(token, Some(message), false).is_ok()
+    }
+
+    fn grpc_stream_cancel(&self, token: u32) {
+        let _ = hostcalls::cancel_grpc_stream(token);
+    }
+
     fn http_call(
         &self,
         cluster: &str,
@@ -250,6 +268,22 @@ impl Context for Root {
             b.on_http_response(&WasmHost::default(), token, status, &body);
         }
     }
+
+    fn on_grpc_stream_message(&mut self, token: u32, size: usize) {
+        let message = hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        if let Some(b) = &mut self.background {
+            b.on_grpc_message(&WasmHost::default(), token, &message);
+        }
+    }
+
+    fn on_grpc_stream_close(&mut self, token: u32, status: u32) {
+        if let Some(b) = &mut self.background {
+            b.on_grpc_close(&WasmHost::default(), token, status);
+        }
+    }
 }
 
 impl RootContext for Root {
@@ -268,7 +302,16 @@ impl RootContext for Root {
                     cfg.routes.len()
                 );
                 let cfg = Arc::new(cfg);
-                let background = Background::new(cfg.clone());
+                // A name for this worker in the fleet stream's lease: the
+                // clock in ns and the worker's draw (VMs of all workers start
+                // alike, their first draws differ by their start times).
+                let me = format!(
+                    "{:x}{:x}",
+                    now_ns(),
+                    (switchyard_filter::host::random_unit(&WasmHost::default())
+                        * (1u64 << 53) as f64) as u64
+                );
+                let background = Background::with_name(cfg.clone(), me);
                 if let Some(ms) = background.tick_ms() {
                     let _ = hostcalls::set_tick_period(std::time::Duration::from_millis(ms));
                 }

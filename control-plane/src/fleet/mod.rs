@@ -11,6 +11,14 @@
 //! interval. A report's counts are applied to a target's circuit at once
 //! ([`circuit::State::record`]): the lock is held for time proportional to the
 //! number of targets, never to the counts.
+//!
+//! Two transports carry the same exchange: the HTTP POST on the status port
+//! (each filter worker polls) and the gRPC stream on the xDS port ([`stream`],
+//! the control plane pushes on change). Both go through [`check`] /
+//! [`check_report`] and [`answer`]: one copy of the rules.
+
+pub mod answer;
+pub mod stream;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -20,7 +28,7 @@ use switchyard_core::circuit::{self, Settings, Transition};
 use switchyard_core::fleet::{
     AdaptiveWeights, FullReport, LATENCY_BUCKETS_MS, MAX_ATTEMPTS_PER_REPORT,
     MAX_LATENCY_MS_PER_ATTEMPT, MAX_NODE_BYTES, MAX_OUTCOMES, MAX_POSITIONS, MAX_REPORT_BYTES,
-    MAX_ROUTES, Observed, Open, Outcome, Report, State, Weight,
+    MAX_ROUTES, Observed, Open, Outcome, Report, State, Targets, Weight,
 };
 use switchyard_core::governance::{MAX_DECISION_BYTES, MAX_DECISIONS};
 
@@ -58,6 +66,17 @@ pub enum Refused {
 }
 
 impl Refused {
+    /// The gRPC status that ends a fleet stream whose report was refused.
+    pub fn grpc_status(&self) -> tonic::Status {
+        let m = self.to_string();
+        match self {
+            Refused::TooLarge => tonic::Status::resource_exhausted(m),
+            Refused::NotYourNode(_) => tonic::Status::permission_denied(m),
+            Refused::UnknownNode(_) => tonic::Status::failed_precondition(m),
+            _ => tonic::Status::invalid_argument(m),
+        }
+    }
+
     /// The HTTP status of the answer.
     pub fn status(&self) -> u16 {
         match self {
@@ -201,7 +220,7 @@ fn check_gov(
     Ok(Some(g))
 }
 
-/// Parses and bounds a report body. `identity` tells whether the caller may
+/// Parses and bounds a report body ([`check_report`]). `identity` tells whether the caller may
 /// report as a node id (with TLS: whether its client certificate names it),
 /// `known` whether a node id has an xDS stream to this control plane;
 /// `targets` are the configured targets
@@ -217,8 +236,20 @@ pub fn check(
     if body.len() > MAX_REPORT_BYTES {
         return Err(Refused::TooLarge);
     }
-    let FullReport { report, observed } =
+    let full: FullReport =
         serde_json::from_slice(body).map_err(|e| Refused::Malformed(e.to_string()))?;
+    check_report(full, identity, known, targets)
+}
+
+/// Bounds a parsed report (from the HTTP body or the gRPC message, each at
+/// most [`MAX_REPORT_BYTES`]); the rest as [`check`].
+pub fn check_report(
+    full: FullReport,
+    identity: impl Fn(&str) -> Result<(), String>,
+    known: impl Fn(&str) -> bool,
+    targets: &HashSet<String>,
+) -> Result<Checked, Refused> {
+    let FullReport { report, observed } = full;
     if report.outcomes.len() > MAX_OUTCOMES {
         return Err(Refused::TooManyOutcomes(report.outcomes.len()));
     }
@@ -312,7 +343,7 @@ pub struct Fleet(Arc<Mutex<HashMap<String, Entry>>>);
 
 impl Fleet {
     /// Takes one filter's checked report and answers with the targets open
-    /// fleet-wide. Entries of targets no longer configured are dropped.
+    /// fleet-wide ([`Fleet::record`] then [`Fleet::targets`]).
     pub fn exchange(
         &self,
         report: &Checked,
@@ -321,10 +352,30 @@ impl Fleet {
         adaptive: Option<&AdaptiveWeights>,
         now_ms: u64,
     ) -> State {
+        self.record(report, targets, settings, now_ms);
+        let Targets { open, weights } = self.targets(targets, adaptive, now_ms);
+        State {
+            open,
+            weights,
+            gov: None,
+            faults: Vec::new(),
+            credentials: None,
+        }
+    }
+
+    /// Takes one filter's checked report into the aggregate. Entries of
+    /// targets no longer configured are dropped.
+    pub fn record(
+        &self,
+        report: &Checked,
+        targets: &HashSet<String>,
+        settings: Option<&Settings>,
+        now_ms: u64,
+    ) {
         let mut opened = Vec::new();
-        let state = {
+        {
             let Ok(mut m) = self.0.lock() else {
-                return State::default();
+                return;
             };
             m.retain(|t, _| targets.contains(t));
             for o in report.outcomes() {
@@ -361,30 +412,40 @@ impl Fleet {
                 e.view.open_until_ms = e.state.open_until;
                 e.view.trips = e.state.trips;
             }
-            let open = m
-                .iter()
-                .filter(|(_, e)| e.state.open_until > now_ms)
-                .map(|(t, e)| Open {
-                    target: t.clone(),
-                    until_ms: e.state.open_until,
-                })
-                .collect();
-            let weights = match adaptive {
-                Some(a) => effective_weights(&mut m, a),
-                None => Vec::new(),
-            };
-            State {
-                open,
-                weights,
-                gov: None,
-                faults: Vec::new(),
-                credentials: None,
-            }
-        };
+        }
         for (target, until) in opened {
             tracing::warn!(target_model = %target, reporter = %report.node(), "fleet circuit opened until {until}");
         }
-        state
+    }
+
+    /// What every filter should know of the targets now: those open
+    /// fleet-wide (sorted), and effective weights (with `adaptive`). Entries
+    /// of targets no longer configured are dropped.
+    pub fn targets(
+        &self,
+        targets: &HashSet<String>,
+        adaptive: Option<&AdaptiveWeights>,
+        now_ms: u64,
+    ) -> Targets {
+        let Ok(mut m) = self.0.lock() else {
+            return Targets::default();
+        };
+        m.retain(|t, _| targets.contains(t));
+        let mut open: Vec<Open> = m
+            .iter()
+            .filter(|(_, e)| e.state.open_until > now_ms)
+            .map(|(t, e)| Open {
+                target: t.clone(),
+                until_ms: e.state.open_until,
+            })
+            .collect();
+        open.sort_by(|a, b| a.target.cmp(&b.target));
+        let mut weights = match adaptive {
+            Some(a) => effective_weights(&mut m, a),
+            None => Vec::new(),
+        };
+        weights.sort_by(|a, b| a.target.cmp(&b.target));
+        Targets { open, weights }
     }
 
     /// Every target's view.
