@@ -993,12 +993,20 @@ impl Gateway {
 
     /// POSTs a chat-completions body (with optional extra headers).
     pub async fn chat(&self, body: &Value, headers: &[(&str, &str)]) -> reqwest::Response {
-        let mut req = reqwest::Client::new().post(self.at("/v1/chat/completions")).json(body);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        req.send().await.expect("request to gateway")
+        chat_at(&self.url, body, headers).await
     }
+}
+
+/// POSTs a chat-completions body (with optional extra headers) to the gateway
+/// listening at `url` (one of [`Gateway::urls`]).
+pub async fn chat_at(url: &str, body: &Value, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut req = reqwest::Client::new()
+        .post(format!("{url}/v1/chat/completions"))
+        .json(body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.expect("request to gateway")
 }
 
 /// Whether the gateway has what it needs to serve: provider credentials come

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use switchyard_tests::harness::{Dialect, Gateway, Mock, Paths, Scratch, chat_body};
+use switchyard_tests::harness::{Dialect, Gateway, Mock, Paths, Scratch, chat_at, chat_body, served};
 
 async fn provider_of(url: &str) -> Option<String> {
     let r = reqwest::Client::new()
@@ -145,21 +145,9 @@ async fn a_provider_failing_behind_one_envoy_is_skipped_by_the_others_within_a_s
         .await;
     gw.add_envoy(&paths).await;
     gw.add_envoy(&paths).await;
-    let client = reqwest::Client::new();
-    let chat = |url: String| {
-        let client = client.clone();
-        async move {
-            let r = client
-                .post(format!("{url}/v1/chat/completions"))
-                .header("x-mock", "a:status=503")
-                .json(&chat_body("chat"))
-                .send()
-                .await
-                .unwrap();
-            let h = |n: &str| r.headers()[n].to_str().unwrap().to_string();
-            (h("x-switchyard-provider"), h("x-switchyard-attempts"))
-        }
-    };
+    // Every request asks `a` to fail.
+    let chat =
+        |url: String| async move { served(&chat_at(&url, &chat_body("chat"), &[("x-mock", "a:status=503")]).await) };
     // Envoy 0 alone sees a fail three times.
     for _ in 0..3 {
         assert_eq!(chat(gw.urls[0].clone()).await, ("b".to_string(), "2".to_string()));

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use switchyard_tests::harness::{Dialect, FilterHost, Gateway, Mock, Paths, Scratch, chat_body};
+use switchyard_tests::harness::{Dialect, FilterHost, Gateway, Mock, Paths, Scratch, chat_at, chat_body, served};
 
 /// Fleet streams per node, as `GET /status` shows them.
 async fn streams(gw: &Gateway) -> Vec<u64> {
@@ -58,21 +58,9 @@ async fn a_circuit_opened_behind_one_envoy_is_pushed_to_the_other_over_the_strea
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let client = reqwest::Client::new();
-    let chat = |url: String| {
-        let client = client.clone();
-        async move {
-            let r = client
-                .post(format!("{url}/v1/chat/completions"))
-                .header("x-mock", "a:status=503")
-                .json(&chat_body("chat"))
-                .send()
-                .await
-                .unwrap();
-            let h = |n: &str| r.headers()[n].to_str().unwrap().to_string();
-            (h("x-switchyard-provider"), h("x-switchyard-attempts"))
-        }
-    };
+    // Every request asks `a` to fail.
+    let chat =
+        |url: String| async move { served(&chat_at(&url, &chat_body("chat"), &[("x-mock", "a:status=503")]).await) };
     // Envoy 0 alone sees a fail three times.
     for _ in 0..3 {
         assert_eq!(chat(gw.urls[0].clone()).await, ("b".to_string(), "2".to_string()));

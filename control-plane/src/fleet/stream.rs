@@ -564,19 +564,26 @@ mod tests {
         node: &str,
         outcomes: Vec<pb::Outcome>,
     ) -> (mpsc::Sender<pb::Report>, Streaming<pb::State>) {
+        let first = pb::Report {
+            node: node.into(),
+            outcomes,
+            ..Default::default()
+        };
+        open_with(addr, first).await
+    }
+
+    /// Opens a stream whose first report is `first`.
+    async fn open_with(
+        addr: std::net::SocketAddr,
+        first: pb::Report,
+    ) -> (mpsc::Sender<pb::Report>, Streaming<pb::State>) {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
             .unwrap()
             .connect()
             .await
             .unwrap();
         let (tx, rx) = mpsc::channel(4);
-        tx.send(pb::Report {
-            node: node.into(),
-            outcomes,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        tx.send(first).await.unwrap();
         let states = Client::new(channel)
             .stream(ReceiverStream::new(rx))
             .await
@@ -641,28 +648,16 @@ mod tests {
     #[tokio::test]
     async fn a_new_key_is_pushed_to_every_stream_without_a_report() {
         let (addr, _, governance) = serve_with_governance().await;
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let (tx, rx) = mpsc::channel(4);
         // The filter holds no table yet.
-        tx.send(pb::Report {
+        let first = pb::Report {
             node: "e1".into(),
             gov: Some(pb::GovReport {
                 boot: "b1".into(),
                 ..Default::default()
             }),
             ..Default::default()
-        })
-        .await
-        .unwrap();
-        let mut states = Client::new(channel)
-            .stream(ReceiverStream::new(rx))
-            .await
-            .unwrap()
-            .into_inner();
+        };
+        let (_tx, mut states) = open_with(addr, first).await;
         let first = next(&mut states).await;
         let held = first.gov.map(|g| g.version).unwrap_or_default();
         let g = governance.clone();
@@ -683,23 +678,7 @@ mod tests {
     #[tokio::test]
     async fn a_node_not_served_over_xds_is_refused() {
         let (addr, _) = serve().await;
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let (tx, rx) = mpsc::channel(4);
-        tx.send(pb::Report {
-            node: "stranger".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        let mut states = Client::new(channel)
-            .stream(ReceiverStream::new(rx))
-            .await
-            .unwrap()
-            .into_inner();
+        let (_tx, mut states) = open(addr, "stranger", vec![]).await;
         let e = tokio::time::timeout(Duration::from_secs(10), states.message())
             .await
             .unwrap()
