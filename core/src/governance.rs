@@ -923,6 +923,9 @@ pub struct LocalDim {
     pub held: i64,
     /// Credit left in this window.
     pub credit_left: i64,
+    /// The credit this window was given (0: unknown): it shrinks when the
+    /// fleet grows or the limit is lowered, as the control plane's reserve does.
+    pub credit_cap: i64,
     /// Credit spent since the last report.
     pub credit_spent: i64,
     /// Used since the last report.
@@ -953,6 +956,7 @@ impl LocalDim {
             *self = LocalDim {
                 w,
                 credit_left: credit as i64,
+                credit_cap: credit as i64,
                 credit_spent: self.credit_spent,
                 used: self.used,
                 remaining: -1,
@@ -1014,7 +1018,14 @@ impl Local {
             let i = d.index();
             let Some(limit) = limits[i] else { continue };
             let m = &mut self.dims[i];
-            m.roll(d.window(now_ms), credit(limit, envoys));
+            let c = credit(limit, envoys);
+            m.roll(d.window(now_ms), c);
+            if m.credit_cap > c as i64 {
+                // More Envoys than when the window began (or a lower limit):
+                // the control plane reserves the smaller credit now.
+                m.credit_left = (m.credit_left - (m.credit_cap - c as i64)).max(0);
+                m.credit_cap = c as i64;
+            }
             let ratio = m.ratio.max(1000) as u64;
             charged[i] = est[i].saturating_mul(ratio) / 1000;
             let e = charged[i] as i64;
@@ -1041,6 +1052,20 @@ impl Local {
                 return Err(self.refuse(d, true, end, e));
             }
             if m.credit_left >= e {
+                // Near the end of its credit an Envoy admits one request at a
+                // time too: what requests in flight use beyond their
+                // estimates comes out of the credit left (`settle`), which
+                // then covers it but for one request's worth.
+                if d != Dim::Requests
+                    && self.inflight > 0
+                    && (m.credit_left as u64) < LAST_MILE_REQUESTS * e as u64
+                {
+                    return Err(Refusal {
+                        dim: d,
+                        exhausted: false,
+                        retry_at_ms: (now_ms + 1000).min(end),
+                    });
+                }
                 from_credit[i] = true;
                 continue;
             }
@@ -1137,6 +1162,15 @@ impl Local {
             };
             m.held -= delta;
             m.used += delta;
+            if m.held < 0 && m.credit_left > 0 {
+                // Used beyond what was pre-charged and lent: paid with credit
+                // first, so credit bounds what requests use, not only their
+                // estimates. What is left is the control plane's to cover.
+                let x = (-m.held).min(m.credit_left);
+                m.held += x;
+                m.credit_left -= x;
+                m.credit_spent += x;
+            }
         }
         self.inflight = self.inflight.saturating_sub(1);
     }
@@ -1260,7 +1294,7 @@ impl Local {
         for m in &self.dims {
             let _ = write!(
                 s,
-                ";{},{},{},{},{},{},{},{},{},{},{},{}",
+                ";{},{},{},{},{},{},{},{},{},{},{},{},{}",
                 m.w,
                 m.held,
                 m.credit_left,
@@ -1272,7 +1306,8 @@ impl Local {
                 u8::from(m.credit_done),
                 m.ratio,
                 m.pending,
-                u8::from(m.lent)
+                u8::from(m.lent),
+                m.credit_cap
             );
         }
         s
@@ -1310,6 +1345,7 @@ impl Local {
                 ratio: g(9),
                 pending: g(10),
                 lent: g(11) != 0,
+                credit_cap: g(12),
             };
         }
         l
@@ -1444,6 +1480,46 @@ mod tests {
         assert!(l.admit(&limits, &[1, 0, 0, 0], now + 60_000, 3).is_ok());
         let round = Local::decode(l.encode().as_bytes());
         assert_eq!(round, l);
+    }
+
+    /// Credit bounds what requests use: use beyond the pre-charge is paid
+    /// out of credit, the last 8 requests' worth of credit is spent one
+    /// request at a time, and credit shrinks when more Envoys are told.
+    #[test]
+    fn credit_pays_for_use_beyond_estimates_and_follows_the_fleet() {
+        let limits = [None, None, Some(4000), None];
+        let now = 1_700_000_000_000;
+        let mut l = Local::default();
+        // 1 Envoy: credit 2000. Ten requests of estimate 100 at once.
+        let charged: Vec<Amounts> = (0..10)
+            .map(|_| l.admit(&limits, &[1, 0, 100, 0], now, 1).unwrap())
+            .collect();
+        assert_eq!(l.dims[2].credit_left, 1000);
+        // Each used 150: the 500 beyond the estimates comes out of credit.
+        for c in &charged {
+            l.settle(&limits, c, &[1, 0, 100, 0], &[1, 0, 150, 0], now, now + 5);
+        }
+        assert_eq!((l.dims[2].held, l.dims[2].credit_left), (0, 500));
+        assert_eq!(l.dims[2].credit_spent, 1500);
+        // Estimates now scale by what requests used (~1.47x after ten of
+        // 1.5x); 500 left is less than 8 of them: one at a time.
+        let first = l.admit(&limits, &[1, 0, 100, 0], now + 6, 1).unwrap();
+        assert!(first[2] > 100, "{first:?}");
+        let r = l.admit(&limits, &[1, 0, 100, 0], now + 6, 1).unwrap_err();
+        assert!(!r.exhausted);
+        // Told of 3 Envoys: the window's credit drops from 2000 to 666, of
+        // which more than 1500 was spent: nothing is left.
+        l.settle(
+            &limits,
+            &first,
+            &[1, 0, 100, 0],
+            &[1, 0, 150, 0],
+            now,
+            now + 7,
+        );
+        assert!(l.admit(&limits, &[1, 0, 100, 0], now + 8, 3).is_err());
+        assert_eq!(l.dims[2].credit_left, 0);
+        assert_eq!(Local::decode(l.encode().as_bytes()), l);
     }
 
     #[test]

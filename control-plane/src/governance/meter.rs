@@ -108,12 +108,24 @@ fn reserved(m: &Meter, known: &[String], c: i64, now_ms: u64) -> i64 {
         .sum()
 }
 
+/// What the Envoys but `except` used beyond what they were lent, as they last
+/// reported (their requests' real use outgrew the pre-charge, on credit or on a
+/// grant): it is spent, so it is not lent again. An Envoy's own debt is added
+/// to its next grant, which covers it.
+fn debts(m: &Meter, except: &str) -> i64 {
+    m.boots
+        .iter()
+        .filter(|(k, _)| k.as_str() != except)
+        .map(|(_, b)| (-b.held).max(0))
+        .sum()
+}
+
 /// Whether what is not lent here nor in the database cannot back every credit
-/// and still serve the largest request seen: then credits are withdrawn and
-/// pooled.
+/// and the Envoys' debts and still serve the largest request seen: then
+/// credits are withdrawn and pooled.
 fn is_lean(m: &Meter, known: &[String], c: i64, now_ms: u64) -> bool {
     let reserved = reserved(m, known, c, now_ms);
-    reserved > 0 && m.avail - reserved + m.pool.free.max(0) < m.need.max(1)
+    reserved > 0 && m.avail - reserved - debts(m, "") + m.pool.free.max(0) < m.need.max(1)
 }
 
 /// What this control plane's Envoys said they want beyond what they hold
@@ -350,17 +362,17 @@ impl Meters {
             b.credit_spent = b.credit_spent.max(c);
         }
         m.need = m.need.max(r.need as i64);
-        let held = r.held.max(0);
-        let want = (r.want as i64 - held).max(0);
+        // Beyond what it holds; a debt (held < 0) is covered first.
+        let want = (r.want as i64 - r.held).max(0);
         // All or nothing: a grant too small for the request it is wanted for
         // would sit unused while others wait.
-        let at_least = (r.need as i64 - held).max(1);
+        let at_least = (r.need as i64 - r.held).max(1);
         b.want = want;
         b.want_ms = now_ms;
 
         // Short of what this Envoy asks (or of the credit reserved): borrow
         // from the database, when there is anything to borrow.
-        let reserved_now = reserved(m, &known, c, now_ms);
+        let reserved_now = reserved(m, &known, c, now_ms) + debts(m, boot);
         let lendable = m.avail - reserved_now;
         let short = lendable < want.max(if r.need > 0 { at_least } else { 0 });
         let spare = lendable.max(0);
@@ -407,7 +419,7 @@ impl Meters {
                 b.withdrawn_ms = Some(now_ms);
             }
         }
-        let lendable = (m.avail - reserved(m, &known, c, now_ms)).max(0);
+        let lendable = (m.avail - reserved(m, &known, c, now_ms) - debts(m, boot)).max(0);
         let n = if lendable >= at_least {
             want.min(lendable)
         } else {
@@ -508,7 +520,7 @@ impl Meters {
             have.insert((s.clone(), *d, m.w));
             let c = credit(m.limit, envoys) as i64;
             let reserved = reserved(m, &known, c, now_ms);
-            let lendable = m.avail - reserved;
+            let lendable = m.avail - reserved - debts(m, "");
             let demand = demand(m, now_ms);
             let give = if alone {
                 0
@@ -519,7 +531,7 @@ impl Meters {
                 (lendable - 4 * demand).max(0)
             };
             let kept = m.boots.values().map(|b| b.held.max(0)).sum::<i64>() + reserved;
-            let owed = (reserved - m.avail).max(0);
+            let owed = (reserved + debts(m, "") - m.avail).max(0);
             let busy =
                 !alone || !m.open || m.unflushed != 0 || owed > 0 || m.pool.free > 0 || m.avail < 0;
             plans.push((
@@ -786,17 +798,23 @@ mod tests {
     }
 
     /// A lockstep simulation: control planes (each a name and its Envoys)
-    /// sharing one database, 8 clients per Envoy against one budget,
-    /// estimates five times what requests use: exchanges every 250 ms,
-    /// requests taking 30 ms, each control plane's sync once a second;
+    /// sharing one database, 8 clients per Envoy against one budget, each
+    /// request estimated `raw` and using `actual` (micro-USD): exchanges every
+    /// 250 ms, requests taking 30 ms, each control plane's sync once a second;
     /// `joins[i]` is when control plane `i` starts (ms after the start).
     /// Returns what each Envoy spent, and checks at every step that nothing is
     /// lost or made up: what is unlent, held (by control planes and Envoys)
-    /// and used adds up to the limit.
-    fn simulate(cps: &[(&str, usize)], joins: &[u64], limit: u64) -> (Vec<u64>, u64) {
+    /// and used adds up to the limit; and that the fleet never spent more than
+    /// the limit and one request's under-estimate per Envoy.
+    fn simulate(
+        cps: &[(&str, usize)],
+        joins: &[u64],
+        limit: u64,
+        (raw, actual): (u64, u64),
+    ) -> (Vec<u64>, u64) {
         let limits = [None, None, Some(limit), None];
-        let raw: Amounts = [1, 0, 4400, 4400];
-        let actual: Amounts = [1, 0, 900, 900];
+        let raw: Amounts = [1, 0, raw, raw];
+        let actual: Amounts = [1, 0, actual, actual];
         let t0 = 1_700_000_000_000u64;
         let db = Store::memory().unwrap();
         let key = ("k:a".to_string(), Dim::CostDay, Dim::CostDay.window(t0));
@@ -893,8 +911,9 @@ mod tests {
                     cps[i].0
                 );
             }
+            let bound = limit + n as u64 * actual[2].saturating_sub(raw[2]);
             assert!(
-                spent.iter().sum::<u64>() <= limit,
+                spent.iter().sum::<u64>() <= bound,
                 "overshoot at step {step}: {spent:?}"
             );
         }
@@ -908,7 +927,7 @@ mod tests {
     #[test]
     fn a_simulated_fleet_spends_the_budget_and_no_more() {
         let limit = 200_000;
-        let (spent, lends) = simulate(&[("cp", 3)], &[0], limit);
+        let (spent, lends) = simulate(&[("cp", 3)], &[0], limit, (4400, 900));
         let spent: u64 = spent.iter().sum();
         assert!(spent <= limit, "overshoot: {spent}");
         assert!(spent + 3 * 4400 >= limit, "only {spent} of {limit} spent");
@@ -918,6 +937,18 @@ mod tests {
         assert!(lends <= 40 + 1 + 3 + 2, "{lends} transactions");
     }
 
+    /// Estimates that fall short (every answer uses 1.3× its estimate, as in
+    /// `budgets.rs`): what Envoys spend beyond what they were lent (on credit
+    /// first) is not lent again, so the fleet overshoots by at most one
+    /// request's under-estimate per Envoy, and still spends the budget.
+    #[test]
+    fn a_simulated_fleet_under_estimating_overshoots_by_at_most_a_request_per_envoy() {
+        let limit = 200_000;
+        let (spent, _) = simulate(&[("cp", 3)], &[0], limit, (1000, 1300));
+        let spent: u64 = spent.iter().sum();
+        assert!(spent + 3 * 1300 >= limit, "only {spent} of {limit} spent");
+    }
+
     /// Two control planes on one database (2 Envoys and 1), the second
     /// starting 5 s after the first took the whole allowance: together they
     /// lend no more than the limit, both fleets are served, and the budget is
@@ -925,7 +956,7 @@ mod tests {
     #[test]
     fn two_control_planes_on_one_database_lend_the_limit_between_them() {
         let limit = 4_000_000;
-        let (spent, lends) = simulate(&[("cp-a", 2), ("cp-b", 1)], &[0, 2_000], limit);
+        let (spent, lends) = simulate(&[("cp-a", 2), ("cp-b", 1)], &[0, 2_000], limit, (4400, 900));
         println!("spent per Envoy: {spent:?} with {lends} transactions");
         let total: u64 = spent.iter().sum();
         assert!(total <= limit, "overshoot: {spent:?}");
