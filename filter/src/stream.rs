@@ -15,6 +15,16 @@
 //! Parts a state leaves out are unchanged. A stream that fails, or that hears
 //! nothing for three of the control plane's heartbeats, is dropped and opened
 //! again after a back-off (250 ms doubling to 8 s, reset by a state received).
+//!
+//! Reports are numbered per stream; the control plane answers each with a
+//! state naming it (`answers`). What a report carried is kept until it is
+//! answered and put back into shared data (to go with the next report) when
+//! the stream ends first, as the HTTP exchange does when a request fails.
+//! At most [`MAX_UNANSWERED`] are kept: with that many unanswered the worker
+//! waits (the counts stay in shared data) until answers come or the stream is
+//! left as silent.
+
+use std::collections::VecDeque;
 
 use switchyard_core::fleet::{
     FullReport, HEARTBEAT_MS, METHOD, Observed, Outcome, Push, Report, SERVICE, State, is_newer,
@@ -34,6 +44,22 @@ pub const APPLIED_KEY: &str = "sy_fleet_stream_applied";
 const BACKOFF_MIN_MS: u64 = 250;
 const BACKOFF_MAX_MS: u64 = 8_000;
 
+/// Reports sent and not answered that a worker keeps at most.
+pub const MAX_UNANSWERED: usize = 8;
+
+/// gRPC status INVALID_ARGUMENT: the control plane refused a report as
+/// malformed (sending its counts again would not help).
+const INVALID_ARGUMENT: u32 = 3;
+
+/// What a report sent on the stream carried, until it is answered.
+#[derive(Debug)]
+struct Sent {
+    seq: u64,
+    outcomes: Vec<Outcome>,
+    gov: GovReport,
+    observed: Observed,
+}
+
 /// One worker's side of the stream.
 #[derive(Debug)]
 pub struct Stream {
@@ -52,6 +78,10 @@ pub struct Stream {
     /// No stream opens before this.
     retry_at_ms: u64,
     backoff_ms: u64,
+    /// The last report's number on this stream.
+    seq: u64,
+    /// Reports sent and not answered yet, oldest first.
+    unanswered: VecDeque<Sent>,
 }
 
 impl Stream {
@@ -66,6 +96,8 @@ impl Stream {
             heartbeat_ms: HEARTBEAT_MS,
             retry_at_ms: 0,
             backoff_ms: BACKOFF_MIN_MS,
+            seq: 0,
+            unanswered: VecDeque::new(),
         }
     }
 
@@ -119,6 +151,7 @@ impl Stream {
                 Some(t) => {
                     self.token = Some(t);
                     self.first = true;
+                    self.seq = 0;
                     self.heard_ms = now;
                 }
                 None => {
@@ -136,6 +169,10 @@ impl Stream {
         let Some(token) = self.token else {
             return;
         };
+        if self.unanswered.len() >= MAX_UNANSWERED {
+            // The control plane is behind: the counts wait in shared data.
+            return;
+        }
         let outcomes = fleet::take(host);
         let (gov, _) = governance::take(host, 0, switchyard_core::governance::MAX_SUBJECTS);
         let observed = crate::observed::take(host);
@@ -144,13 +181,9 @@ impl Stream {
             || !gov.decisions.is_empty()
             || gov.dropped > 0
             || observed != Observed::default();
-        // With keys (a table held), a report every tick, news or not: the
-        // control plane withdraws credit found lean only in answers to
-        // reports, and budgets overshot without them (tests/budgets.rs over
-        // the stream: +22 requests' worth instead of at most 3). Pushing
-        // withdrawals to every stream would let idle Envoys stay silent.
-        let due =
-            self.first || !gov.table.is_empty() || now.saturating_sub(self.sent_ms) >= HEARTBEAT_MS;
+        // Credit withdrawals (meters found lean) are pushed to every stream,
+        // so an Envoy with keys but no news stays silent too.
+        let due = self.first || now.saturating_sub(self.sent_ms) >= HEARTBEAT_MS;
         if !news && !due {
             governance::restore(host, &gov);
             return;
@@ -164,10 +197,21 @@ impl Stream {
             },
             observed: observed.clone(),
         };
-        let bytes = convert::encode(&convert::report(&full));
+        let seq = self.seq + 1;
+        let bytes = convert::encode(&switchyard_proto::fleet::v1::Report {
+            seq,
+            ..convert::report(&full)
+        });
         if host.grpc_stream_send(token, &bytes) {
             self.first = false;
             self.sent_ms = now;
+            self.seq = seq;
+            self.unanswered.push_back(Sent {
+                seq,
+                outcomes,
+                gov,
+                observed,
+            });
         } else {
             restore(host, &outcomes, &gov, &observed);
             host.grpc_stream_cancel(token);
@@ -184,7 +228,13 @@ impl Stream {
         self.heard_ms = now;
         self.backoff_ms = BACKOFF_MIN_MS;
         let push = match convert::decode_state(bytes) {
-            Ok(s) => convert::push(s),
+            Ok(s) => {
+                // Taken by the control plane (even when the state is stale).
+                while self.unanswered.front().is_some_and(|r| r.seq <= s.answers) {
+                    self.unanswered.pop_front();
+                }
+                convert::push(s)
+            }
             Err(e) => {
                 log::warn!("switchyard: fleet stream: not a state: {e}");
                 return;
@@ -202,10 +252,20 @@ impl Stream {
             return;
         }
         log::info!("switchyard: fleet stream closed (grpc-status {status}): reconnecting");
+        if status == INVALID_ARGUMENT {
+            for r in self.unanswered.drain(..) {
+                governance::discard(host, &r.gov);
+            }
+        }
         self.drop_stream(host, host.now_ms(), true);
     }
 
-    fn drop_stream(&mut self, _host: &impl Host, now: u64, back_off: bool) {
+    /// Lets the stream go; what its unanswered reports carried goes with the
+    /// next report.
+    fn drop_stream(&mut self, host: &impl Host, now: u64, back_off: bool) {
+        for r in self.unanswered.drain(..) {
+            restore(host, &r.outcomes, &r.gov, &r.observed);
+        }
         self.token = None;
         if back_off {
             self.retry_at_ms = now + self.backoff_ms;
@@ -372,6 +432,76 @@ mod tests {
         host.now += 250;
         w.tick(&host, "switchyard_xds", "n", 250);
         assert!(w.token().is_some());
+    }
+
+    fn sent(host: &MemHost, i: usize) -> switchyard_proto::fleet::v1::Report {
+        <switchyard_proto::fleet::v1::Report as prost::Message>::decode(
+            &host.stream_sent.borrow()[i][..],
+        )
+        .unwrap()
+    }
+
+    fn answer(seq: u64, version: u64) -> Vec<u8> {
+        let state = switchyard_proto::convert::state(&Push {
+            epoch: "e".into(),
+            version,
+            ..Push::default()
+        });
+        switchyard_proto::convert::encode(&switchyard_proto::fleet::v1::State {
+            answers: seq,
+            ..state
+        })
+    }
+
+    #[test]
+    fn what_an_unanswered_report_carried_goes_again_when_the_stream_breaks() {
+        let mut host = MemHost::with_request(&[]);
+        let t = Target::parse("p/m").unwrap();
+        let mut w = Stream::new("w".into());
+        w.tick(&host, "switchyard_xds", "n", 250);
+        assert_eq!(sent(&host, 0).seq, 1);
+        let token = w.token().unwrap();
+        // Report 2 carries an outcome; it is answered: gone for good.
+        fleet::record(&host, &t, false);
+        w.tick(&host, "switchyard_xds", "n", 250);
+        let r = sent(&host, 1);
+        assert_eq!((r.seq, r.outcomes.len()), (2, 1));
+        w.on_message(&host, token, &answer(2, 1));
+        // Report 3 carries another; the stream breaks before its answer.
+        fleet::record(&host, &t, true);
+        w.tick(&host, "switchyard_xds", "n", 250);
+        assert_eq!(sent(&host, 2).seq, 3);
+        w.on_close(&host, token, 14);
+        host.now += 250;
+        w.tick(&host, "switchyard_xds", "n", 250);
+        // The new stream's first report carries report 3's outcome (only).
+        let r = sent(&host, 3);
+        assert_eq!(r.seq, 1);
+        assert_eq!(r.outcomes.len(), 1);
+        assert_eq!((r.outcomes[0].ok, r.outcomes[0].failed), (1, 0));
+    }
+
+    #[test]
+    fn a_worker_waits_while_too_many_reports_are_unanswered() {
+        let mut host = MemHost::with_request(&[]);
+        let t = Target::parse("p/m").unwrap();
+        let mut w = Stream::new("w".into());
+        for i in 0..MAX_UNANSWERED + 3 {
+            fleet::record(&host, &t, true);
+            w.tick(&host, "switchyard_xds", "n", 250);
+            host.now += 10;
+            assert!(
+                host.stream_sent.borrow().len() <= MAX_UNANSWERED,
+                "report {i}"
+            );
+        }
+        assert_eq!(host.stream_sent.borrow().len(), MAX_UNANSWERED);
+        // An answer to them all: the waiting counts go with the next report.
+        let token = w.token().unwrap();
+        w.on_message(&host, token, &answer(MAX_UNANSWERED as u64, 1));
+        w.tick(&host, "switchyard_xds", "n", 250);
+        let r = sent(&host, MAX_UNANSWERED);
+        assert_eq!(r.outcomes[0].ok, 3);
     }
 
     #[test]

@@ -36,6 +36,8 @@ impl std::error::Error for Invalid {}
 pub fn report(r: &FullReport) -> pb::Report {
     let FullReport { report, observed } = r;
     pb::Report {
+        // Numbered by the stream that sends it.
+        seq: 0,
         node: report.node.clone(),
         outcomes: report
             .outcomes
@@ -298,6 +300,8 @@ fn gov_report_of(g: pb::GovReport) -> Result<GovReport, Invalid> {
 /// A push as a message.
 pub fn state(p: &Push) -> pb::State {
     pb::State {
+        // Set by the stream when it answers a report.
+        answers: 0,
         epoch: p.epoch.clone(),
         version: p.version,
         heartbeat_ms: u32::try_from(p.heartbeat_ms).unwrap_or(u32::MAX),

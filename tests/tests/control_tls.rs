@@ -1,7 +1,8 @@
 //! The control channel over mutual TLS (docs/security.md): Envoys with a valid
 //! client certificate get their config and exchange fleet state; a client
 //! without a certificate, with one from another CA, or asking as a node its
-//! certificate does not name gets nothing; certificates and CA rotate without a
+//! certificate does not name gets nothing (over xDS, the fleet stream and the
+//! HTTP fleet exchange); certificates and CA rotate without a
 //! restart; plain TCP off loopback needs `--insecure-plaintext`; `/ready` turns
 //! 200 once the control plane serves. Certificates are made here with rcgen.
 
@@ -230,6 +231,42 @@ async fn ask_for_listener(
 
 use futures_util::StreamExt as _;
 
+/// Opens the fleet stream (`switchyard.fleet.v1.Fleet/Stream`, on the xDS
+/// port) as `node` and waits for the answer to its first report: the state, or
+/// the error that ended the attempt.
+async fn open_fleet_stream(
+    xds: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    node: &str,
+) -> Result<switchyard_proto::fleet::v1::State, String> {
+    use switchyard_proto::fleet::v1::{Report, fleet_client::FleetClient};
+    let attempt = async {
+        let channel = tonic::transport::Endpoint::from_static("http://localhost")
+            .connect_with_connector(Connector { addr: xds, config })
+            .await
+            .map_err(|e| format!("connect: {e:?}"))?;
+        let first = Report {
+            node: node.to_string(),
+            seq: 1,
+            ..Default::default()
+        };
+        let reports = futures_util::stream::iter(vec![first]).chain(futures_util::stream::pending::<Report>());
+        let mut states = FleetClient::new(channel)
+            .stream(reports)
+            .await
+            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+            .into_inner();
+        match states.message().await {
+            Ok(Some(s)) => Ok(s),
+            Ok(None) => Err("stream ended".to_string()),
+            Err(s) => Err(format!("{:?}: {}", s.code(), s.message())),
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), attempt)
+        .await
+        .unwrap_or_else(|_| Err("no answer in 10 s".into()))
+}
+
 /// One HTTP/1.1 call over TLS to the status port: `(status, body)`, or the
 /// error that prevented it.
 async fn https(
@@ -432,6 +469,20 @@ async fn only_a_certificate_of_the_ca_naming_the_node_gets_config_and_reports() 
     assert!(refused.starts_with("PermissionDenied"), "{refused}");
     assert!(refused.contains("node-y"), "{refused}");
     assert!(cp.proc.output().contains("xDS stream refused"));
+
+    // The fleet stream: node-x's certificate opens it as node-x only.
+    let state = open_fleet_stream(cp.xds, client(&cp_ca, Some(&x)), "node-x")
+        .await
+        .expect("node-x's stream");
+    assert_eq!(state.answers, 1, "its first report is answered");
+    let refused = open_fleet_stream(cp.xds, client(&cp_ca, Some(&x)), "node-s")
+        .await
+        .expect_err("node-x's certificate streaming as node-s");
+    assert!(refused.starts_with("PermissionDenied"), "{refused}");
+    let refused = open_fleet_stream(cp.xds, client(&cp_ca, None), "node-x")
+        .await
+        .expect_err("a stream without a certificate");
+    println!("a stream without a certificate: {refused}");
 
     // The fleet exchange: node-x has had an xDS stream; its certificate
     // reports as node-x only.

@@ -226,6 +226,8 @@ async fn stream(i: usize, xds: String, ex: Arc<Exchanges>) {
         let _ = tx
             .send(pb::Report {
                 node: node.clone(),
+                // Numbered as the filter numbers them: each is answered.
+                seq: 1,
                 ..Default::default()
             })
             .await;
@@ -244,6 +246,7 @@ async fn stream(i: usize, xds: String, ex: Arc<Exchanges>) {
         let reporter = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(250));
             let mut last = Instant::now();
+            let mut seq = 1;
             loop {
                 tick.tick().await;
                 let mut report = pb::Report {
@@ -264,6 +267,8 @@ async fn stream(i: usize, xds: String, ex: Arc<Exchanges>) {
                     continue;
                 }
                 last = Instant::now();
+                seq += 1;
+                report.seq = seq;
                 ex2.reports.fetch_add(1, Ordering::Relaxed);
                 if tx2.send(report).await.is_err() {
                     return;

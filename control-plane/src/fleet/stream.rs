@@ -87,6 +87,8 @@ struct View {
     credentials: Arc<Credentials>,
     /// The key table's version.
     table: String,
+    /// Governance's count of meters found lean (credit to withdraw).
+    lean: u64,
     serial: u64,
 }
 
@@ -167,6 +169,7 @@ impl Hub {
             .targets(&snapshot.targets, snapshot.adaptive_weights.as_ref(), now);
         let faults = x.drills.faults(now);
         let table = x.governance.version();
+        let lean = x.governance.lean_serial();
         let serial = {
             let Ok(mut v) = self.0.view.lock() else {
                 return;
@@ -182,6 +185,10 @@ impl Hub {
             }
             if v.table != table {
                 v.table = table;
+                changed = true;
+            }
+            if v.lean != lean {
+                v.lean = lean;
                 changed = true;
             }
             if v.credentials.version != snapshot.credentials.version {
@@ -201,7 +208,7 @@ impl Hub {
         self.0.version.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    fn view(&self) -> (Arc<Targets>, Arc<Vec<Fault>>, Arc<Credentials>, String) {
+    fn view(&self) -> (Arc<Targets>, Arc<Vec<Fault>>, Arc<Credentials>, String, u64) {
         self.0
             .view
             .lock()
@@ -211,6 +218,7 @@ impl Hub {
                     v.faults.clone(),
                     v.credentials.clone(),
                     v.table.clone(),
+                    v.lean,
                 )
             })
             .unwrap_or_default()
@@ -255,6 +263,8 @@ impl pb::fleet_server::Fleet for Hub {
             node: String::new(),
             credentials: String::new(),
             table: None,
+            boot: String::new(),
+            lean: 0,
             sent_targets: None,
             sent_faults: None,
             tx,
@@ -274,6 +284,10 @@ struct Session {
     table: Option<String>,
     /// The credentials version the filter holds (as reported, or as sent).
     credentials: String,
+    /// The Envoy's boot id, as its governance reports say (empty: none yet).
+    boot: String,
+    /// Governance's lean count when this node was last sent withdrawals.
+    lean: u64,
     sent_targets: Option<Arc<Targets>>,
     sent_faults: Option<Arc<Vec<Fault>>>,
     tx: mpsc::Sender<Result<pb::State, Status>>,
@@ -290,16 +304,21 @@ impl Session {
         let end = loop {
             tokio::select! {
                 msg = inbound.message() => match msg {
-                    Ok(Some(report)) => match self.on_report(report).await {
-                        Ok(Some(push)) => {
-                            if self.send(push).await.is_err() {
-                                break None;
+                    Ok(Some(report)) => {
+                        let seq = report.seq;
+                        match self.on_report(report).await {
+                            // A numbered report is always answered: the
+                            // filter keeps what it carried until then.
+                            Ok(push) if push.is_some() || seq > 0 => {
+                                if self.send(push.unwrap_or_default(), seq).await.is_err() {
+                                    break None;
+                                }
+                                last_sent = tokio::time::Instant::now();
                             }
-                            last_sent = tokio::time::Instant::now();
+                            Ok(_) => {}
+                            Err(status) => break Some(status),
                         }
-                        Ok(None) => {}
-                        Err(status) => break Some(status),
-                    },
+                    }
                     Ok(None) => break None,
                     Err(e) => {
                         tracing::debug!(node = %self.node, "fleet stream closed: {e}");
@@ -312,7 +331,7 @@ impl Session {
                     }
                     let push = self.diff();
                     if !push.is_heartbeat() {
-                        if self.send(push).await.is_err() {
+                        if self.send(push, 0).await.is_err() {
                             break None;
                         }
                         last_sent = tokio::time::Instant::now();
@@ -321,7 +340,7 @@ impl Session {
                 _ = beat.tick(), if !self.node.is_empty() => {
                     if last_sent.elapsed() + Duration::from_millis(50) >= heartbeat {
                         let push = self.diff();
-                        if self.send(push).await.is_err() {
+                        if self.send(push, 0).await.is_err() {
                             break None;
                         }
                         last_sent = tokio::time::Instant::now();
@@ -338,20 +357,22 @@ impl Session {
         }
     }
 
-    async fn send(&mut self, mut push: Push) -> Result<(), ()> {
+    /// Sends `push`, answering the report numbered `answers` (0: none).
+    async fn send(&mut self, mut push: Push, answers: u64) -> Result<(), ()> {
         push.epoch = self.hub.0.epoch.clone();
         push.version = self.hub.next_version();
         push.heartbeat_ms = self.hub.0.heartbeat.as_millis() as u64;
-        self.tx
-            .send(Ok(convert::state(&push)))
-            .await
-            .map_err(|_| ())
+        let state = pb::State {
+            answers,
+            ..convert::state(&push)
+        };
+        self.tx.send(Ok(state)).await.map_err(|_| ())
     }
 
     /// The parts of the fleet-wide view that differ from what this node was
     /// sent last.
     fn diff(&mut self) -> Push {
-        let (targets, faults, credentials, table) = self.hub.view();
+        let (targets, faults, credentials, table, lean) = self.hub.view();
         let mut push = Push::default();
         if self
             .sent_targets
@@ -376,6 +397,19 @@ impl Session {
         {
             self.table = Some(g.version.clone());
             push.gov = Some(g);
+        }
+        if lean != self.lean && !self.boot.is_empty() {
+            // A meter turned lean: this Envoy's credit there is withdrawn
+            // now, not at its next report (it reports only with news).
+            self.lean = lean;
+            let governance = &self.hub.0.exchange.governance;
+            if let Some(w) = governance.withdrawals_for(&self.boot, now_ms()) {
+                match &mut push.gov {
+                    Some(g) if !g.version.is_empty() => g.grants.extend(w.grants),
+                    Some(_) => {}
+                    None => push.gov = Some(w),
+                }
+            }
         }
         push
     }
@@ -443,6 +477,7 @@ impl Session {
         let now = now_ms();
         if let Some(g) = checked.gov() {
             self.table = Some(g.table.clone());
+            self.boot.clone_from(&g.boot);
         }
         // What the filter holds; the answer carries newer credentials.
         self.credentials = checked.credentials().to_string();
@@ -490,6 +525,7 @@ mod tests {
     use crate::governance::Governance;
     use crate::xds::server::Snapshot;
     use switchyard_core::fleet::{Open, Weight};
+    use switchyard_core::governance::Dim;
 
     #[test]
     fn small_weight_moves_are_not_news() {
@@ -673,6 +709,120 @@ mod tests {
         let table = gov.table.expect("with the table itself");
         assert_eq!(table.keys.len(), 1);
         assert!(gov.grants.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_meter_turning_lean_withdraws_credit_from_a_silent_stream() {
+        let (addr, _, governance) = serve_with_governance().await;
+        let g = governance.clone();
+        let (doc, _) = tokio::task::spawn_blocking(move || {
+            g.create_key(
+                &serde_json::json!({"name": "k1", "limits": {"budget_day_usd": 1.0}}),
+                "test",
+            )
+            .unwrap()
+        })
+        .await
+        .unwrap();
+        let subject = format!("k:{}", doc.id);
+        let gov = |boot: &str, dims: Vec<pb::DimReport>| {
+            Some(pb::GovReport {
+                boot: boot.into(),
+                table: governance.version(),
+                subjects: if dims.is_empty() {
+                    vec![]
+                } else {
+                    vec![pb::SubjectReport {
+                        s: subject.clone(),
+                        dims,
+                    }]
+                },
+                ..Default::default()
+            })
+        };
+        let report = |node: &str, boot: &str, dims| pb::Report {
+            node: node.into(),
+            seq: 1,
+            gov: gov(boot, dims),
+            ..Default::default()
+        };
+        // Two Envoys: $1 a day, a credit of $0.25 each.
+        let (_up1, mut down1) = open_with(addr, report("e1", "b1", vec![])).await;
+        next(&mut down1).await;
+        let (up2, mut down2) = open_with(addr, report("e2", "b2", vec![])).await;
+        next(&mut down2).await;
+        let w = Dim::CostDay.window(now_ms());
+        let dim = |credit: u64, used: i64, want: u64| pb::DimReport {
+            d: pb::Dim::CostDay as i32,
+            w,
+            credit,
+            used,
+            want,
+            need: 1000,
+            ..Default::default()
+        };
+        // e2 spends its credit and is lent all but e1's; then asks again.
+        up2.send(pb::Report {
+            seq: 2,
+            ..report("", "b2", vec![dim(250_000, 250_000, 1_000_000)])
+        })
+        .await
+        .unwrap();
+        next(&mut down2).await;
+        up2.send(pb::Report {
+            seq: 3,
+            ..report("", "b2", vec![dim(0, 0, 1_000)])
+        })
+        .await
+        .unwrap();
+        next(&mut down2).await;
+        // e1 said nothing since its first report: the withdrawal is pushed.
+        let pushed = next(&mut down1).await;
+        let grants = pushed.gov.expect("governance news").grants;
+        assert_eq!(grants.len(), 1, "{grants:?}");
+        assert!(grants[0].no_credit && grants[0].n == 0 && grants[0].s == subject);
+    }
+
+    #[tokio::test]
+    async fn every_numbered_report_is_answered_even_with_nothing_new() {
+        let (addr, _) = serve().await;
+        let first = pb::Report {
+            node: "e1".into(),
+            seq: 1,
+            ..Default::default()
+        };
+        let (up, mut down) = open_with(addr, first).await;
+        async fn answer(d: &mut Streaming<pb::State>) -> pb::State {
+            tokio::time::timeout(Duration::from_secs(3), d.message())
+                .await
+                .expect("an answer within 3 s")
+                .unwrap()
+                .expect("the stream goes on")
+        }
+        let first = answer(&mut down).await;
+        assert_eq!(first.answers, 1);
+        // The filter holds the credentials it was sent: nothing is new.
+        let held = first.credentials.map(|c| c.version).unwrap_or_default();
+        // A heartbeat report with a number: answered (a heartbeat state).
+        up.send(pb::Report {
+            seq: 2,
+            credentials: held.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let second = answer(&mut down).await;
+        assert_eq!(second.answers, 2);
+        assert!(convert::push(second).is_heartbeat());
+        // Without one (an older filter): nothing to say, nothing sent.
+        up.send(pb::Report {
+            credentials: held,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(1), down.message()).await;
+        assert!(got.is_err(), "{got:?}");
     }
 
     #[tokio::test]

@@ -69,6 +69,8 @@ struct Meter {
     pool: View,
     /// This control plane's slice of the window was resumed (or opened).
     open: bool,
+    /// Found lean in this window (credits withdrawn).
+    lean: bool,
 }
 
 /// What `status` shows of one meter.
@@ -247,6 +249,10 @@ pub struct Meters {
     /// Known on the database by `me` (until then [`Meters::sync`] does
     /// nothing: a control plane that serves no Envoy yet is not a replica).
     registered: bool,
+    /// Grows whenever a meter is found lean: the fleet streams then push
+    /// credit withdrawals ([`Meters::withdrawals`]) without waiting for a
+    /// report.
+    lean_serial: u64,
 }
 
 impl Default for Meters {
@@ -259,6 +265,7 @@ impl Default for Meters {
             others: Vec::new(),
             told: [u32::MAX; 2],
             registered: false,
+            lean_serial: 0,
         }
     }
 }
@@ -411,6 +418,8 @@ impl Meters {
 
         // Credit the reporting Envoys may still spend is not lent.
         let lean = is_lean(m, &known, c, now_ms);
+        let turned_lean = lean && !m.lean;
+        m.lean |= lean;
         if lean {
             // What is left cannot back every credit and serve a request: this
             // Envoy's credit is withdrawn.
@@ -447,6 +456,9 @@ impl Meters {
         let exhausted = n == 0 && r.need > 0 && lendable + others < at_least;
         // What is left once requests in flight are settled (at most).
         let settled_left = (m.limit as i64 - m.used + pending).max(0) as u64;
+        if turned_lean {
+            self.lean_serial += 1;
+        }
         Some(Grant {
             s: subject.to_string(),
             d: r.d,
@@ -473,6 +485,10 @@ impl Meters {
             if c == 0 || !is_lean(m, &known, c, now_ms) {
                 continue;
             }
+            if !m.lean {
+                m.lean = true;
+                self.lean_serial += 1;
+            }
             let b = m.boots.entry(boot.to_string()).or_default();
             if b.credit_spent >= c || b.withdrawn_ms.is_some() {
                 continue;
@@ -488,6 +504,12 @@ impl Meters {
             });
         }
         out
+    }
+
+    /// Grows whenever a meter is found lean (in a report, an answer's
+    /// withdrawals, or [`Meters::sync`]).
+    pub fn lean_serial(&self) -> u64 {
+        self.lean_serial
     }
 
     /// Once a second, and when an Envoy is new here (`joined`), in one
@@ -636,6 +658,20 @@ impl Meters {
         }
         self.others = others;
         self.told = [self.told[1], self.envoys()];
+        // Meters the database left lean (another control plane took what was
+        // left): the fleet streams push the withdrawals.
+        let envoys = self.credit_envoys();
+        let known: Vec<String> = self.boots.keys().cloned().collect();
+        for ((_, d), m) in &mut self.meters {
+            if m.lean || m.w != d.window(now_ms) {
+                continue;
+            }
+            let c = credit(m.limit, envoys) as i64;
+            if c > 0 && is_lean(m, &known, c, now_ms) {
+                m.lean = true;
+                self.lean_serial += 1;
+            }
+        }
         Ok(())
     }
 

@@ -372,16 +372,39 @@ impl Governance {
         })
     }
 
+    /// Grows whenever a meter is found lean: streams then push withdrawals.
+    pub fn lean_serial(&self) -> u64 {
+        self.0
+            .state
+            .lock()
+            .map(|s| s.meters.lean_serial())
+            .unwrap_or_default()
+    }
+
+    /// Credit withdrawals for the Envoy `boot` on meters found lean that it
+    /// has not been told of (pushed on the fleet stream between reports, so
+    /// that an Envoy without news need not report to hear them); `None`:
+    /// nothing to withdraw.
+    pub fn withdrawals_for(&self, boot: &str, now: u64) -> Option<GovState> {
+        let mut s = self.0.state.lock().ok()?;
+        if s.table.keys.is_empty() {
+            return None;
+        }
+        let grants = s.meters.withdrawals(boot, now);
+        (!grants.is_empty()).then(|| GovState {
+            version: s.version.clone(),
+            table: None,
+            envoys: s.meters.envoys(),
+            grants,
+        })
+    }
+
     /// The governance part of the answer to an Envoy's fleet report: the table
     /// when its copy is stale, grants for what it asked, credit withdrawals.
     pub fn exchange(&self, r: &GovReport, now: u64) -> Option<GovState> {
         let Ok(mut s) = self.0.state.lock() else {
             return None;
         };
-        if !s.cfg.require_keys && s.table.keys.is_empty() {
-            // No keys: filters that had a table stop requiring keys.
-            return (!r.table.is_empty()).then(GovState::default);
-        }
         let s = &mut *s;
         tracing::debug!(
             "governance report from {}: {} subjects, {} decisions",
@@ -389,10 +412,17 @@ impl Governance {
             r.subjects.len(),
             r.decisions.len()
         );
+        // Every reporting Envoy counts, keys or not yet: when the first key
+        // comes, the table pushed to silent streams tells every Envoy the
+        // fleet's size (its credit), and the credit of each is reserved.
         if s.meters.seen(&r.boot, now)
             && let Err(e) = s.meters.sync(&self.0.store, now, true)
         {
             tracing::error!("meters: a new Envoy: {e}");
+        }
+        if !s.cfg.require_keys && s.table.keys.is_empty() {
+            // No keys: filters that had a table stop requiring keys.
+            return (!r.table.is_empty()).then(GovState::default);
         }
         let mut grants = Vec::new();
         for sr in &r.subjects {
@@ -903,6 +933,30 @@ mod tests {
         assert_eq!(g.keys().len(), 1);
         let v = audit::verify(&dir.join("audit.log"), None).unwrap();
         assert_eq!(v.records, 3);
+    }
+
+    /// Envoys that reported before the first key count: the table pushed to
+    /// them when it comes tells each the fleet's size (so its credit), and
+    /// the control plane reserves every one's credit.
+    #[test]
+    fn envoys_reporting_before_the_first_key_count_for_credit() {
+        let dir = std::env::temp_dir().join(format!("sy-gov-boots-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let g = Governance::open(&dir, &config::Governance::default()).unwrap();
+        for boot in ["b1", "b2", "b3"] {
+            let r = GovReport {
+                boot: boot.into(),
+                ..GovReport::default()
+            };
+            assert!(
+                g.exchange(&r, now_ms()).is_none(),
+                "no keys: nothing to say"
+            );
+        }
+        g.create_key(&json!({"name": "k"}), "test").unwrap();
+        let pushed = g.table_for("").expect("the table");
+        assert_eq!(pushed.envoys, 3);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

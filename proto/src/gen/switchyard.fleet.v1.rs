@@ -22,6 +22,12 @@ pub struct Report {
     /// What the drill in force did (absent: no drill).
     #[prost(message, optional, tag = "7")]
     pub drill: ::core::option::Option<DrillOutcome>,
+    /// This report's number on the stream (1, 2, ...; 0: none). The control
+    /// plane answers every numbered report with a `State` whose `answers` is it;
+    /// until then the filter keeps what the report carried, and puts it back to
+    /// be reported again when the stream breaks first.
+    #[prost(uint64, tag = "8")]
+    pub seq: u64,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Outcome {
@@ -189,6 +195,10 @@ pub struct State {
     /// Provider credentials, when the version the filter reported differs.
     #[prost(message, optional, tag = "7")]
     pub credentials: ::core::option::Option<Credentials>,
+    /// The `seq` of the report this state answers (0: none): that report and
+    /// every earlier one on the stream were taken.
+    #[prost(uint64, tag = "8")]
+    pub answers: u64,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Targets {
