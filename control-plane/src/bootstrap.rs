@@ -23,6 +23,11 @@ pub const CA_SDS_FILE: &str = "switchyard-ca.sds.yaml";
 /// Node metadata key under which the bootstrap tells the control plane its
 /// SDS directory, so that the fleet cluster it sends uses the same secrets.
 pub const SDS_DIR_METADATA: &str = "switchyard_sds_dir";
+/// Node metadata key under which the bootstrap names its cluster to the
+/// control plane's xDS port: the filters' fleet stream (gRPC) goes through
+/// it. A node that does not say (a bootstrap of its own) is kept on the HTTP
+/// fleet exchange.
+pub const XDS_CLUSTER_METADATA: &str = "switchyard_xds_cluster";
 
 /// Where the control plane's xDS server is: a host name (a `LOGICAL_DNS`
 /// cluster) or an IP address (`STATIC`), and a port.
@@ -364,14 +369,17 @@ pub fn render(
     tls: Option<&Tls>,
     stats: Option<SocketAddr>,
 ) -> String {
-    let metadata = tls
-        .map(|t| {
-            format!(
-                "  # Where the SDS files are: the control plane's fleet cluster uses them too.\n  metadata: {{ {SDS_DIR_METADATA}: {} }}\n",
-                quoted(&t.sds_dir)
-            )
-        })
-        .unwrap_or_default();
+    // The cluster the fleet stream uses; with TLS, where the SDS files are
+    // (the control plane's fleet cluster uses them too).
+    let metadata = match tls {
+        Some(t) => format!(
+            "  # The filters' fleet stream goes through switchyard_xds; the control plane's\n  # fleet cluster uses the SDS files here too.\n  metadata: {{ {XDS_CLUSTER_METADATA}: switchyard_xds, {SDS_DIR_METADATA}: {} }}\n",
+            quoted(&t.sds_dir)
+        ),
+        None => format!(
+            "  # The filters' fleet stream goes through switchyard_xds.\n  metadata: {{ {XDS_CLUSTER_METADATA}: switchyard_xds }}\n"
+        ),
+    };
     let discovery = if xds.is_ip() {
         "    type: STATIC\n".to_string()
     } else {

@@ -135,10 +135,10 @@ struct RawConfig {
     /// Effective weights from fleet-wide error rate and latency (off when absent).
     #[serde(default)]
     adaptive_weights: Option<switchyard_core::fleet::AdaptiveWeights>,
-    /// How filters exchange fleet state: `http` (each worker polls the status
-    /// port, the default) or `grpc` (one stream per Envoy on the xDS port,
-    /// state pushed on change).
-    #[serde(default)]
+    /// How filters exchange fleet state: `grpc` (one stream per Envoy on the
+    /// xDS port, state pushed on change; the default) or `http` (each worker
+    /// polls the status port). The native build uses `http` either way.
+    #[serde(default = "stream_transport")]
     fleet_transport: switchyard_core::config::Transport,
     /// Client request headers forwarded to every provider (beyond content
     /// negotiation, user agent and request id).
@@ -215,8 +215,12 @@ pub struct Config {
     pub health_check: Option<switchyard_core::config::HealthCheck>,
     /// Adaptive weights bounds.
     pub adaptive_weights: Option<switchyard_core::fleet::AdaptiveWeights>,
-    /// The fleet exchange's transport (`fleet_transport:`).
+    /// The fleet exchange's transport (`fleet_transport:`, default `grpc`).
     pub fleet_transport: switchyard_core::config::Transport,
+    /// The node's cluster to the xDS port that the fleet stream goes through
+    /// (not from the file: the node's bootstrap names it, see
+    /// [`crate::bootstrap::XDS_CLUSTER_METADATA`]).
+    pub fleet_stream_cluster: String,
     /// Where filters reach the control plane's fleet exchange (set by `serve`,
     /// not by the file).
     pub fleet: Option<FleetEndpoint>,
@@ -260,6 +264,11 @@ pub enum ConfigError {
         /// `path: what was expected` lines.
         problems: Vec<String>,
     },
+}
+
+/// The fleet exchange's default transport: the stream.
+fn stream_transport() -> switchyard_core::config::Transport {
+    switchyard_core::config::Transport::Grpc
 }
 
 /// Loads and validates a config file. Relative paths resolve against the file's folder.
@@ -380,6 +389,7 @@ pub fn parse(
         health_check: raw.health_check,
         adaptive_weights: raw.adaptive_weights,
         fleet_transport: raw.fleet_transport,
+        fleet_stream_cluster: crate::xds::resources::XDS_CLUSTER.to_string(),
         fleet: None,
         forward_headers,
         governance,

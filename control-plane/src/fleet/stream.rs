@@ -301,8 +301,16 @@ impl Session {
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         beat.tick().await;
         let mut last_sent = tokio::time::Instant::now();
+        // Ends with the config watcher (on shutdown), as the ADS streams do:
+        // a stream never ends by itself, and the server waits for every one.
+        let mut snapshots = self.hub.0.exchange.snapshots.clone();
         let end = loop {
             tokio::select! {
+                s = snapshots.changed() => {
+                    if s.is_err() {
+                        break Some(Status::unavailable("the control plane is shutting down"));
+                    }
+                }
                 msg = inbound.message() => match msg {
                     Ok(Some(report)) => {
                         let seq = report.seq;

@@ -185,7 +185,7 @@ pub fn filter_config(cfg: &Config, role: Role, node: &str) -> FilterConfig {
                         Transport::Http => FLEET_CLUSTER.to_string(),
                         // The bootstrap's own cluster (HTTP/2, TLS when the
                         // control channel has it).
-                        Transport::Grpc => XDS_CLUSTER.to_string(),
+                        Transport::Grpc => cfg.fleet_stream_cluster.clone(),
                     },
                     interval_ms: FLEET_INTERVAL_MS,
                     transport,

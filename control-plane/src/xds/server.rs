@@ -24,6 +24,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::resources::{self, type_url};
 use crate::config::Config;
+use switchyard_core::config::Transport;
 
 /// Order in which resource types are pushed: clusters before the listener that
 /// routes to them, the listener before its route.
@@ -101,15 +102,26 @@ impl Snapshot {
         let tls_fleet = cfg.fleet.as_ref().filter(|f| f.tls);
         if (ty == type_url::LISTENER || ty == type_url::EXTENSION_CONFIG) && !node.id.is_empty() {
             // The filter configs name the node (and its fleet link, if any).
-            let unlinked;
-            let cfg = match tls_fleet {
-                Some(_) if node.sds_dir.is_none() => {
-                    let mut c = cfg.clone();
+            let adapted;
+            let unlinked = tls_fleet.is_some() && node.sds_dir.is_none();
+            let stream = cfg.fleet_transport == Transport::Grpc;
+            let cfg = if unlinked
+                || (stream && node.xds_cluster.as_ref() != Some(&cfg.fleet_stream_cluster))
+            {
+                let mut c = cfg.clone();
+                if unlinked {
                     c.fleet = None;
-                    unlinked = c;
-                    &unlinked
                 }
-                _ => cfg,
+                match &node.xds_cluster {
+                    // The stream goes through the cluster the bootstrap names.
+                    Some(name) => c.fleet_stream_cluster.clone_from(name),
+                    // A bootstrap that does not say: the HTTP exchange.
+                    None => c.fleet_transport = Transport::Http,
+                }
+                adapted = c;
+                &adapted
+            } else {
+                cfg
             };
             if ty == type_url::EXTENSION_CONFIG {
                 return Cow::Owned(if cfg.filter_ecds {
@@ -148,6 +160,9 @@ pub struct NodeInfo {
     /// Where its bootstrap keeps the SDS files of its client certificate and
     /// CA (node metadata [`crate::bootstrap::SDS_DIR_METADATA`]).
     pub sds_dir: Option<String>,
+    /// Its bootstrap's cluster to the xDS port, for the fleet stream (node
+    /// metadata [`crate::bootstrap::XDS_CLUSTER_METADATA`]).
+    pub xds_cluster: Option<String>,
 }
 
 impl NodeInfo {
@@ -155,18 +170,27 @@ impl NodeInfo {
     /// path of at most 512 printable characters is ignored.
     pub fn of(node: &envoy_types::pb::envoy::config::core::v3::Node) -> NodeInfo {
         use envoy_types::pb::google::protobuf::value::Kind;
-        let sds_dir = node
-            .metadata
-            .as_ref()
-            .and_then(|m| m.fields.get(crate::bootstrap::SDS_DIR_METADATA))
-            .and_then(|v| match &v.kind {
-                Some(Kind::StringValue(s)) => Some(s.clone()),
-                _ => None,
-            })
+        let text = |key: &str| {
+            node.metadata
+                .as_ref()
+                .and_then(|m| m.fields.get(key))
+                .and_then(|v| match &v.kind {
+                    Some(Kind::StringValue(s)) => Some(s.clone()),
+                    _ => None,
+                })
+        };
+        let sds_dir = text(crate::bootstrap::SDS_DIR_METADATA)
             .filter(|d| d.starts_with('/') && d.len() <= 512 && !d.chars().any(char::is_control));
+        let xds_cluster = text(crate::bootstrap::XDS_CLUSTER_METADATA).filter(|c| {
+            !c.is_empty()
+                && c.len() <= 128
+                && c.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
+        });
         NodeInfo {
             id: node.id.clone(),
             sds_dir,
+            xds_cluster,
         }
     }
 }
@@ -558,6 +582,7 @@ mod tests {
         let info = |node: &str| NodeInfo {
             id: node.to_string(),
             sds_dir: None,
+            xds_cluster: None,
         };
         let listener = |node: &str| {
             s.resources_for(type_url::LISTENER, &info(node))[0]
@@ -591,6 +616,7 @@ mod tests {
         let with = NodeInfo {
             id: "e1".into(),
             sds_dir: Some("/etc/envoy".into()),
+            xds_cluster: None,
         };
         let clusters = s.resources_for(type_url::CLUSTER, &with);
         let fleet = clusters
@@ -612,6 +638,7 @@ mod tests {
         let without = NodeInfo {
             id: "e2".into(),
             sds_dir: None,
+            xds_cluster: None,
         };
         assert!(
             s.resources_for(type_url::CLUSTER, &without)
@@ -620,6 +647,43 @@ mod tests {
         );
         let listener = &s.resources_for(type_url::LISTENER, &without)[0].1.value;
         assert!(!contains(listener, resources::FLEET_CLUSTER));
+    }
+
+    #[test]
+    fn the_fleet_stream_goes_through_the_cluster_the_bootstrap_names() {
+        let text = "providers:\n  - {name: a, dialect: openai, base_url: 'http://127.0.0.1:1/v1'}\nroutes:\n  - {model: chat, chain: [a/m]}\n";
+        let mut cfg =
+            crate::config::parse(text, "t.yaml", std::path::Path::new("/"), &|_| None).unwrap();
+        assert_eq!(cfg.fleet_transport, Transport::Grpc, "the default");
+        cfg.fleet = Some(crate::config::FleetEndpoint {
+            host: "127.0.0.1".into(),
+            port: 9,
+            tls: false,
+        });
+        let s = Snapshot::from_config(&cfg, 1);
+        let link = |cluster: Option<&str>| {
+            let node = NodeInfo {
+                id: "e1".into(),
+                sds_dir: None,
+                xds_cluster: cluster.map(String::from),
+            };
+            let listener = s.resources_for(type_url::LISTENER, &node)[0]
+                .1
+                .value
+                .clone();
+            (
+                contains(&listener, r#""transport":"grpc""#),
+                contains(&listener, r#""cluster":"switchyard_xds""#),
+                contains(&listener, r#""cluster":"ads_to_switchyard""#),
+                contains(&listener, resources::FLEET_CLUSTER),
+            )
+        };
+        // `switchyard bootstrap`'s node names `switchyard_xds`.
+        assert_eq!(link(Some("switchyard_xds")), (true, true, false, false));
+        // A bootstrap of its own naming another cluster: that one.
+        assert_eq!(link(Some("ads_to_switchyard")), (true, false, true, false));
+        // A bootstrap that does not say: the HTTP exchange.
+        assert_eq!(link(None), (false, false, false, true));
     }
 
     #[test]
