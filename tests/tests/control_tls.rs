@@ -189,19 +189,45 @@ impl tonic::codegen::Service<tonic::codegen::http::Uri> for Connector {
     }
 }
 
+/// A gRPC channel over TLS to `addr`.
+async fn channel(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> Result<tonic::transport::Channel, String> {
+    tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(Connector { addr, config })
+        .await
+        .map_err(|e| format!("connect: {e:?}"))
+}
+
+fn status(s: &tonic::Status) -> String {
+    format!("{:?}: {}", s.code(), s.message())
+}
+
+/// The first message of a stream just opened, or what ended it (connection,
+/// handshake or the server's status), within 10 s. The request side stays
+/// open, as Envoy's does.
+async fn first_message<T>(
+    open: impl std::future::Future<Output = Result<tonic::Response<tonic::Streaming<T>>, String>>,
+) -> Result<T, String> {
+    let attempt = async {
+        let mut stream = open.await?.into_inner();
+        match stream.message().await {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => Err("stream ended".to_string()),
+            Err(s) => Err(status(&s)),
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), attempt)
+        .await
+        .unwrap_or_else(|_| Err("no answer in 10 s".into()))
+}
+
 /// Opens an ADS stream as `node` and waits for the first answer: the
-/// listener, or the error that ended the attempt (connection, handshake or
-/// the server's status).
+/// listener, or the error that ended the attempt.
 async fn ask_for_listener(
     xds: SocketAddr,
     config: Arc<rustls::ClientConfig>,
     node: &str,
 ) -> Result<DiscoveryResponse, String> {
-    let attempt = async {
-        let channel = tonic::transport::Endpoint::from_static("http://localhost")
-            .connect_with_connector(Connector { addr: xds, config })
-            .await
-            .map_err(|e| format!("connect: {e:?}"))?;
+    first_message(async {
         let first = DiscoveryRequest {
             node: Some(Node {
                 id: node.to_string(),
@@ -210,23 +236,14 @@ async fn ask_for_listener(
             type_url: LISTENER.to_string(),
             ..Default::default()
         };
-        // The request side stays open, as Envoy's does.
         let requests =
             futures_util::stream::iter(vec![first]).chain(futures_util::stream::pending::<DiscoveryRequest>());
-        let mut stream = AggregatedDiscoveryServiceClient::new(channel)
+        AggregatedDiscoveryServiceClient::new(channel(xds, config).await?)
             .stream_aggregated_resources(requests)
             .await
-            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
-            .into_inner();
-        match stream.message().await {
-            Ok(Some(r)) => Ok(r),
-            Ok(None) => Err("stream ended".to_string()),
-            Err(s) => Err(format!("{:?}: {}", s.code(), s.message())),
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), attempt)
-        .await
-        .unwrap_or_else(|_| Err("no answer in 10 s".into()))
+            .map_err(|s| status(&s))
+    })
+    .await
 }
 
 use futures_util::StreamExt as _;
@@ -240,31 +257,19 @@ async fn open_fleet_stream(
     node: &str,
 ) -> Result<switchyard_proto::fleet::v1::State, String> {
     use switchyard_proto::fleet::v1::{Report, fleet_client::FleetClient};
-    let attempt = async {
-        let channel = tonic::transport::Endpoint::from_static("http://localhost")
-            .connect_with_connector(Connector { addr: xds, config })
-            .await
-            .map_err(|e| format!("connect: {e:?}"))?;
+    first_message(async {
         let first = Report {
             node: node.to_string(),
             seq: 1,
             ..Default::default()
         };
         let reports = futures_util::stream::iter(vec![first]).chain(futures_util::stream::pending::<Report>());
-        let mut states = FleetClient::new(channel)
+        FleetClient::new(channel(xds, config).await?)
             .stream(reports)
             .await
-            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
-            .into_inner();
-        match states.message().await {
-            Ok(Some(s)) => Ok(s),
-            Ok(None) => Err("stream ended".to_string()),
-            Err(s) => Err(format!("{:?}: {}", s.code(), s.message())),
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), attempt)
-        .await
-        .unwrap_or_else(|_| Err("no answer in 10 s".into()))
+            .map_err(|s| status(&s))
+    })
+    .await
 }
 
 /// One HTTP/1.1 call over TLS to the status port: `(status, body)`, or the
