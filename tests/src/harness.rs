@@ -529,8 +529,7 @@ impl GatewayBuilder {
         }
         y.push_str(&self.extra_yaml);
         // The whole suite over the HTTP fleet exchange instead of the gRPC
-        // stream (the default for the wasm build; the native build always
-        // polls): SWITCHYARD_FLEET_TRANSPORT=http.
+        // stream (the default): SWITCHYARD_FLEET_TRANSPORT=http.
         if let Ok(t) = std::env::var("SWITCHYARD_FLEET_TRANSPORT")
             && !y.contains("fleet_transport:")
         {

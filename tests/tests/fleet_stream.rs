@@ -1,12 +1,13 @@
 //! The fleet exchange over gRPC (`fleet_transport: grpc`): each Envoy holds one
-//! stream to the control plane's xDS port (one worker of it), and a circuit one
+//! stream to the control plane's xDS port (one worker of it with proxy-wasm;
+//! the config's main-thread task with the native module), and a circuit one
 //! Envoy opens is pushed to the others without them asking.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use std::time::{Duration, Instant};
 
-use switchyard_tests::harness::{Dialect, FilterHost, Gateway, Mock, Paths, Scratch, chat_at, chat_body, served};
+use switchyard_tests::harness::{Dialect, Gateway, Mock, Paths, Scratch, chat_at, chat_body, served};
 
 /// Fleet streams per node, as `GET /status` shows them.
 async fn streams(gw: &Gateway) -> Vec<u64> {
@@ -30,12 +31,6 @@ async fn streams(gw: &Gateway) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_circuit_opened_behind_one_envoy_is_pushed_to_the_other_over_the_stream() {
     let paths = Paths::discover();
-    if paths.host == FilterHost::Native {
-        // The native module has no fleet stream yet (docs/native-module.md):
-        // the control plane keeps it on the HTTP exchange.
-        println!("skipped: the native module exchanges over HTTP");
-        return;
-    }
     let dir = Scratch::new("fleet-stream");
     let a = Mock::start(&paths, &dir.0, "a", Dialect::Openai, &[]);
     let b = Mock::start(&paths, &dir.0, "b", Dialect::Anthropic, &[]);
@@ -58,6 +53,10 @@ async fn a_circuit_opened_behind_one_envoy_is_pushed_to_the_other_over_the_strea
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Streams the first Envoy opened so far through its xDS cluster (ADS, fleet).
+    let opened = "cluster.switchyard_xds.upstream_rq_total";
+    let before = gw.stat(opened).await;
+    assert!(before.is_some_and(|n| n >= 2), "{before:?}");
     // Every request asks `a` to fail.
     let chat =
         |url: String| async move { served(&chat_at(&url, &chat_body("chat"), &[("x-mock", "a:status=503")]).await) };
@@ -78,6 +77,10 @@ async fn a_circuit_opened_behind_one_envoy_is_pushed_to_the_other_over_the_strea
         "fleet state reached the other Envoy over the stream within {:?}",
         failed_at.elapsed()
     );
+    // The streams outlive a heartbeat (5 s) without being opened again: no
+    // timeout cuts them (the native host starts them with none).
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    assert_eq!(gw.stat(opened).await, before, "streams were opened again");
     // Nothing went over the HTTP exchange.
     assert_eq!(
         gw.stat("cluster.switchyard_fleet.upstream_rq_total").await.unwrap_or(0),

@@ -137,7 +137,7 @@ struct RawConfig {
     adaptive_weights: Option<switchyard_core::fleet::AdaptiveWeights>,
     /// How filters exchange fleet state: `grpc` (one stream per Envoy on the
     /// xDS port, state pushed on change; the default) or `http` (each worker
-    /// polls the status port). The native build uses `http` either way.
+    /// polls the status port).
     #[serde(default = "stream_transport")]
     fleet_transport: switchyard_core::config::Transport,
     /// Client request headers forwarded to every provider (beyond content

@@ -174,12 +174,7 @@ pub fn filter_config(cfg: &Config, role: Role, node: &str) -> FilterConfig {
             .as_ref()
             .filter(|_| role == Role::Planner)
             .map(|_| {
-                // The native module has no gRPC stream yet: it keeps the HTTP
-                // exchange whatever the file asks (docs/native-module.md).
-                let transport = match cfg.filter {
-                    crate::config::FilterBuild::Native(_) => Transport::Http,
-                    _ => cfg.fleet_transport,
-                };
+                let transport = cfg.fleet_transport;
                 switchyard_core::config::Link {
                     cluster: match transport {
                         Transport::Http => FLEET_CLUSTER.to_string(),

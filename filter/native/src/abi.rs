@@ -31,8 +31,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr;
 
 use crate::api::{
-    CalloutResponse, ClusterSpecifier, ConfigHandle, Filter, FilterConfig, Level, RouteContext,
-    Stream,
+    CalloutResponse, ClusterSpecifier, ConfigHandle, Filter, FilterConfig, HttpStreamEvent, Level,
+    RouteContext, Stream,
 };
 
 /// The ABI version Envoy 1.40.0 expects from `envoy_dynamic_module_on_program_init`.
@@ -297,6 +297,14 @@ envoy_callbacks! {
         config: EnvoyPtr, callout_id_out: *mut u64, cluster_name: ModuleBuffer,
         headers: *mut ModuleHttpHeader, headers_size: usize, body: ModuleBuffer,
         timeout_milliseconds: u64) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_config_start_http_stream(
+        config: EnvoyPtr, stream_id_out: *mut u64, cluster_name: ModuleBuffer,
+        headers: *mut ModuleHttpHeader, headers_size: usize, body: ModuleBuffer,
+        end_stream: bool, timeout_milliseconds: u64) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_config_stream_send_data(
+        config: EnvoyPtr, stream_id: u64, data: ModuleBuffer, end_stream: bool) -> bool;
+    fn envoy_dynamic_module_callback_http_filter_config_reset_http_stream(
+        config: EnvoyPtr, stream_id: u64);
 
     // Cluster specifier (router `inline_cluster_specifier_plugin`).
     fn envoy_dynamic_module_callback_cluster_specifier_get_request_header_value(
@@ -840,6 +848,57 @@ impl RawConfig {
             Ok(id)
         } else {
             Err(rc)
+        }
+    }
+
+    pub(crate) fn start_http_stream(
+        &mut self,
+        cluster: &[u8],
+        headers: &[(&[u8], &[u8])],
+        timeout_ms: u64,
+    ) -> Result<u64, u32> {
+        let mut raw: Vec<ModuleHttpHeader> = headers
+            .iter()
+            .map(|(k, v)| ModuleHttpHeader::of(k, v))
+            .collect();
+        let mut id = 0u64;
+        // SAFETY: this hook's config pointer; `raw` and `cluster` outlive the call. No body:
+        // the request side stays open (`end_stream` false) for `stream_send_data`.
+        let rc = unsafe {
+            envoy_dynamic_module_callback_http_filter_config_start_http_stream(
+                self.ptr,
+                &mut id,
+                ModuleBuffer::of(cluster),
+                raw.as_mut_ptr(),
+                raw.len(),
+                ModuleBuffer::of(&[]),
+                false,
+                timeout_ms,
+            )
+        };
+        if rc == CALLOUT_INIT_SUCCESS {
+            Ok(id)
+        } else {
+            Err(rc)
+        }
+    }
+
+    pub(crate) fn stream_send_data(&mut self, stream_id: u64, data: &[u8], end: bool) -> bool {
+        // SAFETY: this hook's config pointer; Envoy copies `data` before returning.
+        unsafe {
+            envoy_dynamic_module_callback_http_filter_config_stream_send_data(
+                self.ptr,
+                stream_id,
+                ModuleBuffer::of(data),
+                end,
+            )
+        }
+    }
+
+    pub(crate) fn reset_http_stream(&mut self, stream_id: u64) {
+        // SAFETY: this hook's config pointer; an unknown id is ignored by Envoy.
+        unsafe {
+            envoy_dynamic_module_callback_http_filter_config_reset_http_stream(self.ptr, stream_id)
         }
     }
 
@@ -1629,63 +1688,139 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout
     });
 }
 
+/// Runs `f` on the config's slot with a handle, when Envoy passed a live config.
+///
 /// # Safety
-/// Called by Envoy only.
+/// `config` must be null or a live pointer returned by `on_http_filter_config_new`.
+unsafe fn with_config(
+    config_envoy: EnvoyPtr,
+    config: ModulePtr,
+    f: impl FnOnce(&dyn FilterConfig, &mut ConfigHandle<'_>),
+) {
+    // SAFETY: per the contract above.
+    let Some(slot) = (unsafe { config_slot(config) }) else {
+        return;
+    };
+    let _ = guard(|| {
+        let mut raw = RawConfig { ptr: config_envoy };
+        let mut handle = ConfigHandle::new(&mut raw);
+        f(slot.config.as_ref(), &mut handle);
+    });
+}
+
+/// Response headers (or trailers) of a config-level HTTP stream, copied.
+fn stream_headers(headers: *const EnvoyHttpHeader, size: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+    callout_response(headers, size, std::ptr::null(), 0)
+        .map(|r| {
+            r.headers
+                .iter()
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// # Safety
+/// Called by Envoy only, with pointers per abi.h.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_headers(
-    _config_envoy: EnvoyPtr,
-    _config: ModulePtr,
-    _stream_id: u64,
-    _headers: *mut EnvoyHttpHeader,
-    _headers_size: usize,
-    _end_stream: bool,
+    config_envoy: EnvoyPtr,
+    config: ModulePtr,
+    stream_id: u64,
+    headers: *mut EnvoyHttpHeader,
+    headers_size: usize,
+    end_stream: bool,
 ) {
+    let headers = stream_headers(headers, headers_size);
+    // SAFETY: Envoy passes the live config pointer.
+    unsafe {
+        with_config(config_envoy, config, |c, h| {
+            c.on_http_stream(h, stream_id, HttpStreamEvent::Headers(&headers, end_stream));
+        });
+    }
 }
 
 /// # Safety
-/// Called by Envoy only.
+/// Called by Envoy only, with pointers per abi.h.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_data(
-    _config_envoy: EnvoyPtr,
-    _config: ModulePtr,
-    _stream_id: u64,
-    _data: *const EnvoyBuffer,
-    _data_count: usize,
-    _end_stream: bool,
+    config_envoy: EnvoyPtr,
+    config: ModulePtr,
+    stream_id: u64,
+    data: *const EnvoyBuffer,
+    data_count: usize,
+    end_stream: bool,
 ) {
+    let bytes: Vec<u8> = if data.is_null() || data_count == 0 {
+        Vec::new()
+    } else {
+        // SAFETY: Envoy passes `data_count` buffers valid until the end of the hook.
+        let chunks = unsafe { std::slice::from_raw_parts(data, data_count) };
+        // SAFETY: each buffer is Envoy's and valid until the end of the hook.
+        chunks
+            .iter()
+            .flat_map(|b| unsafe { envoy_slice(*b) })
+            .copied()
+            .collect()
+    };
+    // SAFETY: Envoy passes the live config pointer.
+    unsafe {
+        with_config(config_envoy, config, |c, h| {
+            c.on_http_stream(h, stream_id, HttpStreamEvent::Data(&bytes, end_stream));
+        });
+    }
 }
 
 /// # Safety
-/// Called by Envoy only.
+/// Called by Envoy only, with pointers per abi.h.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_trailers(
-    _config_envoy: EnvoyPtr,
-    _config: ModulePtr,
-    _stream_id: u64,
-    _trailers: *mut EnvoyHttpHeader,
-    _trailers_size: usize,
+    config_envoy: EnvoyPtr,
+    config: ModulePtr,
+    stream_id: u64,
+    trailers: *mut EnvoyHttpHeader,
+    trailers_size: usize,
 ) {
+    let trailers = stream_headers(trailers, trailers_size);
+    // SAFETY: Envoy passes the live config pointer.
+    unsafe {
+        with_config(config_envoy, config, |c, h| {
+            c.on_http_stream(h, stream_id, HttpStreamEvent::Trailers(&trailers));
+        });
+    }
 }
 
 /// # Safety
 /// Called by Envoy only.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_complete(
-    _config_envoy: EnvoyPtr,
-    _config: ModulePtr,
-    _stream_id: u64,
+    config_envoy: EnvoyPtr,
+    config: ModulePtr,
+    stream_id: u64,
 ) {
+    // SAFETY: Envoy passes the live config pointer.
+    unsafe {
+        with_config(config_envoy, config, |c, h| {
+            c.on_http_stream(h, stream_id, HttpStreamEvent::Complete);
+        });
+    }
 }
 
 /// # Safety
 /// Called by Envoy only.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_reset(
-    _config_envoy: EnvoyPtr,
-    _config: ModulePtr,
-    _stream_id: u64,
-    _reason: u32,
+    config_envoy: EnvoyPtr,
+    config: ModulePtr,
+    stream_id: u64,
+    reason: u32,
 ) {
+    // SAFETY: Envoy passes the live config pointer.
+    unsafe {
+        with_config(config_envoy, config, |c, h| {
+            c.on_http_stream(h, stream_id, HttpStreamEvent::Reset(reason));
+        });
+    }
 }
 
 /// Cluster specifier config (`envoy.router.cluster_specifier_plugin.dynamic_modules`).

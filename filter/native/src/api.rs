@@ -332,6 +332,31 @@ pub trait FilterConfig: Send + Sync {
         _response: Option<&CalloutResponse<'_>>,
     ) {
     }
+
+    /// Main thread, for each event of a stream started with
+    /// [`ConfigHandle::start_http_stream`]. It ends with `Complete` or `Reset`.
+    fn on_http_stream(
+        &self,
+        _config: &mut ConfigHandle<'_>,
+        _stream_id: u64,
+        _event: HttpStreamEvent<'_>,
+    ) {
+    }
+}
+
+/// What happened on a config-level HTTP stream.
+#[derive(Debug)]
+pub enum HttpStreamEvent<'a> {
+    /// Response headers (`:status` included); `true` when they end the stream.
+    Headers(&'a [(Vec<u8>, Vec<u8>)], bool),
+    /// Response body bytes; `true` when they end the stream.
+    Data(&'a [u8], bool),
+    /// Response trailers (they end the stream).
+    Trailers(&'a [(Vec<u8>, Vec<u8>)]),
+    /// The stream ended normally.
+    Complete,
+    /// The stream was reset (the ABI's reason code).
+    Reset(u32),
 }
 
 /// One stream (downstream filter) or one attempt (upstream filter). All hooks run on the
@@ -881,7 +906,7 @@ impl<'a> ConfigHandle<'a> {
     /// A buffered HTTP call to `cluster` from the config (e.g. to the control plane);
     /// answered in [`FilterConfig::on_http_callout_done`] on the main thread. Proven from
     /// `on_scheduled`; do not start one while the config is being created (clusters may not
-    /// exist yet). Not a stream: for a long-lived control-plane channel, poll.
+    /// exist yet). Not a stream: see [`ConfigHandle::start_http_stream`].
     pub fn http_callout(
         &mut self,
         cluster: &str,
@@ -894,6 +919,31 @@ impl<'a> ConfigHandle<'a> {
         self.raw
             .http_callout(cluster.as_bytes(), &headers, body, timeout_ms)
             .map_err(CalloutError::from)
+    }
+
+    /// Starts a streaming HTTP request to `cluster` whose request side stays open; events come
+    /// to [`FilterConfig::on_http_stream`] on the main thread. `timeout_ms` 0: none.
+    pub fn start_http_stream(
+        &mut self,
+        cluster: &str,
+        headers: &[(&str, &[u8])],
+        timeout_ms: u64,
+    ) -> Result<u64, CalloutError> {
+        let headers: Vec<(&[u8], &[u8])> =
+            headers.iter().map(|(k, v)| (k.as_bytes(), *v)).collect();
+        self.raw
+            .start_http_stream(cluster.as_bytes(), &headers, timeout_ms)
+            .map_err(CalloutError::from)
+    }
+
+    /// Sends request body bytes on a stream; `false` when it is gone.
+    pub fn stream_send_data(&mut self, stream_id: u64, data: &[u8]) -> bool {
+        self.raw.stream_send_data(stream_id, data, false)
+    }
+
+    /// Resets a stream.
+    pub fn reset_http_stream(&mut self, stream_id: u64) {
+        self.raw.reset_http_stream(stream_id);
     }
 
     /// A scheduler that wakes this config ([`FilterConfig::on_scheduled`]) on the main thread

@@ -18,6 +18,7 @@
 mod abi;
 pub mod api;
 pub mod filters;
+mod grpc;
 pub mod kv;
 mod logger;
 mod store;

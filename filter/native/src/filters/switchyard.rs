@@ -22,8 +22,9 @@ use switchyard_filter::planner::Planner;
 
 use crate::api::{
     self, Attribute, BodyKind, BodyStatus, CalloutResponse, CalloutResult, ConfigHandle, Filter,
-    FilterConfig, HeaderMap, HeadersStatus, Stream,
+    FilterConfig, HeaderMap, HeadersStatus, HttpStreamEvent, Stream,
 };
+use crate::grpc::{self, Delivery};
 use crate::store;
 use crate::ticker::Ticker;
 
@@ -70,9 +71,26 @@ pub struct SwitchyardConfig {
     cfg: Arc<Config>,
     metrics: Arc<Metrics>,
     background: Mutex<Background>,
+    /// The background work's gRPC streams (the fleet stream).
+    grpc: Mutex<grpc::Streams>,
+    /// Stream events that arrived while the background work was running (Envoy
+    /// may call back from inside a send or reset): handed over at its next turn.
+    deferred: Mutex<Vec<(u32, Delivery)>>,
     /// Wakes [`FilterConfig::on_scheduled`] for the background work; dropped (and
     /// joined) with the config.
     _ticker: Option<Ticker>,
+}
+
+/// A name per config for the fleet stream's lease: two configs of one Envoy
+/// (one replacing the other) never both think they hold it.
+fn config_name() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "native-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 const TICK: u64 = 1;
@@ -91,7 +109,7 @@ impl SwitchyardConfig {
         );
         let cfg = Arc::new(cfg);
         let metrics = Arc::new(Metrics::define(handle));
-        let background = Background::new(cfg.clone());
+        let background = Background::with_name(cfg.clone(), config_name());
         let ticker = match (background.tick_ms(), handle.scheduler()) {
             (Some(ms), Some(scheduler)) => Some(
                 Ticker::start(scheduler, Duration::from_millis(ms), TICK)
@@ -103,6 +121,8 @@ impl SwitchyardConfig {
             cfg,
             metrics,
             background: Mutex::new(background),
+            grpc: Mutex::new(grpc::Streams::default()),
+            deferred: Mutex::new(Vec::new()),
             _ticker: ticker,
         })
     }
@@ -124,8 +144,10 @@ impl FilterConfig for SwitchyardConfig {
         let host = ConfigHost {
             handle: RefCell::new(config),
             metrics: &self.metrics,
+            grpc: &self.grpc,
         };
         if let Ok(mut b) = self.background.lock() {
+            self.hand_over(&mut b, &host, Vec::new());
             b.tick(&host);
         }
     }
@@ -144,6 +166,7 @@ impl FilterConfig for SwitchyardConfig {
         let host = ConfigHost {
             handle: RefCell::new(config),
             metrics: &self.metrics,
+            grpc: &self.grpc,
         };
         if let Ok(mut b) = self.background.lock() {
             b.on_http_response(
@@ -152,6 +175,63 @@ impl FilterConfig for SwitchyardConfig {
                 status,
                 &body,
             );
+        }
+    }
+
+    fn on_http_stream(
+        &self,
+        config: &mut ConfigHandle<'_>,
+        stream_id: u64,
+        event: HttpStreamEvent<'_>,
+    ) {
+        // Taken before the background runs: it may open or send on streams.
+        let deliveries = match self.grpc.lock() {
+            Ok(mut g) => g.on_event(stream_id, &event),
+            Err(_) => return,
+        };
+        if deliveries.is_empty() {
+            return;
+        }
+        let token = u32::try_from(stream_id).unwrap_or(u32::MAX);
+        let deliveries: Vec<(u32, Delivery)> = deliveries.into_iter().map(|d| (token, d)).collect();
+        let host = ConfigHost {
+            handle: RefCell::new(config),
+            metrics: &self.metrics,
+            grpc: &self.grpc,
+        };
+        match self.background.try_lock() {
+            Ok(mut b) => self.hand_over(&mut b, &host, deliveries),
+            // Called back from inside the background work (its send or reset):
+            // handed over at its next turn.
+            Err(_) => {
+                if let Ok(mut d) = self.deferred.lock() {
+                    d.extend(deliveries);
+                }
+            }
+        }
+    }
+}
+
+impl SwitchyardConfig {
+    /// Hands the background work what its streams delivered: what was deferred
+    /// first, then `now`.
+    fn hand_over(
+        &self,
+        b: &mut Background,
+        host: &ConfigHost<'_, '_, '_>,
+        now: Vec<(u32, Delivery)>,
+    ) {
+        let mut all = self
+            .deferred
+            .lock()
+            .map(|mut d| std::mem::take(&mut *d))
+            .unwrap_or_default();
+        all.extend(now);
+        for (token, d) in all {
+            match d {
+                Delivery::Message(m) => b.on_grpc_message(host, token, &m),
+                Delivery::Closed(status) => b.on_grpc_close(host, token, status),
+            }
         }
     }
 }
@@ -465,6 +545,7 @@ impl Host for StreamHost<'_, '_, '_> {
 struct ConfigHost<'a, 'b, 'm> {
     handle: RefCell<&'a mut ConfigHandle<'b>>,
     metrics: &'m Metrics,
+    grpc: &'m Mutex<grpc::Streams>,
 }
 
 impl Host for ConfigHost<'_, '_, '_> {
@@ -544,6 +625,33 @@ impl Host for ConfigHost<'_, '_, '_> {
             .http_callout(cluster, &headers, body.unwrap_or_default(), timeout_ms)
             .ok()
             .and_then(|id| u32::try_from(id).ok())
+    }
+
+    fn grpc_stream_open(&self, cluster: &str, service: &str, method: &str) -> Option<u32> {
+        let owned = grpc::request_headers(service, method);
+        let headers: Vec<(&str, &[u8])> = owned.iter().map(|(k, v)| (*k, v.as_slice())).collect();
+        let mut handle = self.handle.borrow_mut();
+        // No timeout: the stream lives until either side ends it.
+        let id = handle.start_http_stream(cluster, &headers, 0).ok()?;
+        let Ok(token) = u32::try_from(id) else {
+            handle.reset_http_stream(id);
+            return None;
+        };
+        self.grpc.lock().ok()?.opened(id);
+        Some(token)
+    }
+
+    fn grpc_stream_send(&self, token: u32, message: &[u8]) -> bool {
+        self.handle
+            .borrow_mut()
+            .stream_send_data(u64::from(token), &grpc::frame(message))
+    }
+
+    fn grpc_stream_cancel(&self, token: u32) {
+        if let Ok(mut g) = self.grpc.lock() {
+            g.forget(u64::from(token));
+        }
+        self.handle.borrow_mut().reset_http_stream(u64::from(token));
     }
 }
 
