@@ -18,9 +18,10 @@ pub const SERVICE: &str = "switchyard.fleet.v1.Fleet";
 /// The method of the fleet stream.
 pub const METHOD: &str = "Stream";
 
-/// How often each side of the fleet stream sends something when it has no
-/// news: a bare report up, a bare state down. A filter that hears nothing for
-/// three heartbeats (the control plane's, as its states say) reconnects.
+/// How often a filter sends a bare report on the fleet stream when it has no
+/// news (each is answered); the control plane sends a bare state after 1.5 to
+/// 2 heartbeats of silence. A filter that hears nothing for three heartbeats
+/// (the control plane's, as its states say) reconnects.
 pub const HEARTBEAT_MS: u64 = 5_000;
 
 /// Largest report body the control plane reads (bytes); a report holds one

@@ -297,7 +297,10 @@ impl Session {
     async fn run(mut self, mut inbound: Streaming<pb::Report>) {
         let mut changed = self.hub.0.changed.subscribe();
         let heartbeat = self.hub.0.heartbeat;
-        let mut beat = tokio::time::interval(heartbeat);
+        // A heartbeat goes out after 1.5-2 heartbeats of silence (the filter
+        // leaves a stream silent for 3): a filter that reports every heartbeat
+        // hears the answers, and gets no heartbeat beside them.
+        let mut beat = tokio::time::interval(heartbeat / 2);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         beat.tick().await;
         let mut last_sent = tokio::time::Instant::now();
@@ -346,7 +349,7 @@ impl Session {
                     }
                 }
                 _ = beat.tick(), if !self.node.is_empty() => {
-                    if last_sent.elapsed() + Duration::from_millis(50) >= heartbeat {
+                    if last_sent.elapsed() >= heartbeat * 3 / 2 {
                         let push = self.diff();
                         if self.send(push, 0).await.is_err() {
                             break None;
