@@ -25,6 +25,7 @@ const USAGE: &str = "usage:
                    [--health-addr 127.0.0.1:18003] [--advertise-addr HOST:PORT]
                    [--data-dir .switchyard/data] [--admin-addr 127.0.0.1:18002] [--admin-token-file FILE]
                    [--tls-cert FILE --tls-key FILE --tls-client-ca FILE [--tls-node-rule IDENTITY=NODES]...]
+                   [--fleet-without-xds]   (fleet state for certificate-named nodes with another xDS server)
                    [--insecure-plaintext]   (plain TCP on a non-loopback address)
   switchyard keys create|list|show|update|revoke|generate …   (switchyard keys help)
   switchyard teams set|list …
@@ -112,6 +113,7 @@ struct Flags {
     tls_ca: Option<PathBuf>,
     tls_node_rules: Vec<String>,
     insecure_plaintext: bool,
+    fleet_without_xds: bool,
     sds_dir: Option<String>,
     sds_out: Option<PathBuf>,
     token_file: Option<PathBuf>,
@@ -147,6 +149,7 @@ impl Flags {
                 "--tls-ca" => f.tls_ca = Some(PathBuf::from(value()?)),
                 "--tls-node-rule" => f.tls_node_rules.push(value()?),
                 "--insecure-plaintext" => f.insecure_plaintext = true,
+                "--fleet-without-xds" => f.fleet_without_xds = true,
                 "--sds-dir" => f.sds_dir = Some(value()?),
                 "--sds-out" => f.sds_out = Some(PathBuf::from(value()?)),
                 "--token-file" => f.token_file = Some(PathBuf::from(value()?)),
@@ -390,6 +393,12 @@ fn serve_options(flags: Flags) -> Result<xds::serve::ServeOptions, String> {
     if tls.is_some() && flags.insecure_plaintext {
         return Err("--insecure-plaintext contradicts the --tls-* flags".into());
     }
+    if flags.fleet_without_xds && tls.is_none() {
+        // Without an xDS stream, only a certificate says who a node is.
+        return Err(
+            "--fleet-without-xds needs mutual TLS (--tls-cert, --tls-key, --tls-client-ca)".into(),
+        );
+    }
     Ok(xds::serve::ServeOptions {
         config_path: flags.config,
         xds_addr: addr(flags.xds_addr.as_deref(), "127.0.0.1:18000")?,
@@ -403,6 +412,7 @@ fn serve_options(flags: Flags) -> Result<xds::serve::ServeOptions, String> {
             .map_err(|e| format!("--advertise-addr: {e}"))?,
         tls,
         insecure_plaintext: flags.insecure_plaintext,
+        fleet_without_xds: flags.fleet_without_xds,
         governance: xds::serve::GovernanceOptions {
             data_dir: flags
                 .data_dir

@@ -267,7 +267,7 @@ async fn route(
             let checked = match fleet::check(
                 &body,
                 |n| gate.check(n),
-                |n| registry.knows(n),
+                |n| registry.may_report(n),
                 &snapshot.targets,
             ) {
                 Ok(c) => c,

@@ -550,6 +550,90 @@ async fn only_a_certificate_of_the_ca_naming_the_node_gets_config_and_reports() 
     assert_eq!(code, 200, "a fleet certificate reads the status");
 }
 
+/// (c') Gateways whose xDS server is another (istiod, in-mesh): with
+/// `--fleet-without-xds` (mutual TLS only) a certificate-named node that never
+/// opened an xDS stream here gets fleet state, provider credentials included,
+/// over the stream and the HTTP exchange; nodes its certificate does not name,
+/// and every such node without the flag, get nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_without_an_xds_stream_get_fleet_state_only_when_asked_and_named() {
+    let paths = Paths::discover();
+    let dir = Scratch::new("control-tls-no-xds");
+    let (cp_ca, fleet_ca) = (Ca::new("cp CA"), Ca::new("fleet CA"));
+    let server = ServerFiles::write(&dir.0, &cp_ca, &fleet_ca);
+    // Istio's proxy ids: router~<ip>~<pod>.<namespace>~<namespace>.svc.cluster.local.
+    let mut args = server.args();
+    args.extend(["--tls-node-rule".into(), "switchyard-gateway=router~*".into()]);
+    let gateway = fleet_ca.leaf("switchyard-gateway", false, &[]);
+    let node = "router~10.0.0.7~istio-ingressgateway-5d9f-x2k.istio-system~istio-system.svc.cluster.local";
+    let report = |node: &str| format!(r#"{{"node":"{node}","outcomes":[]}}"#);
+    let exchange = switchyard_core::fleet::EXCHANGE_PATH;
+
+    // Without the flag: such a node is not served.
+    let plain = serve(&paths, &dir.0, "without", CONFIG, &args);
+    let (code, body) = https(
+        plain.status,
+        client(&cp_ca, Some(&gateway)),
+        "POST",
+        exchange,
+        None,
+        &report(node),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 403, "{body}");
+    drop(plain);
+
+    let mut with = args.clone();
+    with.push("--fleet-without-xds".into());
+    let cp = serve(&paths, &dir.0, "with", CONFIG, &with);
+    let state = open_fleet_stream(cp.xds, client(&cp_ca, Some(&gateway)), node)
+        .await
+        .expect("the in-mesh node's stream");
+    assert_eq!(state.answers, 1);
+    let credentials = state.credentials.expect("provider credentials on the stream");
+    assert!(credentials.providers.contains_key("a"), "{credentials:?}");
+    let (code, body) = https(
+        cp.status,
+        client(&cp_ca, Some(&gateway)),
+        "POST",
+        exchange,
+        None,
+        &report(node),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 200, "{body}");
+    // A node the certificate does not name is refused, on both.
+    let refused = open_fleet_stream(cp.xds, client(&cp_ca, Some(&gateway)), "envoy-1")
+        .await
+        .expect_err("a node the rule does not name");
+    assert!(refused.starts_with("PermissionDenied"), "{refused}");
+    let (code, _) = https(
+        cp.status,
+        client(&cp_ca, Some(&gateway)),
+        "POST",
+        exchange,
+        None,
+        &report("envoy-1"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 403);
+
+    // Only with mutual TLS: without a certificate nobody is anybody.
+    let config = dir.0.join("plain.yaml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let out = Command::new(&paths.switchyard)
+        .args(["serve", "--fleet-without-xds", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("--fleet-without-xds needs mutual TLS"), "{err}");
+}
+
 /// (d) New server certificate (from a new CA) and a new client CA, written
 /// while it runs: new connections use them; a half-written set (a key that
 /// does not match) is not taken.

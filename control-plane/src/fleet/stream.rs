@@ -515,7 +515,7 @@ impl Session {
         }
         self.gate.check(node).map_err(Status::permission_denied)?;
         let deadline = tokio::time::Instant::now() + KNOWN_WAIT;
-        while !self.hub.0.registry.knows(node) {
+        while !self.hub.0.registry.may_report(node) {
             if tokio::time::Instant::now() >= deadline {
                 return Err(Status::failed_precondition(format!(
                     "node `{node}` is not served by this control plane"

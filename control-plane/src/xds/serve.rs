@@ -45,6 +45,10 @@ pub struct ServeOptions {
     pub tls: Option<(crate::tls::TlsFiles, crate::tls::NodePolicy)>,
     /// Plain TCP on a non-loopback address was asked for explicitly.
     pub insecure_plaintext: bool,
+    /// Fleet reports and streams are taken from nodes with no xDS stream to
+    /// this control plane (gateways configured by istiod), their certificate
+    /// naming them (only with `tls`).
+    pub fleet_without_xds: bool,
     /// Governance state and admin API.
     pub governance: GovernanceOptions,
 }
@@ -299,6 +303,9 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
     cfg.governance_on = governance.enabled();
     let (tx, rx) = watch::channel(Arc::new(Snapshot::from_config(&cfg, 1)));
     let registry = Registry::default();
+    if opts.fleet_without_xds {
+        registry.admit_without_xds();
+    }
     let exchange = crate::fleet::answer::Exchange {
         fleet: crate::fleet::Fleet::default(),
         governance: governance.clone(),

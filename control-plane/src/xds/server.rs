@@ -254,13 +254,31 @@ pub struct NodeStatus {
 
 /// Per-node status, shared by all sessions.
 #[derive(Clone, Debug, Default)]
-pub struct Registry(Arc<Mutex<BTreeMap<String, NodeStatus>>>);
+pub struct Registry {
+    nodes: Arc<Mutex<BTreeMap<String, NodeStatus>>>,
+    /// Fleet state also for nodes that never opened an xDS stream here
+    /// (`serve --fleet-without-xds`, mutual TLS only).
+    without_xds: Arc<std::sync::atomic::AtomicBool>,
+}
 
 impl Registry {
     fn update(&self, node: &str, f: impl FnOnce(&mut NodeStatus)) {
-        if let Ok(mut m) = self.0.lock() {
+        if let Ok(mut m) = self.nodes.lock() {
             f(m.entry(node.to_string()).or_default());
         }
+    }
+
+    /// Takes fleet reports and streams from nodes without an xDS stream here
+    /// (their certificate was checked by the caller's gate).
+    pub fn admit_without_xds(&self) {
+        self.without_xds
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether `node` may exchange fleet state: it opened an xDS stream here,
+    /// or nodes without one are admitted.
+    pub fn may_report(&self, node: &str) -> bool {
+        self.without_xds.load(std::sync::atomic::Ordering::Relaxed) || self.knows(node)
     }
 
     pub(crate) fn set_connected(&self, node: &str, connected: bool) {
@@ -290,12 +308,12 @@ impl Registry {
 
     /// Whether `node` ever opened an xDS stream to this control plane.
     pub fn knows(&self, node: &str) -> bool {
-        self.0.lock().is_ok_and(|m| m.contains_key(node))
+        self.nodes.lock().is_ok_and(|m| m.contains_key(node))
     }
 
     /// A copy of every node's status.
     pub fn nodes(&self) -> BTreeMap<String, NodeStatus> {
-        self.0.lock().map(|m| m.clone()).unwrap_or_default()
+        self.nodes.lock().map(|m| m.clone()).unwrap_or_default()
     }
 }
 
