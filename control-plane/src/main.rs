@@ -34,6 +34,8 @@ const USAGE: &str = "usage:
                     [--tls-ca FILE [--tls-cert FILE --tls-key FILE]] [--token-file FILE | --data-dir DIR]
   switchyard drill --target PROVIDER/MODEL [--share 100] [--duration 30] …   (switchyard drill help)
   switchyard validate FILE
+  switchyard filter-config --config FILE --role planner|adapter [--istio [--fleet HOST:PORT]]
+                       (a filter's JSON config for Envoys configured by istiod: docs/deploy.md)
   switchyard bootstrap [--node envoy-1] [--xds 127.0.0.1:18000] [--admin 127.0.0.1:9901] [--delta] [--config FILE]
                        [--tls-cert FILE --tls-key FILE --tls-ca FILE --sds-dir DIR [--sds-out DIR]]
                        [--stats-addr 0.0.0.0:9902]   (GET /stats/prometheus only, for Prometheus)";
@@ -80,6 +82,7 @@ fn main() -> ExitCode {
         "serve" => serve(flags),
         "validate" => validate(flags),
         "bootstrap" => print_bootstrap(flags),
+        "filter-config" => print_filter_config(flags),
         "status" => status(flags),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
@@ -114,6 +117,9 @@ struct Flags {
     tls_node_rules: Vec<String>,
     insecure_plaintext: bool,
     fleet_without_xds: bool,
+    role: Option<String>,
+    istio: bool,
+    fleet: Option<String>,
     sds_dir: Option<String>,
     sds_out: Option<PathBuf>,
     token_file: Option<PathBuf>,
@@ -150,6 +156,9 @@ impl Flags {
                 "--tls-node-rule" => f.tls_node_rules.push(value()?),
                 "--insecure-plaintext" => f.insecure_plaintext = true,
                 "--fleet-without-xds" => f.fleet_without_xds = true,
+                "--role" => f.role = Some(value()?),
+                "--istio" => f.istio = true,
+                "--fleet" => f.fleet = Some(value()?),
                 "--sds-dir" => f.sds_dir = Some(value()?),
                 "--sds-out" => f.sds_out = Some(PathBuf::from(value()?)),
                 "--token-file" => f.token_file = Some(PathBuf::from(value()?)),
@@ -186,6 +195,55 @@ fn validate(flags: Flags) -> ExitCode {
         }
         Err(e) => {
             eprintln!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Prints the JSON config of one filter role for Envoys whose xDS server is
+/// another (istiod), to paste into an `EnvoyFilter` (docs/deploy.md, In-mesh).
+fn print_filter_config(flags: Flags) -> ExitCode {
+    let usage = |e: &str| {
+        eprintln!("switchyard filter-config: {e}\n{USAGE}");
+        ExitCode::from(2)
+    };
+    let Some(file) = flags.config else {
+        return usage("which config? (--config FILE)");
+    };
+    let role = match flags.role.as_deref() {
+        Some("planner") => switchyard_core::config::Role::Planner,
+        Some("adapter") => switchyard_core::config::Role::Adapter,
+        _ => return usage("--role planner or --role adapter"),
+    };
+    if !flags.istio {
+        return usage(
+            "only --istio configs are made here (Envoys configured by `switchyard serve` get theirs over xDS)",
+        );
+    }
+    let fleet = match flags.fleet.as_deref().map(bootstrap::Endpoint::parse) {
+        None => None,
+        Some(Ok(ep)) => Some(ep),
+        Some(Err(e)) => return usage(&format!("--fleet: {e}")),
+    };
+    let cfg = match config::load(&file) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let fc = xds::resources::mesh_filter_config(
+        &cfg,
+        role,
+        fleet.as_ref().map(|ep| (ep.host.as_str(), ep.port)),
+    );
+    match serde_json::to_string_pretty(&fc) {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("switchyard filter-config: {e}");
             ExitCode::from(1)
         }
     }

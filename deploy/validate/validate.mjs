@@ -15,6 +15,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { isDeepStrictEqual } from "node:util";
 import YAML from "yaml";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -36,7 +37,12 @@ const VARIANTS = [
       "networkPolicy.enabled=false", "filter.delivery=remote", "images.envoy.digest=sha256:" + "0".repeat(64),
       "gateway.metrics.port=9100", "gateway.metrics.annotations=false"],
   },
+  // The control plane of in-mesh gateways (deploy/istio/in-mesh).
+  { name: "istio gateways", delivery: "image", set: ["istio.gatewayNamespace=istio-system"], istio: "istio-system" },
 ];
+// The default render's config, laid out with placeholder key files (for
+// `switchyard filter-config`, which the in-mesh filter configs must match).
+let chartConfig;
 // Secrets the chart names but leaves to the operator (values.yaml says so).
 const EXTERNAL_SECRETS = ["switchyard-provider-keys", "switchyard-admin-token"];
 
@@ -288,6 +294,7 @@ function checkControlPlaneConfig(objs, v, delivery) {
       init.length === 0 && !pod.volumes.some((vol) => vol.name === "filter"));
   }
   fs.writeFileSync(local(configPath), rewritten);
+  if (v === "default") chartConfig = local(configPath);
   const r = run(SWITCHYARD, ["validate", local(configPath)]);
   check(`${v}: switchyard validate on the ConfigMap's config`, r.ok, r.out);
   return config;
@@ -423,6 +430,24 @@ function checkBootstrapFile() {
     t.ok ? "differs" : t.out);
 }
 
+// istio.gatewayNamespace: the control plane admits the Istio gateways' fleet
+// streams (certificate-named, no xDS), they may reach its xDS port, and its
+// sidecar leaves that port alone.
+function checkIstioGateways(objs, v, ns) {
+  const cp = byKind(objs, "Deployment").find((d) => d.metadata.name.endsWith("-control-plane"));
+  const args = cp.spec.template.spec.containers[0].args;
+  const xds = cp.spec.template.spec.containers[0].ports.find((p) => p.name === "xds").containerPort;
+  const gw = byKind(objs, "Deployment").find((d) => d.metadata.name.endsWith("-gateway")).metadata.name;
+  check(`${v}: the control plane runs --fleet-without-xds with a rule for Istio proxy ids`,
+    args.includes("--fleet-without-xds") && args.includes(`${gw}=router~*`), args.join(" "));
+  check(`${v}: the control plane's sidecar leaves the xDS port alone`,
+    cp.spec.template.metadata.annotations?.["traffic.sidecar.istio.io/excludeInboundPorts"] === String(xds));
+  const np = byKind(objs, "NetworkPolicy")[0];
+  check(`${v}: the Istio gateways of ${ns} may reach the xDS port`, np.spec.ingress.some((r) =>
+    r.from.some((f) => f.namespaceSelector?.matchLabels?.["kubernetes.io/metadata.name"] === ns &&
+      f.podSelector?.matchLabels?.istio === "ingressgateway") && r.ports.some((p) => p.port === xds)));
+}
+
 // The in-mesh patches, assembled into the listener, route and clusters Istio
 // would produce, checked by Envoy 1.40 (with the built filter, which rejects a
 // filter config it cannot read).
@@ -442,12 +467,35 @@ function checkInMesh(objs) {
     };
   }));
   const names = new Set(clusters.map((c) => c.name));
+  // The planner's fleet link: the cluster Istio makes for the control plane's
+  // Service, with a DestinationRule for mutual TLS with the gateway Secret.
+  const fleet = JSON.parse(planner.typed_config.config.configuration.value).fleet;
+  const [, fleetPort, , fleetHost] = (fleet?.cluster ?? "").split("|");
+  const fleetTls = byKind(objs, "DestinationRule").find((d) => d.spec.host === fleetHost)
+    ?.spec.trafficPolicy.portLevelSettings.find((s) => s.port.number === Number(fleetPort))?.tls;
+  check("in-mesh planner: the fleet stream (gRPC) goes to the control plane's Service with mutual TLS",
+    fleet?.transport === "grpc" && !fleet.node && fleetTls?.mode === "MUTUAL" && !!fleetTls.credentialName,
+    JSON.stringify({ fleet, fleetTls }));
   for (const w of [planner.typed_config.config, router.typed_config.upstream_http_filters[0].typed_config.config]) {
     const fc = JSON.parse(w.configuration.value);
     for (const [p, prov] of Object.entries(fc.providers)) {
       check(`in-mesh ${fc.role}: provider ${p}'s cluster comes from a ServiceEntry`, names.has(prov.cluster), prov.cluster);
+      check(`in-mesh ${fc.role}: provider ${p}'s keys are in no config`, !prov.api_keys && !prov.aws);
+    }
+    if (chartConfig) {
+      const g = run(SWITCHYARD, ["filter-config", "--config", chartConfig, "--role", fc.role, "--istio",
+        "--fleet", `${fleetHost}:${fleetPort}`]);
+      let same = false;
+      try { same = g.ok && isDeepStrictEqual(JSON.parse(g.out), fc); } catch { same = false; }
+      check(`in-mesh ${fc.role}: the filter config is \`switchyard filter-config --istio\` output for the chart's config`,
+        same, g.ok ? `differs; expected:\n${g.out}` : g.out);
     }
   }
+  clusters.push({ name: fleet.cluster, type: "STRICT_DNS", connect_timeout: "1s",
+    typed_extension_protocol_options: { "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+      "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+      explicit_http_config: { http2_protocol_options: {} } } },
+    load_assignment: { cluster_name: "cp", endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: fleetHost, port_value: Number(fleetPort) } } } }] }] } });
   const matched = JSON.stringify(route).match(/"cluster":"[^"]+"/g).map((m) => m.slice(11, -1));
   check("in-mesh route: every slot cluster comes from a ServiceEntry", matched.every((c) => names.has(c)), matched.join(","));
   const filterServer = named(objs, "Service", "switchyard-filter");
@@ -548,6 +596,7 @@ try {
       counts[o.kind] = (counts[o.kind] ?? 0) + 1;
     }
     checkPods(objs, v.name);
+    if (v.istio) checkIstioGateways(objs, v.name, v.istio);
     const config = checkControlPlaneConfig(objs, v.name, v.delivery);
     checkGateway(objs, v.name, config, v.delivery);
   }

@@ -204,6 +204,36 @@ pub fn filter_config(cfg: &Config, role: Role, node: &str) -> FilterConfig {
     }
 }
 
+/// The filter config of `role` for Envoys whose xDS server is another (istiod:
+/// the in-mesh `EnvoyFilter`, docs/deploy.md): each provider's cluster named as
+/// Istio names a `ServiceEntry`'s port 80 (`outbound|80||<host>`; a
+/// `DestinationRule` originates TLS); with `fleet` (the control plane's
+/// Service host and xDS port) the planner holds the fleet stream through
+/// `outbound|<port>||<host>` (mutual TLS by a `DestinationRule`; the control
+/// plane runs `--fleet-without-xds`) under the proxy's own node id, and
+/// credentials come that way, in no config; without it the adapter carries
+/// them.
+pub fn mesh_filter_config(cfg: &Config, role: Role, fleet: Option<(&str, u16)>) -> FilterConfig {
+    let mut mesh = cfg.clone();
+    mesh.fleet = fleet.map(|(host, port)| crate::config::FleetEndpoint {
+        host: host.to_string(),
+        port,
+        tls: true,
+    });
+    if let Some((host, port)) = fleet {
+        mesh.fleet_transport = Transport::Grpc;
+        mesh.fleet_stream_cluster = format!("outbound|{port}||{host}");
+    }
+    // No node: the Wasm filter reports under the proxy's own (`xds.node.id`).
+    let mut fc = filter_config(&mesh, role, "");
+    for p in &cfg.providers {
+        if let Some(fp) = fc.providers.get_mut(&p.name) {
+            fp.cluster = format!("outbound|80||{}", p.host);
+        }
+    }
+    fc
+}
+
 /// Name of the filter of `role` in the listener, and of its extension config
 /// when the filters come by ECDS: `switchyard.<role>.<build>`, where `build`
 /// names the filter build (a hash of its path). A new
