@@ -634,6 +634,274 @@ async fn nodes_without_an_xds_stream_get_fleet_state_only_when_asked_and_named()
     assert!(err.contains("--fleet-without-xds needs mutual TLS"), "{err}");
 }
 
+/// The listener, route and clusters istiod would give an ingress gateway from
+/// `deploy/istio/in-mesh`: the `EnvoyFilter`'s patches with `planner` and
+/// `adapter` as the two filter configs, the providers' clusters at `openai`
+/// and `anthropic`, the control plane's at `xds` (mutual TLS with the files
+/// of `tls`: cert, key, CA). An Envoy bootstrap for node `node`, listening on
+/// `port`.
+fn in_mesh_bootstrap(
+    paths: &Paths,
+    (planner, adapter): (&str, &str),
+    (openai, anthropic, xds): (SocketAddr, SocketAddr, SocketAddr),
+    tls: [&Path; 3],
+    node: &str,
+    port: u16,
+) -> serde_json::Value {
+    use serde_json::json;
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/istio/in-mesh/envoyfilter.yaml"))
+            .unwrap();
+    let ef: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+    let patches = ef["spec"]["configPatches"].as_array().unwrap();
+    let patch = |applies: &str| -> Vec<serde_json::Value> {
+        patches
+            .iter()
+            .filter(|p| p["applyTo"] == applies)
+            .map(|p| p["patch"]["value"].clone())
+            .collect()
+    };
+    let filters = patch("HTTP_FILTER");
+    let (mut planner_filter, mut router) = (filters[0].clone(), filters[1].clone());
+    let code = json!({ "local": { "filename": paths.wasm.display().to_string() } });
+    planner_filter["typed_config"]["config"]["vm_config"]["code"] = code.clone();
+    planner_filter["typed_config"]["config"]["configuration"]["value"] = json!(planner);
+    let adapter_filter = &mut router["typed_config"]["upstream_http_filters"][0]["typed_config"]["config"];
+    adapter_filter["vm_config"]["code"] = code;
+    adapter_filter["configuration"]["value"] = json!(adapter);
+    let mut vhost = patch("VIRTUAL_HOST")[0].clone();
+    vhost["name"] = json!("llm.example.com:80");
+    vhost["domains"] = json!(["*"]);
+    vhost["routes"] = json!([{ "match": { "prefix": "/" }, "route": patch("HTTP_ROUTE")[0]["route"] }]);
+    router["name"] = json!("envoy.filters.http.router");
+    let fixed = |name: &str, at: SocketAddr| {
+        json!({
+            "name": name, "type": "STATIC", "connect_timeout": "1s",
+            "load_assignment": { "cluster_name": name, "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address":
+                { "socket_address": { "address": at.ip().to_string(), "port_value": at.port() } } } }] }] }
+        })
+    };
+    let fleet_cluster = serde_json::from_str::<serde_json::Value>(planner).unwrap()["fleet"]["cluster"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut fleet = fixed(&fleet_cluster, xds);
+    fleet["typed_extension_protocol_options"] = json!({ "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        "explicit_http_config": { "http2_protocol_options": {} } } });
+    let file = |p: &Path| json!({ "filename": p.display().to_string() });
+    // What the DestinationRule's MUTUAL mode with credentialName becomes.
+    fleet["transport_socket"] = json!({ "name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "sni": "switchyard-control-plane.switchyard.svc.cluster.local",
+        "common_tls_context": {
+            "alpn_protocols": ["h2"],
+            "tls_certificates": [{ "certificate_chain": file(tls[0]), "private_key": file(tls[1]) }],
+            "validation_context": { "trusted_ca": file(tls[2]) } } } });
+    json!({
+        "node": { "id": node, "cluster": "istio-ingressgateway.istio-system" },
+        "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } } },
+        "static_resources": {
+            "listeners": [{
+                "name": "gateway",
+                "address": { "socket_address": { "address": "127.0.0.1", "port_value": port } },
+                "per_connection_buffer_limit_bytes": patch("LISTENER")[0]["per_connection_buffer_limit_bytes"],
+                "filter_chains": [{ "filters": [{ "name": "envoy.filters.network.http_connection_manager", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    "stat_prefix": "gateway",
+                    "route_config": { "virtual_hosts": [vhost] },
+                    "http_filters": [planner_filter, router],
+                } }] }],
+            }],
+            "clusters": [
+                fixed("outbound|80||api.openai.com", openai),
+                fixed("outbound|80||api.anthropic.com", anthropic),
+                fleet,
+            ],
+        },
+    })
+}
+
+/// (c'') In-mesh, end to end on Envoy: two gateways assembled from
+/// `deploy/istio/in-mesh` as istiod would configure them (no xDS from
+/// Switchyard), with the filter configs `switchyard filter-config --istio`
+/// prints; their fleet streams, admitted by certificate (`--fleet-without-xds`),
+/// bring the provider keys (nowhere in their config) and carry a circuit one
+/// gateway opens to the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_mesh_gateways_get_keys_and_fleet_circuits_from_a_control_plane_that_is_not_their_xds_server() {
+    let paths = Paths::discover();
+    if paths.host != switchyard_tests::harness::FilterHost::Wasm {
+        println!("skipped: in-mesh is the Wasm build's (istio-proxy cannot load the native module)");
+        return;
+    }
+    let dir = Scratch::new("control-tls-in-mesh");
+    let openai = Mock::start(&paths, &dir.0, "openai", Dialect::Openai, &[]);
+    let anthropic = Mock::start(&paths, &dir.0, "anthropic", Dialect::Anthropic, &[]);
+    let config = format!(
+        "filter: {{ wasm: {} }}\nproviders:\n  - {{ name: openai, dialect: openai, base_url: 'http://api.openai.com/v1', api_key: {{ value: {} }} }}\n  - {{ name: anthropic, dialect: anthropic, base_url: 'http://api.anthropic.com/v1', api_key: {{ value: {} }} }}\nroutes:\n  - {{ model: chat, chain: [openai/gpt-4o-mini, anthropic/claude-3-5-haiku-latest] }}\ncircuit_breaker: {{ consecutive_failures: 3, base_open_ms: 10000, max_open_ms: 60000 }}\nforward_headers: [x-mock]\n",
+        paths.wasm.display(),
+        openai.api_key,
+        anthropic.api_key
+    );
+    let (cp_ca, fleet_ca) = (Ca::new("cp CA"), Ca::new("fleet CA"));
+    let server = ServerFiles::write(&dir.0, &cp_ca, &fleet_ca);
+    let mut args = server.args();
+    args.extend([
+        "--tls-node-rule".into(),
+        "switchyard-gateway=router~*".into(),
+        "--fleet-without-xds".into(),
+    ]);
+    let cp = serve(&paths, &dir.0, "switchyard", &config, &args);
+    let generate = |role: &str| {
+        let out = Command::new(&paths.switchyard)
+            .args(["filter-config", "--config"])
+            .arg(dir.0.join("switchyard.yaml"))
+            .args([
+                "--role",
+                role,
+                "--istio",
+                "--fleet",
+                "switchyard-control-plane.switchyard.svc.cluster.local:18000",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let (planner, adapter) = (generate("planner"), generate("adapter"));
+    assert!(
+        !planner.contains(&openai.api_key) && !adapter.contains(&openai.api_key),
+        "keys in a filter config"
+    );
+    let (cert, key) = fleet_ca.leaf("switchyard-gateway", false, &[]);
+    let tls = [
+        put(&dir.0, "gw.crt", &cert),
+        put(&dir.0, "gw.key", &key),
+        put(&dir.0, "cp-ca.crt", &cp_ca.pem()),
+    ];
+    let mut urls = Vec::new();
+    let mut envoys = Vec::new();
+    for i in 0..2u32 {
+        let node = format!("router~127.0.0.1~istio-ingressgateway-{i}.istio-system~istio-system.svc.cluster.local");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let bootstrap = in_mesh_bootstrap(
+            &paths,
+            (&planner, &adapter),
+            (openai.addr, anthropic.addr, cp.xds),
+            [&tls[0], &tls[1], &tls[2]],
+            &node,
+            port,
+        );
+        let file = dir.0.join(format!("in-mesh-{i}.json"));
+        std::fs::write(&file, serde_json::to_vec(&bootstrap).unwrap()).unwrap();
+        let base_id = (std::process::id() % 400_000) * 10 + 7 + i;
+        envoys.push(Proc::spawn(
+            &format!("gateway-{i}"),
+            &dir.0,
+            Command::new(&paths.envoy).arg("-c").arg(&file).args([
+                "--base-id",
+                &base_id.to_string(),
+                "--concurrency",
+                "2",
+                "--log-level",
+                "info",
+            ]),
+        ));
+        urls.push(format!("http://127.0.0.1:{port}"));
+    }
+    // Served once the stream brought the keys (503 gateway_not_ready until then).
+    let chat = |url: String, headers: Vec<(&'static str, &'static str)>| async move {
+        switchyard_tests::harness::chat_at(&url, &chat_body("chat"), &headers).await
+    };
+    let probe = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    for url in &urls {
+        let t = Instant::now();
+        loop {
+            let r = probe
+                .post(format!("{url}/v1/chat/completions"))
+                .json(&chat_body("chat"))
+                .send()
+                .await;
+            if r.is_ok_and(|r| r.status() == 200) {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(20), "{url} never served");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let seen = openai.requests().await;
+    assert!(!seen.is_empty(), "openai served the first requests");
+    // Those successes go up in their own reports (a report's counts carry no
+    // order: successes beside failures would break the failures' run).
+    tokio::time::sleep(Duration::from_millis(750)).await;
+    // Gateway 0 sees openai fail three times; gateway 1 never does, yet skips it.
+    let failing = vec![("x-mock", "openai:status=503")];
+    for _ in 0..3 {
+        let r = chat(urls[0].clone(), failing.clone()).await;
+        assert_eq!(switchyard_tests::harness::served(&r).0, "anthropic");
+    }
+    let before = openai.requests().await.len();
+    // The control plane learns it from gateway 0's next report, and pushes it.
+    let gateway = (cert.clone(), key.clone());
+    let t = Instant::now();
+    loop {
+        let (_, body) = https(cp.status, client(&cp_ca, Some(&gateway)), "GET", "/status", None, "")
+            .await
+            .unwrap();
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        if status["targets"]["openai/gpt-4o-mini"]["open_until_ms"].as_u64() > Some(0) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the circuit never opened fleet-wide: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = chat(urls[1].clone(), failing.clone()).await;
+    assert_eq!(
+        switchyard_tests::harness::served(&r),
+        ("anthropic".to_string(), "1".to_string()),
+        "gateway 1 still tried openai"
+    );
+    assert_eq!(
+        openai.requests().await.len(),
+        before,
+        "only gateway 0's attempts reached openai"
+    );
+    // Both streams are the control plane's, under the proxies' own node ids.
+    let (code, body) = https(
+        cp.status,
+        client(&cp_ca, Some(&(cert, key))),
+        "GET",
+        "/status",
+        None,
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let streams: Vec<u64> = status["nodes"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(n, _)| n.starts_with("router~"))
+        .map(|(_, s)| s["fleet_streams"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(streams, vec![1, 1], "{body}");
+    drop(envoys);
+}
+
 /// (d) New server certificate (from a new CA) and a new client CA, written
 /// while it runs: new connections use them; a half-written set (a key that
 /// does not match) is not taken.

@@ -166,7 +166,12 @@ impl Host for WasmHost {
     }
 
     fn grpc_stream_open(&self, cluster: &str, service: &str, method: &str) -> Option<u32> {
-        match hostcalls::open_grpc_stream(cluster, service, method, vec![]) {
+        // Envoy takes a serialized GrpcService in place of a cluster name: with
+        // it the stream's `:authority` is `switchyard`, not the cluster's name
+        // (which a server refuses when it holds `|`, as Istio's do).
+        let upstream = grpc_service(cluster, "switchyard");
+        let upstream = upstream.as_deref().unwrap_or(cluster);
+        match hostcalls::open_grpc_stream(upstream, service, method, vec![]) {
             Ok(token) => Some(token),
             Err(e) => {
                 log::warn!("switchyard: cannot open {service}/{method} via {cluster}: {e:?}");
@@ -450,5 +455,41 @@ impl HttpContext for AdapterContext {
             self.0
                 .on_response_body(&WasmHost { body_size }, end_of_stream),
         )
+    }
+}
+
+/// `envoy.config.core.v3.GrpcService { envoy_grpc { cluster_name, authority } }`
+/// as protobuf bytes, when they are ASCII (the host call takes a string: every
+/// length below 128 keeps them so); `None` otherwise.
+fn grpc_service(cluster: &str, authority: &str) -> Option<String> {
+    let field = |tag: u8, value: &str| -> Option<Vec<u8>> {
+        let len = u8::try_from(value.len()).ok().filter(|l| *l < 0x80)?;
+        let mut out = vec![tag, len];
+        out.extend_from_slice(value.as_bytes());
+        Some(out)
+    };
+    // EnvoyGrpc: cluster_name = 1, authority = 2 (length-delimited).
+    let mut inner = field(0x0a, cluster)?;
+    inner.extend(field(0x12, authority)?);
+    let len = u8::try_from(inner.len()).ok().filter(|l| *l < 0x80)?;
+    // GrpcService: envoy_grpc = 1.
+    let mut out = vec![0x0a, len];
+    out.extend(inner);
+    String::from_utf8(out).ok().filter(|s| s.is_ascii())
+}
+
+#[cfg(test)]
+mod grpc_service_tests {
+    use super::grpc_service;
+
+    #[test]
+    fn names_the_cluster_and_the_authority() {
+        let s = grpc_service("outbound|18000||cp", "switchyard").unwrap();
+        let mut want = vec![0x0a, 2 + 18 + 2 + 10, 0x0a, 18];
+        want.extend_from_slice(b"outbound|18000||cp");
+        want.extend_from_slice(&[0x12, 10]);
+        want.extend_from_slice(b"switchyard");
+        assert_eq!(s.as_bytes(), &want[..]);
+        assert!(grpc_service(&"c".repeat(200), "switchyard").is_none());
     }
 }
