@@ -475,10 +475,7 @@ impl RawStream {
         body: &[u8],
         details: &[u8],
     ) {
-        let mut raw: Vec<ModuleHttpHeader> = headers
-            .iter()
-            .map(|(k, v)| ModuleHttpHeader::of(k, v))
-            .collect();
+        let mut raw = module_headers(headers);
         let headers_ptr = if raw.is_empty() {
             ptr::null_mut()
         } else {
@@ -709,10 +706,7 @@ impl RawStream {
         body: &[u8],
         timeout_ms: u64,
     ) -> Result<u64, u32> {
-        let mut raw: Vec<ModuleHttpHeader> = headers
-            .iter()
-            .map(|(k, v)| ModuleHttpHeader::of(k, v))
-            .collect();
+        let mut raw = module_headers(headers);
         let mut id = 0u64;
         // SAFETY: this hook's filter pointer; `raw`, `cluster`, `body` outlive the call.
         let rc = unsafe {
@@ -726,11 +720,7 @@ impl RawStream {
                 timeout_ms,
             )
         };
-        if rc == CALLOUT_INIT_SUCCESS {
-            Ok(id)
-        } else {
-            Err(rc)
-        }
+        init_result(rc, id)
     }
 
     /// A scheduler that can wake this stream's filter (`on_scheduled`) from any thread.
@@ -827,10 +817,7 @@ impl RawConfig {
         body: &[u8],
         timeout_ms: u64,
     ) -> Result<u64, u32> {
-        let mut raw: Vec<ModuleHttpHeader> = headers
-            .iter()
-            .map(|(k, v)| ModuleHttpHeader::of(k, v))
-            .collect();
+        let mut raw = module_headers(headers);
         let mut id = 0u64;
         // SAFETY: this hook's config pointer; `raw`, `cluster`, `body` outlive the call.
         let rc = unsafe {
@@ -844,11 +831,7 @@ impl RawConfig {
                 timeout_ms,
             )
         };
-        if rc == CALLOUT_INIT_SUCCESS {
-            Ok(id)
-        } else {
-            Err(rc)
-        }
+        init_result(rc, id)
     }
 
     pub(crate) fn start_http_stream(
@@ -857,10 +840,7 @@ impl RawConfig {
         headers: &[(&[u8], &[u8])],
         timeout_ms: u64,
     ) -> Result<u64, u32> {
-        let mut raw: Vec<ModuleHttpHeader> = headers
-            .iter()
-            .map(|(k, v)| ModuleHttpHeader::of(k, v))
-            .collect();
+        let mut raw = module_headers(headers);
         let mut id = 0u64;
         // SAFETY: this hook's config pointer; `raw` and `cluster` outlive the call. No body:
         // the request side stays open (`end_stream` false) for `stream_send_data`.
@@ -876,11 +856,7 @@ impl RawConfig {
                 timeout_ms,
             )
         };
-        if rc == CALLOUT_INIT_SUCCESS {
-            Ok(id)
-        } else {
-            Err(rc)
-        }
+        init_result(rc, id)
     }
 
     pub(crate) fn stream_send_data(&mut self, stream_id: u64, data: &[u8], end: bool) -> bool {
@@ -907,6 +883,23 @@ impl RawConfig {
         let ptr =
             unsafe { envoy_dynamic_module_callback_http_filter_config_scheduler_new(self.ptr) };
         (!ptr.is_null()).then_some(ConfigScheduler { ptr })
+    }
+}
+
+/// Headers as the ABI takes them (borrowing `headers`).
+fn module_headers(headers: &[(&[u8], &[u8])]) -> Vec<ModuleHttpHeader> {
+    headers
+        .iter()
+        .map(|(k, v)| ModuleHttpHeader::of(k, v))
+        .collect()
+}
+
+/// A callout's or stream's id, or the ABI's init result when it did not start.
+fn init_result(rc: u32, id: u64) -> Result<u64, u32> {
+    if rc == CALLOUT_INIT_SUCCESS {
+        Ok(id)
+    } else {
+        Err(rc)
     }
 }
 
