@@ -380,23 +380,41 @@ impl Session {
         self.tx.send(Ok(state)).await.map_err(|_| ())
     }
 
+    /// `targets` when they differ from what this node was sent last (noted
+    /// as sent).
+    fn targets_news(&mut self, targets: Arc<Targets>) -> Option<Targets> {
+        if self
+            .sent_targets
+            .as_ref()
+            .is_some_and(|s| !targets_differ(s, &targets))
+        {
+            return None;
+        }
+        let news = (*targets).clone();
+        self.sent_targets = Some(targets);
+        Some(news)
+    }
+
+    /// `faults` when they differ from what this node was sent last (noted as
+    /// sent).
+    fn faults_news(&mut self, faults: Arc<Vec<Fault>>) -> Option<Vec<Fault>> {
+        if self.sent_faults.as_ref().is_some_and(|s| **s == *faults) {
+            return None;
+        }
+        let news = (*faults).clone();
+        self.sent_faults = Some(faults);
+        Some(news)
+    }
+
     /// The parts of the fleet-wide view that differ from what this node was
     /// sent last.
     fn diff(&mut self) -> Push {
         let (targets, faults, credentials, table, lean) = self.hub.view();
-        let mut push = Push::default();
-        if self
-            .sent_targets
-            .as_ref()
-            .is_none_or(|s| targets_differ(s, &targets))
-        {
-            push.targets = Some((*targets).clone());
-            self.sent_targets = Some(targets);
-        }
-        if self.sent_faults.as_ref().is_none_or(|s| **s != *faults) {
-            push.faults = Some((*faults).clone());
-            self.sent_faults = Some(faults);
-        }
+        let mut push = Push {
+            targets: self.targets_news(targets),
+            faults: self.faults_news(faults),
+            ..Push::default()
+        };
         if !credentials.version.is_empty() && credentials.version != self.credentials {
             // Only to a node the gate admitted (its certificate, with TLS).
             self.credentials = credentials.version.clone();
@@ -435,24 +453,12 @@ impl Session {
             faults,
             credentials,
         } = state;
-        let targets = Targets { open, weights };
         let mut push = Push {
             gov,
+            targets: self.targets_news(Arc::new(Targets { open, weights })),
+            faults: self.faults_news(Arc::new(faults)),
             ..Push::default()
         };
-        if self
-            .sent_targets
-            .as_ref()
-            .is_none_or(|s| targets_differ(s, &targets))
-        {
-            let targets = Arc::new(targets);
-            push.targets = Some((*targets).clone());
-            self.sent_targets = Some(targets);
-        }
-        if self.sent_faults.as_ref().is_none_or(|s| **s != faults) {
-            push.faults = Some(faults.clone());
-            self.sent_faults = Some(Arc::new(faults));
-        }
         if let Some(c) = credentials {
             self.credentials = c.version.clone();
             push.credentials = Some(c);

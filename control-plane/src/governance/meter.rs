@@ -130,6 +130,15 @@ fn is_lean(m: &Meter, known: &[String], c: i64, now_ms: u64) -> bool {
     reserved > 0 && m.avail - reserved - debts(m, "") + m.pool.free.max(0) < m.need.max(1)
 }
 
+/// Notes that `m` was found lean; the first time in its window, `serial`
+/// grows (the fleet streams push withdrawals on that).
+fn mark_lean(m: &mut Meter, serial: &mut u64) {
+    if !m.lean {
+        m.lean = true;
+        *serial += 1;
+    }
+}
+
 /// What this control plane's Envoys said they want beyond what they hold
 /// (about a second of their demand), as far as they said it lately.
 fn demand(m: &Meter, now_ms: u64) -> i64 {
@@ -418,9 +427,8 @@ impl Meters {
 
         // Credit the reporting Envoys may still spend is not lent.
         let lean = is_lean(m, &known, c, now_ms);
-        let turned_lean = lean && !m.lean;
-        m.lean |= lean;
         if lean {
+            mark_lean(m, &mut self.lean_serial);
             // What is left cannot back every credit and serve a request: this
             // Envoy's credit is withdrawn.
             let b = m.boots.entry(boot.to_string()).or_default();
@@ -456,9 +464,6 @@ impl Meters {
         let exhausted = n == 0 && r.need > 0 && lendable + others < at_least;
         // What is left once requests in flight are settled (at most).
         let settled_left = (m.limit as i64 - m.used + pending).max(0) as u64;
-        if turned_lean {
-            self.lean_serial += 1;
-        }
         Some(Grant {
             s: subject.to_string(),
             d: r.d,
@@ -485,10 +490,7 @@ impl Meters {
             if c == 0 || !is_lean(m, &known, c, now_ms) {
                 continue;
             }
-            if !m.lean {
-                m.lean = true;
-                self.lean_serial += 1;
-            }
+            mark_lean(m, &mut self.lean_serial);
             let b = m.boots.entry(boot.to_string()).or_default();
             if b.credit_spent >= c || b.withdrawn_ms.is_some() {
                 continue;
@@ -668,8 +670,7 @@ impl Meters {
             }
             let c = credit(m.limit, envoys) as i64;
             if c > 0 && is_lean(m, &known, c, now_ms) {
-                m.lean = true;
-                self.lean_serial += 1;
+                mark_lean(m, &mut self.lean_serial);
             }
         }
         Ok(())

@@ -705,6 +705,54 @@ mod tests {
     }
 
     #[test]
+    fn node_metadata_is_taken_only_when_well_formed() {
+        use envoy_types::pb::envoy::config::core::v3::Node;
+        use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+        let node = |pairs: &[(&str, &str)]| Node {
+            id: "e1".into(),
+            metadata: Some(Struct {
+                fields: pairs
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.to_string(),
+                            Value {
+                                kind: Some(Kind::StringValue(v.to_string())),
+                            },
+                        )
+                    })
+                    .collect(),
+            }),
+            ..Node::default()
+        };
+        let cluster = crate::bootstrap::XDS_CLUSTER_METADATA;
+        let sds = crate::bootstrap::SDS_DIR_METADATA;
+        let ok = NodeInfo::of(&node(&[
+            (cluster, "ads_to-switchyard.cp:18000"),
+            (sds, "/etc/envoy"),
+        ]));
+        assert_eq!(
+            ok.xds_cluster.as_deref(),
+            Some("ads_to-switchyard.cp:18000")
+        );
+        assert_eq!(ok.sds_dir.as_deref(), Some("/etc/envoy"));
+        // A cluster name with a space or a control byte, an empty or an overlong
+        // one, a relative or control-laden SDS directory: ignored (the node
+        // then polls over HTTP, without the TLS fleet cluster).
+        let long = "c".repeat(129);
+        for bad in ["a b", "a\nb", "", long.as_str()] {
+            assert_eq!(
+                NodeInfo::of(&node(&[(cluster, bad)])).xds_cluster,
+                None,
+                "{bad:?}"
+            );
+        }
+        for bad in ["etc/envoy", "/etc/\nenvoy"] {
+            assert_eq!(NodeInfo::of(&node(&[(sds, bad)])).sds_dir, None, "{bad:?}");
+        }
+    }
+
+    #[test]
     fn gates_check_the_node_against_the_certificate() {
         let policy = crate::tls::NodePolicy::new(&["gw=gw-*"]).unwrap();
         let peer = |cn: &str| {
